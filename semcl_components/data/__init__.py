@@ -1,0 +1,1 @@
+"""Embedded data: a deterministic multi-organ CT phantom generator and MSD-style datalists."""

@@ -1,0 +1,191 @@
+"""The embedded phantom dataset: determinism, MSD layout, geometry, anatomy, splits and CLI behaviour."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from semcl_components.data import phantoms
+from semcl_components.data.anatomy import LABEL_NAMES
+from semcl_components.data.datalists import make_low_label_splits
+from semcl_components.data.phantoms import generate_phantom, main, write_phantom_dataset
+
+SIZE = (32, 32, 32)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("phantoms") / "ds"
+    write_phantom_dataset(out, num=6, seed=3, size=SIZE, spacing=2.0, preview=True, verbose=False)
+    return out
+
+
+def _file_bytes(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_same_arguments_give_byte_identical_files(dataset, tmp_path):
+    again = tmp_path / "again"
+    write_phantom_dataset(again, num=6, seed=3, size=SIZE, spacing=2.0, preview=True, verbose=False)
+    assert _file_bytes(again) == _file_bytes(dataset)
+
+
+def test_other_seed_gives_other_volumes():
+    a = generate_phantom(SIZE, seed=(0, 0))
+    b = generate_phantom(SIZE, seed=(1, 0))
+    assert not np.array_equal(a.image, b.image)
+
+
+def test_msd_layout_and_dataset_json(dataset):
+    meta = json.loads((dataset / "dataset.json").read_text())
+    assert meta["modality"] == {"0": "CT"}
+    assert meta["numTraining"] == 6 == len(meta["training"])
+    assert meta["labels"]["0"] == "background"
+    names = set(meta["labels"].values())
+    assert {"spleen", "right kidney", "left kidney", "gallbladder", "liver", "stomach", "aorta", "pancreas"} <= names
+    for item in meta["training"]:
+        assert (dataset / item["image"]).is_file() and (dataset / item["label"]).is_file()
+        assert Path(item["image"]).name == Path(item["label"]).name
+    assert sorted(p.name for p in dataset.iterdir()) == ["datalist.json", "dataset.json", "imagesTr", "labelsTr", "preview.png"]
+
+
+def test_nifti_geometry_and_types(dataset):
+    image = nib.load(dataset / "imagesTr" / "phantom_000.nii.gz")
+    label = nib.load(dataset / "labelsTr" / "phantom_000.nii.gz")
+    assert image.shape == label.shape == SIZE
+    assert image.get_data_dtype() == np.int16 and label.get_data_dtype() == np.uint8
+    assert image.header.get_zooms() == (2.0, 2.0, 2.0)
+    np.testing.assert_allclose(image.affine, label.affine)
+    np.testing.assert_allclose(np.diag(image.affine)[:3], [2.0, 2.0, 2.0])
+    # the volume's centre sits at the world origin
+    centre = image.affine @ np.array([*(np.array(SIZE) - 1) / 2.0, 1.0])
+    np.testing.assert_allclose(centre[:3], 0.0, atol=1e-6)
+    assert int(image.header["qform_code"]) == 1 and int(image.header["sform_code"]) == 1
+    assert image.header.get_xyzt_units()[0] == "mm"
+
+
+def test_every_organ_appears_and_labels_are_known():
+    subjects = [generate_phantom(SIZE, seed=(7, i)) for i in range(12)]
+    seen = set()
+    for s in subjects:
+        values = set(np.unique(s.label).tolist())
+        assert values <= set(LABEL_NAMES)
+        seen |= values
+    assert seen == set(LABEL_NAMES)
+
+
+def test_gallbladder_is_absent_in_some_subjects():
+    present = [("gallbladder" in generate_phantom((24, 24, 24), seed=(5, i)).present) for i in range(24)]
+    assert 0 < sum(present) < len(present)
+
+
+def test_hounsfield_ranges_are_ct_like():
+    s = generate_phantom(SIZE, seed=(0, 1))
+    assert s.image.min() >= -1024 and s.image.max() <= 3071
+    assert s.image[0, 0, :].mean() < -900  # air outside the body
+    liver = s.image[s.label == 5]
+    assert -50 < liver.mean() < 200
+
+
+def test_organ_intensity_shifts_between_subjects_and_overlaps():
+    def means(label: int) -> list[float]:
+        values = []
+        for i in range(10):
+            s = generate_phantom((24, 24, 24), seed=(11, i))
+            if (s.label == label).any():
+                values.append(float(s.image[s.label == label].mean()))
+        return values
+
+    liver, spleen = means(5), means(1)
+    assert max(liver) - min(liver) > 20.0  # contrast phase and offsets move an organ's mean HU
+    # intensity alone cannot tell liver from spleen: their per-subject means overlap
+    assert min(spleen) < max(liver) and min(liver) < max(spleen)
+
+
+def test_splits_are_disjoint_nested_and_complete(dataset):
+    splits = json.loads((dataset / "datalist.json").read_text())
+    images = {k: [i["image"] for i in v] for k, v in splits.items()}
+    finetune = images[max((k for k in images if k.startswith("finetune_")), key=lambda k: int(k.split("_")[1]))]
+    groups = [images["pretrain"], finetune, images["validation"], images["test"]]
+    flat = [x for g in groups for x in g]
+    assert len(flat) == len(set(flat)) == 6
+    assert all(len(g) >= 1 for g in groups)
+    assert images["finetune_1"] == finetune[:1] and images["finetune_2"] == finetune[:2]
+
+
+def test_splits_of_a_larger_cohort_have_all_finetune_sizes():
+    items = [{"image": f"i{i}", "label": f"l{i}"} for i in range(24)]
+    splits = make_low_label_splits(items, seed=0)
+    assert [len(splits[f"finetune_{k}"]) for k in (1, 2, 4, 8)] == [1, 2, 4, 8]
+    assert splits["finetune_4"] == splits["finetune_8"][:4]
+    assert make_low_label_splits(items, seed=0) == splits
+    with pytest.raises(ValueError, match="at least 4"):
+        make_low_label_splits(items[:3])
+
+
+def test_preview_is_a_png(dataset):
+    from PIL import Image
+
+    with Image.open(dataset / "preview.png") as png:
+        assert png.format == "PNG" and png.size[0] > 3 * SIZE[0]
+
+
+def test_rerun_with_same_arguments_reuses_the_dataset(dataset):
+    before = (dataset / "dataset.json").stat().st_mtime_ns
+    summary = write_phantom_dataset(dataset, num=6, seed=3, size=SIZE, spacing=2.0, verbose=False)
+    assert summary["reused"] and (dataset / "dataset.json").stat().st_mtime_ns == before
+
+
+def test_other_arguments_on_an_existing_dataset_need_overwrite(dataset, capsys):
+    assert main(["--out", str(dataset), "--num", "5", "--size", "32", "32", "32", "--quiet"]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert json.loads((dataset / "dataset.json").read_text())["numTraining"] == 6
+
+
+def test_cli_writes_a_dataset(tmp_path, capsys):
+    assert main(["--out", str(tmp_path / "d"), "--num", "4", "--size", "16", "16", "16", "--quiet"]) == 0
+    assert "spleen" in capsys.readouterr().out
+    assert len(list((tmp_path / "d" / "imagesTr").iterdir())) == 4
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--num", "2"], "--num must be >= 4"),
+        (["--spacing", "0"], "--spacing must be > 0"),
+        (["--size", "4", "32", "32"], "size must be three integers >= 8"),
+    ],
+)
+def test_cli_rejects_bad_arguments(tmp_path, capsys, argv, message):
+    out = tmp_path / "d"
+    assert main(["--out", str(out), "--quiet", *argv]) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_cli_reports_an_unwritable_output(tmp_path, capsys):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    assert main(["--out", str(blocker / "d"), "--num", "4", "--size", "16", "16", "16", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot write the dataset" in err and "a_file" in err
+
+
+def test_interrupted_generation_leaves_nothing_that_looks_complete(tmp_path, monkeypatch):
+    calls = {"n": 0}
+    real = phantoms.generate_phantom
+
+    def failing(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(phantoms, "generate_phantom", failing)
+    with pytest.raises(KeyboardInterrupt):
+        write_phantom_dataset(tmp_path / "d", num=4, size=(16, 16, 16), verbose=False)
+    assert list(tmp_path.iterdir()) == []
