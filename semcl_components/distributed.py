@@ -1,0 +1,78 @@
+"""Small torch.distributed helpers for losses that contrast against samples from every rank.
+
+Why our own differentiable all_gather: ``torch.distributed.nn.functional.all_gather`` does the job but is deprecated in
+torch 2.13 (a ``FutureWarning`` on every call) in favour of a private module. The autograd function below uses only
+public collectives (``all_gather`` forward, ``all_reduce`` backward) and so runs on every backend (gloo, NCCL).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+
+__all__ = ["distributed_world_size", "all_gather_with_grad", "all_gather_padded"]
+
+
+def distributed_world_size() -> int:
+    """Number of processes in the default group; 1 when torch.distributed is unavailable or not initialised."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_world_size()
+    return 1
+
+
+class _AllGatherWithGrad(torch.autograd.Function):
+    """All-gather along dim 0 whose backward sends each rank the summed gradient of its own slice.
+
+    Every rank's loss may depend on every rank's slice, so the gradient of rank ``r``'s input is
+    ``sum_over_ranks d loss_rank / d input_r``: the backward all-reduces (sums) the gradient of the gathered tensor
+    and keeps the rows that came from this rank. The backward is a collective: every rank must run it.
+    """
+
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        tensor = tensor.contiguous()
+        ctx.rows = tensor.shape[0]
+        ctx.rank = dist.get_rank()
+        chunks = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
+        dist.all_gather(chunks, tensor)
+        return torch.cat(chunks, dim=0)
+
+    @staticmethod
+    def backward(ctx, grad_output: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        grad = grad_output.contiguous().clone()
+        dist.all_reduce(grad, op=dist.ReduceOp.SUM)
+        start = ctx.rank * ctx.rows
+        return grad[start : start + ctx.rows]
+
+
+def all_gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
+    """Concatenate ``tensor`` (same shape on every rank) from all ranks along dim 0, keeping gradients.
+
+    Args:
+        tensor: ``(N, *)`` with the same shape, dtype and device type on every rank.
+
+    Returns:
+        ``(world_size * N, *)``, rank ``r``'s rows at ``[r * N, (r + 1) * N)``. Gradients flowing into any rank's
+        copy are summed and returned to the rank that owns the rows. Without an initialised process group (or with
+        one process) the input is returned unchanged.
+    """
+    if distributed_world_size() == 1:
+        return tensor
+    return _AllGatherWithGrad.apply(tensor)
+
+
+def all_gather_padded(tensor: torch.Tensor, rows: int) -> torch.Tensor:
+    """Gather ``tensor`` (``(n, *)``, ``n <= rows``, no gradient) from all ranks after zero-padding it to ``rows``.
+
+    Returns:
+        ``(world_size * rows, *)``; rank ``r``'s real rows are ``[r * rows, r * rows + n_r)``, the rest is padding.
+    """
+    if tensor.shape[0] > rows:
+        raise ValueError(f"cannot pad {tuple(tensor.shape)} down to {rows} rows.")
+    padded = tensor.new_zeros((rows, *tensor.shape[1:]))
+    padded[: tensor.shape[0]] = tensor.detach()
+    if distributed_world_size() == 1:
+        return padded
+    chunks = [torch.empty_like(padded) for _ in range(dist.get_world_size())]
+    dist.all_gather(chunks, padded)
+    return torch.cat(chunks, dim=0)

@@ -1,0 +1,298 @@
+"""The semantic-aware supervised contrastive loss over object embeddings."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch.nn.modules.loss import _Loss
+
+from semcl_components.distributed import all_gather_padded, all_gather_with_grad, distributed_world_size
+
+__all__ = ["SemanticSupConLoss", "positive_pair_mask"]
+
+_POSITIVES = ("class", "instance")
+
+
+def positive_pair_mask(labels: torch.Tensor | None = None, instance_ids: torch.Tensor | None = None) -> torch.Tensor:
+    """Positive pairs of a batch: ``mask[i, p]`` is True when ``p != i`` and both carry the same key.
+
+    Give exactly one key: ``labels`` (class-level positives, SupCon) or ``instance_ids`` (the other views of the
+    same object only, SimCLR). ``mask.sum()`` counts ordered pairs, e.g. two views of one object give 2.
+
+    Args:
+        labels: ``(N,)`` class id of every sample.
+        instance_ids: ``(N,)`` id of the object every sample (view) was made from.
+
+    Returns:
+        ``(N, N)`` bool tensor with a False diagonal.
+    """
+    if (labels is None) == (instance_ids is None):
+        raise ValueError(
+            "give exactly one of labels and instance_ids, got "
+            f"labels={'None' if labels is None else tuple(labels.shape)}, "
+            f"instance_ids={'None' if instance_ids is None else tuple(instance_ids.shape)}."
+        )
+    keys = labels if labels is not None else instance_ids
+    if keys.ndim != 1:
+        raise ValueError(f"keys must be (N,), got shape {tuple(keys.shape)}.")
+    same = keys.unsqueeze(1) == keys.unsqueeze(0)
+    return same & ~torch.eye(keys.shape[0], dtype=torch.bool, device=keys.device)
+
+
+class SemanticSupConLoss(_Loss):
+    """Supervised contrastive loss over object embeddings, optionally intensity-weighted and gathered over ranks.
+
+    Every sample is one object of one view of an image (the semantic attention mask picks the object); its label is
+    the object's class. For anchor ``i`` with positives ``P(i)`` and contrast set ``A(i)`` (all other samples)::
+
+        L_i = -(tau / tau_base) * mean_{p in P(i)} [ s_ip / tau - log sum_{a in A(i)} exp(s_ia / tau) ]
+
+    with ``s`` the cosine similarity of the L2-normalised embeddings (normalised here, in ``forward``). The loss is
+    the mean of ``L_i`` over the anchors that have at least one positive; the others are left out. A batch without
+    any positive pair gives a zero that still backpropagates (to zero gradients), never NaN.
+
+    Positives (``positives``):
+        - ``"class"``: every other sample with the same label, the other view of the same object included (SupCon).
+        - ``"instance"``: only the other views of the same object (``instance_ids``), the SimCLR-style ablation.
+
+    Intensity weighting (``intensity_weighting=True``, the authors' DCC variant): the term of a non-positive sample
+    ``a`` in the denominator is tempered by ``w_ia = max(0, 1 - |mu_i - mu_a|)`` (``mu``: mean normalised intensity
+    inside each object's mask, in [0, 1]); positives keep weight 1. As in the authors' code
+    (MASILab/DCC_CL, ``losses_intensity_weight.py``: ``exp(logits * image_weight)`` after ``logits`` had the row max
+    subtracted, the row max being the self-similarity ``1 / tau`` of normalised features), the weight multiplies the
+    logit measured from its maximum ``1 / tau``::
+
+        exp(w_ia * (s_ia - 1) / tau) * exp(1 / tau)  =  exp((w_ia * s_ia + 1 - w_ia) / tau)
+
+    i.e. the negative's similarity is pulled towards 1 by ``1 - w_ia`` and its gradient is scaled by ``w_ia``: a
+    negative of very different intensity (an easy one) still weighs in the partition function but is pushed away
+    less. With all weights 1 this is the plain loss. Two deliberate differences from the authors' code: positives of
+    the same class keep weight 1 (their code weights every denominator term, but was only run with the two views of
+    one object as positives), and the fixed reference 1 replaces the numerical row max (equal up to rounding).
+
+    Across ranks (``gather_distributed=True`` with an initialised process group of more than one process): the
+    anchors are this rank's samples, the contrast set is every rank's samples (ranks may hold different ``N``; they
+    are padded to the largest ``N`` and the padding is masked out). Each rank returns
+    ``world_size / V * sum_{local anchors i with a positive} L_i`` with ``V`` the number of anchors with a positive
+    over all ranks, so the mean of the rank losses is exactly the single-process loss on the concatenated batch,
+    whatever the split. Gradients reach every rank's own embeddings from all ranks' losses (summed), so a rank's
+    embedding gradient is ``world_size`` times that of the single-process loss and DDP's gradient averaging gives
+    exactly the single-process parameter gradients. Every rank must call ``forward`` and ``backward`` (the gather and
+    its backward are collectives), even with no sample.
+
+    References:
+        - Lee et al., "Semantic-Aware Contrastive Learning for Multi-object Medical Image Segmentation", IEEE JBHI
+          2023, doi:10.1109/JBHI.2023.3285230 (arXiv:2106.01596); code: https://github.com/MASILab/DCC_CL
+        - Khosla et al., "Supervised Contrastive Learning", NeurIPS 2020, arXiv:2004.11362
+        - Chen et al., "A Simple Framework for Contrastive Learning of Visual Representations", ICML 2020
+
+    Example:
+        >>> import torch
+        >>> from semcl_components.losses import SemanticSupConLoss
+        >>> loss_fn = SemanticSupConLoss(temperature=0.3, base_temperature=0.07)
+        >>> embeddings = torch.randn(6, 16, requires_grad=True)  # 3 objects x 2 views
+        >>> labels = torch.tensor([1, 2, 2, 1, 2, 2])  # class of every object
+        >>> loss = loss_fn(embeddings, labels)
+        >>> loss.backward()
+        >>> int(loss_fn.positive_pair_mask(labels).sum())  # ordered positive pairs
+        14
+    """
+
+    def __init__(
+        self,
+        temperature: float = 0.3,
+        base_temperature: float = 0.07,
+        positives: str = "class",
+        intensity_weighting: bool = False,
+        gather_distributed: bool = False,
+    ) -> None:
+        """
+        Args:
+            temperature: ``tau`` dividing the cosine similarities, > 0 (authors' code: 0.3).
+            base_temperature: ``tau_base``; the loss is scaled by ``tau / tau_base``, > 0 (authors' code: 0.07).
+            positives: ``"class"`` (same label) or ``"instance"`` (same object, SimCLR-style ablation).
+            intensity_weighting: weight the non-positive terms of the denominator by intensity similarity (DCC).
+            gather_distributed: contrast against the samples of all ranks under torch.distributed.
+
+        Raises:
+            ValueError: when an argument has a wrong type or value.
+        """
+        super().__init__()
+        self.temperature = _positive_float("temperature", temperature)
+        self.base_temperature = _positive_float("base_temperature", base_temperature)
+        if positives not in _POSITIVES:
+            raise ValueError(f"positives must be one of {_POSITIVES}, got {positives!r}.")
+        self.positives = positives
+        self.intensity_weighting = _boolean("intensity_weighting", intensity_weighting)
+        self.gather_distributed = _boolean("gather_distributed", gather_distributed)
+
+    def positive_pair_mask(
+        self, labels: torch.Tensor | None = None, instance_ids: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``(N, N)`` bool mask of the positive pairs this loss uses (``labels`` or ``instance_ids`` per mode)."""
+        keys = self._select_key(labels, instance_ids)
+        return positive_pair_mask(labels=keys) if self.positives == "class" else positive_pair_mask(instance_ids=keys)
+
+    def forward(
+        self,
+        embeddings: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        instance_ids: torch.Tensor | None = None,
+        intensities: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """
+        Args:
+            embeddings: ``(N, D)`` object embeddings (projection-head outputs; normalised here).
+            labels: ``(N,)`` class ids; required when ``positives="class"``.
+            instance_ids: ``(N,)`` object ids shared by the views of one object; required when
+                ``positives="instance"``.
+            intensities: ``(N,)`` mean normalised intensity inside every object's mask, in [0, 1]; required when
+                ``intensity_weighting=True`` (ignored otherwise).
+
+        Returns:
+            the scalar loss.
+
+        Raises:
+            ValueError: when a required input is missing or a shape is wrong.
+        """
+        keys, intensities = self._check_inputs(embeddings, labels, instance_ids, intensities)
+        if self.gather_distributed and distributed_world_size() > 1:
+            return self._distributed_loss(embeddings, keys, intensities)
+        return self._local_loss(embeddings, keys, intensities)
+
+    def _local_loss(
+        self, embeddings: torch.Tensor, keys: torch.Tensor, intensities: torch.Tensor | None
+    ) -> torch.Tensor:
+        z = F.normalize(embeddings, dim=1)
+        others = ~torch.eye(z.shape[0], dtype=torch.bool, device=z.device)
+        positive = (keys.unsqueeze(1) == keys.unsqueeze(0)) & others
+        losses = self._anchor_losses(z, z, positive, others, intensities, intensities)
+        if losses.numel() == 0:
+            return embeddings.sum() * 0.0
+        return losses.mean()
+
+    def _distributed_loss(
+        self, embeddings: torch.Tensor, keys: torch.Tensor, intensities: torch.Tensor | None
+    ) -> torch.Tensor:
+        n, dim = embeddings.shape
+        sizes = all_gather_padded(torch.tensor([n], device=embeddings.device), 1)
+        rows = int(sizes.max())
+        if rows == 0:  # no sample on any rank: no collective in backward either
+            return embeddings.sum() * 0.0
+        z = F.normalize(embeddings, dim=1)
+        all_z = all_gather_with_grad(torch.cat([z, z.new_zeros(rows - n, dim)]))
+        all_keys = all_gather_padded(keys, rows)
+        all_intensities = None if intensities is None else all_gather_padded(intensities, rows)
+
+        # columns: (rank, row) flattened; real samples are the first sizes[rank] rows of every rank's block
+        row_in_block = torch.arange(rows, device=z.device).repeat(sizes.shape[0])
+        real = row_in_block < sizes.repeat_interleave(rows)
+        own_columns = dist.get_rank() * rows + torch.arange(n, device=z.device)
+        others = real.unsqueeze(0).repeat(n, 1)
+        others[torch.arange(n, device=z.device), own_columns] = False
+        positive = (keys.unsqueeze(1) == all_keys.unsqueeze(0)) & others
+
+        losses = self._anchor_losses(z, all_z, positive, others, intensities, all_intensities)
+        valid = torch.tensor([losses.numel()], device=z.device, dtype=torch.long)
+        dist.all_reduce(valid)
+        if losses.numel() == 0:  # keep this rank in the gather's backward collective
+            return all_z.sum() * 0.0
+        return losses.sum() * (sizes.shape[0] / valid.item())
+
+    def _anchor_losses(
+        self,
+        anchors: torch.Tensor,
+        contrast: torch.Tensor,
+        positive: torch.Tensor,
+        others: torch.Tensor,
+        anchor_intensities: torch.Tensor | None,
+        contrast_intensities: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """``L_i`` for every anchor that has a positive.
+
+        Args:
+            anchors: ``(A, D)`` normalised anchor embeddings.
+            contrast: ``(C, D)`` normalised embeddings of the contrast set.
+            positive: ``(A, C)`` bool, the positives of every anchor.
+            others: ``(A, C)`` bool, the contrast set of every anchor (not itself, no padding).
+            anchor_intensities: ``(A,)`` or None (no weighting).
+            contrast_intensities: ``(C,)`` or None.
+
+        Returns:
+            ``(A',)`` losses of the A' anchors with at least one positive.
+        """
+        has_positive = positive.any(dim=1)
+        anchors, positive, others = anchors[has_positive], positive[has_positive], others[has_positive]
+        # einsum indices: a = anchor, c = contrast sample, d = embedding dimension
+        similarity = torch.einsum("ad,cd->ac", anchors, contrast)
+        if self.intensity_weighting:
+            weights = _intensity_weights(anchor_intensities[has_positive], contrast_intensities)
+            weights = torch.where(positive, torch.ones_like(weights), weights)
+            denominator_similarity = weights * similarity + (1.0 - weights)
+        else:
+            denominator_similarity = similarity
+        # torch.logsumexp subtracts the row max before exponentiating; excluded samples are -inf (exp -> 0)
+        log_partition = torch.logsumexp(
+            (denominator_similarity / self.temperature).masked_fill(~others, float("-inf")), dim=1
+        )
+        positive_weight = positive.to(similarity.dtype)
+        mean_positive_logit = (similarity * positive_weight).sum(dim=1) / positive_weight.sum(dim=1) / self.temperature
+        return -(self.temperature / self.base_temperature) * (mean_positive_logit - log_partition)
+
+    @property
+    def _key_name(self) -> str:
+        return "labels" if self.positives == "class" else "instance_ids"
+
+    def _select_key(self, labels: torch.Tensor | None, instance_ids: torch.Tensor | None) -> torch.Tensor:
+        keys = labels if self.positives == "class" else instance_ids
+        if keys is None:
+            raise ValueError(f"positives={self.positives!r} needs {self._key_name}, got None.")
+        return keys
+
+    def _check_inputs(
+        self,
+        embeddings: torch.Tensor,
+        labels: torch.Tensor | None,
+        instance_ids: torch.Tensor | None,
+        intensities: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if embeddings.ndim != 2:
+            raise ValueError(f"embeddings must be (N, D), got shape {tuple(embeddings.shape)}.")
+        if not embeddings.is_floating_point():
+            raise ValueError(f"embeddings must be floating point, got dtype {embeddings.dtype}.")
+        n = embeddings.shape[0]
+        keys = self._select_key(labels, instance_ids)
+        _check_vector(self._key_name, keys, n, embeddings.shape)
+        if not self.intensity_weighting:
+            return keys, None
+        if intensities is None:
+            raise ValueError("intensity_weighting=True needs intensities, got None.")
+        _check_vector("intensities", intensities, n, embeddings.shape)
+        return keys, intensities.to(embeddings.dtype).detach()
+
+
+def _intensity_weights(anchor_intensities: torch.Tensor, contrast_intensities: torch.Tensor) -> torch.Tensor:
+    """``(A, C)`` weights ``max(0, 1 - |mu_a - mu_c|)``."""
+    difference = (anchor_intensities.unsqueeze(1) - contrast_intensities.unsqueeze(0)).abs()
+    return (1.0 - difference).clamp(min=0.0)
+
+
+def _check_vector(name: str, value: torch.Tensor, n: int, embeddings_shape: torch.Size) -> None:
+    if not isinstance(value, torch.Tensor) or value.ndim != 1 or value.shape[0] != n:
+        shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+        raise ValueError(f"{name} must be (N,) matching embeddings {tuple(embeddings_shape)}, got {shape}.")
+
+
+def _positive_float(name: str, value: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}.")
+    return float(value)
+
+
+def _boolean(name: str, value: bool) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be a bool, got {value!r}.")
+    return value
