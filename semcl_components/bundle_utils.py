@@ -1,0 +1,146 @@
+"""Small helpers the bundle configs call: where the bundle is, which data to read, and checks with clear errors.
+
+Everything here is plain Python that the configs reference as expressions, e.g.
+``dataset_dir: "$semcl_components.bundle_utils.ensure_phantom_dataset(@bundle_root + '/data/phantoms')"``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+__all__ = [
+    "bundle_root_from_argv",
+    "class_names",
+    "ensure_phantom_dataset",
+    "inference_inputs",
+    "load_datalist",
+]
+
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+
+
+def bundle_root_from_argv(fallback: str | os.PathLike = ".", argv: Sequence[str] | None = None) -> str:
+    """The bundle folder of the config given to ``python -m monai.bundle run --config_file <bundle>/configs/x.yaml``.
+
+    MONAI's bundle convention is ``bundle_root: "."`` (run from the bundle folder). This lets the same commands run from
+    any working directory: the first ``--config_file`` path (a path, or a list written as a string) is taken, and if
+    its folder is called ``configs`` its parent is the bundle root. Without ``--config_file`` on the command line (a
+    Python caller, MONAI Label, which sets ``bundle_root`` itself) the ``fallback`` is returned. An explicit
+    ``--bundle_root`` override always wins over this default.
+    """
+    args = list(sys.argv if argv is None else argv)
+    for i, arg in enumerate(args):
+        value = None
+        if arg == "--config_file" and i + 1 < len(args):
+            value = args[i + 1]
+        elif arg.startswith("--config_file="):
+            value = arg.split("=", 1)[1]
+        if value is None:
+            continue
+        match = re.search(r"[^'\"\[\],\s]+\.(?:json|ya?ml)", value)
+        if match:
+            config_dir = Path(match.group(0)).absolute().parent
+            return str(config_dir.parent if config_dir.name == "configs" else config_dir)
+    return str(Path(fallback).absolute())
+
+
+def ensure_phantom_dataset(folder: str | os.PathLike, num: int = 24, seed: int = 0, size: Sequence[int] = (96, 96, 96)) -> str:
+    """Return ``folder``, writing the embedded phantom dataset there first if it holds no dataset yet.
+
+    The bundle configs use this as the default ``dataset_dir``, so every workflow runs on a fresh machine without a
+    download. A folder that already has a ``dataset.json`` is used as it is.
+    """
+    folder = Path(folder)
+    if not (folder / "dataset.json").is_file():
+        from semcl_components.data.phantoms import write_phantom_dataset
+
+        print(f"[semcl] no dataset at {folder}: writing {num} phantoms of {tuple(size)} voxels there", flush=True)
+        write_phantom_dataset(folder, num=num, seed=seed, size=size, preview=True, verbose=False)
+    return str(folder)
+
+
+def load_datalist(
+    datalist_file: str | os.PathLike,
+    key: str,
+    base_dir: str | os.PathLike,
+    require_label: bool = True,
+    image_key: str = "image",
+    label_key: str = "label",
+) -> list[dict]:
+    """Read the ``key`` list of an MSD-style datalist JSON, resolve paths against ``base_dir`` and check the files.
+
+    Raises:
+        FileNotFoundError: ``base_dir`` or the datalist file does not exist, or an entry's image or label file is
+            missing (the message names the file and the entry).
+        KeyError: ``key`` is not in the datalist (the message lists the keys it has).
+        ValueError: an entry has no image, or no label although ``require_label`` (training, evaluation).
+    """
+    base_dir = Path(base_dir)
+    if not base_dir.is_dir():
+        raise FileNotFoundError(f"dataset_dir {base_dir} does not exist or is not a folder; set --dataset_dir.")
+    datalist_file = Path(datalist_file)
+    if not datalist_file.is_file():
+        raise FileNotFoundError(f"datalist {datalist_file} does not exist; set --data_list_file_path.")
+    try:
+        content = json.loads(datalist_file.read_text())
+    except ValueError as error:
+        raise ValueError(f"datalist {datalist_file} is not valid JSON: {error}") from error
+    if key not in content:
+        lists = [k for k, v in content.items() if isinstance(v, list)]
+        raise KeyError(f"datalist {datalist_file} has no list '{key}'; it has {lists}.")
+    items = []
+    for index, entry in enumerate(content[key]):
+        entry = {"image": entry} if isinstance(entry, str) else dict(entry)
+        if image_key not in entry:
+            raise ValueError(f"entry {index} of '{key}' in {datalist_file} has no '{image_key}': {entry}.")
+        if require_label and label_key not in entry:
+            raise ValueError(
+                f"image {entry[image_key]} (entry {index} of '{key}' in {datalist_file}) has no '{label_key}'; "
+                "training and evaluation need a label map for every image."
+            )
+        for k in (image_key, label_key):
+            if k in entry:
+                path = Path(entry[k])
+                entry[k] = str(path if path.is_absolute() else (base_dir / path).resolve())
+                if not os.path.exists(entry[k]):
+                    raise FileNotFoundError(f"{k} file {entry[k]} (entry {index} of '{key}' in {datalist_file}) does not exist.")
+        items.append(entry)
+    if not items:
+        raise ValueError(f"list '{key}' in {datalist_file} is empty.")
+    return items
+
+
+def inference_inputs(path: str | os.PathLike) -> list[dict]:
+    """Datalist for inference from a NIfTI file, a folder of NIfTI files, or a folder holding one DICOM series."""
+    path = Path(path)
+    if path.is_file():
+        return [{"image": str(path.absolute())}]
+    if not path.is_dir():
+        raise FileNotFoundError(f"inference input {path} does not exist.")
+    niftis = sorted(p for p in path.iterdir() if p.name.endswith(NIFTI_SUFFIXES))
+    if niftis:
+        return [{"image": str(p.absolute())} for p in niftis]
+    if any(p.is_file() for p in path.iterdir()):
+        return [{"image": str(path.absolute())}]  # a DICOM series folder, read by ITK as one volume
+    raise ValueError(f"inference input folder {path} holds no NIfTI file and no DICOM series.")
+
+
+def class_names(labels: Mapping[str, str] | str | os.PathLike) -> list[str]:
+    """Foreground class names in label order from a ``{"0": "background", "1": "spleen", ...}`` map.
+
+    ``labels`` is such a map (the bundle's ``metadata.json`` ``channel_def``) or the path of an MSD ``dataset.json``
+    whose ``labels`` map is used, so a dataset brings its own classes: ``--class_names
+    "$semcl_components.bundle_utils.class_names('/data/btcv/dataset.json')"``.
+    """
+    if not isinstance(labels, Mapping):
+        labels = json.loads(Path(labels).read_text())["labels"]
+    ordered = sorted(((int(k), v) for k, v in labels.items()), key=lambda kv: kv[0])
+    ids = [k for k, _ in ordered]
+    if ids != list(range(len(ids))):
+        raise ValueError(f"label ids must be 0..K without gaps, got {ids}.")
+    return [name for k, name in ordered if k > 0]
