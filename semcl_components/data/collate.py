@@ -22,19 +22,31 @@ SAMPLE_INDEX_KEY = "sample_index"
 """Key of the ``(B,)`` index of the source sample of each batch item."""
 
 
+def _view_groups(batch: Sequence[Any], where: str = "batch") -> list[list[Mapping[Hashable, Any]]]:
+    """Split a (nested) batch into groups of views: a dict is a group of one, a list of dicts is one sample's views,
+    and a list of lists (e.g. ``num_samples`` crops of a volume, each with its views) holds several samples."""
+    groups: list[list[Mapping[Hashable, Any]]] = []
+    for i, sample in enumerate(batch):
+        if isinstance(sample, Mapping):
+            groups.append([sample])
+        elif isinstance(sample, (list, tuple)) and sample and all(isinstance(v, Mapping) for v in sample):
+            groups.append(list(sample))
+        elif isinstance(sample, (list, tuple)) and sample:
+            groups.extend(_view_groups(sample, where=f"{where}[{i}]"))
+        else:
+            raise ValueError(
+                f"batch items must be dicts or (nested) lists of dicts, got {type(sample).__name__} at {where}[{i}]."
+            )
+    return groups
+
+
 def _flatten(batch: Sequence[Any]) -> tuple[list[Mapping[Hashable, Any]], list[int]]:
     """Flatten items and lists of items (views) in order; return them with the index of their source sample."""
     items: list[Mapping[Hashable, Any]] = []
     sample_index: list[int] = []
-    for i, sample in enumerate(batch):
-        views = sample if isinstance(sample, list) else [sample]
-        for view in views:
-            if not isinstance(view, Mapping):
-                raise ValueError(
-                    f"batch items must be dicts or lists of dicts, got {type(view).__name__} in sample {i}."
-                )
-            items.append(view)
-            sample_index.append(i)
+    for i, views in enumerate(_view_groups(batch)):
+        items.extend(views)
+        sample_index.extend([i] * len(views))
     return items, sample_index
 
 
@@ -45,8 +57,10 @@ def object_list_collate(
     """Collate dict samples whose per-object entries have a variable length ``K``.
 
     Args:
-        batch: a list of dicts, or of lists of dicts (e.g. the views returned by ``RandMultiViewd``); lists are
-            flattened in order into consecutive batch items, as ``monai.data.list_data_collate`` does.
+        batch: a list of dicts, or of lists of dicts (e.g. the views returned by ``RandMultiViewd``), or of lists of
+            such lists (e.g. ``num_samples`` crops of one volume, each with its views); lists are flattened in order
+            into consecutive batch items, as ``monai.data.list_data_collate`` does. An innermost list of dicts is
+            the views of one sample.
         object_keys: keys kept as python lists (one entry per batch item) of tensors: ``masks`` ``(K_b, *spatial)``,
             ``class_ids`` and ``object_ids`` ``(K_b,)``. Numpy arrays are converted to tensors; keys absent from
             the items are ignored.
@@ -54,7 +68,7 @@ def object_list_collate(
     Returns:
         A dict with every other key collated by ``monai.data.utils.list_data_collate`` (images ``(B, C, *spatial)``,
         MetaTensor meta data kept), the object keys as lists of length ``B``, and ``"sample_index"``: int64 ``(B,)``
-        index in ``batch`` of the sample each item came from (views of one sample share it). An object instance is
+        index of the sample each item came from (views of one sample share it). An object instance is
         identified across views by ``(sample_index, object_id)``.
     """
     if len(batch) == 0:
