@@ -12,9 +12,11 @@ import re
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 __all__ = [
     "bundle_root_from_argv",
+    "check_num_channels",
     "class_names",
     "ensure_phantom_dataset",
     "inference_inputs",
@@ -128,6 +130,26 @@ def inference_inputs(path: str | os.PathLike) -> list[dict]:
     if any(p.is_file() for p in path.iterdir()):
         return [{"image": str(path.absolute())}]  # a DICOM series folder, read by ITK as one volume
     raise ValueError(f"inference input folder {path} holds no NIfTI file and no DICOM series.")
+
+
+def check_num_channels(image: Any, num_channels: int) -> Any:
+    """Return ``image`` unchanged if it has ``num_channels`` channels, else raise an error that names the file.
+
+    For a channel-first image ``(C, *spatial)`` right after ``LoadImaged(ensure_channel_first=True)``; the configs
+    call it through ``Lambdad`` so that a multi-channel volume (e.g. a 4D NIfTI) fails with its file name and shape
+    instead of a convolution's shape error deep inside the network.
+
+    Raises:
+        ValueError: ``image.shape[0] != num_channels``.
+    """
+    if image.shape[0] != num_channels:
+        meta = getattr(image, "meta", None) or {}
+        source = meta.get("filename_or_obj", "input image")
+        raise ValueError(
+            f"{source}: the network takes {num_channels}-channel images, got {image.shape[0]} channels "
+            f"(channel-first shape {tuple(image.shape)}); see network_data_format.inputs.image in metadata.json."
+        )
+    return image
 
 
 def class_names(labels: Mapping[str, str] | str | os.PathLike) -> list[str]:

@@ -7,6 +7,7 @@ import json
 import logging
 import math
 import os
+import pickle
 import re
 import time
 from collections.abc import Mapping, Sequence
@@ -15,9 +16,17 @@ from typing import Any
 
 import torch
 from ignite.engine import Engine, Events
+from ignite.handlers import DiskSaver
+from ignite.handlers.checkpoint import BaseSaveHandler
 from monai.handlers import CheckpointLoader, CheckpointSaver
 
-__all__ = ["CheckpointResumer", "RunSummaryWriter", "latest_epoch_checkpoint", "write_json_atomic"]
+__all__ = [
+    "CheckpointResumer",
+    "RunSummaryWriter",
+    "epoch_checkpoints",
+    "latest_epoch_checkpoint",
+    "write_json_atomic",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -39,29 +48,81 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
-def latest_epoch_checkpoint(ckpt_dir: str | os.PathLike, prefix: str = "checkpoint") -> tuple[str, int] | None:
-    """The ``{prefix}_epoch=N.pt`` file with the largest N in ``ckpt_dir`` (MONAI CheckpointSaver's naming), or None."""
+def epoch_checkpoints(ckpt_dir: str | os.PathLike, prefix: str = "checkpoint") -> list[tuple[str, int]]:
+    """``(path, N)`` of the ``{prefix}_epoch=N.pt`` files in ``ckpt_dir`` (MONAI CheckpointSaver's naming), newest
+    first."""
     found = []
     for path in glob.glob(os.path.join(glob.escape(str(ckpt_dir)), f"{prefix}_epoch=*.pt")):
         match = re.search(r"_epoch=(\d+)\.pt$", path)
         if match:
-            found.append((int(match.group(1)), path))
-    if not found:
-        return None
-    epoch, path = max(found)
-    return path, epoch
+            found.append((path, int(match.group(1))))
+    return sorted(found, key=lambda item: item[1], reverse=True)
+
+
+def latest_epoch_checkpoint(ckpt_dir: str | os.PathLike, prefix: str = "checkpoint") -> tuple[str, int] | None:
+    """The ``{prefix}_epoch=N.pt`` file with the largest N in ``ckpt_dir`` (MONAI CheckpointSaver's naming), or None."""
+    found = epoch_checkpoints(ckpt_dir, prefix)
+    return found[0] if found else None
+
+
+class _SaveThenRemove(BaseSaveHandler):
+    """Wrap ignite's ``DiskSaver`` so that a checkpoint is written atomically before the one it replaces is removed.
+
+    ignite's ``Checkpoint`` removes the file that falls out of ``n_saved`` *before* writing the new one, and MONAI's
+    saver writes in place, so a run killed at that moment keeps no checkpoint at all (or a truncated one). Here the
+    file is written to a temporary name and renamed into place (ignite's atomic mode), and removals asked for in the
+    meantime happen only after that write succeeded.
+    """
+
+    def __init__(self, disk_saver: DiskSaver) -> None:
+        disk_saver._atomic = True
+        self.disk_saver = disk_saver
+        self.dirname = disk_saver.dirname
+        self._pending: list[str] = []
+
+    def __call__(self, checkpoint: Mapping, filename: str, metadata: Mapping | None = None) -> None:
+        self.disk_saver(checkpoint, filename, metadata)
+        written = os.path.basename(getattr(self.disk_saver, "filename", None) or filename)
+        for old in self._pending:
+            if os.path.basename(getattr(self.disk_saver, "filename", None) or old) != written:
+                self.disk_saver.remove(old)
+        self._pending = []
+
+    def remove(self, filename: str) -> None:
+        self._pending.append(filename)
+
+
+class AtomicCheckpointSaver(CheckpointSaver):
+    """``monai.handlers.CheckpointSaver`` that never leaves a truncated file or a moment without a checkpoint.
+
+    Every file it writes (interval, key-metric and final checkpoints) goes to a temporary file in the same folder and
+    is renamed over its target (ignite's atomic mode, then made group/other readable), and a checkpoint that falls out
+    of ``n_saved`` (or a fixed-name file being replaced) is removed only after its successor is complete. MONAI's own
+    saver writes in place after removing the old file, so a run killed while saving can lose every checkpoint.
+    Arguments are those of ``CheckpointSaver``.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for checkpoint in (self._final_checkpoint, self._key_metric_checkpoint, self._interval_checkpoint):
+            if checkpoint is not None:
+                checkpoint.save_handler = _SaveThenRemove(checkpoint.save_handler)
 
 
 class CheckpointResumer:
     """Continue an interrupted training from the last epoch checkpoint in ``ckpt_dir``.
 
-    Pair it with a ``monai.handlers.CheckpointSaver`` in the trainer's handlers that writes
-    ``checkpoint_epoch=N.pt`` every epoch (``save_interval=1``, ``n_saved=1``; ignite writes atomically) and whose
+    Pair it with an :class:`AtomicCheckpointSaver` attached to the trainer that writes
+    ``checkpoint_epoch=N.pt`` every epoch (``save_interval=1``, ``n_saved=1``) and whose
     ``save_dict`` holds the objects of ``load_dict`` plus this resumer (``"resume_state": @this``), so that the best
     validation metric and the key-metric saver's record survive the restart too. At ``Events.STARTED`` the latest
     checkpoint, if any, is loaded with MONAI's ``CheckpointLoader`` (network, optimizer, scheduler and trainer
     epoch/iteration); the trainer then continues with the next epoch. Without a checkpoint, or with
     ``enabled=False``, training starts from scratch and says so.
+
+    With :class:`AtomicCheckpointSaver` a killed run cannot leave a truncated checkpoint. Files written by other
+    means (MONAI's in-place ``CheckpointSaver``, a full disk) can still be unreadable: such a file is skipped with a
+    warning and the next older one is used.
 
     It is deliberately not a ``CheckpointLoader`` in ``train#handlers``: MONAI Label inserts its own loader there
     unless one already exists.
@@ -118,12 +179,17 @@ class CheckpointResumer:
         if not self.enabled:
             logger.info("resume disabled: training starts from scratch.")
             return
-        latest = latest_epoch_checkpoint(self.ckpt_dir)
-        if latest is None:
-            logger.info(f"no checkpoint in {self.ckpt_dir}: training starts from scratch.")
+        for path, epoch in epoch_checkpoints(self.ckpt_dir):
+            try:
+                checkpoint_keys = set(torch.load(path, map_location="cpu", weights_only=True))
+            except (EOFError, RuntimeError, pickle.UnpicklingError) as error:  # truncated by a kill during the save
+                logger.warning(f"skipping unreadable checkpoint {path} ({type(error).__name__}: {error}).")
+                continue
+            self._resume(engine, path, epoch, checkpoint_keys)
             return
-        path, epoch = latest
-        checkpoint_keys = set(torch.load(path, map_location="cpu", weights_only=True))
+        logger.info(f"no usable checkpoint in {self.ckpt_dir}: training starts from scratch.")
+
+    def _resume(self, engine: Engine, path: str, epoch: int, checkpoint_keys: set[str]) -> None:
         load_dict = dict(self.load_dict)
         if "resume_state" in checkpoint_keys:
             load_dict["resume_state"] = self

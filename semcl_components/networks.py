@@ -672,6 +672,12 @@ def load_pretrained_encoder(
         else:
             to_load[name] = adapted
             report.adapted.append(entry)
+    if not to_load and report.skipped:
+        shown = "; ".join(f"{k}: checkpoint {a} vs network {b}" for k, a, b in report.skipped[:3])
+        raise ValueError(
+            f"no encoder weight fits the network (0 tensors loaded): all {len(report.skipped)} matching keys differ "
+            f"in shape, e.g. {shown}. Was the encoder pretrained with other settings (init_filters, blocks_down)?"
+        )
     if not to_load:
         raise ValueError(
             "no encoder weight matched the network (0 tensors loaded). "

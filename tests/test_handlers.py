@@ -1,0 +1,94 @@
+"""Handlers: atomic checkpoint files and the resume helpers."""
+
+from __future__ import annotations
+
+import torch
+from ignite.engine import Engine, Events
+
+from semcl_components.handlers import AtomicCheckpointSaver, latest_epoch_checkpoint, write_json_atomic
+
+
+def _engine() -> Engine:
+    return Engine(lambda engine, batch: None)
+
+
+class _Killed(Exception):
+    """Stands for a process killed while writing a checkpoint."""
+
+
+def _fail_every_save(monkeypatch):
+    real_save = torch.save
+
+    def partial_save(obj, f, *args, **kwargs):
+        real_save(obj, f, *args, **kwargs)
+        raise _Killed
+
+    monkeypatch.setattr(torch, "save", partial_save)
+
+
+def _run(engine: Engine, epochs: int) -> None:
+    try:
+        engine.run([0], max_epochs=epochs)
+    except _Killed:
+        pass
+
+
+def _objects() -> dict:
+    net = torch.nn.Linear(3, 2)
+    return {"model": net, "optimizer": torch.optim.SGD(net.parameters(), lr=0.1)}
+
+
+def test_a_kill_while_saving_keeps_the_previous_epoch_checkpoint(tmp_path, monkeypatch):
+    objects = _objects()
+    net = objects["model"]
+    engine = _engine()
+    AtomicCheckpointSaver(save_dir=str(tmp_path), save_dict=objects, save_interval=1, n_saved=1, epoch_level=True).attach(engine)
+
+    @engine.on(Events.EPOCH_COMPLETED(once=1))
+    def _break_saving(_):
+        _fail_every_save(monkeypatch)  # from now on every save dies half-way, as a SIGKILL during torch.save would
+
+    with torch.no_grad():
+        expected = net.weight.clone()
+    _run(engine, epochs=3)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint_epoch=1.pt"]  # no partial or temporary file
+    monkeypatch.undo()
+    torch.testing.assert_close(torch.load(tmp_path / "checkpoint_epoch=1.pt", weights_only=True)["model"]["weight"], expected)
+
+
+def test_a_failed_save_of_a_fixed_name_file_keeps_the_old_file(tmp_path, monkeypatch):
+    net = torch.nn.Linear(3, 2)
+    first = net.weight.detach().clone()
+    engine = _engine()
+    AtomicCheckpointSaver(save_dir=str(tmp_path), save_dict={"model": net}, save_final=True, final_filename="model.pt").attach(engine)
+    engine.run([0], max_epochs=1)
+    with torch.no_grad():
+        net.weight.add_(1.0)
+    _fail_every_save(monkeypatch)
+    second = _engine()
+    AtomicCheckpointSaver(save_dir=str(tmp_path), save_dict={"model": net}, save_final=True, final_filename="model.pt").attach(second)
+    _run(second, epochs=1)
+    monkeypatch.undo()
+    assert [p.name for p in tmp_path.iterdir()] == ["model.pt"]
+    torch.testing.assert_close(torch.load(tmp_path / "model.pt", weights_only=True)["weight"], first)
+
+
+def test_interval_checkpoints_are_found_newest_first(tmp_path):
+    engine = _engine()
+    AtomicCheckpointSaver(save_dir=str(tmp_path), save_dict=_objects(), save_interval=1, n_saved=2, epoch_level=True).attach(engine)
+    engine.run([0, 1], max_epochs=3)
+    path, epoch = latest_epoch_checkpoint(tmp_path)
+    assert epoch == 3 and path.endswith("checkpoint_epoch=3.pt")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint_epoch=2.pt", "checkpoint_epoch=3.pt"]
+
+
+def test_no_checkpoint_gives_none(tmp_path):
+    assert latest_epoch_checkpoint(tmp_path) is None
+
+
+def test_write_json_atomic_replaces_the_file(tmp_path):
+    target = tmp_path / "sub" / "summary.json"
+    write_json_atomic({"a": 1}, target)
+    write_json_atomic({"a": torch.tensor(2.5)}, target)
+    assert target.read_text().strip().replace(" ", "").replace("\n", "") == '{"a":2.5}'
+    assert [p.name for p in target.parent.iterdir()] == ["summary.json"]
