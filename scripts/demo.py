@@ -14,7 +14,10 @@ Rerunning is safe: finished stages are reused (training resumes from its last ch
 continues where it stopped. Everything is written under --workdir (default runs/demo).
 
 Usage:
-    python scripts/demo.py [--workdir runs/demo] [--num 24] [--size 96 96 96] [--finetune-key finetune_4] ...
+    python scripts/demo.py [--workdir runs/demo] [--num 24] [--size 64 64 64] [--finetune-key finetune_4] ...
+
+The defaults fit a 2-core CPU in about 10 minutes: 64^3 phantoms, a SegResNet of width 8 (the bundle's default is
+16), 20 pretraining and 120 finetuning epochs.
 """
 
 from __future__ import annotations
@@ -103,17 +106,18 @@ def _dice_table(arms: dict[str, dict]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workdir", type=Path, default=ROOT / "runs" / "demo", help="where runs, logs and predictions go")
-    parser.add_argument("--data-dir", type=Path, default=ROOT / "data" / "phantoms", help="phantom dataset folder")
+    parser.add_argument("--data-dir", type=Path, default=ROOT / "data" / "demo_phantoms", help="phantom dataset folder")
     parser.add_argument("--num", type=int, default=24, help="number of phantom subjects")
-    parser.add_argument("--size", type=int, nargs=3, default=(96, 96, 96), metavar=("X", "Y", "Z"))
+    parser.add_argument("--size", type=int, nargs=3, default=(64, 64, 64), metavar=("X", "Y", "Z"))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--finetune-key", default="finetune_4", help="labelled subset of datalist.json for finetuning")
-    parser.add_argument("--pretrain-epochs", type=int, default=15)
-    parser.add_argument("--finetune-epochs", type=int, default=40)
-    parser.add_argument("--val-interval", type=int, default=10)
+    parser.add_argument("--pretrain-epochs", type=int, default=20)
+    parser.add_argument("--finetune-epochs", type=int, default=120)
+    parser.add_argument("--val-interval", type=int, default=30)
+    parser.add_argument("--learning-rate", type=float, default=0.002, help="finetune learning rate")
     parser.add_argument("--roi", type=int, default=48, help="finetune/inference patch edge (voxels)")
     parser.add_argument("--pretrain-patch", type=int, default=64, help="pretraining crop edge; views are 3/4 of it")
-    parser.add_argument("--init-filters", type=int, default=16)
+    parser.add_argument("--init-filters", type=int, default=8, help="SegResNet width (the bundle default is 16)")
     parser.add_argument("--embedding-mode", default="pool", choices=("pool", "channel"))
     parser.add_argument("--mask-mode", default="exact", choices=("exact", "dilate", "blur", "bbox"))
     args = parser.parse_args(argv)
@@ -153,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
             "pretrained_encoder": encoder_path,
             "max_epochs": args.finetune_epochs,
             "val_interval": args.val_interval,
+            "learning_rate": args.learning_rate,
             "roi_size": roi,
         }
         _run_stage(f"finetune {folder}", _bundle_command(["train.yaml"], train), work / "logs" / f"finetune_{folder}.log")

@@ -104,25 +104,23 @@ class RunOutputs:
     run: BundleRun
 
 
+def _session_run(run_bundle, tmp_path_factory: pytest.TempPathFactory, name: str, configs: list[str], args: list) -> RunOutputs:
+    """Run a bundle workflow once into fresh ``<tmp>/<name>/models`` and ``<tmp>/<name>/eval`` folders."""
+    root = tmp_path_factory.mktemp(name)
+    ckpt_dir, output_dir = root / "models", root / "eval"
+    run = run_bundle(configs, ["--ckpt_dir", ckpt_dir, "--output_dir", output_dir, *args])
+    return RunOutputs(ckpt_dir, output_dir, run)
+
+
 @pytest.fixture(scope="session")
 def pretrained_pool(run_bundle, phantom_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> RunOutputs:
     """Semantic contrastive pretraining, ``pool`` mode, 2 epochs: ``<ckpt_dir>/pretrained_encoder.pt``."""
-    root = tmp_path_factory.mktemp("pretrain_pool")
-    ckpt_dir, output_dir = root / "models", root / "eval"
-    run = run_bundle(["pretrain"], [
-        "--dataset_dir", phantom_dataset, "--ckpt_dir", ckpt_dir, "--output_dir", output_dir, "--max_epochs", "2",
-        "--embedding_mode", "pool", *TINY_PRETRAIN_ARGS,
-    ])
-    return RunOutputs(ckpt_dir, output_dir, run)
+    args = ["--dataset_dir", phantom_dataset, "--max_epochs", "2", "--embedding_mode", "pool", *TINY_PRETRAIN_ARGS]
+    return _session_run(run_bundle, tmp_path_factory, "pretrain_pool", ["pretrain"], args)
 
 
 @pytest.fixture(scope="session")
 def trained_model(run_bundle, phantom_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> RunOutputs:
     """Segmentation training from random initialisation, 2 epochs, validation every epoch: ``<ckpt_dir>/model.pt``."""
-    root = tmp_path_factory.mktemp("train_scratch")
-    ckpt_dir, output_dir = root / "models", root / "eval"
-    run = run_bundle(["train"], [
-        "--dataset_dir", phantom_dataset, "--ckpt_dir", ckpt_dir, "--output_dir", output_dir, "--max_epochs", "2",
-        "--val_interval", "1", *TINY_TRAIN_ARGS,
-    ])
-    return RunOutputs(ckpt_dir, output_dir, run)
+    args = ["--dataset_dir", phantom_dataset, "--max_epochs", "2", "--val_interval", "1", *TINY_TRAIN_ARGS]
+    return _session_run(run_bundle, tmp_path_factory, "train_scratch", ["train"], args)
