@@ -56,10 +56,12 @@ def _run_stage(name: str, command: list[str], log_file: Path) -> float:
     log_file.parent.mkdir(parents=True, exist_ok=True)
     print(f"[demo] {name}: {shlex.join(command)}", flush=True)
     start = time.perf_counter()
-    with open(log_file, "w") as log:
+    with open(log_file, "w", encoding="utf-8") as log:
         log.write("$ " + shlex.join(command) + "\n")
         log.flush()
-        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
+            encoding="utf-8", errors="replace",  # progress bars print non-ASCII whatever the locale
+        )
         assert process.stdout is not None
         for line in process.stdout:
             log.write(line)
@@ -68,7 +70,7 @@ def _run_stage(name: str, command: list[str], log_file: Path) -> float:
         code = process.wait()
     seconds = time.perf_counter() - start
     if code != 0:
-        lines = log_file.read_text().splitlines()
+        lines = log_file.read_text(encoding="utf-8").splitlines()
         causes = [line for line in lines if line.split(":")[0].endswith(("Error", "Exception"))]
         raise SystemExit(f"[demo] {name} failed (exit {code}) after {seconds:.0f} s; log: {log_file}\n" + "\n".join(lines[-12:] + causes[:1]))
     print(f"[demo]   {name} done in {seconds:.0f} s (log: {log_file})", flush=True)

@@ -20,7 +20,7 @@ def _demo(workdir: Path) -> subprocess.CompletedProcess:
         "--pretrain-epochs", "1", "--finetune-epochs", "1", "--val-interval", "1", "--finetune-key", "finetune_2",
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run(command, capture_output=True, text=True, cwd=workdir.parent, env=env, timeout=900)
+    return subprocess.run(command, capture_output=True, text=True, encoding="utf-8", errors="replace", cwd=workdir.parent, env=env, timeout=900)
 
 
 def test_demo_runs_every_stage_and_prints_both_arms(tmp_path):
@@ -39,4 +39,4 @@ def test_demo_runs_every_stage_and_prints_both_arms(tmp_path):
 
     again = _demo(tmp_path / "demo")  # rerunning is safe: finished stages are reused
     assert again.returncode == 0, again.stdout[-3000:]
-    assert "reused existing" in again.stdout and "training had already finished" in (tmp_path / "demo" / "logs" / "finetune_semcl.log").read_text()
+    assert "reused existing" in again.stdout and "training had already finished" in (tmp_path / "demo" / "logs" / "finetune_semcl.log").read_text(encoding="utf-8")
