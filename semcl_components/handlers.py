@@ -158,6 +158,26 @@ class CheckpointResumer:
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.STARTED, self)
+        engine.add_event_handler(Events.EPOCH_STARTED, self.remove_superseded)
+        engine.add_event_handler(Events.COMPLETED, self.remove_superseded)
+
+    def remove_superseded(self, engine: Engine | None = None) -> None:
+        """Delete the checkpoints of earlier sessions once this session has saved a newer one.
+
+        The saver's ``n_saved`` only prunes files of its own session, so without this every interruption would
+        leave one stale ``checkpoint_epoch=N.pt`` behind. Runs at each epoch start and at completion.
+        """
+        if self.resumed_from is None:
+            return
+        checkpoints = epoch_checkpoints(self.ckpt_dir)
+        resumed_epoch = next((epoch for path, epoch in checkpoints if path == self.resumed_from), None)
+        if resumed_epoch is None or checkpoints[0][1] <= resumed_epoch:
+            return  # nothing newer written yet
+        for path, epoch in checkpoints:
+            if epoch <= resumed_epoch:
+                os.remove(path)
+                logger.info(f"removed {path}: superseded by {checkpoints[0][0]}.")
+        self.resumed_from = None
 
     def state_dict(self) -> dict:
         state = {"best_metric": None, "best_metric_epoch": None}

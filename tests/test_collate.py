@@ -134,3 +134,12 @@ def test_dataloader_with_two_view_pipeline():
         assert masks.shape[1:] == (10, 10, 10)
     second_class = [int(c[-1]) for c in batch["class_ids"][::2]]
     assert second_class == [2, 3, 4]
+
+
+def test_crops_with_views_each_get_their_own_sample_index():
+    """A volume giving two crops (num_samples), each with two views: [[v0, v1], [v0, v1]] per dataset item."""
+    volume_a = [[_item(1), _item(1)], [_item(2), _item(2)]]
+    volume_b = [[_item(3), _item(3)]]
+    batch = object_list_collate([volume_a, volume_b])
+    assert batch["sample_index"].tolist() == [0, 0, 1, 1, 2, 2]
+    assert [m.shape[0] for m in batch["masks"]] == [1, 1, 2, 2, 3, 3]

@@ -92,3 +92,25 @@ def test_write_json_atomic_replaces_the_file(tmp_path):
     write_json_atomic({"a": torch.tensor(2.5)}, target)
     assert target.read_text().strip().replace(" ", "").replace("\n", "") == '{"a":2.5}'
     assert [p.name for p in target.parent.iterdir()] == ["summary.json"]
+
+
+def test_resume_continues_and_removes_the_previous_sessions_checkpoint(tmp_path):
+    from semcl_components.handlers import CheckpointResumer
+
+    def session(max_epochs: int) -> list[int]:
+        objects = _objects()
+        engine = _engine()
+        CheckpointResumer(tmp_path, load_dict={**objects, "trainer": engine}).attach(engine)
+        saver = AtomicCheckpointSaver(
+            save_dir=str(tmp_path), save_dict={**objects, "trainer": engine}, save_interval=1, n_saved=1, epoch_level=True
+        )
+        saver.attach(engine)
+        epochs: list[int] = []
+        engine.add_event_handler(Events.EPOCH_COMPLETED, lambda e: epochs.append(e.state.epoch))
+        engine.run([0, 1], max_epochs=max_epochs)
+        return epochs
+
+    assert session(2) == [1, 2]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint_epoch=2.pt"]
+    assert session(4) == [3, 4]  # resumed after epoch 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint_epoch=4.pt"]  # epoch 2's file is gone
