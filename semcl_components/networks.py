@@ -49,6 +49,8 @@ __all__ = [
     "EncoderLoadReport",
     "load_pretrained_encoder",
     "save_encoder",
+    "ENCODER_PREFIXES",
+    "encoder_parameter_groups",
 ]
 
 _LOGGER = logging.getLogger(__name__)
@@ -695,6 +697,41 @@ def _missing_encoder_keys(target: Mapping[str, torch.Tensor], state: Mapping[str
     named = {prefix + key for key in state}
     top_levels = tuple({prefix + key.split(".", 1)[0] + "." for key in state})
     return [k for k in target if k not in named and k.startswith(top_levels)]
+
+
+ENCODER_PREFIXES: tuple[str, ...] = ("convInit", "down_layers", "swinViT")
+"""Top-level module names of the encoder inside MONAI's SegResNet and SwinUNETR (what the encoders above keep)."""
+
+
+def encoder_parameter_groups(
+    network: nn.Module, lr: float, encoder_lr_multiplier: float = 1.0, encoder_prefixes: Sequence[str] = ENCODER_PREFIXES
+) -> list[dict]:
+    """Optimizer parameter groups that give a segmentation network's encoder its own learning rate.
+
+    A pretrained encoder can be finetuned more gently than the freshly initialised decoder (a prototype saw
+    pretrained encoders slow early finetuning): ``encoder_lr_multiplier`` < 1 scales the encoder's rate, 0 freezes it
+    in effect, 1 trains everything alike.
+
+    Args:
+        network: e.g. ``monai.networks.nets.SegResNet``.
+        lr: the base learning rate (decoder and everything outside the encoder).
+        encoder_lr_multiplier: factor on ``lr`` for parameters under ``encoder_prefixes`` (>= 0).
+        encoder_prefixes: top-level module names that make up the encoder.
+
+    Returns:
+        ``[{"params": encoder parameters, "lr": lr * multiplier}, {"params": the rest, "lr": lr}]``, empty groups left
+        out, for ``torch.optim.AdamW(encoder_parameter_groups(...), lr=lr)``.
+    """
+    if encoder_lr_multiplier < 0:
+        raise ValueError(f"encoder_lr_multiplier must be >= 0, got {encoder_lr_multiplier}.")
+    encoder, rest = [], []
+    for name, parameter in network.named_parameters():
+        (encoder if name.split(".")[0] in encoder_prefixes else rest).append(parameter)
+    if not encoder and encoder_lr_multiplier != 1.0:
+        top = sorted({n.split(".")[0] for n, _ in network.named_parameters()})
+        raise ValueError(f"no parameter under {tuple(encoder_prefixes)} in the network (its modules: {top}).")
+    groups = [{"params": encoder, "lr": lr * encoder_lr_multiplier}, {"params": rest, "lr": lr}]
+    return [g for g in groups if g["params"]]
 
 
 def save_encoder(model_or_encoder: nn.Module, path: str | os.PathLike) -> str:

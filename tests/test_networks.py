@@ -328,3 +328,28 @@ def test_save_encoder_round_trip(tmp_path):
     assert isinstance(report, EncoderLoadReport) and report.unexpected == [] and report.missing == []
     for key, value in model.encoder.state_dict().items():
         assert torch.equal(net.state_dict()[key], value), key
+
+
+def test_encoder_parameter_groups_split_encoder_and_decoder():
+    from monai.networks.nets import SegResNet
+
+    from semcl_components.networks import encoder_parameter_groups
+
+    net = SegResNet(spatial_dims=3, in_channels=1, out_channels=3, init_filters=8, blocks_down=(1, 1), blocks_up=(1,))
+    groups = encoder_parameter_groups(net, lr=1e-3, encoder_lr_multiplier=0.1)
+    encoder_names = {n for n, _ in net.named_parameters() if n.split(".")[0] in ("convInit", "down_layers")}
+    assert [g["lr"] for g in groups] == pytest.approx([1e-4, 1e-3])
+    assert {id(p) for p in groups[0]["params"]} == {id(p) for n, p in net.named_parameters() if n in encoder_names}
+    assert sum(len(g["params"]) for g in groups) == len(list(net.parameters()))
+    optimizer = torch.optim.AdamW(groups, lr=1e-3)
+    assert [g["lr"] for g in optimizer.param_groups] == pytest.approx([1e-4, 1e-3])
+
+
+def test_encoder_parameter_groups_reject_bad_settings():
+    from semcl_components.networks import encoder_parameter_groups
+
+    with pytest.raises(ValueError, match="encoder_lr_multiplier must be >= 0"):
+        encoder_parameter_groups(torch.nn.Linear(2, 2), lr=1e-3, encoder_lr_multiplier=-1.0)
+    with pytest.raises(ValueError, match="no parameter under"):
+        encoder_parameter_groups(torch.nn.Linear(2, 2), lr=1e-3, encoder_lr_multiplier=0.5)
+    assert len(encoder_parameter_groups(torch.nn.Linear(2, 2), lr=1e-3)) == 1
