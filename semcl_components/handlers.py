@@ -24,7 +24,6 @@ __all__ = [
     "CheckpointResumer",
     "RunSummaryWriter",
     "epoch_checkpoints",
-    "latest_epoch_checkpoint",
     "write_json_atomic",
 ]
 
@@ -57,12 +56,6 @@ def epoch_checkpoints(ckpt_dir: str | os.PathLike, prefix: str = "checkpoint") -
         if match:
             found.append((path, int(match.group(1))))
     return sorted(found, key=lambda item: item[1], reverse=True)
-
-
-def latest_epoch_checkpoint(ckpt_dir: str | os.PathLike, prefix: str = "checkpoint") -> tuple[str, int] | None:
-    """The ``{prefix}_epoch=N.pt`` file with the largest N in ``ckpt_dir`` (MONAI CheckpointSaver's naming), or None."""
-    found = epoch_checkpoints(ckpt_dir, prefix)
-    return found[0] if found else None
 
 
 class _SaveThenRemove(BaseSaveHandler):

@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from monai.config import KeysCollection, NdarrayOrTensor
 from monai.networks.layers import GaussianFilter
 from monai.transforms import MapTransform, Randomizable, Transform
+from monai.transforms.utils import generate_spatial_bounding_box
 from monai.utils import MAX_SEED, TransformBackends, convert_to_dst_type, convert_to_tensor
 
 __all__ = [
@@ -108,15 +109,9 @@ def _blur(masks: torch.Tensor, sigma: float) -> torch.Tensor:
 def _bounding_boxes(masks: torch.Tensor, margin: int) -> torch.Tensor:
     """Filled boxes around each of the ``(K, *spatial)`` non-empty masks, grown by ``margin`` and clipped."""
     boxes = torch.zeros_like(masks)
-    spatial_shape = masks.shape[1:]
     for k, mask in enumerate(masks):
-        box = []
-        for axis, size in enumerate(spatial_shape):
-            other_axes = tuple(a for a in range(mask.ndim) if a != axis)
-            occupied = torch.nonzero(mask.amax(dim=other_axes) > 0)[:, 0]
-            lo, hi = int(occupied.min()), int(occupied.max())
-            box.append(slice(max(lo - margin, 0), min(hi + margin + 1, size)))
-        boxes[(k, *box)] = 1.0
+        start, end = generate_spatial_bounding_box(mask[None], margin=margin, allow_smaller=True)
+        boxes[(k, *(slice(lo, hi) for lo, hi in zip(start, end)))] = 1.0
     return boxes
 
 

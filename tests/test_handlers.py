@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from ignite.engine import Engine, Events
 
-from semcl_components.handlers import AtomicCheckpointSaver, latest_epoch_checkpoint, write_json_atomic
+from semcl_components.handlers import AtomicCheckpointSaver, epoch_checkpoints, write_json_atomic
 
 
 def _engine() -> Engine:
@@ -77,13 +77,13 @@ def test_interval_checkpoints_are_found_newest_first(tmp_path):
     engine = _engine()
     AtomicCheckpointSaver(save_dir=str(tmp_path), save_dict=_objects(), save_interval=1, n_saved=2, epoch_level=True).attach(engine)
     engine.run([0, 1], max_epochs=3)
-    path, epoch = latest_epoch_checkpoint(tmp_path)
+    (path, epoch), _ = epoch_checkpoints(tmp_path)
     assert epoch == 3 and path.endswith("checkpoint_epoch=3.pt")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint_epoch=2.pt", "checkpoint_epoch=3.pt"]
 
 
 def test_no_checkpoint_gives_none(tmp_path):
-    assert latest_epoch_checkpoint(tmp_path) is None
+    assert epoch_checkpoints(tmp_path) == []
 
 
 def test_write_json_atomic_replaces_the_file(tmp_path):
