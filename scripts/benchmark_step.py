@@ -3,9 +3,9 @@
 Three arms train on the SAME batch of patches with the same SegResNet backbone (``init_filters``, MONAI's default
 ``blocks_down=(1, 2, 2, 4)``), each through MONAI's ``SupervisedTrainer``:
 
-- ``pool``:    ObjectEmbeddingModel(mode="pool") + SemanticSupConLoss via ContrastiveIteration (one encoder pass
+- ``pool``:    ObjectEmbeddingModel(embedding_mode="pool") + SemanticSupConLoss via ContrastiveIteration (one encoder pass
                per patch);
-- ``channel``: ObjectEmbeddingModel(mode="channel") + SemanticSupConLoss (one encoder pass per object, all objects in
+- ``channel``: ObjectEmbeddingModel(embedding_mode="channel") + SemanticSupConLoss (one encoder pass per object, all objects in
                one batched call; ``--object-crop`` crops an object-centred window first);
 - ``seg``:     monai.networks.nets.SegResNet (encoder + decoder) + DiceCELoss on the label map of the same patches,
                with SupervisedTrainer's own step.
@@ -57,6 +57,7 @@ from monai.losses import DiceCELoss
 from monai.networks.nets import SegResNet
 from monai.transforms import CenterSpatialCropd, Compose, RandFlipd, RandSpatialCropd, ScaleIntensityRanged
 
+from semcl_components.atomic_io import write_json_atomic
 from semcl_components.data.anatomy import LABEL_NAMES
 from semcl_components.data.collate import object_list_collate
 from semcl_components.data.phantoms import generate_phantom
@@ -143,8 +144,8 @@ def build_trainer(arm: str, batch: dict, args: argparse.Namespace, max_epochs: i
     else:
         encoder = SegResNetEncoder(in_channels=2 if arm == "channel" else 1, init_filters=args.init_filters)
         crop = (args.object_crop,) * 3 if arm == "channel" and args.object_crop else None
-        network = ObjectEmbeddingModel(encoder, mode=arm, object_crop_size=crop)
-        loss, iteration = SemanticSupConLoss(), ContrastiveIteration(mode="semantic")
+        network = ObjectEmbeddingModel(encoder, embedding_mode=arm, object_crop_size=crop)
+        loss, iteration = SemanticSupConLoss(), ContrastiveIteration(positives="class")
     optimizer = torch.optim.Adam(network.parameters(), lr=1e-4)
     trainer = SupervisedTrainer(
         network=network, optimizer=optimizer, loss_function=loss, iteration_update=iteration, **common
@@ -248,13 +249,6 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def _write_json(data: dict, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
-
-
 def _summary_lines(report: dict) -> list[str]:
     lines = [
         f"step benchmark: {report['settings']['views']} views of {report['settings']['size']}^3, "
@@ -277,7 +271,7 @@ def _summary_lines(report: dict) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.arm is not None:
-        _write_json(measure_memory(args), args.result_file)
+        write_json_atomic(measure_memory(args), args.result_file)
         return 0
     if args.views < 2 or args.views % 2:
         raise ValueError(f"--views must be an even number >= 2 (two views per subject), got {args.views}.")
@@ -337,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
         },
         "wall_time_s": round(time.perf_counter() - start, 1),
     }
-    _write_json(report, args.out)
+    write_json_atomic(report, args.out)
     print("\n".join(_summary_lines(report)))
     print(f"[benchmark] wrote {args.out} in {report['wall_time_s']} s")
     return 0

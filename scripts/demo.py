@@ -33,6 +33,8 @@ import time
 from pathlib import Path
 
 from semcl_components.data.phantoms import format_summary, write_phantom_dataset
+from semcl_components.networks import EMBEDDING_MODES
+from semcl_components.transforms import MASK_MODES
 
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLE = ROOT / "bundles" / "abdomen_ct_semcl_segmentation"
@@ -120,8 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--roi", type=int, default=48, help="finetune/inference patch edge (voxels)")
     parser.add_argument("--pretrain-patch", type=int, default=64, help="pretraining crop edge; views are 3/4 of it")
     parser.add_argument("--init-filters", type=int, default=8, help="SegResNet width (the bundle default is 16)")
-    parser.add_argument("--embedding-mode", default="pool", choices=("pool", "channel"))
-    parser.add_argument("--mask-mode", default="exact", choices=("exact", "dilate", "blur", "bbox"))
+    parser.add_argument("--embedding-mode", default="pool", choices=EMBEDDING_MODES)
+    parser.add_argument("--mask-mode", default="exact", choices=[m for m in MASK_MODES if m != "whole"])
     args = parser.parse_args(argv)
 
     start = time.perf_counter()

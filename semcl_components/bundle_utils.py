@@ -21,6 +21,7 @@ __all__ = [
     "ensure_phantom_dataset",
     "inference_inputs",
     "load_datalist",
+    "read_settings",
 ]
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
@@ -49,6 +50,29 @@ def bundle_root_from_argv(fallback: str | os.PathLike = ".", argv: Sequence[str]
             config_dir = Path(match.group(0)).absolute().parent
             return str(config_dir.parent if config_dir.name == "configs" else config_dir)
     return str(Path(fallback).absolute())
+
+
+def read_settings(path: str | os.PathLike) -> dict[str, Any]:
+    """The settings the bundle's workflows share (``configs/common.yaml``), as a dict.
+
+    Each workflow config reads them once (``common: $...read_settings(@bundle_root + '/configs/common.yaml')``) and
+    names each one at its top level (``pixdim: $@common['pixdim']``), so a dataset change is made in that one file
+    while ``--pixdim`` on a command line still overrides it for one run. MONAI bundle configs have no include, and
+    a ``%file#key`` macro is read relative to the working directory, so it would fail outside the bundle folder.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ValueError: it does not hold a mapping of settings.
+    """
+    from monai.bundle import ConfigParser
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"shared settings file {path} does not exist (it belongs in the bundle's configs/).")
+    settings = ConfigParser.load_config_file(path)
+    if not isinstance(settings, Mapping):
+        raise ValueError(f"shared settings file {path} must hold a mapping of settings, got {type(settings).__name__}.")
+    return dict(settings)
 
 
 def ensure_phantom_dataset(folder: str | os.PathLike, num: int = 24, seed: int = 0, size: Sequence[int] = (96, 96, 96)) -> str:

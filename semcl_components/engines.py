@@ -8,7 +8,7 @@ MONAI's; :class:`ContrastiveIteration` replaces only its per-iteration step, thr
     from monai.engines import SupervisedTrainer
     from monai.handlers import StatsHandler, from_engine
 
-    model = ObjectEmbeddingModel(build_encoder("segresnet"), mode="pool")
+    model = ObjectEmbeddingModel(build_encoder("segresnet"), embedding_mode="pool")
     trainer = SupervisedTrainer(
         device=device,
         max_epochs=100,
@@ -16,7 +16,7 @@ MONAI's; :class:`ContrastiveIteration` replaces only its per-iteration step, thr
         network=model,
         optimizer=torch.optim.SGD(model.parameters(), lr=5e-4, momentum=0.9, weight_decay=1e-4),
         loss_function=SemanticSupConLoss(temperature=0.3),
-        iteration_update=ContrastiveIteration(mode="semantic"),
+        iteration_update=ContrastiveIteration(positives="class"),
         decollate=False,  # required, see ContrastiveIteration
         train_handlers=[
             StatsHandler(tag_name="train_loss", output_transform=from_engine(["loss"], first=True)),
@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,11 +44,12 @@ from monai.utils import convert_to_tensor
 from semcl_components.data.collate import SAMPLE_INDEX_KEY
 from semcl_components.distributed import distributed_world_size
 from semcl_components.losses import positive_pair_mask
-from semcl_components.networks import embedding_collapse_stats
+from semcl_components.metrics import embedding_collapse_stats
 
-__all__ = ["ContrastiveIteration", "CollapseMonitors", "COLLAPSE_MONITOR_KEYS"]
+__all__ = ["COLLAPSE_MONITOR_KEYS", "POSITIVES", "CollapseMonitors", "ContrastiveIteration", "step_output_dict"]
 
-_MODES = ("semantic", "image")
+POSITIVES = ("class", "instance")
+"""What makes two samples positives in :class:`ContrastiveIteration`: the same class id, or the same object."""
 
 COLLAPSE_MONITOR_KEYS = (
     "positive_cosine",
@@ -76,18 +77,16 @@ class _Objects:
     Attributes:
         image: ``(B, C, *S)`` network input.
         masks: ``B`` tensors ``(K_b, *S)``; ``N = sum_b K_b`` samples.
-        labels: ``(N,)`` what makes two samples alike for the monitors: class id (semantic) or sample index (image).
-        instance_ids: ``(N,)`` physical object of every sample (semantic mode only).
-        intensities: ``(N,)`` mean image intensity inside every mask, clamped to [0, 1] (semantic mode only).
-        pairs: ``(P, 2)`` rows ``(view 0, view 1)`` of the same sample (image mode only).
+        class_ids: ``(N,)`` class of every sample.
+        instance_ids: ``(N,)`` physical object of every sample, shared by its views.
+        intensities: ``(N,)`` mean image intensity inside every mask, clamped to [0, 1].
     """
 
     image: torch.Tensor
     masks: list[torch.Tensor]
-    labels: torch.Tensor
-    instance_ids: torch.Tensor | None = None
-    intensities: torch.Tensor | None = None
-    pairs: torch.Tensor | None = None
+    class_ids: torch.Tensor
+    instance_ids: torch.Tensor
+    intensities: torch.Tensor
 
 
 class ContrastiveIteration:
@@ -95,41 +94,37 @@ class ContrastiveIteration:
 
     Expects the batches of :class:`semcl_components.data.collate.ObjectListCollate`: ``image`` ``(B, C, *S)``
     (intensities scaled to about [0, 1]), ``masks`` a list of ``B`` tensors ``(K_b, *S)``, ``class_ids`` and
-    ``object_ids`` lists of ``(K_b,)``, ``sample_index`` ``(B,)`` (the views of one sample share it) and, from
-    ``RandMultiViewd``, ``view_id`` ``(B,)``. The trainer's ``network`` is an
-    :class:`~semcl_components.networks.ObjectEmbeddingModel` (``network(image, masks) -> (N, D)``).
+    ``object_ids`` lists of ``(K_b,)`` and ``sample_index`` ``(B,)`` (the views of one sample share it). The trainer's
+    ``network`` is an :class:`~semcl_components.networks.ObjectEmbeddingModel` (``network(image, masks) -> (N, D)``).
 
-    Modes:
-        - ``"semantic"``: every object of every view is a sample (``N = sum_b K_b``). The loss is called as
-          ``loss_function(embeddings, labels=class_ids, instance_ids=..., intensities=...)``
-          (:class:`~semcl_components.losses.SemanticSupConLoss`): ``instance_ids = sample_index * (max object id
-          + 1) + object_id`` is shared by the views of one physical object and unique otherwise; ``intensities`` is
-          the mean image intensity (over channels) inside each soft mask, clamped to [0, 1].
-        - ``"image"`` (the image-level SimCLR baseline through the same network): every view's whole patch is one
-          object (a mask of ones, i.e. global average pooling in ``pool`` mode). Every sample must have exactly two
-          views in the batch (ordered by ``view_id`` when present, else by position); the loss is called as
-          ``loss_function(z_view0, z_view1)`` with two ``(P, D)`` tensors (``monai.losses.ContrastiveLoss``).
+    Every object of every view is a sample (``N = sum_b K_b``). The caller chooses the positives (``positives``):
+    ``"class"`` passes the objects' class ids to the loss (semantic-aware SupCon), ``"instance"`` their instance ids,
+    ``sample_index * (max object id + 1) + object_id``, shared by the views of one physical object and unique
+    otherwise. The loss is called as ``loss_function(embeddings, labels, intensities=...)``
+    (:class:`~semcl_components.losses.SemanticSupConLoss`), ``intensities`` being the mean image intensity (over
+    channels) inside each soft mask, clamped to [0, 1]. The image-level SimCLR baseline is the same step with
+    ``"instance"`` positives over one whole-view mask per view (``GenerateAttentionMasksd(mask_mode="whole")``).
 
     The step (as ``SupervisedTrainer._iteration``): ``network.train()``, ``optimizer.zero_grad``, forward (under
     ``torch.autocast`` when the trainer has ``amp`` and a ``scaler``), the loss on float32 embeddings, backward
     (scaled by the trainer's ``scaler`` when present), ``optimizer.step``. The ``IterationEvents``
     ``FORWARD_COMPLETED``, ``LOSS_COMPLETED``, ``BACKWARD_COMPLETED`` and ``MODEL_COMPLETED`` fire in that order.
 
-    Skipped steps: when the batch has no positive pair (no two samples of one class in semantic mode, per the
-    loss's own ``positive_pair_mask`` when it has one; e.g. crops without foreground), there is nothing to learn:
-    the loss (an exact 0 for ``SemanticSupConLoss``) is still backpropagated, so that every rank takes part in the
-    collectives of ``gather_distributed`` and DDP, but ``optimizer.step`` is not called and the output says
-    ``skipped_step=True``. Under ``torch.distributed`` the positive pairs are summed over ranks first, so all ranks
-    skip together; a step is skipped when no rank has a positive pair among its own samples.
+    Skipped steps: when the batch has no positive pair (no two samples share a label, e.g. crops without
+    foreground), there is nothing to learn: the loss (an exact 0 for ``SemanticSupConLoss``) is still
+    backpropagated, so that every rank takes part in the collectives of ``gather_distributed`` and DDP, but
+    ``optimizer.step`` is not called and the output says ``skipped_step=True``. Under ``torch.distributed`` the
+    positive pairs are summed over ranks first, so all ranks skip together; a step is skipped when no rank has a
+    positive pair among its own samples.
 
     Output (``engine.state.output``, also returned): a list holding one dict, the form a MONAI trainer's output
     takes after decollation, so that ``from_engine(["loss"], first=True)`` and the ``StatsHandler`` default
     ``output_transform`` (``x[0]``) work. The dict holds ``"loss"`` (detached 0-dim tensor), ``"num_objects"``
     (``N``), ``"num_positive_pairs"`` (ordered pairs ``(i, p)``, so the two views of one object count 2),
     ``"skipped_step"`` (bool) and, with ``log_stats``, the floats of
-    :func:`~semcl_components.networks.embedding_collapse_stats` computed on the detached embeddings
-    (``positive_cosine`` and ``negative_cosine`` over same-/other-class pairs in semantic mode, same-/other-sample
-    pairs in image mode; ``effective_rank``; ``embedding_std``; NaN where there is no pair to average).
+    :func:`~semcl_components.metrics.embedding_collapse_stats` computed on the detached embeddings with the same
+    labels as the loss (``positive_cosine``, ``negative_cosine``, ``effective_rank``, ``embedding_std``; NaN where
+    there is no pair to average).
 
     The trainer must be built with ``decollate=False``: MONAI's decollation cannot split the per-object lists of the
     batch (it fails on a view without objects). Gradient accumulation (``accumulation_steps > 1``) is not supported.
@@ -138,40 +133,37 @@ class ContrastiveIteration:
     ``MetaTensor`` inputs become plain tensors.
 
     Args:
-        mode: ``"semantic"`` or ``"image"``.
+        positives: one of :data:`POSITIVES`: ``"class"`` or ``"instance"``.
         image_key: batch key of the image ``(B, C, *S)``.
-        masks_key: batch key of the list of masks ``(K_b, *S)`` (semantic mode).
-        class_ids_key: batch key of the list of class ids ``(K_b,)`` (semantic mode).
-        object_ids_key: batch key of the list of object ids ``(K_b,)`` (semantic mode).
-        view_key: batch key of the view index ``(B,)`` (image mode; optional there).
+        masks_key: batch key of the list of masks ``(K_b, *S)``.
+        class_ids_key: batch key of the list of class ids ``(K_b,)``.
+        object_ids_key: batch key of the list of object ids ``(K_b,)``.
         sample_index_key: batch key of the source-sample index ``(B,)``.
         log_stats: add the collapse monitors to the output.
 
     Raises:
-        ValueError: for an unknown mode, or (when called) a batch that lacks a key or whose entries disagree.
+        ValueError: for unknown positives, or (when called) a batch that lacks a key or whose entries disagree.
     """
 
     def __init__(
         self,
-        mode: str = "semantic",
+        positives: str = "class",
         image_key: str = "image",
         masks_key: str = "masks",
         class_ids_key: str = "class_ids",
         object_ids_key: str = "object_ids",
-        view_key: str = "view_id",
         sample_index_key: str = SAMPLE_INDEX_KEY,
         log_stats: bool = True,
     ) -> None:
-        if mode not in _MODES:
-            raise ValueError(f"mode must be one of {_MODES}, got {mode!r}.")
+        if positives not in POSITIVES:
+            raise ValueError(f"positives must be one of {POSITIVES}, got {positives!r}.")
         if not isinstance(log_stats, bool):
             raise ValueError(f"log_stats must be a bool, got {log_stats!r}.")
-        self.mode = mode
+        self.positives = positives
         self.image_key = image_key
         self.masks_key = masks_key
         self.class_ids_key = class_ids_key
         self.object_ids_key = object_ids_key
-        self.view_key = view_key
         self.sample_index_key = sample_index_key
         self.log_stats = log_stats
 
@@ -179,6 +171,7 @@ class ContrastiveIteration:
         """Run one step on ``batchdata`` with ``engine.network``/``optimizer``/``loss_function``; see the class doc."""
         _check_engine(engine)
         objects = self._prepare(batchdata, engine.state.device, engine.non_blocking, **engine.to_kwargs)
+        labels = objects.class_ids if self.positives == "class" else objects.instance_ids
         output: dict[str, Any] = {}
         engine.state.output = [output]
         engine.network.train()
@@ -189,7 +182,8 @@ class ContrastiveIteration:
             embeddings = engine.network(objects.image, objects.masks)
         engine.fire_event(IterationEvents.FORWARD_COMPLETED)
         embeddings = embeddings.float()  # the contrastive logits (cosine / temperature) in float32, AMP or not
-        loss, num_positive_pairs = self._loss(engine.loss_function, embeddings, objects)
+        loss = engine.loss_function(embeddings, labels, intensities=objects.intensities)
+        num_positive_pairs = int(positive_pair_mask(labels).sum())
         output.update(loss=loss.detach(), num_objects=int(embeddings.shape[0]), num_positive_pairs=num_positive_pairs)
         engine.fire_event(IterationEvents.LOSS_COMPLETED)
 
@@ -201,7 +195,7 @@ class ContrastiveIteration:
             _optimizer_step(engine.optimizer, scaler)
         output["skipped_step"] = skip
         if self.log_stats:
-            stats = embedding_collapse_stats(embeddings.detach().float(), objects.labels)
+            stats = embedding_collapse_stats(embeddings.detach().float(), labels)
             output.update({k: v for k, v in stats.items() if k != "num_samples"})
         _fire_model_completed(engine)
         return engine.state.output
@@ -225,23 +219,19 @@ class ContrastiveIteration:
                 f"'{self.sample_index_key}' must be ({image.shape[0]},) for a batch of {image.shape[0]} images, got "
                 f"shape {tuple(sample_index.shape)}."
             )
-        if self.mode == "image":
-            view_ids = batchdata.get(self.view_key)
-            view_ids = None if view_ids is None else _plain(view_ids).to(image.device).long().reshape(-1)
-            return _image_objects(image, sample_index, view_ids)
         masks, class_ids, object_ids = (
             [_plain(v).to(image.device, non_blocking=non_blocking) for v in self._object_list(batchdata, key, image)]
             for key in (self.masks_key, self.class_ids_key, self.object_ids_key)
         )
         self._check_objects(masks, class_ids, object_ids)
-        return _semantic_objects(image, sample_index, masks, class_ids, object_ids)
+        return _objects(image, sample_index, masks, class_ids, object_ids)
 
     def _get(self, batchdata: Mapping[Hashable, Any], key: str) -> Any:
         if key not in batchdata:
             hint = " (batch it with semcl_components.data.collate.ObjectListCollate)"
             hint = hint if key == self.sample_index_key else ""
             keys = sorted(map(str, batchdata))
-            raise ValueError(f"{self.mode} mode needs the batch key '{key}'{hint}; got keys {keys}.")
+            raise ValueError(f"the contrastive step needs the batch key '{key}'{hint}; got keys {keys}.")
         return batchdata[key]
 
     def _object_list(self, batchdata: Mapping[Hashable, Any], key: str, image: torch.Tensor) -> Sequence[Any]:
@@ -266,22 +256,8 @@ class ContrastiveIteration:
             if objects.numel() and int(objects.min()) < 0:
                 raise ValueError(f"item {b}: '{self.object_ids_key}' must be >= 0, got {objects.tolist()}.")
 
-    def _loss(self, loss_function: Callable, embeddings: torch.Tensor, objects: _Objects) -> tuple[torch.Tensor, int]:
-        """The loss and the number of ordered positive pairs it saw."""
-        if self.mode == "image":
-            view0, view1 = embeddings[objects.pairs[:, 0]], embeddings[objects.pairs[:, 1]]
-            return loss_function(view0, view1), 2 * objects.pairs.shape[0]
-        loss = loss_function(
-            embeddings, labels=objects.labels, instance_ids=objects.instance_ids, intensities=objects.intensities
-        )
-        if hasattr(loss_function, "positive_pair_mask"):
-            positives = loss_function.positive_pair_mask(labels=objects.labels, instance_ids=objects.instance_ids)
-        else:
-            positives = positive_pair_mask(labels=objects.labels)
-        return loss, int(positives.sum())
-
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(mode={self.mode!r}, log_stats={self.log_stats})"
+        return f"{type(self).__name__}(positives={self.positives!r}, log_stats={self.log_stats})"
 
 
 class CollapseMonitors:
@@ -307,8 +283,8 @@ class CollapseMonitors:
 
     def __call__(self, output: Any) -> dict[str, float]:
         """``output``: ``engine.state.output`` (a list holding one dict, or a dict)."""
-        items = output[0] if isinstance(output, Sequence) and output and isinstance(output[0], Mapping) else output
-        if not isinstance(items, Mapping):
+        items = step_output_dict(output)
+        if items is None:
             raise ValueError(
                 f"expected the output of ContrastiveIteration (a list of one dict), got {type(output).__name__}."
             )
@@ -324,53 +300,30 @@ class CollapseMonitors:
         return f"{type(self).__name__}(keys={self.keys}, prefix={self.prefix!r})"
 
 
-def _semantic_objects(
+def _objects(
     image: torch.Tensor,
     sample_index: torch.Tensor,
     masks: list[torch.Tensor],
     class_ids: list[torch.Tensor],
     object_ids: list[torch.Tensor],
 ) -> _Objects:
-    """Every object of every view is a sample, labelled by its class."""
+    """Every object of every view is a sample, with its class, its physical object and its mask intensity."""
     masks = [m.to(image.dtype) for m in masks]
     counts = torch.tensor([m.shape[0] for m in masks], device=image.device)
     return _Objects(
         image=image,
         masks=masks,
-        labels=torch.cat(class_ids).long(),
+        class_ids=torch.cat(class_ids).long(),
         instance_ids=_instance_ids(sample_index.repeat_interleave(counts), torch.cat(object_ids).long()),
         intensities=_mask_intensities(image, masks),
     )
 
 
-def _image_objects(image: torch.Tensor, sample_index: torch.Tensor, view_ids: torch.Tensor | None) -> _Objects:
-    """Every view's whole patch is a sample (a mask of ones), labelled by its source sample."""
-    ones = image.new_ones(1, *image.shape[2:])
-    pairs = _view_pairs(sample_index, view_ids)
-    return _Objects(image=image, masks=[ones] * image.shape[0], labels=sample_index, pairs=pairs)
-
-
-def _view_pairs(sample_index: torch.Tensor, view_ids: torch.Tensor | None) -> torch.Tensor:
-    """``(P, 2)`` batch rows of view 0 and view 1 of every sample, ordered by view id (else by position).
-
-    Every sample must have exactly two rows, with different view ids when view ids are given.
-    """
-    samples, counts = torch.unique(sample_index, return_counts=True)
-    if (counts != 2).any():
-        bad = {int(s): int(c) for s, c in zip(samples, counts) if c != 2}
-        raise ValueError(f"image mode needs exactly 2 views of every sample in the batch, got {{sample: views}} {bad}.")
-    if view_ids is None:
-        view_ids = torch.zeros_like(sample_index)
-    elif view_ids.shape != sample_index.shape:
-        raise ValueError(f"view ids must be {tuple(sample_index.shape)}, got shape {tuple(view_ids.shape)}.")
-    order = torch.argsort(sample_index * (int(view_ids.max()) + 1) + view_ids, stable=True)
-    pairs = order.view(-1, 2)
-    if view_ids.any() and (view_ids[pairs[:, 0]] == view_ids[pairs[:, 1]]).any():
-        raise ValueError(
-            "the two views of a sample must have different view ids, got sample_index "
-            f"{sample_index.tolist()} and view ids {view_ids.tolist()}."
-        )
-    return pairs
+def step_output_dict(output: Any) -> Mapping[str, Any] | None:
+    """The dict of a step's output: ``output`` itself, or the first entry of a decollated list of dicts; else None."""
+    if isinstance(output, Sequence) and output and isinstance(output[0], Mapping):
+        return output[0]
+    return output if isinstance(output, Mapping) else None
 
 
 def _plain(value: Any) -> torch.Tensor:

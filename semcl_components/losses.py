@@ -13,40 +13,34 @@ from semcl_components.distributed import all_gather_padded, all_gather_with_grad
 
 __all__ = ["SemanticSupConLoss", "positive_pair_mask"]
 
-_POSITIVES = ("class", "instance")
 
+def positive_pair_mask(labels: torch.Tensor) -> torch.Tensor:
+    """Positive pairs of a batch: ``mask[i, p]`` is True when ``p != i`` and both samples carry the same label.
 
-def positive_pair_mask(labels: torch.Tensor | None = None, instance_ids: torch.Tensor | None = None) -> torch.Tensor:
-    """Positive pairs of a batch: ``mask[i, p]`` is True when ``p != i`` and both carry the same key.
-
-    Give exactly one key: ``labels`` (class-level positives, SupCon) or ``instance_ids`` (the other views of the
-    same object only, SimCLR). ``mask.sum()`` counts ordered pairs, e.g. two views of one object give 2.
+    ``mask.sum()`` counts ordered pairs, e.g. two views of one object labelled by their instance id give 2.
 
     Args:
-        labels: ``(N,)`` class id of every sample.
-        instance_ids: ``(N,)`` id of the object every sample (view) was made from.
+        labels: ``(N,)`` the key two samples must share to be positives (class ids, or instance ids for SimCLR).
 
     Returns:
         ``(N, N)`` bool tensor with a False diagonal.
     """
-    if (labels is None) == (instance_ids is None):
-        raise ValueError(
-            "give exactly one of labels and instance_ids, got "
-            f"labels={'None' if labels is None else tuple(labels.shape)}, "
-            f"instance_ids={'None' if instance_ids is None else tuple(instance_ids.shape)}."
-        )
-    keys = labels if labels is not None else instance_ids
-    if keys.ndim != 1:
-        raise ValueError(f"keys must be (N,), got shape {tuple(keys.shape)}.")
-    same = keys.unsqueeze(1) == keys.unsqueeze(0)
-    return same & ~torch.eye(keys.shape[0], dtype=torch.bool, device=keys.device)
+    if labels.ndim != 1:
+        raise ValueError(f"labels must be (N,), got shape {tuple(labels.shape)}.")
+    same = labels.unsqueeze(1) == labels.unsqueeze(0)
+    return same & ~torch.eye(labels.shape[0], dtype=torch.bool, device=labels.device)
 
 
 class SemanticSupConLoss(_Loss):
     """Supervised contrastive loss over object embeddings, optionally intensity-weighted and gathered over ranks.
 
-    Every sample is one object of one view of an image (the semantic attention mask picks the object); its label is
-    the object's class. For anchor ``i`` with positives ``P(i)`` and contrast set ``A(i)`` (all other samples)::
+    Every sample is one object of one view of an image (the semantic attention mask picks the object). The caller
+    chooses what makes two samples positives by the ``labels`` it passes, as in SupContrast: the objects' class ids
+    (semantic-aware SupCon: every other sample of the same organ, the other view of the same object included), or
+    their instance ids (only the other views of the same object). With one whole-view mask per view and instance
+    ids, this is the image-level SimCLR loss (NT-Xent; ``monai.losses.ContrastiveLoss`` when
+    ``base_temperature == temperature``). For anchor ``i`` with positives ``P(i)`` (the other samples with its label)
+    and contrast set ``A(i)`` (all other samples)::
 
         L_i = -(tau / tau_base) * mean_{p in P(i)} [ s_ip / tau - log sum_{a in A(i)} exp(s_ia / tau) ]
 
@@ -54,13 +48,10 @@ class SemanticSupConLoss(_Loss):
     the mean of ``L_i`` over the anchors that have at least one positive; the others are left out. A batch without
     any positive pair gives a zero that still backpropagates (to zero gradients), never NaN.
 
-    Positives (``positives``):
-        - ``"class"``: every other sample with the same label, the other view of the same object included (SupCon).
-        - ``"instance"``: only the other views of the same object (``instance_ids``), the SimCLR-style ablation.
-
-    Intensity weighting (``intensity_weighting=True``, the authors' DCC variant): the term of a non-positive sample
+    Intensity weighting (``intensity_weighting=True``): the "dynamic correlation" of the same group's follow-up paper
+    (Lee et al. 2022, below), not of the paper this loss implements, which released no code. The term of a non-positive sample
     ``a`` in the denominator is tempered by ``w_ia = max(0, 1 - |mu_i - mu_a|)`` (``mu``: mean normalised intensity
-    inside each object's mask, in [0, 1]); positives keep weight 1. As in the authors' code
+    inside each object's mask, in [0, 1]); positives keep weight 1. As in the follow-up's code
     (MASILab/DCC_CL, ``losses_intensity_weight.py``: ``exp(logits * image_weight)`` after ``logits`` had the row max
     subtracted, the row max being the self-similarity ``1 / tau`` of normalised features), the weight multiplies the
     logit measured from its maximum ``1 / tau``::
@@ -69,7 +60,7 @@ class SemanticSupConLoss(_Loss):
 
     i.e. the negative's similarity is pulled towards 1 by ``1 - w_ia`` and its gradient is scaled by ``w_ia``: a
     negative of very different intensity (an easy one) still weighs in the partition function but is pushed away
-    less. With all weights 1 this is the plain loss. Two deliberate differences from the authors' code: positives of
+    less. With all weights 1 this is the plain loss. Two deliberate differences from the follow-up's code: positives of
     the same class keep weight 1 (their code weights every denominator term, but was only run with the two views of
     one object as positives), and the fixed reference 1 replaces the numerical row max (equal up to rounding).
 
@@ -85,19 +76,21 @@ class SemanticSupConLoss(_Loss):
 
     References:
         - Lee et al., "Semantic-Aware Contrastive Learning for Multi-object Medical Image Segmentation", IEEE JBHI
-          2023, doi:10.1109/JBHI.2023.3285230 (arXiv:2106.01596); code: https://github.com/MASILab/DCC_CL
+          2023, doi:10.1109/JBHI.2023.3285230 (arXiv:2106.01596); no code was released with it.
+        - Lee et al., "Adaptive Contrastive Learning with Dynamic Correlation for Multi-Phase Organ Segmentation",
+          2022 (the intensity weighting); code: https://github.com/MASILab/DCC_CL
         - Khosla et al., "Supervised Contrastive Learning", NeurIPS 2020, arXiv:2004.11362
         - Chen et al., "A Simple Framework for Contrastive Learning of Visual Representations", ICML 2020
 
     Example:
         >>> import torch
-        >>> from semcl_components.losses import SemanticSupConLoss
+        >>> from semcl_components.losses import SemanticSupConLoss, positive_pair_mask
         >>> loss_fn = SemanticSupConLoss(temperature=0.3, base_temperature=0.07)
         >>> embeddings = torch.randn(6, 16, requires_grad=True)  # 3 objects x 2 views
         >>> labels = torch.tensor([1, 2, 2, 1, 2, 2])  # class of every object
         >>> loss = loss_fn(embeddings, labels)
         >>> loss.backward()
-        >>> int(loss_fn.positive_pair_mask(labels).sum())  # ordered positive pairs
+        >>> int(positive_pair_mask(labels).sum())  # ordered positive pairs
         14
     """
 
@@ -105,7 +98,6 @@ class SemanticSupConLoss(_Loss):
         self,
         temperature: float = 0.3,
         base_temperature: float = 0.07,
-        positives: str = "class",
         intensity_weighting: bool = False,
         gather_distributed: bool = False,
     ) -> None:
@@ -113,7 +105,6 @@ class SemanticSupConLoss(_Loss):
         Args:
             temperature: ``tau`` dividing the cosine similarities, > 0 (authors' code: 0.3).
             base_temperature: ``tau_base``; the loss is scaled by ``tau / tau_base``, > 0 (authors' code: 0.07).
-            positives: ``"class"`` (same label) or ``"instance"`` (same object, SimCLR-style ablation).
             intensity_weighting: weight the non-positive terms of the denominator by intensity similarity (DCC).
             gather_distributed: contrast against the samples of all ranks under torch.distributed.
 
@@ -123,32 +114,20 @@ class SemanticSupConLoss(_Loss):
         super().__init__()
         self.temperature = _positive_float("temperature", temperature)
         self.base_temperature = _positive_float("base_temperature", base_temperature)
-        if positives not in _POSITIVES:
-            raise ValueError(f"positives must be one of {_POSITIVES}, got {positives!r}.")
-        self.positives = positives
         self.intensity_weighting = _boolean("intensity_weighting", intensity_weighting)
         self.gather_distributed = _boolean("gather_distributed", gather_distributed)
-
-    def positive_pair_mask(
-        self, labels: torch.Tensor | None = None, instance_ids: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """``(N, N)`` bool mask of the positive pairs this loss uses (``labels`` or ``instance_ids`` per mode)."""
-        keys = self._select_key(labels, instance_ids)
-        return positive_pair_mask(labels=keys) if self.positives == "class" else positive_pair_mask(instance_ids=keys)
 
     def forward(
         self,
         embeddings: torch.Tensor,
-        labels: torch.Tensor | None = None,
-        instance_ids: torch.Tensor | None = None,
+        labels: torch.Tensor,
         intensities: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """
         Args:
             embeddings: ``(N, D)`` object embeddings (projection-head outputs; normalised here).
-            labels: ``(N,)`` class ids; required when ``positives="class"``.
-            instance_ids: ``(N,)`` object ids shared by the views of one object; required when
-                ``positives="instance"``.
+            labels: ``(N,)`` the key of every sample; samples with equal keys are positives (class ids, or the
+                instance ids shared by the views of one object).
             intensities: ``(N,)`` mean normalised intensity inside every object's mask, in [0, 1]; required when
                 ``intensity_weighting=True`` (ignored otherwise).
 
@@ -158,7 +137,7 @@ class SemanticSupConLoss(_Loss):
         Raises:
             ValueError: when a required input is missing or a shape is wrong.
         """
-        keys, intensities = self._check_inputs(embeddings, labels, instance_ids, intensities)
+        keys, intensities = self._check_inputs(embeddings, labels, intensities)
         if self.gather_distributed and distributed_world_size() > 1:
             return self._distributed_loss(embeddings, keys, intensities)
         return self._local_loss(embeddings, keys, intensities)
@@ -242,21 +221,10 @@ class SemanticSupConLoss(_Loss):
         mean_positive_logit = (similarity * positive_weight).sum(dim=1) / positive_weight.sum(dim=1) / self.temperature
         return -(self.temperature / self.base_temperature) * (mean_positive_logit - log_partition)
 
-    @property
-    def _key_name(self) -> str:
-        return "labels" if self.positives == "class" else "instance_ids"
-
-    def _select_key(self, labels: torch.Tensor | None, instance_ids: torch.Tensor | None) -> torch.Tensor:
-        keys = labels if self.positives == "class" else instance_ids
-        if keys is None:
-            raise ValueError(f"positives={self.positives!r} needs {self._key_name}, got None.")
-        return keys
-
     def _check_inputs(
         self,
         embeddings: torch.Tensor,
-        labels: torch.Tensor | None,
-        instance_ids: torch.Tensor | None,
+        labels: torch.Tensor,
         intensities: torch.Tensor | None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         if embeddings.ndim != 2:
@@ -264,14 +232,13 @@ class SemanticSupConLoss(_Loss):
         if not embeddings.is_floating_point():
             raise ValueError(f"embeddings must be floating point, got dtype {embeddings.dtype}.")
         n = embeddings.shape[0]
-        keys = self._select_key(labels, instance_ids)
-        _check_vector(self._key_name, keys, n, embeddings.shape)
+        _check_vector("labels", labels, n, embeddings.shape)
         if not self.intensity_weighting:
-            return keys, None
+            return labels, None
         if intensities is None:
             raise ValueError("intensity_weighting=True needs intensities, got None.")
         _check_vector("intensities", intensities, n, embeddings.shape)
-        return keys, intensities.to(embeddings.dtype).detach()
+        return labels, intensities.to(embeddings.dtype).detach()
 
 
 def _intensity_weights(anchor_intensities: torch.Tensor, contrast_intensities: torch.Tensor) -> torch.Tensor:

@@ -50,7 +50,7 @@ __all__ = [
     "DropEmptyMasksd",
 ]
 
-MASK_MODES = ("exact", "dilate", "blur", "bbox")
+MASK_MODES = ("exact", "dilate", "blur", "bbox", "whole")
 """Supported ``mask_mode`` values of :class:`GenerateAttentionMasks`."""
 
 _MAX_VALUES_IN_MESSAGE = 10
@@ -124,7 +124,9 @@ class GenerateAttentionMasks(Randomizable, Transform):
     - ``"dilate"``: ``label == k`` dilated by a Euclidean ball of ``dilate_radius`` voxels;
     - ``"blur"``: ``label == k`` smoothed by a Gaussian of ``blur_sigma`` voxels (zero padding), rescaled so its
       maximum is 1 (values in ``[0, 1]``);
-    - ``"bbox"``: the axis-aligned box around the object grown by ``bbox_margin`` voxels, clipped to the image.
+    - ``"bbox"``: the axis-aligned box around the object grown by ``bbox_margin`` voxels, clipped to the image;
+    - ``"whole"``: one mask of ones over the whole patch, class id 0, whatever the label holds: the image-level
+      sample of the SimCLR baseline (contrasted with instance positives).
 
     Coarse modes exist because users pretrain from cheap or predicted masks rather than exact labels. The class id
     ``k`` is the object's image-wise label for the supervised contrastive loss.
@@ -242,11 +244,15 @@ class GenerateAttentionMasks(Randomizable, Transform):
             ``(masks, class_ids)``: float32 ``(K, *spatial)`` and int64 ``(K,)``.
         """
         label_t = _as_label_tensor(label)
-        class_ids = self._present_classes(label_t)
-        self.randomize(int(class_ids.numel()))
-        if self._keep is not None:
-            class_ids = class_ids[torch.as_tensor(self._keep, device=class_ids.device)]
-        masks = self._masks(label_t, class_ids)
+        if self.mask_mode == "whole":
+            class_ids = torch.zeros(1, dtype=torch.long, device=label_t.device)
+            masks = torch.ones_like(label_t, dtype=torch.float32)
+        else:
+            class_ids = self._present_classes(label_t)
+            self.randomize(int(class_ids.numel()))
+            if self._keep is not None:
+                class_ids = class_ids[torch.as_tensor(self._keep, device=class_ids.device)]
+            masks = self._masks(label_t, class_ids)
         masks_out, *_ = convert_to_dst_type(masks, label, dtype=torch.float32)
         if isinstance(label, np.ndarray):
             return masks_out, class_ids.cpu().numpy().astype(np.int64)

@@ -1,4 +1,5 @@
-"""Shared fixtures for the bundle tests: a tiny phantom dataset, a bundle runner, and tiny trained outputs.
+"""Shared fixtures: determinism for component tests; for the bundle tests a tiny phantom dataset, a bundle runner and
+tiny trained outputs.
 
 The bundle workflows run as ``python -m monai.bundle run`` subprocesses from a scratch working directory (never the
 bundle folder), with every output folder overridden, so nothing is written into the repository. Runs that several
@@ -53,6 +54,16 @@ def bundle_env() -> dict[str, str]:
 def bundle_command(subcommand: str, configs: Sequence[str], args: Sequence[str]) -> list[str]:
     """``python -m monai.bundle <subcommand> --config_file <configs> <args>`` with this interpreter."""
     return [sys.executable, "-m", "monai.bundle", subcommand, "--config_file", config_arg(*configs), *map(str, args)]
+
+
+@pytest.fixture
+def deterministic():
+    """Seed MONAI, torch and numpy for one test (``set_determinism(0)``) and unseed afterwards."""
+    from monai.utils import set_determinism
+
+    set_determinism(seed=0)
+    yield
+    set_determinism(seed=None)
 
 
 @pytest.fixture(scope="session")

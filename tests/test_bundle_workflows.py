@@ -76,7 +76,7 @@ def test_pretrain_pool_writes_encoder_and_summary(pretrained_pool):
     summary = read_json(pretrained_pool.output_dir / "run_summary.json")
     assert_history(summary, [1, 2])
     assert summary["workflow"] == "pretrain"
-    assert (summary["contrast_level"], summary["embedding_mode"]) == ("semantic", "pool")
+    assert (summary["positives"], summary["embedding_mode"]) == ("class", "pool")
     assert summary["encoder_file"] == str(pretrained_pool.ckpt_dir / "pretrained_encoder.pt")
     assert all(record["mean_num_objects"] > 0 for record in summary["history"])
 
@@ -102,7 +102,9 @@ def test_pretrain_simclr_overlay_contrasts_whole_patches(run_bundle, phantom_dat
     assert (tmp_path / "models" / "pretrain_simclr_checkpoints" / "checkpoint_epoch=1.pt").is_file()
     summary = read_json(tmp_path / "eval" / "run_summary.json")
     assert_history(summary, [1])
-    assert (summary["workflow"], summary["contrast_level"]) == ("pretrain_simclr", "image")
+    assert (summary["workflow"], summary["mask_mode"], summary["positives"]) == ("pretrain_simclr", "whole", "instance")
+    # one whole-view sample per view: 2 crops x 2 views, each view's only positive is the other view of its crop
+    assert summary["final_num_objects"] == 4 and summary["final_num_positive_pairs"] == 4
 
 
 # ---------------------------------------------------------------------------------------------------------------------

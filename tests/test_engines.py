@@ -13,7 +13,6 @@ from monai.engines import IterationEvents, SupervisedTrainer
 from monai.handlers import StatsHandler, from_engine
 from monai.losses import ContrastiveLoss
 from monai.transforms import Compose, RandFlipd, RandGaussianNoised
-from monai.utils import set_determinism
 
 from semcl_components.data.collate import ObjectListCollate, object_list_collate
 from semcl_components.engines import COLLAPSE_MONITOR_KEYS, CollapseMonitors, ContrastiveIteration
@@ -34,11 +33,7 @@ ORGANS = {1: ((2, 2, 2), 5), 2: ((9, 2, 4), 5), 3: ((5, 9, 9), 5)}
 INTENSITY = {1: 0.3, 2: 0.6, 3: 1.4}
 
 
-@pytest.fixture(autouse=True)
-def _deterministic():
-    set_determinism(seed=0)
-    yield
-    set_determinism(seed=None)
+pytestmark = pytest.mark.usefixtures("deterministic")
 
 
 def make_sample(classes=(1, 2, 3), shift: int = 0) -> dict:
@@ -53,7 +48,7 @@ def make_sample(classes=(1, 2, 3), shift: int = 0) -> dict:
     return {"image": image, "label": label}
 
 
-def two_view_pipeline() -> Compose:
+def two_view_pipeline(mask_mode: str = "exact") -> Compose:
     view = Compose(
         [
             RandFlipd(keys=["image", "masks"], prob=0.5, spatial_axis=0),
@@ -61,24 +56,24 @@ def two_view_pipeline() -> Compose:
             DropEmptyMasksd(),
         ]
     )
-    pipeline = Compose([GenerateAttentionMasksd(keys="label"), RandMultiViewd(view, num_views=2)])
+    pipeline = Compose([GenerateAttentionMasksd(keys="label", mask_mode=mask_mode), RandMultiViewd(view, num_views=2)])
     pipeline.set_random_state(seed=0)
     return pipeline
 
 
-def make_batch(samples: list[dict] | None = None) -> dict:
+def make_batch(samples: list[dict] | None = None, mask_mode: str = "exact") -> dict:
     """2 samples x 2 views through the real transforms and collate function."""
     samples = samples if samples is not None else [make_sample(shift=0), make_sample((1, 2), shift=1)]
-    pipeline = two_view_pipeline()
+    pipeline = two_view_pipeline(mask_mode)
     return object_list_collate([pipeline(s) for s in samples])
 
 
 def make_network(mode: str = "pool") -> ObjectEmbeddingModel:
     encoder = SegResNetEncoder(in_channels=2 if mode == "channel" else 1, init_filters=8, blocks_down=(1, 1))
-    return ObjectEmbeddingModel(encoder, mode=mode, hidden_dim=32, projection_dim=16)
+    return ObjectEmbeddingModel(encoder, embedding_mode=mode, hidden_dim=32, projection_dim=16)
 
 
-def make_trainer(loader, network, loss_function, mode="semantic", max_epochs=2, lr=0.05, **kwargs):
+def make_trainer(loader, network, loss_function, positives="class", max_epochs=2, lr=0.05, **kwargs):
     return SupervisedTrainer(
         device=CPU,
         max_epochs=max_epochs,
@@ -86,7 +81,7 @@ def make_trainer(loader, network, loss_function, mode="semantic", max_epochs=2, 
         network=network,
         optimizer=torch.optim.SGD(network.parameters(), lr=lr),
         loss_function=loss_function,
-        iteration_update=ContrastiveIteration(mode=mode),
+        iteration_update=ContrastiveIteration(positives=positives),
         **{"decollate": False, **kwargs},
     )
 
@@ -100,15 +95,15 @@ def changed(before: dict[str, torch.Tensor], network: torch.nn.Module) -> list[s
 
 
 class RecordingLoss(SemanticSupConLoss):
-    """SemanticSupConLoss that keeps the keyword arguments of every call."""
+    """SemanticSupConLoss that keeps the arguments of every call."""
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         self.calls: list[dict] = []
 
-    def forward(self, embeddings, labels=None, instance_ids=None, intensities=None):
-        self.calls.append({"labels": labels, "instance_ids": instance_ids, "intensities": intensities})
-        return super().forward(embeddings, labels, instance_ids, intensities)
+    def forward(self, embeddings, labels, intensities=None):
+        self.calls.append({"labels": labels, "intensities": intensities})
+        return super().forward(embeddings, labels, intensities)
 
 
 def flat_objects(batch: dict) -> list[tuple[int, int, int, torch.Tensor, torch.Tensor]]:
@@ -145,7 +140,7 @@ def test_semantic_step_trains_through_supervised_trainer(mode):
 @pytest.mark.parametrize("positives", ["class", "instance"])
 def test_num_positive_pairs_matches_hand_count(positives):
     batch = make_batch()
-    trainer = make_trainer([batch], make_network(), SemanticSupConLoss(positives=positives), max_epochs=1)
+    trainer = make_trainer([batch], make_network(), SemanticSupConLoss(), positives=positives, max_epochs=1)
     trainer.run()
 
     rows = flat_objects(batch)
@@ -157,10 +152,10 @@ def test_num_positive_pairs_matches_hand_count(positives):
 
 def test_instance_ids_are_shared_by_the_views_of_one_object_only():
     batch = make_batch()
-    loss = RecordingLoss(positives="instance")
-    make_trainer([batch], make_network(), loss, max_epochs=1).run()
+    loss = RecordingLoss()
+    make_trainer([batch], make_network(), loss, positives="instance", max_epochs=1).run()
 
-    ids = loss.calls[0]["instance_ids"].tolist()
+    ids = loss.calls[0]["labels"].tolist()
     keys = [(r[0], r[1]) for r in flat_objects(batch)]
     for i in range(len(ids)):
         for j in range(len(ids)):
@@ -246,40 +241,28 @@ def test_amp_runs_the_forward_under_autocast_and_steps():
     assert math.isfinite(trainer.state.output[0]["loss"].item()) and changed(before, network)
 
 
-# --------------------------------------------------------------------------------------------------- image mode
+# ------------------------------------------------------------------------------------------- SimCLR baseline
 
 
-def test_image_mode_is_monai_contrastive_loss_between_the_two_views():
-    batch = make_batch()
+def test_whole_view_masks_with_instance_positives_are_monai_contrastive_loss():
+    """The image-level baseline is the same step: one whole-view mask per view and instance positives."""
+    batch = make_batch(mask_mode="whole")
     network = make_network()
     reference = copy.deepcopy(network)
-    loss_function = ContrastiveLoss(temperature=0.5)
-    trainer = make_trainer([batch], network, loss_function, mode="image", max_epochs=1)
+    loss_function = SemanticSupConLoss(temperature=0.5, base_temperature=0.5)
+    trainer = make_trainer([batch], network, loss_function, positives="instance", max_epochs=1)
     trainer.run()
 
     with torch.no_grad():
         z = reference(batch["image"], [torch.ones(1, SIZE, SIZE, SIZE)] * 4)
     view0 = [i for i in range(4) if batch["view_id"][i] == 0]
     view1 = [i for i in range(4) if batch["view_id"][i] == 1]
-    expected = loss_function(z[view0], z[view1])
+    assert batch["sample_index"][view0].tolist() == batch["sample_index"][view1].tolist()
+    expected = ContrastiveLoss(temperature=0.5)(z[view0], z[view1])
     (output,) = trainer.state.output
     assert output["loss"].item() == pytest.approx(expected.item(), rel=1e-5)
     assert output["num_objects"] == 4 and output["num_positive_pairs"] == 4 and output["skipped_step"] is False
     assert changed(snapshot(reference), network)
-
-
-@pytest.mark.parametrize("num_views", [1, 3])
-def test_image_mode_needs_exactly_two_views_per_sample(num_views):
-    batch = make_batch()
-    keep = [0, 2, 3] if num_views == 1 else [0, 1, 2, 3]
-    batch = {
-        "image": batch["image"][keep],
-        "sample_index": torch.tensor([0, 1, 1] if num_views == 1 else [0, 0, 0, 1]),
-        "view_id": torch.tensor([0, 0, 1] if num_views == 1 else [0, 1, 2, 0]),
-    }
-    trainer = make_trainer([batch], make_network(), ContrastiveLoss(), mode="image", max_epochs=1)
-    with pytest.raises(ValueError, match="exactly 2 views"):
-        trainer.run()
 
 
 # ------------------------------------------------------------------------------------- events, logging, errors
@@ -353,6 +336,6 @@ def test_gradient_accumulation_is_refused():
         trainer.run()
 
 
-def test_unknown_mode_is_refused():
+def test_unknown_positives_are_refused():
     with pytest.raises(ValueError, match="'simclr'"):
-        ContrastiveIteration(mode="simclr")
+        ContrastiveIteration(positives="simclr")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from ignite.engine import Engine, Events
 
-from semcl_components.handlers import AtomicCheckpointSaver, epoch_checkpoints, write_json_atomic
+from semcl_components.handlers import AtomicCheckpointSaver, epoch_checkpoints
 
 
 def _engine() -> Engine:
@@ -84,14 +84,6 @@ def test_interval_checkpoints_are_found_newest_first(tmp_path):
 
 def test_no_checkpoint_gives_none(tmp_path):
     assert epoch_checkpoints(tmp_path) == []
-
-
-def test_write_json_atomic_replaces_the_file(tmp_path):
-    target = tmp_path / "sub" / "summary.json"
-    write_json_atomic({"a": 1}, target)
-    write_json_atomic({"a": torch.tensor(2.5)}, target)
-    assert target.read_text().strip().replace(" ", "").replace("\n", "") == '{"a":2.5}'
-    assert [p.name for p in target.parent.iterdir()] == ["summary.json"]
 
 
 def test_resume_continues_and_removes_the_previous_sessions_checkpoint(tmp_path):

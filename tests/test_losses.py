@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from monai.losses import ContrastiveLoss
 
 from semcl_components.losses import SemanticSupConLoss, positive_pair_mask
 
@@ -65,16 +66,29 @@ def test_class_positives_match_loop_reference(seed):
 
 def test_instance_positives_match_loop_reference():
     embeddings, labels, instance_ids, _ = random_batch(seed=3)
-    loss = SemanticSupConLoss(positives="instance")(embeddings, labels, instance_ids=instance_ids)
+    loss = SemanticSupConLoss()(embeddings, instance_ids)
     assert loss.item() == pytest.approx(mean_of(loop_reference(embeddings, instance_ids)), abs=1e-6)
+
+
+@pytest.mark.parametrize("temperature", [0.1, 0.5])
+def test_instance_positives_over_two_views_equal_monai_contrastive_loss(temperature):
+    """The SimCLR baseline: one whole-view embedding per view, instance positives, tau_base = tau is NT-Xent."""
+    generator = torch.Generator().manual_seed(7)
+    view0, view1 = torch.randn(2, 6, 16, generator=generator, dtype=torch.float64)
+    instance_ids = torch.arange(6).repeat(2)  # row i of view 0 and row i of view 1 come from crop i
+    ours = SemanticSupConLoss(temperature=temperature, base_temperature=temperature)(
+        torch.cat([view0, view1]), instance_ids
+    )
+    monai_loss = ContrastiveLoss(temperature=temperature)(view0, view1)
+    assert ours.item() == pytest.approx(monai_loss.item(), abs=1e-6)
 
 
 @pytest.mark.parametrize("positives", ["class", "instance"])
 def test_intensity_weighting_matches_loop_reference(positives):
     embeddings, labels, instance_ids, intensities = random_batch(seed=4)
     keys = labels if positives == "class" else instance_ids
-    loss_fn = SemanticSupConLoss(temperature=0.5, base_temperature=0.1, positives=positives, intensity_weighting=True)
-    loss = loss_fn(embeddings, labels, instance_ids, intensities)
+    loss_fn = SemanticSupConLoss(temperature=0.5, base_temperature=0.1, intensity_weighting=True)
+    loss = loss_fn(embeddings, keys, intensities)
     expected = mean_of(loop_reference(embeddings, keys, 0.5, 0.1, intensities))
     assert loss.item() == pytest.approx(expected, abs=1e-6)
 
@@ -167,17 +181,12 @@ def test_positive_pair_mask_counts_ordered_pairs():
     assert int(mask.sum()) == 2 + 12
 
 
-def test_positive_pair_mask_needs_exactly_one_key():
-    with pytest.raises(ValueError, match="exactly one"):
-        positive_pair_mask()
-    with pytest.raises(ValueError, match="exactly one"):
-        positive_pair_mask(labels=torch.zeros(3), instance_ids=torch.zeros(3))
-
-
-def test_loss_positive_pair_mask_follows_the_mode():
-    labels, instance_ids = torch.tensor([0, 0, 0, 0]), torch.tensor([0, 0, 1, 1])
-    assert int(SemanticSupConLoss().positive_pair_mask(labels, instance_ids).sum()) == 12
-    assert int(SemanticSupConLoss(positives="instance").positive_pair_mask(labels, instance_ids).sum()) == 4
+def test_positive_pair_mask_follows_the_keys_given():
+    class_ids, instance_ids = torch.tensor([0, 0, 0, 0]), torch.tensor([0, 0, 1, 1])
+    assert int(positive_pair_mask(class_ids).sum()) == 12
+    assert int(positive_pair_mask(instance_ids).sum()) == 4
+    with pytest.raises(ValueError, match=r"\(2, 2\)"):
+        positive_pair_mask(torch.zeros(2, 2))
 
 
 @pytest.mark.parametrize(
@@ -189,7 +198,6 @@ def test_loss_positive_pair_mask_follows_the_mode():
         ({"temperature": "0.3"}, "'0.3'"),
         ({"temperature": True}, "True"),
         ({"base_temperature": float("inf")}, "inf"),
-        ({"positives": "pixel"}, "'pixel'"),
         ({"intensity_weighting": 1}, "1"),
         ({"gather_distributed": "yes"}, "'yes'"),
     ],
@@ -220,10 +228,10 @@ def test_integer_embeddings_are_rejected():
 
 def test_missing_inputs_are_reported():
     embeddings = torch.randn(4, 3)
-    with pytest.raises(ValueError, match="labels"):
+    with pytest.raises(TypeError, match="labels"):
         SemanticSupConLoss()(embeddings)
-    with pytest.raises(ValueError, match="instance_ids"):
-        SemanticSupConLoss(positives="instance")(embeddings, torch.zeros(4))
+    with pytest.raises(ValueError, match="labels"):
+        SemanticSupConLoss()(embeddings, None)
     with pytest.raises(ValueError, match="intensities"):
         SemanticSupConLoss(intensity_weighting=True)(embeddings, torch.zeros(4))
     with pytest.raises(ValueError, match=r"intensities.*\(3,\)"):
@@ -239,11 +247,12 @@ def test_gather_without_process_group_is_the_local_loss():
 # --- two gloo processes: rank losses averaged and gradients equal the single-process ones on the whole batch ---
 
 WORLD_SIZE = 2
-# name: (samples on rank 0, samples on rank 1, loss arguments, labels of the whole batch or None for random)
+# name: (samples on rank 0, samples on rank 1, loss arguments, labels of the whole batch: random class ids (None),
+# the instance ids of two views per object ("instance") or given)
 SCENARIOS = {
     "class, different N": (5, 3, {}, None),
     "weighted, one rank empty": (6, 0, {"intensity_weighting": True}, None),
-    "instance, equal N": (4, 4, {"positives": "instance"}, None),
+    "instance, equal N": (4, 4, {}, "instance"),
     "rank 1 holds only negatives": (4, 2, {}, torch.tensor([0, 0, 1, 1, 2, 3])),
     "no positive anywhere": (3, 2, {}, torch.arange(5)),
 }
@@ -252,19 +261,20 @@ SCENARIOS = {
 def scenario_batch(name):
     n0, n1, kwargs, labels = SCENARIOS[name]
     embeddings, random_labels, instance_ids, intensities = random_batch(n=n0 + n1, seed=list(SCENARIOS).index(name))
-    labels = random_labels if labels is None else labels
+    if labels is None or isinstance(labels, str):
+        labels = random_labels if labels is None else instance_ids
     loss_fn = SemanticSupConLoss(**kwargs, gather_distributed=True)
-    return (n0, n1), loss_fn, embeddings, labels, instance_ids, intensities
+    return (n0, n1), loss_fn, embeddings, labels, intensities
 
 
 def _distributed_worker(rank, port, results):
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD_SIZE)
     try:
         for name in SCENARIOS:
-            sizes, loss_fn, embeddings, labels, instance_ids, intensities = scenario_batch(name)
+            sizes, loss_fn, embeddings, labels, intensities = scenario_batch(name)
             part = slice(sum(sizes[:rank]), sum(sizes[: rank + 1]))
             local = embeddings[part].clone().requires_grad_(True)
-            loss = loss_fn(local, labels[part], instance_ids[part], intensities[part])
+            loss = loss_fn(local, labels[part], intensities[part])
             loss.backward()
             results.put((name, rank, loss.item(), local.grad.tolist()))  # plain lists outlive the worker
     finally:
@@ -288,9 +298,9 @@ def distributed_results():
 
 @pytest.mark.parametrize("name", list(SCENARIOS))
 def test_two_ranks_equal_the_single_process_loss(distributed_results, name):
-    _, loss_fn, embeddings, labels, instance_ids, intensities = scenario_batch(name)
+    _, loss_fn, embeddings, labels, intensities = scenario_batch(name)
     whole = embeddings.clone().requires_grad_(True)
-    expected = loss_fn(whole, labels, instance_ids, intensities)
+    expected = loss_fn(whole, labels, intensities)
     expected.backward()
 
     rank_losses = [distributed_results[name, rank][0] for rank in range(WORLD_SIZE)]

@@ -1,16 +1,14 @@
-"""Tests of semcl_components.networks: encoders, object embedding, collapse statistics, encoder transfer."""
+"""Tests of semcl_components.networks: encoders, object embedding, encoder transfer."""
 
 from __future__ import annotations
 
 import logging
-import os
 import re
 
 import pytest
 import torch
 import torch.nn as nn
 from monai.networks.nets import SegResNet, SwinUNETR
-from monai.utils import set_determinism
 
 from semcl_components.networks import (
     EncoderLoadReport,
@@ -19,20 +17,14 @@ from semcl_components.networks import (
     SegResNetEncoder,
     SwinUNETREncoder,
     build_encoder,
-    embedding_collapse_stats,
     load_pretrained_encoder,
     masked_average_pool,
-    save_encoder,
 )
 
 SMALL_SEGRESNET = {"init_filters": 8, "blocks_down": (1, 1, 1)}  # 3 stages: 32 channels at S / 4
 
 
-@pytest.fixture(autouse=True)
-def _deterministic():
-    set_determinism(seed=0)
-    yield
-    set_determinism(seed=None)
+pytestmark = pytest.mark.usefixtures("deterministic")
 
 
 def small_encoder(in_channels: int = 1, spatial_dims: int = 3) -> SegResNetEncoder:
@@ -45,7 +37,7 @@ def small_segresnet(in_channels: int = 1) -> SegResNet:
 
 def small_model(mode: str) -> ObjectEmbeddingModel:
     encoder = small_encoder(2 if mode == "channel" else 1)
-    return ObjectEmbeddingModel(encoder, mode=mode, hidden_dim=16, projection_dim=8)
+    return ObjectEmbeddingModel(encoder, embedding_mode=mode, hidden_dim=16, projection_dim=8)
 
 
 def box_mask(shape, lo, hi) -> torch.Tensor:
@@ -97,7 +89,8 @@ def test_swinunetr_encoder_rejects_size_not_divisible_by_32():
 
 
 def test_build_encoder_by_name_and_unknown_name_lists_choices():
-    assert isinstance(build_encoder("SegResNet", in_channels=2, init_filters=8), SegResNetEncoder)
+    encoder = build_encoder("SegResNet", embedding_mode="channel", init_filters=8)
+    assert isinstance(encoder, SegResNetEncoder) and encoder.in_channels == 2  # image + mask
     with pytest.raises(ValueError, match=r"'unet'.*\['segresnet', 'swinunetr'\]"):
         build_encoder("unet")
 
@@ -163,7 +156,7 @@ def test_outputs_are_batch_major_and_follow_object_order(mode):
 
 
 def test_pool_mode_runs_encoder_once_and_gradient_reaches_it():
-    model = ObjectEmbeddingModel(small_encoder(), mode="pool", hidden_dim=16, projection_dim=8)
+    model = ObjectEmbeddingModel(small_encoder(), embedding_mode="pool", hidden_dim=16, projection_dim=8)
     calls = []
     model.encoder.register_forward_hook(lambda module, args, output: calls.append(args[0].shape))
     out = model(torch.rand(2, 1, 16, 16, 16), [random_masks(4), random_masks(3)])
@@ -193,7 +186,7 @@ def test_masked_average_pool_area_averages_the_mask():
 
 
 def test_channel_mode_batches_objects_in_one_object_centred_crop_call():
-    model = ObjectEmbeddingModel(small_encoder(2), mode="channel", object_crop_size=(8, 8, 8), hidden_dim=16)
+    model = ObjectEmbeddingModel(small_encoder(2), embedding_mode="channel", object_crop_size=(8, 8, 8), hidden_dim=16)
     inputs = []
     model.encoder.register_forward_hook(lambda module, args, output: inputs.append(args[0]))
     inside = box_mask((16, 16, 16), (5, 5, 5), (9, 9, 9))  # centre 6.5: window [3, 11)
@@ -207,13 +200,13 @@ def test_channel_mode_batches_objects_in_one_object_centred_crop_call():
 
 
 def test_channel_mode_rejects_encoder_with_wrong_input_channels():
-    model = ObjectEmbeddingModel(small_encoder(1), mode="channel")
+    model = ObjectEmbeddingModel(small_encoder(1), embedding_mode="channel")
     with pytest.raises(ValueError, match=r"= 2 channels.*in_channels = 1"):
         model(torch.rand(1, 1, 16, 16, 16), [random_masks(1)])
 
 
 def test_mask_count_and_shape_are_validated():
-    model = ObjectEmbeddingModel(small_encoder(), mode="pool")
+    model = ObjectEmbeddingModel(small_encoder(), embedding_mode="pool")
     image = torch.rand(2, 1, 16, 16, 16)
     with pytest.raises(ValueError, match="1 mask tensors for a batch of 2"):
         model(image, [random_masks(1)])
@@ -223,39 +216,7 @@ def test_mask_count_and_shape_are_validated():
 
 def test_unknown_mode_is_rejected():
     with pytest.raises(ValueError, match="'patch'"):
-        ObjectEmbeddingModel(small_encoder(), mode="patch")
-
-
-# -------------------------------------------------------------------------------------------- collapse stats
-
-
-def test_collapse_stats_identical_embeddings():
-    stats = embedding_collapse_stats(torch.ones(6, 4) * 0.3, torch.tensor([0, 0, 1, 1, 2, 2]))
-    assert stats["positive_cosine"] == pytest.approx(1.0)
-    assert stats["negative_cosine"] == pytest.approx(1.0)
-    assert stats["effective_rank"] == pytest.approx(1.0)
-    assert stats["embedding_std"] == pytest.approx(0.0, abs=1e-7)
-
-
-def test_collapse_stats_orthogonal_embeddings():
-    stats = embedding_collapse_stats(torch.eye(6, 8) * 2.0, torch.tensor([0, 0, 1, 1, 2, 2]))
-    assert stats["positive_cosine"] == pytest.approx(0.0)
-    assert stats["negative_cosine"] == pytest.approx(0.0)
-    assert stats["effective_rank"] == pytest.approx(5.0)  # centring removes one direction: N - 1
-
-
-def test_collapse_stats_hand_made_cosines():
-    e = torch.tensor([[1.0, 0.0], [1.0, 1.0], [-1.0, 0.0]])
-    stats = embedding_collapse_stats(e, torch.tensor([0, 0, 1]))
-    assert stats["positive_cosine"] == pytest.approx(2**-0.5)
-    assert stats["negative_cosine"] == pytest.approx((-1.0 - 2**-0.5) / 2)  # pairs (0, 2), (1, 2), both ways
-
-
-def test_collapse_stats_without_positive_pairs_is_nan_only_there():
-    stats = embedding_collapse_stats(torch.eye(3), torch.tensor([0, 1, 2]))
-    assert stats["positive_cosine"] != stats["positive_cosine"]  # NaN
-    assert stats["negative_cosine"] == pytest.approx(0.0)
-    assert stats["effective_rank"] == pytest.approx(2.0)
+        ObjectEmbeddingModel(small_encoder(), embedding_mode="patch")
 
 
 # ------------------------------------------------------------------------------------------ encoder transfer
@@ -318,11 +279,11 @@ def test_nothing_matched_raises_with_example_keys():
         load_pretrained_encoder(small_segresnet(), enc.state_dict())
 
 
-def test_save_encoder_round_trip(tmp_path):
+def test_encoder_file_of_pretraining_round_trip(tmp_path):
+    """The pretrain workflow's saver writes ``{"encoder": encoder.state_dict()}``: it loads with nothing missing."""
     model = ObjectEmbeddingModel(small_encoder(), hidden_dim=16, projection_dim=8)
-    path = save_encoder(model, tmp_path / "pretrain" / "encoder.pt")
-    assert os.listdir(tmp_path / "pretrain") == ["encoder.pt"]  # no temporary file left behind
-    assert set(torch.load(path, weights_only=True)) == {"encoder"}
+    path = tmp_path / "pretrained_encoder.pt"
+    torch.save({"encoder": model.encoder.state_dict()}, path)
     net = small_segresnet()
     report = load_pretrained_encoder(net, path)
     assert isinstance(report, EncoderLoadReport) and report.unexpected == [] and report.missing == []

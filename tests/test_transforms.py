@@ -16,7 +16,6 @@ from monai.transforms import (
     RandSpatialCropd,
     RandSpatialCropSamplesd,
 )
-from monai.utils import set_determinism
 
 from semcl_components.transforms import (
     MASK_MODES,
@@ -28,11 +27,7 @@ from semcl_components.transforms import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _deterministic():
-    set_determinism(seed=0)
-    yield
-    set_determinism(seed=None)
+pytestmark = pytest.mark.usefixtures("deterministic")
 
 
 def _label_2d() -> torch.Tensor:
@@ -120,13 +115,31 @@ def test_min_voxels_drops_small_objects():
     assert GenerateAttentionMasks(min_voxels=13)(label)[1].tolist() == []
 
 
-@pytest.mark.parametrize("mask_mode", MASK_MODES)
+OBJECT_MASK_MODES = [m for m in MASK_MODES if m != "whole"]  # one mask per organ present
+
+
+@pytest.mark.parametrize("mask_mode", OBJECT_MASK_MODES)
 @pytest.mark.parametrize("spatial_shape", [(12, 12), (8, 8, 8)])
 def test_empty_foreground_gives_zero_objects(mask_mode, spatial_shape):
     masks, class_ids = GenerateAttentionMasks(mask_mode=mask_mode, classes=[1, 2])(torch.zeros(1, *spatial_shape))
     assert masks.shape == (0, *spatial_shape)
     assert class_ids.shape == (0,)
     assert class_ids.dtype == torch.int64
+
+
+@pytest.mark.parametrize("spatial_shape", [(12, 12), (8, 8, 8)])
+@pytest.mark.parametrize("foreground", [False, True])
+def test_whole_mode_gives_one_whole_view_mask_of_class_zero(spatial_shape, foreground):
+    label = torch.zeros(1, *spatial_shape)
+    label[(0, *[slice(2, 5)] * len(spatial_shape))] = 2 if foreground else 0
+    masks, class_ids = GenerateAttentionMasks(mask_mode="whole", classes=[1, 2])(label)
+    assert torch.equal(masks, torch.ones(1, *spatial_shape))
+    assert class_ids.tolist() == [0] and class_ids.dtype == torch.int64
+
+
+def test_whole_mode_still_checks_the_label():
+    with pytest.raises(ValueError, match="integers"):
+        GenerateAttentionMasks(mask_mode="whole")(torch.full((1, 4, 4, 4), 0.5))
 
 
 # ---------------------------------------------------------------- coarse mask modes

@@ -1,0 +1,12 @@
+"""Ignite handlers the bundle workflows need and MONAI lacks, one per module.
+
+- :class:`AtomicCheckpointSaver` (:mod:`.checkpoint_saver`): checkpoints written atomically, old ones removed after;
+- :class:`CheckpointResumer` (:mod:`.checkpoint_resumer`): continue an interrupted run from its last checkpoint;
+- :class:`RunSummaryWriter` (:mod:`.run_summary`): the run's key numbers in a JSON file, updated every epoch.
+"""
+
+from semcl_components.handlers.checkpoint_resumer import CheckpointResumer, epoch_checkpoints
+from semcl_components.handlers.checkpoint_saver import AtomicCheckpointSaver
+from semcl_components.handlers.run_summary import RunSummaryWriter
+
+__all__ = ["AtomicCheckpointSaver", "CheckpointResumer", "RunSummaryWriter", "epoch_checkpoints"]

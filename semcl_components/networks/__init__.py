@@ -1,0 +1,40 @@
+"""Networks for semantic-aware contrastive learning, one family per module.
+
+- :mod:`.encoders`: ``SegResNetEncoder``, ``SwinUNETREncoder`` and the ``ENCODERS`` registry (``build_encoder``), with
+  ``state_dict`` keys identical to those of MONAI's full networks;
+- :mod:`.object_embedding`: ``ObjectEmbeddingModel`` (``pool`` or ``channel`` embedding of every object), its
+  ``ProjectionHead`` and ``masked_average_pool``;
+- :mod:`.weight_transfer`: ``load_pretrained_encoder`` (with an ``EncoderLoadReport``) and
+  ``encoder_parameter_groups``.
+"""
+
+from semcl_components.networks.encoders import ENCODERS, SegResNetEncoder, SwinUNETREncoder, build_encoder
+from semcl_components.networks.object_embedding import (
+    EMBEDDING_MODES,
+    ObjectEmbeddingModel,
+    ProjectionHead,
+    encoder_in_channels,
+    masked_average_pool,
+)
+from semcl_components.networks.weight_transfer import (
+    ENCODER_PREFIXES,
+    EncoderLoadReport,
+    encoder_parameter_groups,
+    load_pretrained_encoder,
+)
+
+__all__ = [
+    "EMBEDDING_MODES",
+    "ENCODERS",
+    "ENCODER_PREFIXES",
+    "EncoderLoadReport",
+    "ObjectEmbeddingModel",
+    "ProjectionHead",
+    "SegResNetEncoder",
+    "SwinUNETREncoder",
+    "build_encoder",
+    "encoder_in_channels",
+    "encoder_parameter_groups",
+    "load_pretrained_encoder",
+    "masked_average_pool",
+]

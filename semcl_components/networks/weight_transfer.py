@@ -1,0 +1,200 @@
+"""Weight transfer: a pretrained encoder into a segmentation network, by key name, with a report.
+
+Weight-loading mismatches are the most common complaint users file against peer projects, so
+:func:`load_pretrained_encoder` says exactly which keys were loaded, adapted, skipped and missing
+(:class:`EncoderLoadReport`). :func:`encoder_parameter_groups` gives the loaded encoder its own learning rate.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn as nn
+
+__all__ = ["ENCODER_PREFIXES", "EncoderLoadReport", "encoder_parameter_groups", "load_pretrained_encoder"]
+
+_LOGGER = logging.getLogger(__name__)
+
+
+@dataclass
+class EncoderLoadReport:
+    """What :func:`load_pretrained_encoder` did, key by key (network keys, i.e. with ``prefix``).
+
+    Attributes:
+        loaded: keys whose values were copied (including the ``adapted`` ones).
+        adapted: ``(key, checkpoint shape, network shape)`` of input convolutions loaded by keeping the leading
+            (image) input channels of a wider checkpoint weight, e.g. a ``channel``-mode encoder (image + mask).
+        skipped: ``(key, checkpoint shape, network shape)`` of shape mismatches that were not loaded.
+        missing: keys of the network's encoder part (top-level modules that appear in the checkpoint, e.g.
+            ``convInit``, ``down_layers``, ``swinViT``) without a checkpoint entry; decoder keys are not missing.
+        unexpected: checkpoint keys with no counterpart in the network (e.g. a projection head).
+    """
+
+    loaded: list[str] = field(default_factory=list)
+    skipped: list[tuple[str, tuple, tuple]] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    adapted: list[tuple[str, tuple, tuple]] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        lines = [
+            f"encoder weights: {len(self.loaded)} loaded ({len(self.adapted)} adapted), {len(self.skipped)} skipped "
+            f"(shape mismatch), {len(self.missing)} missing, {len(self.unexpected)} unexpected"
+        ]
+        lines += [f"  adapted {k}: checkpoint {tuple(c)} -> network {tuple(n)}" for k, c, n in self.adapted]
+        lines += [f"  skipped {k}: checkpoint {tuple(c)} vs network {tuple(n)}" for k, c, n in self.skipped]
+        lines += [f"  missing {k}" for k in self.missing]
+        lines += [f"  unexpected {k}" for k in self.unexpected]
+        return "\n".join(lines)
+
+
+_STATE_DICT_KEYS = ("encoder", "state_dict", "model")
+
+
+def _read_checkpoint(checkpoint: str | os.PathLike | Mapping[str, torch.Tensor]) -> Mapping:
+    if isinstance(checkpoint, Mapping):
+        return checkpoint
+    path = os.fspath(checkpoint)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"encoder checkpoint not found: {path}")
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _encoder_state_dict(checkpoint: Mapping) -> dict[str, object]:
+    """Unwrap ``{"encoder"|"state_dict"|"model": sd}`` and strip ``module.`` (DDP) and ``encoder.`` prefixes.
+
+    Keys of an ``ObjectEmbeddingModel`` state dict outside ``encoder.`` (the projection head) are kept unchanged
+    and end up ``unexpected``.
+    """
+    for key in _STATE_DICT_KEYS:
+        if isinstance(checkpoint.get(key), Mapping):
+            checkpoint = checkpoint[key]
+            break
+    state = dict(checkpoint)
+    for wrapper in ("module.", "encoder."):
+        if state and any(k.startswith(wrapper) for k in state):
+            state = {k[len(wrapper) :] if k.startswith(wrapper) else k: v for k, v in state.items()}
+    return state
+
+
+def _adapt_input_channels(value: torch.Tensor, target_shape: torch.Size) -> torch.Tensor | None:
+    """Keep the leading input channels of a conv weight ``(O, C_ckpt, *k)`` -> ``(O, C_net, *k)``, else ``None``."""
+    if value.ndim < 3 or value.ndim != len(target_shape):
+        return None
+    same_elsewhere = value.shape[0] == target_shape[0] and value.shape[2:] == target_shape[2:]
+    if not same_elsewhere or value.shape[1] <= target_shape[1]:
+        return None
+    return value[:, : target_shape[1]]
+
+
+def load_pretrained_encoder(
+    network: nn.Module,
+    checkpoint: str | os.PathLike | Mapping[str, torch.Tensor],
+    prefix: str = "",
+    logger: logging.Logger | None = None,
+    adapt_input_channels: bool = True,
+) -> EncoderLoadReport:
+    """Copy pretrained encoder weights into a segmentation network by key name, and report what happened.
+
+    Works for the encoders of this module and the matching MONAI networks (``SegResNet``: ``convInit.*``,
+    ``down_layers.*``; ``SwinUNETR``: ``swinViT.*``) built with the same encoder arguments.
+
+    Args:
+        network: the segmentation network (e.g. ``monai.networks.nets.SegResNet``) to initialise in place.
+        checkpoint: a file (read with ``torch.load(weights_only=True)``) or a mapping: a raw encoder state dict,
+            ``{"encoder" | "state_dict" | "model": state_dict}``, or a whole :class:`ObjectEmbeddingModel` state
+            dict (``encoder.`` is stripped; the projection head keys are reported ``unexpected``). A DDP ``module.``
+            prefix is stripped.
+        prefix: prepended to every checkpoint key to form the network key, when the segmentation network sits
+            inside ``network`` (e.g. ``"model."``).
+        logger: where the report is logged at INFO (default: this module's logger).
+        adapt_input_channels: when a conv weight has more input channels in the checkpoint than in the network
+            (``channel``-mode encoder: image + mask), load its leading (image) channels; reported as ``adapted``.
+
+    Returns:
+        :class:`EncoderLoadReport`.
+
+    Raises:
+        FileNotFoundError: ``checkpoint`` is a path that does not exist.
+        ValueError: no tensor could be loaded (the message shows a few checkpoint and network keys).
+    """
+    state = _encoder_state_dict(_read_checkpoint(checkpoint))
+    target = network.state_dict()
+    report = EncoderLoadReport()
+    to_load: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        name = prefix + key
+        if name not in target or not isinstance(value, torch.Tensor):
+            report.unexpected.append(name)
+            continue
+        if value.shape == target[name].shape:
+            to_load[name] = value
+            continue
+        adapted = _adapt_input_channels(value, target[name].shape) if adapt_input_channels else None
+        entry = (name, tuple(value.shape), tuple(target[name].shape))
+        if adapted is None:
+            report.skipped.append(entry)
+        else:
+            to_load[name] = adapted
+            report.adapted.append(entry)
+    if not to_load and report.skipped:
+        shown = "; ".join(f"{k}: checkpoint {a} vs network {b}" for k, a, b in report.skipped[:3])
+        raise ValueError(
+            f"no encoder weight fits the network (0 tensors loaded): all {len(report.skipped)} matching keys differ "
+            f"in shape, e.g. {shown}. Was the encoder pretrained with other settings (init_filters, blocks_down)?"
+        )
+    if not to_load:
+        raise ValueError(
+            "no encoder weight matched the network (0 tensors loaded). "
+            f"First checkpoint keys: {list(state)[:5]}; first network keys: {list(target)[:5]}; prefix={prefix!r}."
+        )
+    network.load_state_dict(to_load, strict=False)
+    report.loaded = list(to_load)
+    report.missing = _missing_encoder_keys(target, state, prefix)
+    (logger or _LOGGER).info("load_pretrained_encoder: %s", report)
+    return report
+
+
+def _missing_encoder_keys(target: Mapping[str, torch.Tensor], state: Mapping[str, object], prefix: str) -> list[str]:
+    """Network keys under a top-level module that the checkpoint covers (its encoder part) but absent from it."""
+    named = {prefix + key for key in state}
+    top_levels = tuple({prefix + key.split(".", 1)[0] + "." for key in state})
+    return [k for k in target if k not in named and k.startswith(top_levels)]
+
+
+ENCODER_PREFIXES: tuple[str, ...] = ("convInit", "down_layers", "swinViT")
+"""Top-level module names of the encoder inside MONAI's SegResNet and SwinUNETR (what the encoders above keep)."""
+
+
+def encoder_parameter_groups(
+    network: nn.Module, lr: float, encoder_lr_multiplier: float = 1.0, encoder_prefixes: Sequence[str] = ENCODER_PREFIXES
+) -> list[dict]:
+    """Optimizer parameter groups that give a segmentation network's encoder its own learning rate.
+
+    A pretrained encoder can be finetuned more gently than the freshly initialised decoder:
+    ``encoder_lr_multiplier`` < 1 scales the encoder's rate, 0 freezes it in effect, 1 trains everything alike.
+
+    Args:
+        network: e.g. ``monai.networks.nets.SegResNet``.
+        lr: the base learning rate (decoder and everything outside the encoder).
+        encoder_lr_multiplier: factor on ``lr`` for parameters under ``encoder_prefixes`` (>= 0).
+        encoder_prefixes: top-level module names that make up the encoder.
+
+    Returns:
+        ``[{"params": encoder parameters, "lr": lr * multiplier}, {"params": the rest, "lr": lr}]``, empty groups left
+        out, for ``torch.optim.AdamW(encoder_parameter_groups(...), lr=lr)``.
+    """
+    if encoder_lr_multiplier < 0:
+        raise ValueError(f"encoder_lr_multiplier must be >= 0, got {encoder_lr_multiplier}.")
+    encoder, rest = [], []
+    for name, parameter in network.named_parameters():
+        (encoder if name.split(".")[0] in encoder_prefixes else rest).append(parameter)
+    if not encoder and encoder_lr_multiplier != 1.0:
+        top = sorted({n.split(".")[0] for n, _ in network.named_parameters()})
+        raise ValueError(f"no parameter under {tuple(encoder_prefixes)} in the network (its modules: {top}).")
+    groups = [{"params": encoder, "lr": lr * encoder_lr_multiplier}, {"params": rest, "lr": lr}]
+    return [g for g in groups if g["params"]]
