@@ -33,7 +33,8 @@ def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     suffix = "".join(path.suffixes)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name[: len(path.name) - len(suffix)]}.", suffix=suffix)
+    stem = path.name[: len(path.name) - len(suffix)]
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{stem}.", suffix=suffix)
     os.close(fd)
     tmp = Path(tmp_name)
     tmp.chmod(0o644)  # mkstemp's 0600 would make results unreadable to the group

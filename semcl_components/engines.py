@@ -39,9 +39,9 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from monai.engines.utils import IterationEvents
-from monai.utils import convert_to_tensor
+from monai.utils import CommonKeys, convert_to_tensor
 
-from semcl_components.data.collate import SAMPLE_INDEX_KEY
+from semcl_components.data.collate import DEFAULT_OBJECT_KEYS, SAMPLE_INDEX_KEY
 from semcl_components.distributed import distributed_world_size
 from semcl_components.losses import positive_pair_mask
 from semcl_components.metrics import embedding_collapse_stats
@@ -132,39 +132,28 @@ class ContrastiveIteration:
     ``engine.state.device`` with the trainer's ``non_blocking`` and ``to_kwargs`` (image only), and MONAI
     ``MetaTensor`` inputs become plain tensors.
 
+    The batch keys are those the package writes: ``image`` (MONAI's ``CommonKeys.IMAGE``), ``masks``, ``class_ids``
+    and ``object_ids`` (``GenerateAttentionMasksd``'s defaults, ``ObjectListCollate``'s object keys) and
+    ``sample_index`` (``ObjectListCollate``).
+
     Args:
         positives: one of :data:`POSITIVES`: ``"class"`` or ``"instance"``.
-        image_key: batch key of the image ``(B, C, *S)``.
-        masks_key: batch key of the list of masks ``(K_b, *S)``.
-        class_ids_key: batch key of the list of class ids ``(K_b,)``.
-        object_ids_key: batch key of the list of object ids ``(K_b,)``.
-        sample_index_key: batch key of the source-sample index ``(B,)``.
         log_stats: add the collapse monitors to the output.
 
     Raises:
         ValueError: for unknown positives, or (when called) a batch that lacks a key or whose entries disagree.
     """
 
-    def __init__(
-        self,
-        positives: str = "class",
-        image_key: str = "image",
-        masks_key: str = "masks",
-        class_ids_key: str = "class_ids",
-        object_ids_key: str = "object_ids",
-        sample_index_key: str = SAMPLE_INDEX_KEY,
-        log_stats: bool = True,
-    ) -> None:
+    image_key = CommonKeys.IMAGE
+    masks_key, class_ids_key, object_ids_key = DEFAULT_OBJECT_KEYS
+    sample_index_key = SAMPLE_INDEX_KEY
+
+    def __init__(self, positives: str = "class", log_stats: bool = True) -> None:
         if positives not in POSITIVES:
             raise ValueError(f"positives must be one of {POSITIVES}, got {positives!r}.")
         if not isinstance(log_stats, bool):
             raise ValueError(f"log_stats must be a bool, got {log_stats!r}.")
         self.positives = positives
-        self.image_key = image_key
-        self.masks_key = masks_key
-        self.class_ids_key = class_ids_key
-        self.object_ids_key = object_ids_key
-        self.sample_index_key = sample_index_key
         self.log_stats = log_stats
 
     def __call__(self, engine: Any, batchdata: Mapping[Hashable, Any]) -> list[dict[str, Any]]:

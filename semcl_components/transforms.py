@@ -271,7 +271,14 @@ class GenerateAttentionMasksd(MapTransform, Randomizable):
 
     If ``image_key`` is given and present, the image's spatial shape must equal the label's.
     ``set_random_state`` propagates to the wrapped array transform (used when ``max_objects`` subsamples).
-    See :class:`GenerateAttentionMasks` for the mask options.
+
+    Args:
+        keys: the label map's key (one key).
+        masks_key, class_ids_key, object_ids_key: where the outputs go.
+        image_key: the image whose spatial shape is checked against the label's (``None``: no check).
+        allow_missing_keys: skip a sample without the label key.
+        mask_options: the arguments of :class:`GenerateAttentionMasks` (``classes``, ``min_voxels``, ``mask_mode``,
+            ``dilate_radius``, ``blur_sigma``, ``bbox_margin``, ``max_objects``).
     """
 
     backend = GenerateAttentionMasks.backend
@@ -283,14 +290,8 @@ class GenerateAttentionMasksd(MapTransform, Randomizable):
         class_ids_key: str = "class_ids",
         object_ids_key: str = "object_ids",
         image_key: str | None = "image",
-        classes: Sequence[int] | None = None,
-        min_voxels: int = 1,
-        mask_mode: str = "exact",
-        dilate_radius: int = 2,
-        blur_sigma: float = 2.0,
-        bbox_margin: int = 2,
-        max_objects: int | None = None,
         allow_missing_keys: bool = False,
+        **mask_options: Any,
     ) -> None:
         MapTransform.__init__(self, keys, allow_missing_keys)
         if len(self.keys) != 1:
@@ -299,15 +300,7 @@ class GenerateAttentionMasksd(MapTransform, Randomizable):
         self.class_ids_key = class_ids_key
         self.object_ids_key = object_ids_key
         self.image_key = image_key
-        self.mask_generator = GenerateAttentionMasks(
-            classes=classes,
-            min_voxels=min_voxels,
-            mask_mode=mask_mode,
-            dilate_radius=dilate_radius,
-            blur_sigma=blur_sigma,
-            bbox_margin=bbox_margin,
-            max_objects=max_objects,
-        )
+        self.mask_generator = GenerateAttentionMasks(**mask_options)
 
     def set_random_state(
         self, seed: int | None = None, state: np.random.RandomState | None = None

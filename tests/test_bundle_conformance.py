@@ -136,3 +136,72 @@ def test_ckpt_export_torchscript_matches_checkpoint(trained_model, workdir, tmp_
         expected, exported = network(image), scripted(image)
     assert exported.shape == (1, 9, 32, 32, 32)
     torch.testing.assert_close(exported, expected, atol=1e-4, rtol=0)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# shared settings: a dataset change is made once, in configs/common.yaml
+# ---------------------------------------------------------------------------------------------------------------------
+
+SHARED_WORKFLOWS = ("pretrain.yaml", "train.yaml", "inference.yaml")
+
+
+def parsed_settings(bundle_root: Path, config: str, keys: tuple[str, ...], **overrides) -> dict:
+    """The parsed values of ``keys`` in one workflow config of the bundle at ``bundle_root`` (nothing instantiated)."""
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(str(bundle_root / "configs" / config))
+    parser.read_meta(str(bundle_root / "configs" / "metadata.json"))
+    parser.update({"bundle_root": str(bundle_root), **overrides})
+    return {key: parser.get_parsed_content(key) for key in keys if key in parser}
+
+
+def test_every_workflow_takes_the_shared_settings_from_common_yaml(tmp_path):
+    import shutil
+
+    import yaml
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(CONFIGS, bundle / "configs")
+    common = yaml.safe_load((bundle / "configs" / "common.yaml").read_text())
+    common.update(pixdim=[0.8, 0.8, 2.5], hu_min=-100, init_filters=4)  # a new dataset, edited in one place
+    (bundle / "configs" / "common.yaml").write_text(yaml.safe_dump(common))
+
+    for config in SHARED_WORKFLOWS:
+        values = parsed_settings(bundle, config, tuple(common))
+        assert {"pixdim", "hu_min", "hu_max", "init_filters", "blocks_down"} <= set(values), config
+        assert values == {key: common[key] for key in values}, config
+        # a command-line override still wins for one run
+        assert parsed_settings(bundle, config, ("pixdim",), pixdim=[2.0, 2.0, 2.0])["pixdim"] == [2.0, 2.0, 2.0]
+
+
+def test_workflows_define_no_shared_value_of_their_own():
+    """No workflow config holds a literal value for a key of common.yaml (it would silently shadow the shared one)."""
+    import yaml
+
+    shared = set(yaml.safe_load((CONFIGS / "common.yaml").read_text()))
+    for config in SHARED_WORKFLOWS:
+        content = yaml.safe_load((CONFIGS / config).read_text())
+        for key in shared & set(content):
+            assert content[key] == f"$@common['{key}']", f"{config} sets {key}: {content[key]!r}"
+
+
+def test_a_backbone_registered_in_encoders_is_built_by_name(monkeypatch):
+    """'Where to change what': a new backbone is an encoder class and its ENCODERS entry, nothing else."""
+    from semcl_components.networks import ENCODERS, ObjectEmbeddingModel, build_encoder
+
+    class TinyEncoder(torch.nn.Module):
+        def __init__(self, spatial_dims: int = 3, in_channels: int = 1, width: int = 4) -> None:
+            super().__init__()
+            self.in_channels, self.out_channels = in_channels, width
+            self.conv = torch.nn.Conv3d(in_channels, width, 3, stride=2, padding=1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.conv(x)
+
+    monkeypatch.setitem(ENCODERS, "tiny", TinyEncoder)
+    for mode, channels in (("pool", 1), ("channel", 2)):
+        encoder = build_encoder("tiny", embedding_mode=mode, width=4)
+        assert isinstance(encoder, TinyEncoder) and encoder.in_channels == channels
+        model = ObjectEmbeddingModel(encoder, embedding_mode=mode, hidden_dim=8, projection_dim=4)
+        assert model(torch.rand(1, 1, 8, 8, 8), [torch.ones(2, 8, 8, 8)]).shape == (2, 4)

@@ -32,9 +32,8 @@ class SegResNetEncoder(nn.Module):
         in_channels: input channels (``C`` for ``pool`` mode, ``C + 1`` for ``channel`` mode).
         init_filters: output channels of the first convolution; doubled at each down-sampling stage.
         blocks_down: number of residual blocks per stage (``len(blocks_down) - 1`` stride-2 down-samplings).
-        norm: normalisation type and arguments, as for ``SegResNet``.
-        dropout_prob: dropout after the first convolution, as in ``SegResNet`` (``None``: no dropout).
-        act: activation type and arguments, as for ``SegResNet``.
+        kwargs: further ``SegResNet`` arguments that shape the encoder (``norm``, ``act``, ``dropout_prob``: dropout
+            after the first convolution), with ``SegResNet``'s defaults.
 
     Shapes:
         ``forward``: ``(B, in_channels, *S)`` -> ``(B, out_channels, *S / 2 ** (len(blocks_down) - 1))``
@@ -53,28 +52,18 @@ class SegResNetEncoder(nn.Module):
         in_channels: int = 1,
         init_filters: int = 16,
         blocks_down: Sequence[int] = (1, 2, 2, 4),
-        norm: tuple | str = ("GROUP", {"num_groups": 8}),
-        dropout_prob: float | None = None,
-        act: tuple | str = ("RELU", {"inplace": True}),
+        **kwargs: Any,
     ) -> None:
         super().__init__()
         if len(blocks_down) < 1:
             raise ValueError(f"blocks_down must name at least one stage, got {blocks_down}.")
-        net = SegResNet(
-            spatial_dims=spatial_dims,
-            init_filters=init_filters,
-            in_channels=in_channels,
-            dropout_prob=dropout_prob,
-            act=act,
-            norm=norm,
-            blocks_down=tuple(blocks_down),
-            blocks_up=(),
-        )
-        self.spatial_dims = spatial_dims
+        arguments = {"blocks_down": tuple(blocks_down), "blocks_up": ()}  # no decoder
+        arguments.update(spatial_dims=spatial_dims, init_filters=init_filters, in_channels=in_channels)
+        net = SegResNet(**arguments, **kwargs)
         self.in_channels = in_channels
         self.out_channels = init_filters * 2 ** (len(blocks_down) - 1)
         self.convInit = net.convInit
-        self.dropout = net.dropout if dropout_prob is not None else None
+        self.dropout = getattr(net, "dropout", None)  # SegResNet has one only with a dropout_prob
         self.down_layers = net.down_layers
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -100,10 +89,9 @@ class SwinUNETREncoder(nn.Module):
         feature_size: embedding size of the first stage (divisible by 12); doubled at each of the 4 stages.
         patch_size: patch-embedding size.
         depths: number of transformer blocks of each of the 4 stages.
-        num_heads: attention heads of each stage.
-        window_size: local window size.
         normalize: layer-normalise the hidden states over channels, as ``SwinUNETR`` does (default ``True``).
-        kwargs: further ``SwinUNETR`` arguments (``use_v2``, ``drop_rate``, ``use_checkpoint``, ...).
+        kwargs: further ``SwinUNETR`` arguments (``num_heads``, ``window_size``, ``use_v2``, ``drop_rate``,
+            ``use_checkpoint``, ...), with ``SwinUNETR``'s defaults.
 
     Shapes:
         ``forward``: ``(B, in_channels, *S)`` -> deepest hidden state
@@ -117,27 +105,15 @@ class SwinUNETREncoder(nn.Module):
         feature_size: int = 24,
         patch_size: int = 2,
         depths: Sequence[int] = (2, 2, 2, 2),
-        num_heads: Sequence[int] = (3, 6, 12, 24),
-        window_size: Sequence[int] | int = 7,
         normalize: bool = True,
-        **kwargs,
+        **kwargs: Any,
     ) -> None:
         super().__init__()
         if len(depths) != 4:
             raise ValueError(f"SwinUNETR has 4 stages: depths must have 4 entries, got {depths}.")
-        net = SwinUNETR(
-            in_channels=in_channels,
-            out_channels=1,
-            patch_size=patch_size,
-            depths=depths,
-            num_heads=num_heads,
-            window_size=window_size,
-            feature_size=feature_size,
-            normalize=normalize,
-            spatial_dims=spatial_dims,
-            **kwargs,
-        )
-        self.spatial_dims = spatial_dims
+        arguments = {"in_channels": in_channels, "out_channels": 1, "patch_size": patch_size, "depths": depths}
+        arguments.update(feature_size=feature_size, normalize=normalize, spatial_dims=spatial_dims)
+        net = SwinUNETR(**arguments, **kwargs)
         self.in_channels = in_channels
         self.patch_size = patch_size
         self.normalize = normalize
