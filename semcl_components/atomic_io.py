@@ -1,8 +1,8 @@
 """Atomic file writing: a file is written under a temporary name in its folder and renamed into place.
 
 A reader (or a rerun after a kill) therefore sees either the previous complete file or the new complete one, never
-a truncated file. Every writer of the package (run summaries, inference outputs, benchmark results) goes through
-:func:`atomic_write`.
+a truncated file. Every writer of the package (run summaries, benchmark results, and inference outputs through
+:class:`AtomicITKWriter`) goes through :func:`atomic_write`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_write", "write_json_atomic"]
+from monai.data import ITKWriter
+
+__all__ = ["AtomicITKWriter", "atomic_write", "write_json_atomic"]
 
 
 @contextlib.contextmanager
@@ -50,6 +52,17 @@ def write_json_atomic(data: Any, path: str | os.PathLike) -> None:
     """Write ``data`` as indented JSON to ``path`` atomically; tensors and numpy scalars become numbers or lists."""
     with atomic_write(path) as tmp:
         tmp.write_text(json.dumps(data, indent=2, default=_jsonable) + "\n")
+
+
+class AtomicITKWriter(ITKWriter):
+    """MONAI's ``ITKWriter`` writing atomically: a kill while saving keeps the previous file, never a truncated one.
+
+    For ``SaveImage(d)(writer=AtomicITKWriter)``; the format still follows the file name's suffix.
+    """
+
+    def write(self, filename: str | os.PathLike, verbose: bool = False, **kwargs: Any) -> None:
+        with atomic_write(filename) as tmp:
+            super().write(tmp, verbose=verbose, **kwargs)
 
 
 def _jsonable(value: Any) -> Any:

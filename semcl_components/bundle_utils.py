@@ -16,7 +16,6 @@ from typing import Any
 
 __all__ = [
     "bundle_root_from_argv",
-    "check_num_channels",
     "class_names",
     "ensure_phantom_dataset",
     "inference_inputs",
@@ -142,7 +141,12 @@ def load_datalist(
 
 
 def inference_inputs(path: str | os.PathLike) -> list[dict]:
-    """Datalist for inference from a NIfTI file, a folder of NIfTI files, or a folder holding one DICOM series."""
+    """Datalist for inference from a NIfTI file, a folder of NIfTI files, or a folder holding one DICOM series.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ValueError: a folder holds neither, or more than one DICOM series (the message lists them).
+    """
     path = Path(path)
     if path.is_file():
         return [{"image": str(path.absolute())}]
@@ -152,28 +156,25 @@ def inference_inputs(path: str | os.PathLike) -> list[dict]:
     if niftis:
         return [{"image": str(p.absolute())} for p in niftis]
     if any(p.is_file() for p in path.iterdir()):
+        _check_one_dicom_series(path)
         return [{"image": str(path.absolute())}]  # a DICOM series folder, read by ITK as one volume
     raise ValueError(f"inference input folder {path} holds no NIfTI file and no DICOM series.")
 
 
-def check_num_channels(image: Any, num_channels: int) -> Any:
-    """Return ``image`` unchanged if it has ``num_channels`` channels, else raise an error that names the file.
+def _check_one_dicom_series(folder: Path) -> None:
+    """Raise if a DICOM folder holds more than one series: ITK would read one of them and only warn."""
+    import itk
 
-    For a channel-first image ``(C, *spatial)`` right after ``LoadImaged(ensure_channel_first=True)``; the configs
-    call it through ``Lambdad`` so that a multi-channel volume (e.g. a 4D NIfTI) fails with its file name and shape
-    instead of a convolution's shape error deep inside the network.
-
-    Raises:
-        ValueError: ``image.shape[0] != num_channels``.
-    """
-    if image.shape[0] != num_channels:
-        meta = getattr(image, "meta", None) or {}
-        source = meta.get("filename_or_obj", "input image")
+    names = itk.GDCMSeriesFileNames.New()
+    names.SetUseSeriesDetails(False)  # one series per SeriesInstanceUID
+    names.SetDirectory(str(folder))
+    series = [str(uid) for uid in names.GetSeriesUIDs()]
+    if len(series) > 1:
+        counts = ", ".join(f"{uid} ({len(names.GetFileNames(uid))} files)" for uid in series)
         raise ValueError(
-            f"{source}: the network takes {num_channels}-channel images, got {image.shape[0]} channels "
-            f"(channel-first shape {tuple(image.shape)}); see network_data_format.inputs.image in metadata.json."
+            f"inference input folder {folder} holds {len(series)} DICOM series: {counts}. Put each series in a "
+            "folder of its own and give that folder as --input_path."
         )
-    return image
 
 
 def class_names(labels: Mapping[str, str] | str | os.PathLike) -> list[str]:

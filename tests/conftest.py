@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 BUNDLE_DIR = Path(__file__).resolve().parents[1] / "bundles" / "abdomen_ct_semcl_segmentation"
@@ -135,3 +136,35 @@ def trained_model(run_bundle, phantom_dataset: Path, tmp_path_factory: pytest.Te
     """Segmentation training from random initialisation, 2 epochs, validation every epoch: ``<ckpt_dir>/model.pt``."""
     args = ["--dataset_dir", phantom_dataset, "--max_epochs", "2", "--val_interval", "1", *TINY_TRAIN_ARGS]
     return _session_run(run_bundle, tmp_path_factory, "train_scratch", ["train"], args)
+
+
+def write_dicom_series(
+    volume: np.ndarray, spacing: np.ndarray, origin: np.ndarray, direction: np.ndarray, folder: Path, series: int = 2
+) -> None:
+    """Write ``volume`` (x, y, z) as one CT series of axial .dcm slices with ITK/GDCM; geometry in LPS millimetres.
+
+    ``series`` is the last part of the series instance UID; files are named after it, so two series can share a folder.
+    """
+    import itk
+
+    folder.mkdir(parents=True, exist_ok=True)
+    uid = "1.2.826.0.1.3680043.2.1125.7"
+    for k in range(volume.shape[2]):
+        position = origin + k * spacing[2] * direction[:, 2]
+        slice_image = itk.image_from_array(np.ascontiguousarray(volume[:, :, k].T[None]))  # ITK arrays are (z, y, x)
+        slice_image.SetSpacing(spacing.tolist())
+        slice_image.SetOrigin(position.tolist())
+        slice_image.SetDirection(itk.matrix_from_array(direction))
+        tags = {
+            "0008|0060": "CT", "0020|000d": f"{uid}.1", "0020|000e": f"{uid}.{series}", "0008|0018": f"{uid}.{series}.3.{k + 1}",
+            "0020|0013": str(k + 1), "0020|0032": "\\".join(f"{v:.6f}" for v in position),
+            "0020|0037": "\\".join(f"{v:.6f}" for v in np.concatenate([direction[:, 0], direction[:, 1]])),
+            "0028|0030": f"{spacing[1]}\\{spacing[0]}", "0018|0050": str(spacing[2]),
+        }
+        dictionary = slice_image.GetMetaDataDictionary()
+        for tag, value in tags.items():
+            dictionary[tag] = value
+        dicom_io = itk.GDCMImageIO.New()
+        dicom_io.KeepOriginalUIDOn()
+        filename = str(folder / f"series{series}_slice_{k:03d}.dcm")
+        itk.ImageFileWriter[type(slice_image)].New(Input=slice_image, FileName=filename, ImageIO=dicom_io).Update()

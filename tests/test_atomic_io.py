@@ -26,3 +26,33 @@ def test_failed_write_keeps_the_previous_file_and_leaves_no_temporary(tmp_path):
             raise RuntimeError("killed mid-write")
     assert target.read_bytes() == b"previous"
     assert [p.name for p in tmp_path.iterdir()] == ["seg.nii.gz"]
+
+
+def test_image_writer_killed_mid_write_keeps_the_previous_segmentation(tmp_path, monkeypatch):
+    import itk
+    import nibabel as nib
+    import numpy as np
+    from monai.transforms import SaveImage
+
+    from semcl_components.atomic_io import AtomicITKWriter
+
+    def save(array, name="seg"):
+        SaveImage(output_dir=tmp_path, output_postfix="", separate_folder=False, writer=AtomicITKWriter,
+                  print_log=False)(torch.as_tensor(array)[None], meta_data={"filename_or_obj": f"{name}.nii.gz"})
+
+    save(np.full((6, 6, 6), 3, np.uint8))
+    target = tmp_path / "seg.nii.gz"
+    assert np.asarray(nib.load(target).dataobj).max() == 3
+    real_imwrite = itk.imwrite
+
+    def killed_imwrite(image, filename, *args, **kwargs):
+        with open(filename, "wb") as partial:
+            partial.write(b"\x1f\x8b half a file")
+        raise KeyboardInterrupt  # stands for the kill
+
+    monkeypatch.setattr(itk, "imwrite", killed_imwrite)
+    with pytest.raises(KeyboardInterrupt):
+        save(np.full((6, 6, 6), 5, np.uint8))
+    monkeypatch.setattr(itk, "imwrite", real_imwrite)
+    assert np.asarray(nib.load(target).dataobj).max() == 3
+    assert [p.name for p in tmp_path.iterdir()] == ["seg.nii.gz"]

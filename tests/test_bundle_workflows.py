@@ -28,6 +28,7 @@ from conftest import (
     TINY_TRAIN_ARGS,
     bundle_command,
     bundle_env,
+    write_dicom_series,
 )
 
 ORGANS = ["spleen", "right kidney", "left kidney", "gallbladder", "liver", "stomach", "aorta", "pancreas"]
@@ -209,35 +210,6 @@ def test_inference_output_keeps_nifti_input_geometry(run_bundle, phantom_dataset
     _assert_label_map(tmp_path / "out" / "tilted_seg.nii.gz", volume.shape, affine)
 
 
-def _write_dicom_series(
-    volume: np.ndarray, spacing: np.ndarray, origin: np.ndarray, direction: np.ndarray, folder: Path
-) -> None:
-    """Write ``volume`` (x, y, z) as one CT series of axial .dcm slices with ITK/GDCM; geometry in LPS millimetres."""
-    import itk
-
-    folder.mkdir(parents=True)
-    uid = "1.2.826.0.1.3680043.2.1125.7"
-    for k in range(volume.shape[2]):
-        position = origin + k * spacing[2] * direction[:, 2]
-        slice_image = itk.image_from_array(np.ascontiguousarray(volume[:, :, k].T[None]))  # ITK arrays are (z, y, x)
-        slice_image.SetSpacing(spacing.tolist())
-        slice_image.SetOrigin(position.tolist())
-        slice_image.SetDirection(itk.matrix_from_array(direction))
-        tags = {
-            "0008|0060": "CT", "0020|000d": f"{uid}.1", "0020|000e": f"{uid}.2", "0008|0018": f"{uid}.3.{k + 1}",
-            "0020|0013": str(k + 1), "0020|0032": "\\".join(f"{v:.6f}" for v in position),
-            "0020|0037": "\\".join(f"{v:.6f}" for v in np.concatenate([direction[:, 0], direction[:, 1]])),
-            "0028|0030": f"{spacing[1]}\\{spacing[0]}", "0018|0050": str(spacing[2]),
-        }
-        dictionary = slice_image.GetMetaDataDictionary()
-        for tag, value in tags.items():
-            dictionary[tag] = value
-        dicom_io = itk.GDCMImageIO.New()
-        dicom_io.KeepOriginalUIDOn()
-        filename = str(folder / f"slice_{k:03d}.dcm")
-        itk.ImageFileWriter[type(slice_image)].New(Input=slice_image, FileName=filename, ImageIO=dicom_io).Update()
-
-
 def test_inference_on_dicom_series_keeps_its_geometry(run_bundle, phantom_dataset, trained_model, tmp_path):
     from scipy.spatial.transform import Rotation
 
@@ -245,7 +217,7 @@ def test_inference_on_dicom_series_keeps_its_geometry(run_bundle, phantom_datase
     spacing, origin = np.array([1.25, 2.0, 1.5]), np.array([-10.0, 20.0, 35.0])
     direction = Rotation.from_euler("z", 15, degrees=True).as_matrix()
     try:
-        _write_dicom_series(volume.astype(np.int16), spacing, origin, direction, tmp_path / "series")
+        write_dicom_series(volume.astype(np.int16), spacing, origin, direction, tmp_path / "series")
     except Exception as error:  # ITK built without GDCM, or an API change: the inference path cannot be tested here
         pytest.skip(f"could not write a DICOM series with ITK/GDCM: {error!r}")
     run_bundle(["inference"], [
@@ -456,3 +428,127 @@ def test_pretrained_encoder_of_another_architecture_fails_clearly(
         "--blocks_down", "[1,1,1]", "--blocks_up", "[1,1]", "--init_filters", "16", "--roi_size", "[32,32,32]",
     ], expect_success=False)
     _assert_fails_with(run, "no encoder weight fits the network (0 tensors loaded)", "differ in shape", "init_filters")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# reliability: no silent garbage (each test reproduces a finding of the reliability review)
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def _copy_dataset(phantom_dataset: Path, folder: Path) -> Path:
+    """A private copy of the tiny phantom dataset, to damage one file of it."""
+    shutil.copytree(phantom_dataset, folder)
+    return folder
+
+
+def test_nan_in_a_training_image_stops_the_run_naming_it(run_bundle, phantom_dataset, tmp_path):
+    dataset = _copy_dataset(phantom_dataset, tmp_path / "data")
+    image_file = dataset / read_json(dataset / "datalist.json")["finetune_1"][0]["image"]
+    source = nib.load(image_file)
+    volume = np.asanyarray(source.dataobj).astype(np.float32)
+    volume[5, 5, 5] = np.nan
+    nib.save(nib.Nifti1Image(volume, source.affine), image_file)
+    run = run_bundle(["train"], [
+        "--dataset_dir", dataset, "--ckpt_dir", tmp_path / "models", "--output_dir", tmp_path / "eval",
+        "--train_key", "finetune_1", "--max_epochs", "1", "--val_interval", "1", *TINY_TRAIN_ARGS,
+    ], expect_success=False)
+    _assert_fails_with(run, f"{image_file.resolve()}: 1 voxels are not finite")
+    assert not (tmp_path / "models" / "model.pt").exists()
+
+
+@pytest.mark.parametrize("case", ["truncated", "all_nan"])
+def test_inference_refuses_a_damaged_image_and_writes_nothing(run_bundle, phantom_dataset, trained_model, tmp_path, case):
+    source = nib.load(phantom_dataset / "imagesTr" / "phantom_001.nii.gz")
+    bad = tmp_path / "ct.nii.gz"
+    if case == "truncated":
+        shutil.copy(phantom_dataset / "imagesTr" / "phantom_001.nii.gz", bad)
+        bad.write_bytes(bad.read_bytes()[: bad.stat().st_size // 2])
+    else:
+        nib.save(nib.Nifti1Image(np.full(source.shape, np.nan, np.float32), source.affine), bad)
+    run = run_bundle(["inference"], [
+        "--dataset_dir", phantom_dataset, "--ckpt_dir", trained_model.ckpt_dir, "--output_dir", tmp_path / "out",
+        "--input_path", bad, *TINY_INFERENCE_ARGS,
+    ], expect_success=False)
+    _assert_fails_with(run, f"{bad}: " + ("the file is" if case == "truncated" else "32768 voxels are not finite"))
+    assert not list(tmp_path.rglob("*_seg.nii.gz"))
+
+
+def test_shifted_label_stops_training_naming_both_files(run_bundle, phantom_dataset, tmp_path):
+    dataset = _copy_dataset(phantom_dataset, tmp_path / "data")
+    entry = read_json(dataset / "datalist.json")["finetune_1"][0]
+    label_file = dataset / entry["label"]
+    source = nib.load(label_file)
+    affine = source.affine.copy()
+    affine[0, 3] += 30.0
+    nib.save(nib.Nifti1Image(np.asanyarray(source.dataobj), affine), label_file)
+    run = run_bundle(["train"], [
+        "--dataset_dir", dataset, "--ckpt_dir", tmp_path / "models", "--output_dir", tmp_path / "eval",
+        "--train_key", "finetune_1", "--max_epochs", "1", *TINY_TRAIN_ARGS,
+    ], expect_success=False)
+    _assert_fails_with(run, f"image {(dataset / entry['image']).resolve()} and label {label_file.resolve()} differ in position")
+
+
+def test_mistyped_setting_stops_before_any_work(run_bundle, phantom_dataset, tmp_path):
+    run = run_bundle(["train"], [
+        "--dataset_dir", phantom_dataset, "--ckpt_dir", tmp_path / "models", "--output_dir", tmp_path / "eval",
+        "--max_epoch", "1", "--val_interval", "abc", *TINY_TRAIN_ARGS,
+    ], expect_success=False)
+    _assert_fails_with(run, "--max_epoch is not a setting of this workflow; did you mean --max_epochs?",
+                       "--val_interval must be an integer (default 5), got 'abc'")
+    assert not (tmp_path / "models").exists()
+
+
+def test_resume_false_as_written_starts_over(run_bundle, phantom_dataset, trained_model, tmp_path):
+    shutil.copytree(trained_model.ckpt_dir, tmp_path / "models")
+    run = run_bundle(["train"], [
+        "--dataset_dir", phantom_dataset, "--ckpt_dir", tmp_path / "models", "--output_dir", tmp_path / "eval",
+        "--max_epochs", "1", "--val_interval", "1", "--resume", "false", *TINY_TRAIN_ARGS,
+    ])
+    assert "resume disabled: training starts from scratch." in run.log
+    assert sorted(p.name for p in (tmp_path / "models").glob("checkpoint_epoch=*.pt")) == ["checkpoint_epoch=1.pt"]
+
+
+def test_fewer_epochs_than_the_validation_interval_still_writes_model_pt(run_bundle, phantom_dataset, tmp_path):
+    run_bundle(["train"], [
+        "--dataset_dir", phantom_dataset, "--ckpt_dir", tmp_path / "models", "--output_dir", tmp_path / "eval",
+        "--max_epochs", "2", "--val_interval", "5", *TINY_TRAIN_ARGS,
+    ])
+    assert (tmp_path / "models" / "model.pt").is_file()
+    history = read_json(tmp_path / "eval" / "run_summary.json")["history"]
+    assert [("val" in h) for h in history] == [False, True]  # only the epoch that was validated, at the end
+    assert set(history[1]["val_per_class"]["val_mean_dice"]) == set(ORGANS)
+
+
+def test_partly_fitting_encoder_is_refused_unless_allowed(run_bundle, phantom_dataset, pretrained_pool, tmp_path):
+    """The tiny encoder has blocks_down [1,1,1]; a network with [1,2,1] has more encoder tensors than it fills."""
+    args = [
+        "--dataset_dir", phantom_dataset, "--output_dir", tmp_path / "eval", "--max_epochs", "1",
+        "--pretrained_encoder", pretrained_pool.ckpt_dir / "pretrained_encoder.pt", "--init_filters", "8",
+        "--blocks_down", "[1,2,1]", "--blocks_up", "[1,1]", "--roi_size", "[32,32,32]", "--num_samples", "1",
+    ]
+    run = run_bundle(["train"], [*args, "--ckpt_dir", tmp_path / "refused"], expect_success=False)
+    _assert_fails_with(run, "encoder tensors fit", "(required: 100%)", "--encoder_min_loaded_fraction")
+    run = run_bundle(["train"], [*args, "--ckpt_dir", tmp_path / "allowed", "--encoder_min_loaded_fraction", "0.5"])
+    loaded, _, _ = map(int, LOAD_REPORT.search(run.log).groups())
+    assert loaded > 0
+
+
+def test_second_run_in_a_ckpt_dir_in_use_is_refused(run_bundle, phantom_dataset, workdir, tmp_path):
+    args = [
+        "--dataset_dir", phantom_dataset, "--ckpt_dir", tmp_path / "models", "--output_dir", tmp_path / "eval",
+        "--max_epochs", "50", *TINY_TRAIN_ARGS,
+    ]
+    first = subprocess.Popen(bundle_command("run", ["train"], args), cwd=workdir, env=bundle_env(),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        lock = tmp_path / "models" / ".lock"
+        deadline = time.time() + 120
+        while not (lock.is_file() and lock.read_text().strip()) and time.time() < deadline and first.poll() is None:
+            time.sleep(0.2)
+        assert first.poll() is None, "the first run ended before it held the lock"
+        run = run_bundle(["train"], [*args[:-len(TINY_TRAIN_ARGS)], "--output_dir", tmp_path / "eval2", *TINY_TRAIN_ARGS],
+                         expect_success=False)
+        _assert_fails_with(run, f"ckpt_dir {tmp_path / 'models'} is in use by pid {first.pid}")
+    finally:
+        first.kill()
+        first.wait()

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import os
+
+import pytest
 import torch
 from ignite.engine import Engine, Events
 
 from semcl_components.handlers import AtomicCheckpointSaver, epoch_checkpoints
+
+
+def _files(folder) -> list[str]:
+    """The files of a folder, without the hidden lock file a running trainer keeps there."""
+    return sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
 
 
 def _engine() -> Engine:
@@ -51,7 +59,7 @@ def test_a_kill_while_saving_keeps_the_previous_epoch_checkpoint(tmp_path, monke
     with torch.no_grad():
         expected = net.weight.clone()
     _run(engine, epochs=3)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint_epoch=1.pt"]  # no partial or temporary file
+    assert _files(tmp_path) == ["checkpoint_epoch=1.pt"]  # no partial or temporary file
     monkeypatch.undo()
     torch.testing.assert_close(torch.load(tmp_path / "checkpoint_epoch=1.pt", weights_only=True)["model"]["weight"], expected)
 
@@ -79,7 +87,7 @@ def test_interval_checkpoints_are_found_newest_first(tmp_path):
     engine.run([0, 1], max_epochs=3)
     (path, epoch), _ = epoch_checkpoints(tmp_path)
     assert epoch == 3 and path.endswith("checkpoint_epoch=3.pt")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint_epoch=2.pt", "checkpoint_epoch=3.pt"]
+    assert _files(tmp_path) == ["checkpoint_epoch=2.pt", "checkpoint_epoch=3.pt"]
 
 
 def test_no_checkpoint_gives_none(tmp_path):
@@ -103,6 +111,208 @@ def test_resume_continues_and_removes_the_previous_sessions_checkpoint(tmp_path)
         return epochs
 
     assert session(2) == [1, 2]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint_epoch=2.pt"]
+    assert _files(tmp_path) == ["checkpoint_epoch=2.pt"]
     assert session(4) == [3, 4]  # resumed after epoch 2
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint_epoch=4.pt"]  # epoch 2's file is gone
+    assert _files(tmp_path) == ["checkpoint_epoch=4.pt"]  # epoch 2's file is gone
+
+
+# ----------------------------------------------------------------------------------------- resuming: what is kept
+
+
+def _session(folder, max_epochs: int, enabled=True, kill_after: int | None = None, net_size: int = 3) -> list[int]:
+    """One training session with a resumer and an every-epoch saver; ``kill_after``: raise after that epoch."""
+    from semcl_components.handlers import CheckpointResumer
+
+    net = torch.nn.Linear(net_size, 2)
+    objects = {"model": net, "optimizer": torch.optim.SGD(net.parameters(), lr=0.1)}
+    engine = _engine()
+    resumer = CheckpointResumer(folder, load_dict={**objects, "trainer": engine}, enabled=enabled)
+    resumer.attach(engine)
+    saver = AtomicCheckpointSaver(
+        save_dir=str(folder), save_dict={**objects, "trainer": engine}, save_interval=1, n_saved=1, epoch_level=True
+    )
+    saver.attach(engine)
+    epochs: list[int] = []
+    engine.add_event_handler(Events.EPOCH_COMPLETED, lambda e: epochs.append(e.state.epoch))
+    if kill_after is not None:
+
+        @engine.on(Events.EPOCH_STARTED)
+        def _kill(e):
+            if e.state.epoch > kill_after:
+                raise _Killed
+
+    try:
+        engine.run([0, 1], max_epochs=max_epochs)
+    except _Killed:
+        resumer.release()  # the OS does this when a killed process exits
+    return epochs
+
+
+def test_unreadable_newest_checkpoint_never_costs_the_good_one(tmp_path):
+    """A truncated epoch-3 file beside a good epoch-2 file: resume from 2 and keep it until 3 is rewritten."""
+    assert _session(tmp_path, 2) == [1, 2]
+    (tmp_path / "checkpoint_epoch=3.pt").write_bytes(b"\x80\x02truncated")
+    # resumed from epoch 2, killed at the start of epoch 3: before anything new was written
+    assert _session(tmp_path, 5, kill_after=2) == []
+    assert "checkpoint_epoch=2.pt" in _files(tmp_path)
+    # the next session resumes from epoch 2 again and, once it has written epoch 3, drops both old files
+    assert _session(tmp_path, 5) == [3, 4, 5]
+    assert _files(tmp_path) == ["checkpoint_epoch=5.pt"]
+
+
+def test_resume_false_starts_over_and_drops_old_checkpoints_once_it_has_its_own(tmp_path):
+    assert _session(tmp_path, 3) == [1, 2, 3]
+    assert _session(tmp_path, 2, enabled="false") == [1, 2]  # the string, as the command line gives it
+    assert _files(tmp_path) == ["checkpoint_epoch=2.pt"]
+    assert _session(tmp_path, 3) == [3]  # a later resume continues this run, not the old one
+
+
+@pytest.mark.parametrize("value", ["FALSE", "no", "maybe"])
+def test_resume_setting_reads_booleans_as_written(tmp_path, value):
+    from semcl_components.handlers import CheckpointResumer
+
+    if value == "maybe":
+        with pytest.raises(ValueError, match="resume must be true or false, got 'maybe'"):
+            CheckpointResumer(tmp_path, load_dict={}, enabled=value)
+    else:
+        assert CheckpointResumer(tmp_path, load_dict={}, enabled=value).enabled is False
+
+
+def test_second_run_on_a_ckpt_dir_in_use_is_refused_naming_the_first(tmp_path):
+    from semcl_components.folder_lock import FolderInUseError, FolderLock
+
+    holder = FolderLock(tmp_path, "ckpt_dir")
+    holder.acquire()
+    try:
+        with pytest.raises(FolderInUseError, match=rf"ckpt_dir {tmp_path} is in use by pid {os.getpid()} on"):
+            _session(tmp_path, 1)
+    finally:
+        holder.release()
+    assert _session(tmp_path, 1) == [1]
+
+
+def test_unwritable_ckpt_dir_fails_before_the_first_epoch(tmp_path):
+    (tmp_path / "a_file").write_text("")
+    folder = tmp_path / "a_file" / "models"  # cannot be created, even by root (read-only folders are not, for root)
+    from semcl_components.handlers import CheckpointResumer
+
+    engine = _engine()
+    CheckpointResumer(folder, load_dict={"model": torch.nn.Linear(2, 2)}).attach(engine)
+    with pytest.raises(PermissionError, match=f"cannot write to ckpt_dir {folder}"):
+        engine.run([0], max_epochs=1)
+
+
+def test_checkpoint_of_other_settings_names_the_file_and_the_way_out(tmp_path):
+    assert _session(tmp_path, 1) == [1]
+    with pytest.raises(RuntimeError, match=r"checkpoint .*checkpoint_epoch=1.pt does not fit this run .*--resume false"):
+        _session(tmp_path, 2, net_size=5)
+
+
+# ------------------------------------------------------------------------------------------ non-finite weights
+
+
+def test_saver_refuses_non_finite_weights_and_keeps_the_previous_file(tmp_path):
+    net = torch.nn.Linear(3, 2)
+    engine = _engine()
+    AtomicCheckpointSaver(save_dir=str(tmp_path), save_dict={"model": net}, save_final=True, final_filename="model.pt").attach(engine)
+    engine.run([0], max_epochs=1)
+    good = torch.load(tmp_path / "model.pt", weights_only=True)["weight"]
+    with torch.no_grad():
+        net.weight[0, 0] = float("nan")
+    second = _engine()
+    AtomicCheckpointSaver(save_dir=str(tmp_path), save_dict={"model": net}, save_final=True, final_filename="model.pt").attach(second)
+    with pytest.raises(RuntimeError, match=r"not writing .*model.pt: the weights hold NaN or infinite values \(weight\)"):
+        second.run([0], max_epochs=1)
+    torch.testing.assert_close(torch.load(tmp_path / "model.pt", weights_only=True)["weight"], good)
+
+
+def test_final_file_is_not_written_when_the_run_fails(tmp_path):
+    engine = Engine(lambda e, b: (_ for _ in ()).throw(RuntimeError("boom")))
+    AtomicCheckpointSaver(save_dir=str(tmp_path), save_dict={"model": torch.nn.Linear(2, 2)}, save_final=True,
+                          final_filename="encoder.pt").attach(engine)
+    with pytest.raises(RuntimeError, match="boom"):
+        engine.run([0], max_epochs=1)
+    assert _files(tmp_path) == []
+
+
+def test_non_finite_loss_stops_before_the_update_naming_the_files():
+    from monai.data import MetaTensor
+    from monai.engines import SupervisedTrainer
+
+    from semcl_components.handlers import NonFiniteLossError, StopOnNonFiniteLoss
+
+    net = torch.nn.Conv3d(1, 2, 1)
+    before = net.weight.detach().clone()
+    image = MetaTensor(torch.rand(2, 1, 4, 4, 4), meta={"filename_or_obj": ["a.nii.gz", "b.nii.gz"]})
+    image[1, 0, 0, 0, 0] = float("nan")
+    batch = {"image": image, "label": torch.zeros(2, 1, 4, 4, 4, dtype=torch.long)}
+    trainer = SupervisedTrainer(
+        device=torch.device("cpu"), max_epochs=1, train_data_loader=[batch], network=net,
+        optimizer=torch.optim.SGD(net.parameters(), lr=0.1), loss_function=torch.nn.CrossEntropyLoss(),
+        train_handlers=[StopOnNonFiniteLoss()],
+    )
+    trainer.prepare_batch = lambda b, *a, **k: (b["image"], b["label"][:, 0])
+    with pytest.raises(NonFiniteLossError, match=r"loss became nan .*a.nii.gz, b.nii.gz"):
+        trainer.run()
+    assert torch.equal(net.weight, before)
+
+
+# ------------------------------------------------------------------------------------ validation and run summary
+
+
+def _validator(metric_by_epoch: list[float]):
+    from monai.engines import Evaluator
+
+    evaluator = Evaluator(device=torch.device("cpu"), val_data_loader=[0], iteration_update=lambda e, b: None)
+    calls: list[int] = []
+
+    @evaluator.on(Events.COMPLETED)
+    def _metrics(e):
+        calls.append(len(calls))
+        e.state.metrics = {"val_mean_dice": metric_by_epoch[len(calls) - 1]}
+        e.state.metric_details = {"val_mean_dice": torch.tensor([[0.5, float(len(calls))]])}
+
+    return evaluator, calls
+
+
+@pytest.mark.parametrize("max_epochs, interval, expected", [(3, 5, [3]), (7, 5, [5, 7]), (10, 5, [5, 10])])
+def test_final_validation_handler_validates_the_last_epoch(max_epochs, interval, expected):
+    from semcl_components.handlers import FinalValidationHandler
+
+    evaluator, _ = _validator([0.1] * 5)
+    validated = []
+    evaluator.run = lambda epoch: validated.append(epoch)  # what ValidationHandler calls
+    engine = _engine()
+    FinalValidationHandler(interval=interval, validator=evaluator).attach(engine)
+    engine.run([0], max_epochs=max_epochs)
+    assert validated == expected
+
+
+def test_run_summary_records_validation_only_for_epochs_it_ran(tmp_path):
+    import json
+
+    from semcl_components.handlers import FinalValidationHandler, RunSummaryWriter
+
+    evaluator, _ = _validator([0.2, 0.4])
+    engine = _engine()
+    FinalValidationHandler(interval=2, validator=evaluator).attach(engine)
+    RunSummaryWriter(tmp_path / "summary.json", "train", evaluator=evaluator, class_names=["liver", "spleen"]).attach(engine)
+    engine.run([0, 1], max_epochs=3)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert [("val" in h) for h in summary["history"]] == [False, True, True]  # epoch 2, then the final epoch 3
+    assert summary["history"][1]["val"] == {"val_mean_dice": 0.2}
+    assert summary["history"][2]["val_per_class"] == {"val_mean_dice": {"liver": 0.5, "spleen": 2.0}}
+    assert summary["final_val"] == {"val_mean_dice": 0.4} and summary["status"] == "completed"
+
+
+def test_run_summary_says_failed_with_the_error(tmp_path):
+    import json
+
+    from semcl_components.handlers import RunSummaryWriter
+
+    engine = Engine(lambda e, b: (_ for _ in ()).throw(ValueError("bad batch")))
+    RunSummaryWriter(tmp_path / "summary.json", "train").attach(engine)
+    with pytest.raises(ValueError):
+        engine.run([0], max_epochs=2)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["status"] == "failed" and summary["error"] == "ValueError: bad batch"

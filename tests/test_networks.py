@@ -246,7 +246,7 @@ def test_channel_mode_encoder_first_conv_is_adapted_to_image_channel():
 def test_shape_mismatch_is_skipped_when_adaptation_is_off():
     enc, net = small_encoder(in_channels=2), small_segresnet(in_channels=1)
     before = net.state_dict()["convInit.conv.weight"].clone()
-    report = load_pretrained_encoder(net, enc.state_dict(), adapt_input_channels=False)
+    report = load_pretrained_encoder(net, enc.state_dict(), adapt_input_channels=False, min_loaded_fraction=0.0)
     assert report.skipped == [("convInit.conv.weight", (8, 2, 3, 3, 3), (8, 1, 3, 3, 3))]
     assert torch.equal(net.state_dict()["convInit.conv.weight"], before)
     assert len(report.loaded) == len(enc.state_dict()) - 1
@@ -256,7 +256,7 @@ def test_missing_lists_encoder_keys_only_not_decoder_keys():
     state = small_encoder().state_dict()
     dropped = "down_layers.2.1.conv2.conv.weight"
     state.pop(dropped)
-    report = load_pretrained_encoder(small_segresnet(), {"state_dict": state})
+    report = load_pretrained_encoder(small_segresnet(), {"state_dict": state}, min_loaded_fraction=0.0)
     assert report.missing == [dropped]
 
 
@@ -314,3 +314,22 @@ def test_encoder_parameter_groups_reject_bad_settings():
     with pytest.raises(ValueError, match="no parameter under"):
         encoder_parameter_groups(torch.nn.Linear(2, 2), lr=1e-3, encoder_lr_multiplier=0.5)
     assert len(encoder_parameter_groups(torch.nn.Linear(2, 2), lr=1e-3)) == 1
+
+
+def test_partly_fitting_encoder_is_refused_below_the_threshold():
+    """An encoder pretrained with fewer blocks fills only part of the network's encoder: refused, nothing loaded."""
+    enc = SegResNetEncoder(in_channels=1, init_filters=8, blocks_down=(1, 1, 1))
+    net = SegResNet(spatial_dims=3, in_channels=1, out_channels=3, init_filters=8, blocks_down=(1, 2, 1), blocks_up=(1, 1))
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    with pytest.raises(ValueError, match=r"only \d+ of the network's \d+ encoder tensors fit .*blocks_down"):
+        load_pretrained_encoder(net, enc.state_dict())
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+    report = load_pretrained_encoder(net, enc.state_dict(), min_loaded_fraction=0.5)
+    assert report.loaded and report.missing
+
+
+def test_file_that_is_not_a_checkpoint_is_named(tmp_path):
+    path = tmp_path / "notes.pt"
+    path.write_text("not weights")
+    with pytest.raises(ValueError, match=f"encoder checkpoint {path} is not a readable PyTorch weights file"):
+        load_pretrained_encoder(small_segresnet(), path)

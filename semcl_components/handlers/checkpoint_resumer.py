@@ -5,7 +5,6 @@ from __future__ import annotations
 import glob
 import logging
 import os
-import pickle
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -13,6 +12,9 @@ from typing import Any
 import torch
 from ignite.engine import Engine, Events
 from monai.handlers import CheckpointLoader, CheckpointSaver
+
+from semcl_components.settings import as_bool
+from semcl_components.folder_lock import FolderLock
 
 __all__ = ["CheckpointResumer", "epoch_checkpoints"]
 
@@ -43,7 +45,11 @@ class CheckpointResumer:
 
     With :class:`AtomicCheckpointSaver` a killed run cannot leave a truncated checkpoint. Files written by other
     means (MONAI's in-place ``CheckpointSaver``, a full disk) can still be unreadable: such a file is skipped with a
-    warning and the next older one is used.
+    warning and the next older one is used. The checkpoints found at the start are removed only once this session
+    has written a checkpoint of its own, so a kill at any moment leaves at least one usable checkpoint.
+
+    While the trainer runs, the resumer holds a :class:`~semcl_components.folder_lock.FolderLock` on ``ckpt_dir``: a
+    second run on the same folder stops at once, naming the first; so does a run whose ``ckpt_dir`` is not writable.
 
     It is deliberately not a ``CheckpointLoader`` in ``train#handlers``: MONAI Label inserts its own loader there
     unless one already exists.
@@ -51,7 +57,8 @@ class CheckpointResumer:
     Args:
         ckpt_dir: folder of the epoch checkpoints.
         load_dict: objects to restore, e.g. ``{"network": ..., "optimizer": ..., "trainer": ...}``.
-        enabled: set False to always start from scratch (old checkpoints are then overwritten as training goes).
+        enabled: set False (or ``"false"``, any case) to start from scratch; the old checkpoints are removed once
+            this session has written its first one.
         evaluator: the validation evaluator whose ``best_metric`` / ``best_metric_epoch`` are restored.
         key_metric_saver: the ``CheckpointSaver`` writing the best model, told which score its file holds.
         key_metric_filename: that saver's file name (e.g. ``"model.pt"``).
@@ -70,35 +77,50 @@ class CheckpointResumer:
     ) -> None:
         self.ckpt_dir = str(ckpt_dir)
         self.load_dict = dict(load_dict)
-        self.enabled = enabled
+        self.enabled = as_bool(enabled, "resume")
         self.evaluator = evaluator
         self.key_metric_saver = key_metric_saver
         self.key_metric_filename = key_metric_filename
         self.map_location = map_location
         self.resumed_from: str | None = None
+        self.lock = FolderLock(self.ckpt_dir, "ckpt_dir")
+        self._found_at_start: dict[str, tuple[int, int, int]] = {}
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.STARTED, self)
         engine.add_event_handler(Events.EPOCH_STARTED, self.remove_superseded)
         engine.add_event_handler(Events.COMPLETED, self.remove_superseded)
+        engine.add_event_handler(Events.COMPLETED, self.release)
+        engine.add_event_handler(Events.EXCEPTION_RAISED, self._release_and_reraise)
 
     def remove_superseded(self, engine: Engine | None = None) -> None:
-        """Delete the checkpoints of earlier sessions once this session has saved a newer one.
+        """Delete the checkpoints found at the start once this session has written one of its own.
 
-        The saver's ``n_saved`` only prunes files of its own session, so without this every interruption would
-        leave one stale ``checkpoint_epoch=N.pt`` behind. Runs at each epoch start and at completion.
+        The saver's ``n_saved`` only prunes files of its own session, so without this every interruption would leave
+        one stale ``checkpoint_epoch=N.pt`` behind (and a disabled resume would leave them all, for a later resume to
+        pick up). A file counts as this session's when it did not exist at the start or was replaced since (a new
+        inode, size or time), so an unreadable newer file left by a kill never makes the usable older one go.
+        Runs at each epoch start and at completion.
         """
-        if self.resumed_from is None:
+        if not self._found_at_start:
             return
-        checkpoints = epoch_checkpoints(self.ckpt_dir)
-        resumed_epoch = next((epoch for path, epoch in checkpoints if path == self.resumed_from), None)
-        if resumed_epoch is None or checkpoints[0][1] <= resumed_epoch:
-            return  # nothing newer written yet
-        for path, epoch in checkpoints:
-            if epoch <= resumed_epoch:
+        current = {path: _identity(path) for path, _ in epoch_checkpoints(self.ckpt_dir)}
+        written = [path for path, identity in current.items() if self._found_at_start.get(path) != identity]
+        if not written:
+            return  # this session has not saved yet
+        for path, identity in self._found_at_start.items():
+            if current.get(path) == identity:
                 os.remove(path)
-                logger.info(f"removed {path}: superseded by {checkpoints[0][0]}.")
-        self.resumed_from = None
+                logger.info(f"removed {path}: superseded by {written[0]}.")
+        self._found_at_start = {}
+
+    def release(self, engine: Engine | None = None) -> None:
+        """Release the lock on ``ckpt_dir`` (at completion or on an exception)."""
+        self.lock.release()
+
+    def _release_and_reraise(self, engine: Engine, error: BaseException) -> None:
+        self.release()
+        raise error
 
     def state_dict(self) -> dict:
         state = {"best_metric": None, "best_metric_epoch": None}
@@ -117,13 +139,15 @@ class CheckpointResumer:
                 self.key_metric_saver.load_state_dict({"_saved": [(state["best_metric"], self.key_metric_filename)]})
 
     def __call__(self, engine: Engine) -> None:
+        self.lock.acquire()
+        self._found_at_start = {path: _identity(path) for path, _ in epoch_checkpoints(self.ckpt_dir)}
         if not self.enabled:
             logger.info("resume disabled: training starts from scratch.")
             return
         for path, epoch in epoch_checkpoints(self.ckpt_dir):
             try:
                 checkpoint_keys = set(torch.load(path, map_location="cpu", weights_only=True))
-            except (EOFError, RuntimeError, pickle.UnpicklingError) as error:  # truncated by a kill during the save
+            except Exception as error:  # truncated by a kill during the save, or not a checkpoint at all
                 logger.warning(f"skipping unreadable checkpoint {path} ({type(error).__name__}: {error}).")
                 continue
             self._resume(engine, path, epoch, checkpoint_keys)
@@ -134,10 +158,24 @@ class CheckpointResumer:
         load_dict = dict(self.load_dict)
         if "resume_state" in checkpoint_keys:
             load_dict["resume_state"] = self
-        CheckpointLoader(load_path=path, load_dict=load_dict, map_location=self.map_location)(engine)
+        try:
+            CheckpointLoader(load_path=path, load_dict=load_dict, map_location=self.map_location)(engine)
+        except (RuntimeError, ValueError, KeyError) as error:
+            first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise RuntimeError(
+                f"checkpoint {path} does not fit this run ({first_line}): it was written by a run with other "
+                "settings (network size, optimizer). Resume it with those settings, start over with --resume false, "
+                "or give this run another --ckpt_dir."
+            ) from error
         self.resumed_from = path
         done = engine.state.max_epochs is not None and epoch >= engine.state.max_epochs
         logger.info(
             f"resumed from {path} (epoch {epoch} of {engine.state.max_epochs})"
             + (": training had already finished." if done else f": continuing with epoch {epoch + 1}.")
         )
+
+
+def _identity(path: str) -> tuple[int, int, int]:
+    """``(inode, size, mtime)`` of a file: changes when the file is replaced or rewritten."""
+    stat = os.stat(path)
+    return stat.st_ino, stat.st_size, stat.st_mtime_ns

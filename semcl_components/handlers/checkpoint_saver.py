@@ -6,6 +6,8 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+import torch
+from ignite.engine import Engine
 from ignite.handlers import DiskSaver
 from ignite.handlers.checkpoint import BaseSaveHandler
 from monai.handlers import CheckpointSaver
@@ -29,6 +31,13 @@ class _SaveThenRemove(BaseSaveHandler):
         self._pending: list[str] = []
 
     def __call__(self, checkpoint: Mapping, filename: str, metadata: Mapping | None = None) -> None:
+        bad = _non_finite_entries(checkpoint)
+        if bad:
+            shown = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
+            raise RuntimeError(
+                f"not writing {os.path.join(self.dirname, getattr(self.disk_saver, 'filename', None) or filename)}: the weights hold NaN or infinite values "
+                f"({shown}); training diverged or read a non-finite input. The previous files are kept."
+            )
         self.disk_saver(checkpoint, filename, metadata)
         written = os.path.basename(getattr(self.disk_saver, "filename", None) or filename)
         for old in self._pending:
@@ -47,7 +56,11 @@ class AtomicCheckpointSaver(CheckpointSaver):
     is renamed over its target (ignite's atomic mode, then made group/other readable), and a checkpoint that falls out
     of ``n_saved`` (or a fixed-name file being replaced) is removed only after its successor is complete. MONAI's own
     saver writes in place after removing the old file, so a run killed while saving can lose every checkpoint.
-    Arguments are those of ``CheckpointSaver``.
+
+    Two more differences from MONAI's saver, so that a file this saver writes always comes from a sound run:
+    weights holding NaN or infinite values are never written (``RuntimeError`` naming the file and the tensors), and
+    the final file (``save_final``) is written only when the run completes, not when it stops on an exception (the
+    epoch checkpoints keep the work of an interrupted run for resuming). Arguments are those of ``CheckpointSaver``.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -55,3 +68,21 @@ class AtomicCheckpointSaver(CheckpointSaver):
         for checkpoint in (self._final_checkpoint, self._key_metric_checkpoint, self._interval_checkpoint):
             if checkpoint is not None:
                 checkpoint.save_handler = _SaveThenRemove(checkpoint.save_handler)
+
+    def exception_raised(self, engine: Engine, e: Exception) -> None:
+        """Re-raise without writing the final file: an interrupted or failed run has no final weights."""
+        raise e
+
+
+def _non_finite_entries(checkpoint: Mapping, prefix: str = "") -> list[str]:
+    """Keys of floating tensors with a NaN or infinite value, anywhere in a nested checkpoint mapping."""
+    found = []
+    for key, value in checkpoint.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            found += _non_finite_entries(value, f"{name}.")
+        elif hasattr(value, "state_dict") and not isinstance(value, torch.Tensor):
+            found += _non_finite_entries(value.state_dict(), f"{name}.")
+        elif isinstance(value, torch.Tensor) and value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            found.append(name)
+    return found

@@ -22,9 +22,12 @@ __all__ = ["RunSummaryWriter"]
 class RunSummaryWriter:
     """Write a run's key numbers to a JSON file in its output folder, updated every epoch and at the end.
 
-    Attached to a trainer, it records the mean of every scalar entry of the iteration output per epoch (``loss``,
-    and for contrastive runs e.g. ``num_objects`` or ``positive_cosine``), the validation metrics after each epoch
-    (from ``evaluator``), the best metric, epochs completed and wall time (summed over resumed sessions).
+    Attached to a trainer, it records per epoch the mean of every scalar entry of the iteration output (``loss``,
+    and for contrastive runs e.g. ``num_objects`` or ``positive_cosine``) and, for the epochs after which ``evaluator``
+    ran, its metrics (``val``) and their per-class means (``val_per_class``); a validation run when training ends
+    (e.g. by ``FinalValidationHandler``) is added to the last epoch's record. It also records the best metric, epochs
+    completed, wall time (summed over resumed sessions) and ``status`` (``running``, ``completed``, or ``failed``
+    with the error when the run stops on an exception and the handlers before it let the event through).
     Attached to an evaluator (``evaluator=None``), it records ``engine.state.metrics`` at completion.
 
     Args:
@@ -54,23 +57,45 @@ class RunSummaryWriter:
         self._count = 0
         self._session_start = time.perf_counter()
         self._previous_seconds = 0.0
+        self._validation: dict[str, Any] | None = None
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.STARTED, self._started)
+        engine.add_event_handler(Events.EPOCH_STARTED, self._open)
         engine.add_event_handler(Events.ITERATION_COMPLETED, self._iteration_completed)
         engine.add_event_handler(Events.EPOCH_COMPLETED, self._epoch_completed)
         engine.add_event_handler(Events.COMPLETED, self._completed)
+        engine.add_event_handler(Events.EXCEPTION_RAISED, self._failed)
+        if self.evaluator is not None:
+            self.evaluator.add_event_handler(Events.COMPLETED, self._validation_completed)
+
+    def _validation_completed(self, evaluator: Engine) -> None:
+        """Keep the metrics of the validation that just ran for the trainer's current epoch record."""
+        self._validation = {"val": _scalars(evaluator.state.metrics)}
+        per_class = self._per_class(getattr(evaluator.state, "metric_details", None) or {})
+        if per_class:
+            self._validation["val_per_class"] = per_class
 
     def _started(self, engine: Engine) -> None:
         self._session_start = time.perf_counter()
+        self.summary = {}
+
+    def _open(self, engine: Engine) -> None:
+        """Start this session's summary, continuing the file's history if the trainer was resumed.
+
+        Called at the first epoch start (or completion, or failure), after every ``STARTED`` handler has run, so it
+        sees the trainer as a resumer restored it, whatever the order the handlers were attached in.
+        """
+        if self.summary:
+            return
         previous = {}
         if self.output_file.is_file():
             try:
                 previous = json.loads(self.output_file.read_text())
             except ValueError:
                 previous = {}
-        # a resumed run (the trainer starts past epoch 0) keeps the history of the epochs it already completed
-        resumed = engine.state.epoch > 0 and previous.get("workflow") == self.workflow
+        # a resumed run (restored past iteration 0) keeps the history of the epochs it already completed
+        resumed = engine.state.iteration > 0 and previous.get("workflow") == self.workflow
         self.summary = previous if resumed else {}
         self._previous_seconds = float(self.summary.get("wall_time_s", 0.0)) if resumed else 0.0
         self.summary.update({"workflow": self.workflow, "status": "running", **self.extra})
@@ -90,30 +115,49 @@ class RunSummaryWriter:
         record: dict[str, Any] = {"epoch": engine.state.epoch}
         record.update({f"mean_{k}": v / max(self._count, 1) for k, v in self._sums.items()})
         self._sums, self._count = {}, 0
-        if self.evaluator is not None and self.evaluator.state.metrics:
-            record["val"] = {k: _scalar(v) for k, v in self.evaluator.state.metrics.items() if _scalar(v) is not None}
-            self.summary["best_metric"] = float(self.evaluator.state.best_metric)
-            self.summary["best_metric_epoch"] = int(self.evaluator.state.best_metric_epoch)
+        self._take_validation(record)
         if self.evaluator is None and engine.state.metrics:
-            record["metrics"] = {k: _scalar(v) for k, v in engine.state.metrics.items() if _scalar(v) is not None}
+            record["metrics"] = _scalars(engine.state.metrics)
         history = [h for h in self.summary["history"] if h.get("epoch") != record["epoch"]]
         self.summary["history"] = history + [record]
         self._write(engine, status="running")
 
+    def _take_validation(self, record: dict[str, Any]) -> None:
+        """Move the pending validation result (if one ran since the last record) into ``record``."""
+        if self._validation is None:
+            return
+        record.update(self._validation)
+        self._validation = None
+        self.summary["best_metric"] = float(self.evaluator.state.best_metric)
+        self.summary["best_metric_epoch"] = int(self.evaluator.state.best_metric_epoch)
+
     def _completed(self, engine: Engine) -> None:
-        final = self.summary["history"][-1] if self.summary.get("history") else {}
+        self._open(engine)
+        history = self.summary.get("history") or [{"epoch": engine.state.epoch}]
+        self._take_validation(history[-1])  # a validation run at the end of training belongs to the last epoch
+        self.summary["history"] = history
+        final = history[-1]
         for key, value in final.items():
             if key.startswith("mean_"):
                 self.summary[f"final_{key[5:]}"] = value
-        if "val" in final:
-            self.summary["final_val"] = final["val"]
-        if self.evaluator is None and engine.state.metrics:
-            self.summary["metrics"] = {k: _scalar(v) for k, v in engine.state.metrics.items() if _scalar(v) is not None}
-        source = engine if self.evaluator is None else self.evaluator
-        per_class = self._per_class(getattr(source.state, "metric_details", None) or {})
-        if per_class:
-            self.summary["per_class"] = per_class
+        validated = [h for h in history if "val" in h]
+        if validated:
+            self.summary["final_val"] = validated[-1]["val"]
+            if "val_per_class" in validated[-1]:
+                self.summary["per_class"] = validated[-1]["val_per_class"]
+        if self.evaluator is None:
+            if engine.state.metrics:
+                self.summary["metrics"] = _scalars(engine.state.metrics)
+            per_class = self._per_class(getattr(engine.state, "metric_details", None) or {})
+            if per_class:
+                self.summary["per_class"] = per_class
         self._write(engine, status="completed")
+
+    def _failed(self, engine: Engine, error: BaseException) -> None:
+        self._open(engine)
+        self.summary["error"] = f"{type(error).__name__}: {error}"
+        self._write(engine, status="failed")
+        raise error
 
     def _per_class(self, details: Mapping[str, Any]) -> dict[str, dict[str, float | None]]:
         """Mean over cases (NaN cases, e.g. an organ absent from a subject, left out) of each class's metric."""
@@ -149,3 +193,8 @@ def _scalar(value: Any) -> float | None:
         v = float(value.detach().cpu().item())
         return v if math.isfinite(v) else None
     return None
+
+
+def _scalars(values: Mapping[str, Any]) -> dict[str, float]:
+    """The finite scalar entries of a metrics mapping."""
+    return {k: v for k, v in ((k, _scalar(v)) for k, v in values.items()) if v is not None}

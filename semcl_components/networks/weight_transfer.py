@@ -61,7 +61,17 @@ def _read_checkpoint(checkpoint: str | os.PathLike | Mapping[str, torch.Tensor])
     path = os.fspath(checkpoint)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"encoder checkpoint not found: {path}")
-    return torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises UnpicklingError, RuntimeError, EOFError... depending on the damage
+        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise ValueError(
+            f"encoder checkpoint {path} is not a readable PyTorch weights file ({type(error).__name__}: "
+            f"{first_line[:200]}). Give the pretrained_encoder.pt that configs/pretrain.yaml wrote."
+        ) from error
+    if not isinstance(checkpoint, Mapping):
+        raise ValueError(f"encoder checkpoint {path} holds a {type(checkpoint).__name__}, not a dict of weights.")
+    return checkpoint
 
 
 def _encoder_state_dict(checkpoint: Mapping) -> dict[str, object]:
@@ -97,6 +107,7 @@ def load_pretrained_encoder(
     prefix: str = "",
     logger: logging.Logger | None = None,
     adapt_input_channels: bool = True,
+    min_loaded_fraction: float = 1.0,
 ) -> EncoderLoadReport:
     """Copy pretrained encoder weights into a segmentation network by key name, and report what happened.
 
@@ -114,13 +125,18 @@ def load_pretrained_encoder(
         logger: where the report is logged at INFO (default: this module's logger).
         adapt_input_channels: when a conv weight has more input channels in the checkpoint than in the network
             (``channel``-mode encoder: image + mask), load its leading (image) channels; reported as ``adapted``.
+        min_loaded_fraction: the share of the network's encoder tensors (those under the top-level modules the
+            checkpoint covers) that must be loaded; below it nothing is loaded and ``ValueError`` is raised, since an
+            encoder that only partly fits (e.g. pretrained with other ``blocks_down``) is most often a mistake.
+            0 accepts any partial load.
 
     Returns:
         :class:`EncoderLoadReport`.
 
     Raises:
         FileNotFoundError: ``checkpoint`` is a path that does not exist.
-        ValueError: no tensor could be loaded (the message shows a few checkpoint and network keys).
+        ValueError: the file is not a weights file, no tensor could be loaded (the message shows a few checkpoint and
+            network keys), or fewer than ``min_loaded_fraction`` of the encoder tensors fit.
     """
     state = _encoder_state_dict(_read_checkpoint(checkpoint))
     target = network.state_dict()
@@ -152,9 +168,17 @@ def load_pretrained_encoder(
             "no encoder weight matched the network (0 tensors loaded). "
             f"First checkpoint keys: {list(state)[:5]}; first network keys: {list(target)[:5]}; prefix={prefix!r}."
         )
-    network.load_state_dict(to_load, strict=False)
     report.loaded = list(to_load)
     report.missing = _missing_encoder_keys(target, state, prefix)
+    encoder_tensors = len(report.loaded) + len(report.skipped) + len(report.missing)
+    if len(report.loaded) < min_loaded_fraction * encoder_tensors:
+        source = checkpoint if not isinstance(checkpoint, Mapping) else "the checkpoint"
+        raise ValueError(
+            f"only {len(report.loaded)} of the network's {encoder_tensors} encoder tensors fit {source} (required: "
+            f"{min_loaded_fraction:.0%}); was the encoder pretrained with other settings (init_filters, blocks_down)? "
+            f"Nothing was loaded. Pass min_loaded_fraction (--encoder_min_loaded_fraction) lower to accept it.\n{report}"
+        )
+    network.load_state_dict(to_load, strict=False)
     (logger or _LOGGER).info("load_pretrained_encoder: %s", report)
     return report
 

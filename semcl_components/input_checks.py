@@ -1,0 +1,276 @@
+"""Input checks: every image and label a workflow reads is checked before use, and a bad one stops the run by name.
+
+A medical-imaging user must never get a silently wrong model or segmentation. These transforms sit at the start of
+every workflow's pipeline (file checks before ``LoadImaged``, the others right after it) and raise ``ValueError``
+naming the file and the problem:
+
+- :class:`CheckFile` / :class:`CheckFiled`: the file exists and, for NIfTI, decodes completely with finite voxels (ITK
+  zero-fills a truncated ``.nii.gz`` and reads NaN as 0; other readers fail deep inside with a bare ``EOFError``);
+- :class:`CheckImage` / :class:`CheckImaged`: channel count, number of spatial dimensions, finite values;
+- :class:`CheckLabel` / :class:`CheckLabeld`: integer values that are all known classes;
+- :class:`CheckGeometryd`: image and label on the same grid (shape and affine within a tolerance).
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import zlib
+from collections.abc import Hashable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from monai.config import KeysCollection, NdarrayOrTensor
+from monai.transforms import MapTransform, Transform
+from monai.utils import convert_to_tensor
+
+__all__ = [
+    "CheckFile",
+    "CheckFiled",
+    "CheckGeometryd",
+    "CheckImage",
+    "CheckImaged",
+    "CheckLabel",
+    "CheckLabeld",
+    "source_name",
+]
+
+_SHOWN_VALUES = 10
+_CHUNK = 1 << 20
+
+
+def source_name(data: Any, default: str = "input") -> str:
+    """The file an array was read from (``meta["filename_or_obj"]`` of a ``MetaTensor``), else ``default``."""
+    meta = getattr(data, "meta", None) or {}
+    name = meta.get("filename_or_obj")
+    if isinstance(name, (list, tuple)):
+        name = ", ".join(map(str, name))
+    return str(name) if name else default
+
+
+def _nifti_layout(path: Path) -> tuple[int, int, np.dtype] | None:
+    """``(data offset, voxel data bytes, on-disk dtype)`` of a NIfTI file; None if its header is unreadable."""
+    import nibabel as nib
+
+    try:
+        image = nib.load(str(path))
+    except Exception:  # an unreadable header is the reader's to report, with its own message
+        return None
+    dtype = image.header.get_data_dtype()
+    voxels = int(np.prod(image.header.get_data_shape(), dtype=np.int64))
+    return int(image.dataobj.offset), voxels * dtype.itemsize, dtype
+
+
+def _scan_voxels(path: Path, offset: int, dtype: np.dtype) -> tuple[int, int]:
+    """Read a NIfTI file (gzip or not) to its end: ``(bytes of content, non-finite voxel values)``.
+
+    Raises ``EOFError``/``OSError``/``zlib.error`` when a gzip stream is cut short or damaged.
+    """
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    size, non_finite, pending = 0, 0, b""
+    floating = dtype.kind in "fc"
+    with opener(path, "rb") as stream:
+        while chunk := stream.read(_CHUNK):
+            start = max(0, offset - size)
+            size += len(chunk)
+            if not floating or start >= len(chunk):
+                continue
+            data = pending + chunk[start:]
+            usable = len(data) - len(data) % dtype.itemsize
+            non_finite += int(np.count_nonzero(~np.isfinite(np.frombuffer(data[:usable], dtype=dtype))))
+            pending = data[usable:]
+    return size, non_finite
+
+
+class _KeyCheck(MapTransform):
+    """Dictionary twin base: applies the array check ``self.checker`` to the value of every key; data pass unchanged."""
+
+    checker: Transform
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            self.checker(d[key])
+        return d
+
+
+class CheckFile(Transform):
+    """Check that a path exists and, for NIfTI (``.nii``, ``.nii.gz``), that all its voxel data is there and finite.
+
+    ``__call__(path)`` returns ``path`` unchanged or raises. The file is read once to its end: ITK would zero-fill a
+    truncated file and read NaN voxels as 0, so neither can be seen after loading. Other formats (DICOM folders,
+    NRRD...) are only checked for existence; their readers report damage themselves.
+
+    Raises:
+        FileNotFoundError: the path does not exist.
+        ValueError: a NIfTI file is truncated, its gzip stream is damaged, or a voxel is NaN or infinite (the
+            message names the file).
+    """
+
+    def __call__(self, path: str | os.PathLike) -> str | os.PathLike:  # type: ignore[override]
+        file = Path(path)
+        if not file.exists():
+            raise FileNotFoundError(f"{file}: no such file or folder.")
+        name = file.name.lower()
+        if not (file.is_file() and name.endswith((".nii", ".nii.gz"))):
+            return path
+        layout = _nifti_layout(file)
+        if layout is None:
+            return path
+        offset, data_bytes, dtype = layout
+        try:
+            size, non_finite = _scan_voxels(file, offset, dtype)
+        except (EOFError, OSError, zlib.error) as error:
+            raise ValueError(f"{file}: the file is damaged or cut short ({type(error).__name__}: {error}).") from error
+        if size < offset + data_bytes:
+            raise ValueError(
+                f"{file}: the file is cut short: it holds {size} bytes of header and image data, its header needs "
+                f"{offset + data_bytes}."
+            )
+        if non_finite:
+            raise ValueError(f"{file}: {non_finite} voxels are not finite (NaN or infinite).")
+        return path
+
+
+class CheckFiled(_KeyCheck):
+    """Dictionary twin of :class:`CheckFile`: checks the paths at ``keys`` (before ``LoadImaged``)."""
+
+    def __init__(self, keys: KeysCollection, allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.checker = CheckFile()
+
+
+class CheckImage(Transform):
+    """Check a channel-first image ``(C, *spatial)``: channel count, spatial dimensions and finite values.
+
+    Args:
+        num_channels: the channels the network takes (``None``: any).
+        spatial_dims: the spatial dimensions the network takes (3 for a 3D bundle).
+
+    Raises:
+        ValueError: naming the source file (from the ``MetaTensor``'s meta data), what was expected and what came.
+    """
+
+    def __init__(self, num_channels: int | None = None, spatial_dims: int = 3) -> None:
+        self.num_channels = num_channels
+        self.spatial_dims = spatial_dims
+
+    def __call__(self, image: NdarrayOrTensor) -> NdarrayOrTensor:
+        source = source_name(image, "image")
+        shape = tuple(image.shape)
+        if len(shape) - 1 != self.spatial_dims:
+            raise ValueError(
+                f"{source}: the network takes {self.spatial_dims}D images, got channel-first shape {shape} "
+                f"({len(shape) - 1} spatial dimensions)."
+            )
+        if self.num_channels is not None and shape[0] != self.num_channels:
+            raise ValueError(
+                f"{source}: the network takes {self.num_channels}-channel images, got {shape[0]} channels "
+                f"(channel-first shape {shape}); see network_data_format.inputs.image in metadata.json."
+            )
+        values = convert_to_tensor(image, track_meta=False)
+        finite = torch.isfinite(values)
+        if not bool(finite.all()):
+            bad = int((~finite).sum())
+            raise ValueError(f"{source}: {bad} of {values.numel()} voxels are not finite (NaN or infinite).")
+        return image
+
+
+class CheckImaged(_KeyCheck):
+    """Dictionary twin of :class:`CheckImage`."""
+
+    def __init__(
+        self,
+        keys: KeysCollection = "image",
+        num_channels: int | None = None,
+        spatial_dims: int = 3,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.checker = CheckImage(num_channels, spatial_dims)
+
+
+class CheckLabel(Transform):
+    """Check a label map ``(1, *spatial)``: integer values, each one of ``0 .. num_classes - 1``.
+
+    Args:
+        num_classes: number of classes including background (``len(class_names) + 1``).
+
+    Raises:
+        ValueError: naming the source file and the offending values.
+    """
+
+    def __init__(self, num_classes: int) -> None:
+        if int(num_classes) != num_classes or num_classes < 2:
+            raise ValueError(f"num_classes must be an integer >= 2 (background and one class), got {num_classes!r}.")
+        self.num_classes = int(num_classes)
+
+    def __call__(self, label: NdarrayOrTensor) -> NdarrayOrTensor:
+        source = source_name(label, "label")
+        if label.shape[0] != 1:
+            raise ValueError(f"{source}: a label map has one channel, got channel-first shape {tuple(label.shape)}.")
+        values = torch.unique(convert_to_tensor(label, track_meta=False))
+        non_integer = values[values != torch.round(values)] if values.is_floating_point() else values[:0]
+        if non_integer.numel():  # NaN != NaN, so NaN is caught here too
+            raise ValueError(f"{source}: label values must be integers, got {_shown(non_integer)}.")
+        unknown = values[(values < 0) | (values >= self.num_classes)]
+        if unknown.numel():
+            raise ValueError(
+                f"{source}: label values {_shown(unknown)} are not classes 0..{self.num_classes - 1}: the label map "
+                f"holds more classes than class_names lists ({self.num_classes - 1} foreground classes)."
+            )
+        return label
+
+
+class CheckLabeld(_KeyCheck):
+    """Dictionary twin of :class:`CheckLabel`."""
+
+    def __init__(self, keys: KeysCollection = "label", num_classes: int = 2, allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.checker = CheckLabel(num_classes)
+
+
+class CheckGeometryd(MapTransform):
+    """Check that an image and its label lie on one grid: the same spatial shape and affine (within a tolerance).
+
+    A label of another shape or shifted in space would otherwise train or evaluate against the wrong voxels without
+    a word. Run it right after loading, before any resampling.
+
+    Args:
+        keys: the image key and the label key (two keys).
+        affine_tolerance: largest accepted difference of any affine entry (mm; rotation/scale entries alike).
+    """
+
+    def __init__(self, keys: KeysCollection = ("image", "label"), affine_tolerance: float = 1e-3) -> None:
+        super().__init__(keys)
+        if len(self.keys) != 2:
+            raise ValueError(f"CheckGeometryd compares two keys (image, label), got {self.keys}.")
+        self.affine_tolerance = float(affine_tolerance)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        image, label = (d[key] for key in self.keys)
+        names = f"image {source_name(image)} and label {source_name(label)}"
+        if tuple(image.shape[1:]) != tuple(label.shape[1:]):
+            raise ValueError(
+                f"{names} differ in shape: {tuple(image.shape[1:])} vs {tuple(label.shape[1:])}; a label must be on "
+                "its image's voxel grid."
+            )
+        affines = [getattr(x, "affine", None) for x in (image, label)]
+        if all(a is not None for a in affines):
+            first, second = (convert_to_tensor(a, track_meta=False).double() for a in affines)
+            difference = float((first - second).abs().max())
+            if difference > self.affine_tolerance:
+                raise ValueError(
+                    f"{names} differ in position or orientation (affines differ by up to {difference:.3g}, tolerance "
+                    f"{self.affine_tolerance:g}); a label must be on its image's voxel grid."
+                )
+        return d
+
+
+def _shown(values: torch.Tensor) -> str:
+    shown = [int(v) if float(v).is_integer() else float(v) for v in values[:_SHOWN_VALUES].tolist()]
+    more = values.numel() - len(shown)
+    return f"{shown}" + (f" (and {more} more)" if more > 0 else "")

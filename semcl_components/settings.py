@@ -1,0 +1,125 @@
+"""Settings given on the command line: booleans as users write them, and overrides checked against the config.
+
+``python -m monai.bundle run --config_file train.yaml --max_epoch 1`` adds a new, unused key ``max_epoch`` and trains
+for the default number of epochs; ``--resume false`` hands the config the *string* ``'false'``, which Python takes as
+true; ``--max_epochs abc`` fails deep inside ignite without naming the setting. :func:`check_overrides` (the first
+step of every workflow's ``initialize``) stops such a command before any work, naming the setting and the closest
+known key; :func:`as_bool` is how every boolean setting is read.
+"""
+
+from __future__ import annotations
+
+import ast
+import difflib
+import sys
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+__all__ = ["as_bool", "check_overrides", "parse_cli_overrides"]
+
+_TRUE, _FALSE = ("true", "yes", "1", "on"), ("false", "no", "0", "off")
+
+# arguments of `python -m monai.bundle run` itself, not config overrides
+_RUN_ARGUMENTS = {"config_file", "meta_file", "logging_file", "args_file", "tracking", "run_id", "init_id", "final_id"}
+
+
+def as_bool(value: Any, name: str = "value") -> bool:
+    """A setting as a bool: ``True``/``False``, 0/1, or the strings true/false (yes/no, 1/0, on/off) in any case.
+
+    Raises:
+        ValueError: naming the setting, for anything else.
+    """
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
+        return value.strip().lower() in _TRUE
+    raise ValueError(f"{name} must be true or false, got {value!r}.")
+
+
+def parse_cli_overrides(argv: Sequence[str]) -> dict[str, str]:
+    """``{key: raw value}`` of the ``--key value`` / ``--key=value`` pairs of a command line (values as typed)."""
+    overrides: dict[str, str] = {}
+    args = list(argv)
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg.startswith("--") and len(arg) > 2:
+            key, has_value, value = arg[2:].partition("=")
+            if not has_value:
+                if i + 1 < len(args) and not args[i + 1].startswith("--"):
+                    value, i = args[i + 1], i + 1
+                else:
+                    value = "True"  # a bare flag, as python-fire reads it
+            overrides[key] = value
+        i += 1
+    return overrides
+
+
+def _typed(raw: str) -> Any:
+    """A command-line value as python-fire passes it on: a Python literal if it is one, else the string."""
+    try:
+        return ast.literal_eval(raw)
+    except (ValueError, SyntaxError):
+        return raw
+
+
+def _type_error(key: str, default: Any, value: Any) -> str | None:
+    """Why ``value`` cannot stand for a setting whose config default is ``default``; None if it can."""
+    if isinstance(value, str) and value.startswith(("$", "@", "%")):
+        return None  # an expression or reference: the user takes charge of its type
+    if isinstance(default, bool):
+        try:
+            as_bool(value, key)
+        except ValueError:
+            return f"--{key} must be true or false, got {value!r}"
+        return None
+    if isinstance(default, int) and not (isinstance(value, int) and not isinstance(value, bool)):
+        return f"--{key} must be an integer (default {default}), got {value!r}"
+    if isinstance(default, float) and not (isinstance(value, (int, float)) and not isinstance(value, bool)):
+        return f"--{key} must be a number (default {default}), got {value!r}"
+    if isinstance(default, list) and not isinstance(value, (list, tuple)):
+        return f"--{key} must be a list like {default}, got {value!r}"
+    return None
+
+
+def check_overrides(argv: Sequence[str] | None = None, config: Mapping[str, Any] | None = None) -> None:
+    """Stop a run whose command line overrides an unknown setting or gives a value of the wrong kind.
+
+    Every ``--key value`` of the command line (``sys.argv`` by default) must name a top-level key of the workflow's
+    config files (``--a#b``: its first part), and a value must fit the kind of the key's literal default in those
+    files (true/false, integer, number, list). A command line without ``--config_file`` (MONAI Label and other
+    Python callers, which pass their overrides otherwise) is not checked.
+
+    Args:
+        argv: the command line.
+        config: the workflow's settings as written in its files; default: the ``--config_file`` files of ``argv``.
+
+    Raises:
+        ValueError: listing every offending override, each with the closest known key or the expected kind.
+    """
+    overrides = parse_cli_overrides(sys.argv[1:] if argv is None else argv)
+    if config is None:
+        if "config_file" not in overrides:
+            return
+        from monai.bundle import ConfigParser
+
+        config = ConfigParser.load_config_files(_typed(overrides["config_file"]))
+    known = [key for key in config if not key.startswith("_")]
+    problems = []
+    for key, raw in overrides.items():
+        top = key.split("#", 1)[0]
+        if top in _RUN_ARGUMENTS:
+            continue
+        if top not in config:
+            close = difflib.get_close_matches(top, known, n=1)
+            hint = f"; did you mean --{close[0]}?" if close else "; see the keys at the top of the config file"
+            problems.append(f"--{key} is not a setting of this workflow{hint}")
+            continue
+        if top == key:
+            problem = _type_error(key, config[key], _typed(raw))
+            if problem:
+                problems.append(problem)
+    if problems:
+        raise ValueError("invalid command-line settings: " + "; ".join(problems) + ".")

@@ -1,0 +1,66 @@
+"""Command-line settings: booleans as users write them; unknown or mistyped overrides stop a run by name."""
+
+from __future__ import annotations
+
+import pytest
+
+from semcl_components.settings import as_bool, check_overrides, parse_cli_overrides
+
+CONFIG = {"max_epochs": 40, "val_interval": 5, "resume": True, "learning_rate": 0.001, "roi_size": [64, 64, 64],
+          "train": {"handlers": []}, "pretrained_encoder": "", "_meta_": {}}
+
+
+@pytest.mark.parametrize("value, expected", [(True, True), ("false", False), ("False", False), ("TRUE", True),
+                                             ("yes", True), ("0", False), (1, True), (0, False)])
+def test_as_bool_reads_what_users_write(value, expected):
+    assert as_bool(value, "resume") is expected
+
+
+@pytest.mark.parametrize("value", ["maybe", 2, None, ""])
+def test_as_bool_refuses_anything_else_naming_the_setting(value):
+    with pytest.raises(ValueError, match=f"amp must be true or false, got {value!r}"):
+        as_bool(value, "amp")
+
+
+def test_command_line_pairs_are_read_in_both_forms():
+    argv = ["run", "--config_file", "a.yaml", "--max_epochs=3", "--resume", "false", "--amp"]
+    assert parse_cli_overrides(argv) == {"config_file": "a.yaml", "max_epochs": "3", "resume": "false", "amp": "True"}
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--max_epoch", "1"], "--max_epoch is not a setting of this workflow; did you mean --max_epochs?"),
+        (["--max_epochs", "abc"], "--max_epochs must be an integer (default 40), got 'abc'"),
+        (["--max_epochs", "2.5"], "--max_epochs must be an integer"),
+        (["--resume", "maybe"], "--resume must be true or false, got 'maybe'"),
+        (["--learning_rate", "fast"], "--learning_rate must be a number"),
+        (["--roi_size", "64"], "--roi_size must be a list like [64, 64, 64], got 64"),
+        (["--trian#handlers", "[]"], "--trian#handlers is not a setting of this workflow; did you mean --train?"),
+    ],
+)
+def test_bad_overrides_are_named(argv, message):
+    with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]").replace("(", r"\(").replace(")", r"\)")):
+        check_overrides(argv, CONFIG)
+
+
+def test_all_problems_are_listed_at_once():
+    with pytest.raises(ValueError, match="--max_epoch is not .*; --resume must be"):
+        check_overrides(["--max_epoch", "1", "--resume", "x"], CONFIG)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--max_epochs", "3", "--resume", "FALSE", "--learning_rate", "1e-4", "--roi_size", "[32,32,32]"],
+        ["--train#handlers", "[]", "--pretrained_encoder", "/x/encoder.pt", "--max_epochs", "$2 * 3"],
+        ["--config_file", "x.yaml", "--meta_file", "m.json", "--logging_file", "l.conf"],
+        ["--learning_rate", "1"],  # an integer is a number
+    ],
+)
+def test_good_overrides_pass(argv):
+    check_overrides(argv, CONFIG)
+
+
+def test_without_config_file_on_the_command_line_nothing_is_checked():
+    check_overrides(["--anything", "goes"])  # MONAI Label and Python callers
