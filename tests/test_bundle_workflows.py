@@ -162,6 +162,13 @@ def test_evaluate_writes_metric_csvs_and_per_organ_summary(run_bundle, phantom_d
         assert list(summary["per_class"][metric]) == ORGANS
     dice = [v for v in summary["per_class"]["val_mean_dice"].values() if v is not None]
     assert dice and all(0.0 <= v <= 1.0 for v in dice)
+    # the voxel confusion matrix of the test cases: every labelled voxel counted once, rows = true classes
+    rows = [line.split(",") for line in (tmp_path / "confusion_matrix.csv").read_text().splitlines()]
+    assert rows[0][1:] == ["background", *ORGANS] and [r[0] for r in rows[1:]] == ["background", *ORGANS]
+    voxels = sum(int(np.prod(nib.load(phantom_dataset / entry["label"]).shape))
+                 for entry in read_json(phantom_dataset / "datalist.json")["test"])
+    assert sum(int(v) for r in rows[1:] for v in r[1:]) == voxels  # same grid: pixdim equals the phantoms' spacing
+    assert (tmp_path / "confusion_matrix.png").stat().st_size > 1000
 
 
 def _assert_label_map(path: Path, shape: tuple[int, ...], affine: np.ndarray) -> None:

@@ -316,3 +316,22 @@ def test_run_summary_says_failed_with_the_error(tmp_path):
         engine.run([0], max_epochs=2)
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["status"] == "failed" and summary["error"] == "ValueError: bad batch"
+
+
+def test_confusion_matrix_counts_missed_and_swapped_voxels(tmp_path):
+    from semcl_components.handlers import ConfusionMatrixWriter
+    from semcl_components.handlers.confusion_matrix import confusion_matrix
+
+    label = torch.tensor([0, 0, 1, 1, 2, 2, 2]).reshape(1, 7, 1, 1)
+    pred = torch.tensor([0, 1, 0, 1, 1, 1, 2]).reshape(1, 7, 1, 1)  # one class-1 voxel missed, two class-2 swapped
+    counts = confusion_matrix(pred, label, 3)
+    assert counts.tolist() == [[1, 1, 0], [1, 1, 0], [0, 2, 1]]
+    one_hot = torch.nn.functional.one_hot(pred[0], 3).permute(3, 0, 1, 2)
+    assert torch.equal(confusion_matrix(one_hot, label, 3), counts)  # one-hot and class ids agree
+
+    engine = Engine(lambda e, b: [{"pred": pred, "label": label}])
+    ConfusionMatrixWriter(tmp_path, ["background", "liver", "spleen"]).attach(engine)
+    engine.run([0, 1], max_epochs=1)  # two identical cases
+    lines = (tmp_path / "confusion_matrix.csv").read_text().splitlines()
+    assert lines == ["true \\ predicted,background,liver,spleen", "background,2,2,0", "liver,2,2,0", "spleen,0,4,2"]
+    assert (tmp_path / "confusion_matrix.png").stat().st_size > 1000

@@ -3,12 +3,14 @@
 - :class:`AtomicCheckpointSaver` (:mod:`.checkpoint_saver`): checkpoints written atomically, old ones removed after;
 - :class:`CheckpointResumer` (:mod:`.checkpoint_resumer`): continue an interrupted run from its last checkpoint;
 - :class:`RunSummaryWriter` (:mod:`.run_summary`): the run's key numbers in a JSON file, updated every epoch;
+- :class:`ConfusionMatrixWriter` (:mod:`.confusion_matrix`): the voxel confusion matrix of an evaluation (CSV, PNG);
 - :class:`FinalValidationHandler` (:mod:`.final_validation`): MONAI's ``ValidationHandler``, also after the last epoch;
 - :class:`StopOnNonFiniteLoss` (:mod:`.non_finite_loss`): a NaN or infinite loss stops training, naming the files.
 """
 
 from semcl_components.handlers.checkpoint_resumer import CheckpointResumer, epoch_checkpoints
 from semcl_components.handlers.checkpoint_saver import AtomicCheckpointSaver
+from semcl_components.handlers.confusion_matrix import ConfusionMatrixWriter
 from semcl_components.handlers.final_validation import FinalValidationHandler
 from semcl_components.handlers.non_finite_loss import NonFiniteLossError, StopOnNonFiniteLoss
 from semcl_components.handlers.run_summary import RunSummaryWriter
@@ -16,6 +18,7 @@ from semcl_components.handlers.run_summary import RunSummaryWriter
 __all__ = [
     "AtomicCheckpointSaver",
     "CheckpointResumer",
+    "ConfusionMatrixWriter",
     "FinalValidationHandler",
     "NonFiniteLossError",
     "RunSummaryWriter",

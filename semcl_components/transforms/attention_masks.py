@@ -1,35 +1,15 @@
-"""Semantic attention-mask generation and two-view pipelines for semantic-aware contrastive learning.
+"""Semantic attention masks: one mask per foreground object of a label patch, and dropping those a view lost.
 
 The method (Lee et al., arXiv 2106.01596) turns one training patch into several contrastive samples, one per
-foreground object, each highlighted by an attention mask ``a_k`` and labelled by its class ``k``. This module builds
-those masks from a label map (exact, or deliberately coarse: dilated, blurred, bounding box), makes two augmented
-views of a sample in which image and masks move together, and drops objects a view cropped away.
-
-A typical pretraining pipeline (dictionary transforms)::
-
-    from monai.transforms import Compose, LoadImaged, EnsureChannelFirstd, RandSpatialCropd, RandFlipd
-    from monai.transforms import RandGaussianNoised
-
-    view = Compose([
-        RandSpatialCropd(keys=["image", "masks"], roi_size=(48, 48, 48), random_size=False),
-        RandFlipd(keys=["image", "masks"], prob=0.5, spatial_axis=0),
-        RandGaussianNoised(keys=["image"], prob=1.0, std=0.05),  # intensity: image only
-        DropEmptyMasksd(masks_key="masks", aligned_keys=("class_ids", "object_ids")),
-    ])
-    pipeline = Compose([
-        LoadImaged(keys=["image", "label"]),
-        EnsureChannelFirstd(keys=["image", "label"]),
-        GenerateAttentionMasksd(keys="label", mask_mode="exact", min_voxels=10),
-        RandMultiViewd(view, num_views=2),  # -> list of 2 dicts, flattened by the collate function
-    ])
-
-Batch it with :class:`semcl_components.data.collate.ObjectListCollate` (variable number of objects per item).
+foreground object, each highlighted by an attention mask ``a_k`` and labelled by its class ``k``.
+:class:`GenerateAttentionMasks` builds those masks from a label map (exact, or deliberately coarse: dilated, blurred,
+bounding box; or one whole-view mask for the image-level baseline); :class:`DropEmptyMasks` drops the objects a
+view's crop or affine moved out of sight.
 """
 
 from __future__ import annotations
 
-import copy
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -39,16 +19,9 @@ from monai.config import KeysCollection, NdarrayOrTensor
 from monai.networks.layers import GaussianFilter
 from monai.transforms import MapTransform, Randomizable, Transform
 from monai.transforms.utils import generate_spatial_bounding_box
-from monai.utils import MAX_SEED, TransformBackends, convert_to_dst_type, convert_to_tensor
+from monai.utils import TransformBackends, convert_to_dst_type, convert_to_tensor
 
-__all__ = [
-    "MASK_MODES",
-    "GenerateAttentionMasks",
-    "GenerateAttentionMasksd",
-    "RandMultiViewd",
-    "DropEmptyMasks",
-    "DropEmptyMasksd",
-]
+__all__ = ["MASK_MODES", "DropEmptyMasks", "DropEmptyMasksd", "GenerateAttentionMasks", "GenerateAttentionMasksd"]
 
 MASK_MODES = ("exact", "dilate", "blur", "bbox", "whole")
 """Supported ``mask_mode`` values of :class:`GenerateAttentionMasks`."""
@@ -331,79 +304,6 @@ class GenerateAttentionMasksd(MapTransform, Randomizable):
             d[self.class_ids_key] = class_ids
             d[self.object_ids_key], *_ = convert_to_dst_type(np.arange(len(class_ids)), class_ids)
         return d
-
-
-def _copy_sample(data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-    """Shallow copy of a sample whose tensors/arrays are deep-copied (views must not share mutable buffers)."""
-    return {k: copy.deepcopy(v) if isinstance(v, (torch.Tensor, np.ndarray)) else v for k, v in data.items()}
-
-
-class RandMultiViewd(Randomizable, MapTransform):
-    """Make ``num_views`` independently augmented views of one sample.
-
-    Each view is ``transform`` applied to its own copy of the input (shallow-copied dict, deep-copied tensors),
-    tagged with ``view_key = v`` (``v = 0 .. num_views - 1``). The call returns a list of dicts; MONAI's
-    ``Compose`` applies later transforms to each item, and ``list_data_collate`` / :func:`object_list_collate`
-    flatten the list into consecutive batch items.
-
-    Reproducibility: before each view the wrapped transform is seeded from ``self.R`` (when it is
-    ``Randomizable``, e.g. a ``Compose``), so ``set_random_state`` (and the seeding that ``monai.data.DataLoader``
-    does from ``set_determinism``) reproduces the views. A non-randomizable callable is applied as is.
-
-    Intended composition: spatial random transforms take ``keys=["image", "masks"]`` so that, within a view, image
-    and attention masks receive identical parameters (masks are float maps: use ``mode="bilinear"`` for both);
-    intensity transforms take ``keys=["image"]`` only, so they never touch the masks::
-
-        from monai.transforms import Compose, RandAffined, RandFlipd, RandGaussianNoised, RandScaleIntensityd
-        from monai.transforms import RandSpatialCropd
-
-        view = Compose([
-            RandSpatialCropd(keys=["image", "masks"], roi_size=(32, 32, 32), random_size=False),
-            RandAffined(keys=["image", "masks"], prob=1.0, rotate_range=0.3, scale_range=0.1,
-                        mode=("bilinear", "bilinear"), padding_mode="zeros"),
-            RandFlipd(keys=["image", "masks"], prob=0.5, spatial_axis=0),
-            RandScaleIntensityd(keys=["image"], factors=0.1, prob=1.0),
-            RandGaussianNoised(keys=["image"], prob=1.0, std=0.05),
-            DropEmptyMasksd(),
-        ])
-        views = RandMultiViewd(view, num_views=2).set_random_state(seed=0)(sample)  # [view0, view1]
-
-    Args:
-        transform: callable applied to each view, typically a ``monai.transforms.Compose`` of dict transforms. It
-            returns a dict, or a list of dicts (e.g. a cropper with ``num_samples``), all tagged with the view.
-        num_views: number of views (>= 1).
-        view_key: key under which the view index is stored.
-    """
-
-    def __init__(self, transform: Callable, num_views: int = 2, view_key: str = "view_id") -> None:
-        MapTransform.__init__(self, keys=view_key)  # the only key this transform writes
-        if not callable(transform):
-            raise ValueError(f"transform must be callable, got {type(transform).__name__}.")
-        if int(num_views) != num_views or num_views < 1:
-            raise ValueError(f"num_views must be an integer >= 1, got {num_views!r}.")
-        self.transform = transform
-        self.num_views = int(num_views)
-        self.view_key = view_key
-        self._seeds: np.ndarray = np.zeros(self.num_views, dtype=np.int64)
-
-    def randomize(self, data: Any = None) -> None:
-        """Draw one seed per view for the wrapped transform."""
-        self._seeds = self.R.randint(MAX_SEED, size=self.num_views, dtype=np.int64)
-
-    def _one_view(self, data: Mapping[Hashable, Any], view: int) -> list[dict[Hashable, Any]]:
-        if isinstance(self.transform, Randomizable):
-            self.transform.set_random_state(seed=int(self._seeds[view]))
-        out = self.transform(_copy_sample(data))
-        items = out if isinstance(out, list) else [out]
-        for item in items:
-            if not isinstance(item, Mapping):
-                raise ValueError(f"transform must return a dict or a list of dicts, got {type(item).__name__}.")
-            item[self.view_key] = view
-        return items
-
-    def __call__(self, data: Mapping[Hashable, Any]) -> list[dict[Hashable, Any]]:  # type: ignore[override]
-        self.randomize()
-        return [item for view in range(self.num_views) for item in self._one_view(data, view)]
 
 
 class DropEmptyMasks(Transform):
