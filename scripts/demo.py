@@ -26,12 +26,11 @@ import argparse
 import json
 import math
 import os
-import shlex
-import subprocess
 import sys
 import time
 from pathlib import Path
 
+from semcl_components.bundle_run import BundleRunError, bundle_command, run_logged
 from semcl_components.data.phantoms import format_summary, write_phantom_dataset
 from semcl_components.networks import EMBEDDING_MODES
 from semcl_components.transforms import MASK_MODES
@@ -42,41 +41,15 @@ CONFIGS = BUNDLE / "configs"
 
 
 def _bundle_command(configs: list[str], overrides: dict[str, object]) -> list[str]:
-    files = [str(CONFIGS / c) for c in configs]
-    config_arg = files[0] if len(files) == 1 else "[" + ",".join(f"'{f}'" for f in files) + "]"
-    command = [sys.executable, "-m", "monai.bundle", "run", "--config_file", config_arg]
-    for key, value in overrides.items():
-        command += [f"--{key}", json.dumps(value) if isinstance(value, list) else str(value)]
-    return command
-
-
-PROGRESS_MARKERS = ("Complete. Time taken", "Metrics --", "resumed from", "writing:")
+    return bundle_command(CONFIGS, configs, overrides)
 
 
 def _run_stage(name: str, command: list[str], log_file: Path) -> float:
-    """Run one bundle command, log everything to ``log_file`` and echo its progress lines; fail loudly."""
-    log_file.parent.mkdir(parents=True, exist_ok=True)
-    print(f"[demo] {name}: {shlex.join(command)}", flush=True)
-    start = time.perf_counter()
-    with open(log_file, "w", encoding="utf-8") as log:
-        log.write("$ " + shlex.join(command) + "\n")
-        log.flush()
-        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
-            encoding="utf-8", errors="replace",  # progress bars print non-ASCII whatever the locale
-        )
-        assert process.stdout is not None
-        for line in process.stdout:
-            log.write(line)
-            if any(marker in line for marker in PROGRESS_MARKERS):
-                print(f"[demo]   {line.strip()[-140:]}", flush=True)
-        code = process.wait()
-    seconds = time.perf_counter() - start
-    if code != 0:
-        lines = log_file.read_text(encoding="utf-8").splitlines()
-        causes = [line for line in lines if line.split(":")[0].endswith(("Error", "Exception"))]
-        raise SystemExit(f"[demo] {name} failed (exit {code}) after {seconds:.0f} s; log: {log_file}\n" + "\n".join(lines[-12:] + causes[:1]))
-    print(f"[demo]   {name} done in {seconds:.0f} s (log: {log_file})", flush=True)
-    return seconds
+    """Run one bundle command, log it, echo its progress; stop the demo with the log's tail if it fails."""
+    try:
+        return run_logged(name, command, log_file, prefix="[demo]").seconds
+    except BundleRunError as error:
+        raise SystemExit(str(error)) from None
 
 
 def _read_json(path: Path) -> dict:

@@ -333,3 +333,14 @@ def test_file_that_is_not_a_checkpoint_is_named(tmp_path):
     path.write_text("not weights")
     with pytest.raises(ValueError, match=f"encoder checkpoint {path} is not a readable PyTorch weights file"):
         load_pretrained_encoder(small_segresnet(), path)
+
+
+def test_whole_segmentation_checkpoint_transfers_only_its_encoder():
+    """Supervised pretraining's model.pt holds a decoder too: only the encoder modules are loaded."""
+    source, target = small_segresnet(), small_segresnet()
+    before = target.state_dict()
+    report = load_pretrained_encoder(target, source.state_dict())
+    assert report.loaded and all(k.split(".")[0] in ("convInit", "down_layers") for k in report.loaded)
+    decoder = [k for k in source.state_dict() if k.split(".")[0] not in ("convInit", "down_layers")]
+    assert decoder and sorted(report.unexpected) == sorted(decoder)
+    assert all(torch.equal(target.state_dict()[k], before[k]) for k in decoder)

@@ -52,6 +52,9 @@ class EncoderLoadReport:
         return "\n".join(lines)
 
 
+ENCODER_PREFIXES: tuple[str, ...] = ("convInit", "down_layers", "swinViT")
+"""Top-level module names of the encoder inside MONAI's SegResNet and SwinUNETR (what the encoders above keep)."""
+
 _STATE_DICT_KEYS = ("encoder", "state_dict", "model")
 
 
@@ -108,6 +111,7 @@ def load_pretrained_encoder(
     logger: logging.Logger | None = None,
     adapt_input_channels: bool = True,
     min_loaded_fraction: float = 1.0,
+    encoder_modules: Sequence[str] | None = ENCODER_PREFIXES,
 ) -> EncoderLoadReport:
     """Copy pretrained encoder weights into a segmentation network by key name, and report what happened.
 
@@ -129,6 +133,9 @@ def load_pretrained_encoder(
             checkpoint covers) that must be loaded; below it nothing is loaded and ``ValueError`` is raised, since an
             encoder that only partly fits (e.g. pretrained with other ``blocks_down``) is most often a mistake.
             0 accepts any partial load.
+        encoder_modules: the top-level modules of a checkpoint that make up the encoder; its other keys (a
+            projection head, or the decoder of a whole segmentation network used as a supervised-pretraining
+            baseline) are reported ``unexpected`` and not loaded. ``None``: every matching key.
 
     Returns:
         :class:`EncoderLoadReport`.
@@ -144,7 +151,8 @@ def load_pretrained_encoder(
     to_load: dict[str, torch.Tensor] = {}
     for key, value in state.items():
         name = prefix + key
-        if name not in target or not isinstance(value, torch.Tensor):
+        outside = encoder_modules is not None and key.split(".", 1)[0] not in encoder_modules
+        if outside or name not in target or not isinstance(value, torch.Tensor):
             report.unexpected.append(name)
             continue
         if value.shape == target[name].shape:
@@ -190,8 +198,6 @@ def _missing_encoder_keys(target: Mapping[str, torch.Tensor], state: Mapping[str
     return [k for k in target if k not in named and k.startswith(top_levels)]
 
 
-ENCODER_PREFIXES: tuple[str, ...] = ("convInit", "down_layers", "swinViT")
-"""Top-level module names of the encoder inside MONAI's SegResNet and SwinUNETR (what the encoders above keep)."""
 
 
 def encoder_parameter_groups(

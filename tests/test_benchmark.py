@@ -1,0 +1,47 @@
+"""The benchmark's --quick size end to end: every stage through the bundle, a result file per run, a report, resume."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import bundle_env
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "benchmark.py"
+
+
+def run_benchmark(tmp_path: Path, *extra: str) -> subprocess.CompletedProcess:
+    command = [sys.executable, str(SCRIPT), "--quick", "--results", str(tmp_path / "results"),
+               "--workdir", str(tmp_path / "work"), *extra]
+    return subprocess.run(command, cwd=tmp_path, env=bundle_env(), capture_output=True, text=True, timeout=900)
+
+
+def test_quick_benchmark_writes_results_and_a_report_and_resumes(tmp_path):
+    first = run_benchmark(tmp_path)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    results = sorted(p.name for p in (tmp_path / "results").glob("*.json"))
+    assert results == [
+        "finetune__scratch__finetune_1__seed0.json", "finetune__scratch__finetune_1__seed1.json",
+        "finetune__semcl_exact__finetune_1__seed0.json", "finetune__semcl_exact__finetune_1__seed0__probe.json",
+        "finetune__semcl_exact__finetune_1__seed1.json", "pretrain__semcl_exact__seed0.json",
+        "pretrain__semcl_exact__seed1.json",
+    ]
+    run = json.loads((tmp_path / "results" / "finetune__semcl_exact__finetune_1__seed0.json").read_text())
+    assert run["config"]["arm"] == "semcl_exact" and run["config"]["seed"] == 0 and len(run["config_hash"]) == 16
+    assert len(run["test"]["dice"]) == len(run["test"]["cases"]) >= 1
+    assert run["test"]["classes"][:3] == ["spleen", "right kidney", "left kidney"]
+    assert run["cost"]["train"]["seconds"] > 0 and run["cost"]["train"]["peak_memory_mb"] > 100
+    assert run["validation_curve"] and len(run["confusion_matrix"]["counts"]) == 9
+    report = (tmp_path / "results" / "RESULTS.md").read_text()
+    assert report.startswith("# Benchmark results: quick size\n\n## Verdict\n\n- finetune_1: `semcl_exact`")
+    for section in ("## Mean test Dice per arm", "## Method against each baseline", "## Frozen-encoder probe",
+                    "## Cost per run", "## Plots", "## How this was made"):
+        assert section in report
+    assert (tmp_path / "results" / "plots" / "dice_vs_labelled_volumes.png").stat().st_size > 1000
+
+    # a second call finds every run finished and only rewrites the report; a changed protocol would rerun them
+    second = run_benchmark(tmp_path)
+    assert second.returncode == 0, second.stdout[-3000:]
+    assert "7 runs planned, 7 finished already, 0 to do now" in second.stdout
