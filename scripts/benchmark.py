@@ -46,6 +46,7 @@ from pathlib import Path
 
 from semcl_components.atomic_io import write_json_atomic
 from semcl_components.bundle_run import BundleRunError, bundle_command, run_logged
+from semcl_components.folder_lock import FolderLock
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "bundles" / "abdomen_ct_semcl_segmentation" / "configs"
@@ -185,6 +186,11 @@ class Benchmark:
                 probe = size.probe_setting in settings and seed in size.probe_seeds and arm != "scratch"
                 if probe:
                     self._add_finetune(runs, arm, size.probe_setting, seed, probe=True)
+                pretrain = runs.get(f"pretrain__{arm}__seed{seed}")
+                config = {"stage": "embedding", "arm": arm, "seed": seed, "data": size.data, "network": size.network,
+                          "pretrain": None if pretrain is None else pretrain.config}
+                key = f"embedding__{arm}__seed{seed}"
+                runs[key] = Run(key, config, self.embedding, [] if pretrain is None else [pretrain.key])
         return list(runs.values())
 
     def _add_finetune(self, runs: dict[str, Run], arm: str, setting: str, seed: int, probe: bool) -> None:
@@ -211,7 +217,19 @@ class Benchmark:
     # -- running
 
     def run(self, planned: list[Run], max_runs: int | None = None) -> list[str]:
-        """Run every unfinished run (those a needed encoder depends on first); returns the keys that failed."""
+        """Run every unfinished run (those a needed encoder depends on first); returns the keys that failed.
+
+        Holds a lock on the results folder meanwhile: a second benchmark of the same size would redo (and delete)
+        the runs this one is doing.
+        """
+        lock = FolderLock(self.results, "benchmark results folder")
+        lock.acquire()
+        try:
+            return self._run_all(planned, max_runs)
+        finally:
+            lock.release()
+
+    def _run_all(self, planned: list[Run], max_runs: int | None) -> list[str]:
         self._ensure_data()
         by_key = {run.key: run for run in planned}
         todo = [run for run in planned if not self.finished(run)]
@@ -310,6 +328,64 @@ class Benchmark:
         summary = read_json(folder / "eval" / "run_summary.json")
         return {"stage": "pretrain", "cost": cost, "summary": {k: v for k, v in summary.items() if k != "history"},
                 "history": summary.get("history", [])}
+
+    def embedding(self, run: Run) -> dict:
+        """Encoder features of every organ: held-out (test) subjects against the pretraining pool.
+
+        The object feature is what pretraining shapes and fine-tuning inherits: the layer-normalised deepest encoder
+        features averaged inside the organ's exact mask (``ObjectEmbeddingModel.embed_objects`` in ``pool`` mode,
+        before any projection head), so every arm, ``scratch`` (random weights) and ``supervised`` included, is
+        measured alike.
+        """
+        import torch
+        from monai.bundle import ConfigParser
+
+        from semcl_components.metrics import knn_accuracy, pca_projection, silhouette_score
+        from semcl_components.networks import ObjectEmbeddingModel, SegResNetEncoder, load_pretrained_encoder
+        from semcl_components.transforms import GenerateAttentionMasks
+
+        start = time.perf_counter()
+        torch.set_num_threads(self.threads_per_job)
+        arm, seed = run.config["arm"], run.config["seed"]
+        torch.manual_seed(seed)
+        network = {k: v for k, v in self.size.network.items() if k != "blocks_up"}
+        encoder = SegResNetEncoder(in_channels=1, **network)
+        if arm != "scratch":
+            load_pretrained_encoder(encoder, self.encoder_file(arm, seed))
+        model = ObjectEmbeddingModel(encoder, embedding_mode="pool").eval()
+        parser = ConfigParser()
+        parser.read_config(str(CONFIGS / "train.yaml"))
+        parser.read_meta(str(CONFIGS / "metadata.json"))
+        parser.update({"bundle_root": str(CONFIGS.parent), "dataset_dir": str(self.data_dir), **self.size.network})
+        load = parser.get_parsed_content("train#deterministic_transforms")
+        num_classes = parser.get_parsed_content("num_classes")
+        masks_of = GenerateAttentionMasks(classes=list(range(1, num_classes)), min_voxels=self.size.pretrain["min_voxels"])
+        datalist = read_json(self.data_dir / "datalist.json")
+        features, labels = {}, {}
+        for split in ("pretrain", "test"):
+            rows, ids = [], []
+            for entry in datalist[split]:
+                item = {k: str(self.data_dir / v) for k, v in entry.items()}
+                for transform in load:
+                    item = transform(item)
+                masks, class_ids = masks_of(item["label"])
+                with torch.no_grad():
+                    rows.append(model.embed_objects(item["image"].as_tensor()[None], [masks.as_tensor()]))
+                ids.append(class_ids)
+            features[split], labels[split] = torch.cat(rows), torch.cat(ids)
+        both = torch.cat([features["pretrain"], features["test"]])
+        projection = pca_projection(both)
+        return {
+            "stage": "embedding",
+            "knn_accuracy": knn_accuracy(features["pretrain"], labels["pretrain"], features["test"], labels["test"]),
+            "silhouette_test": silhouette_score(features["test"], labels["test"]),
+            "silhouette_pretrain": silhouette_score(features["pretrain"], labels["pretrain"]),
+            "objects": {split: int(labels[split].numel()) for split in labels},
+            "pca": {"labels": torch.cat([labels["pretrain"], labels["test"]]).tolist(),
+                    "held_out": [False] * len(labels["pretrain"]) + [True] * len(labels["test"]),
+                    "xy": [[round(float(v), 4) for v in row] for row in projection]},
+            "cost": {"seconds": round(time.perf_counter() - start, 1)},
+        }
 
     def finetune(self, run: Run) -> dict:
         config = run.config

@@ -23,6 +23,8 @@ def test_quick_benchmark_writes_results_and_a_report_and_resumes(tmp_path):
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     results = sorted(p.name for p in (tmp_path / "results").glob("*.json"))
     assert results == [
+        "embedding__scratch__seed0.json", "embedding__scratch__seed1.json", "embedding__semcl_exact__seed0.json",
+        "embedding__semcl_exact__seed1.json",
         "finetune__scratch__finetune_1__seed0.json", "finetune__scratch__finetune_1__seed1.json",
         "finetune__semcl_exact__finetune_1__seed0.json", "finetune__semcl_exact__finetune_1__seed0__probe.json",
         "finetune__semcl_exact__finetune_1__seed1.json", "pretrain__semcl_exact__seed0.json",
@@ -36,12 +38,14 @@ def test_quick_benchmark_writes_results_and_a_report_and_resumes(tmp_path):
     assert run["validation_curve"] and len(run["confusion_matrix"]["counts"]) == 9
     report = (tmp_path / "results" / "RESULTS.md").read_text()
     assert report.startswith("# Benchmark results: quick size\n\n## Verdict\n\n- finetune_1: `semcl_exact`")
+    embedding = json.loads((tmp_path / "results" / "embedding__semcl_exact__seed0.json").read_text())
+    assert 0.0 <= embedding["knn_accuracy"] <= 1.0 and len(embedding["pca"]["xy"]) == sum(embedding["objects"].values())
     for section in ("## Mean test Dice per arm", "## Method against each baseline", "## Frozen-encoder probe",
-                    "## Cost per run", "## Plots", "## How this was made"):
+                    "## Cost per run", "## Embedding quality", "## Plots", "## How this was made"):
         assert section in report
     assert (tmp_path / "results" / "plots" / "dice_vs_labelled_volumes.png").stat().st_size > 1000
 
     # a second call finds every run finished and only rewrites the report; a changed protocol would rerun them
     second = run_benchmark(tmp_path)
     assert second.returncode == 0, second.stdout[-3000:]
-    assert "7 runs planned, 7 finished already, 0 to do now" in second.stdout
+    assert "11 runs planned, 11 finished already, 0 to do now" in second.stdout
