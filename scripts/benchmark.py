@@ -273,7 +273,7 @@ class Benchmark:
     def _execute(self, run: Run) -> None:
         start = time.perf_counter()
         result = run.action(run)
-        result.update(key=run.key, config=run.config, config_hash=run.hash, machine=machine(),
+        result.update(key=run.key, config=run.config, config_hash=run.hash, machine=machine(), code=code_version(),
                       finished=time.strftime("%Y-%m-%d %H:%M:%S"), total_seconds=round(time.perf_counter() - start, 1))
         write_json_atomic(result, self.result_file(run))
 
@@ -452,6 +452,20 @@ def _number(value: str) -> float | None:
     except ValueError:
         return None
     return None if number != number else number
+
+
+def code_version() -> str:
+    """The repository's commit, with ``+changes`` when tracked files differ from it ('unknown' outside git)."""
+    import subprocess
+
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                                check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                               capture_output=True, text=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return commit + ("+changes" if dirty else "")
 
 
 def machine() -> dict:

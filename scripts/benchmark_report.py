@@ -57,12 +57,23 @@ def _grid(runs: dict[int, dict], seeds: Sequence[int], organ: int | None = None)
     return np.asarray(rows, dtype=np.float64)
 
 
-def _fmt(estimate: Estimate) -> str:
+MIN_SEEDS_FOR_INTERVAL = 2  # one run is one sample: resampling its test cases alone would feign precision
+
+
+def _fmt(estimate: Estimate, seeds: int) -> str:
+    if seeds < MIN_SEEDS_FOR_INTERVAL:
+        return f"{estimate.mean:.3f} [no interval: 1 seed]"
     return f"{estimate.mean:.3f} [{estimate.low:.3f}, {estimate.high:.3f}]"
 
 
-def _signed(estimate: Estimate) -> str:
+def _signed(estimate: Estimate, seeds: int) -> str:
+    if seeds < MIN_SEEDS_FOR_INTERVAL:
+        return f"{estimate.mean:+.3f} [no interval: 1 seed]"
     return f"{estimate.mean:+.3f} [{estimate.low:+.3f}, {estimate.high:+.3f}]"
+
+
+def _p(p: float) -> str:
+    return "n/a" if p != p else f"{p:.4f}"
 
 
 def write_report(size, planned: Sequence, result_file: Callable, report: Path, command: str) -> None:
@@ -87,6 +98,7 @@ def write_report(size, planned: Sequence, result_file: Callable, report: Path, c
     lines += _comparisons(finetunes, arms, settings)
     lines += _per_organ(finetunes, arms, settings)
     lines += _probe(finetunes, size)
+    lines += _pretraining(pretrains, [a for a in size.arms if a in pretrains])
     lines += _cost(finetunes, pretrains, arms)
     lines += _embedding(embeddings, [a for a in size.arms if a in embeddings], plots, report)
     lines += _plots(finetunes, arms, settings, plots, report)
@@ -110,12 +122,12 @@ def _verdict(finetunes, arms, settings) -> list[str]:
                     continue
                 difference, p, n = comparison
                 target = TARGET_GAIN if baseline == "scratch" else 0.0
-                meets = difference.mean >= target and difference.low > 0 and p < ALPHA
-                verdict = "beats" if meets else "does **not** beat"
+                meets = n >= MIN_SEEDS_FOR_INTERVAL and difference.mean >= target and difference.low > 0 and p < ALPHA
+                verdict = "beats" if meets else "does **not** (yet) beat"
                 need = f" by >= {target:.2f}" if target else ""
                 lines.append(
                     f"- {setting}: `{method}` {verdict} `{baseline}`{need} at p < {ALPHA}: difference "
-                    f"{_signed(difference)}, p = {p:.4f}, {n} paired seeds."
+                    f"{_signed(difference, n)}, p = {_p(p)}, {n} paired seeds."
                 )
     if len(lines) == 2:
         lines.append("No paired comparison is complete yet.")
@@ -141,7 +153,7 @@ def _headline(finetunes, arms, settings) -> list[str]:
         cells = []
         for setting in settings:
             runs = finetunes.get((arm, setting, False), {})
-            cells.append(f"{_fmt(hierarchical_bootstrap(_grid(runs, sorted(runs))))} (n={len(runs)})" if runs else "-")
+            cells.append(f"{_fmt(hierarchical_bootstrap(_grid(runs, sorted(runs))), len(runs))} (n={len(runs)})" if runs else "-")
         lines.append(f"| `{arm}` | " + " | ".join(cells) + " |")
     return lines + [""]
 
@@ -155,7 +167,7 @@ def _comparisons(finetunes, arms, settings) -> list[str]:
                 comparison = _compare(finetunes, method, baseline, setting)
                 if comparison is not None:
                     difference, p, n = comparison
-                    lines.append(f"| {setting} | `{method}` | `{baseline}` | {_signed(difference)} | {p:.4f} | {n} |")
+                    lines.append(f"| {setting} | `{method}` | `{baseline}` | {_signed(difference, n)} | {_p(p)} | {n} |")
     return lines + [""]
 
 
@@ -184,7 +196,27 @@ def _probe(finetunes, size) -> list[str]:
     lines = [f"## Frozen-encoder probe ({size.probe_setting}: only the decoder trains)", "",
              "| arm | test Dice [95% CI] | seeds |", "| --- | --- | --- |"]
     for arm, runs in probes.items():
-        lines.append(f"| `{arm}` | {_fmt(hierarchical_bootstrap(_grid(runs, sorted(runs))))} | {len(runs)} |")
+        lines.append(f"| `{arm}` | {_fmt(hierarchical_bootstrap(_grid(runs, sorted(runs))), len(runs))} | {len(runs)} |")
+    return lines + [""]
+
+
+def _pretraining(pretrains, arms) -> list[str]:
+    """How each contrastive pretraining ended: the collapse monitors of its last epoch (mean over seeds)."""
+    contrastive = [a for a in arms if any("final_negative_cosine" in r["summary"] for r in pretrains[a].values())]
+    if not contrastive:
+        return []
+    lines = ["## Contrastive pretraining at its last epoch (collapse monitors, mean over seeds)", "",
+             "A negative cosine near the positive one (both near 1) and an embedding spread near 0 mean the embeddings "
+             "collapsed onto one point: that arm learned nothing from its pretext task.", "",
+             "| arm | loss | positive cosine | negative cosine | effective rank | embedding spread | collapsed seeds |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for arm in contrastive:
+        runs = [r["summary"] for r in pretrains[arm].values()]
+        mean = {k: np.mean([r[f"final_{k}"] for r in runs]) for k in
+                ("loss", "positive_cosine", "negative_cosine", "effective_rank", "embedding_std")}
+        collapsed = sum(r["final_negative_cosine"] > 0.99 for r in runs)
+        lines.append(f"| `{arm}` | {mean['loss']:.3f} | {mean['positive_cosine']:.3f} | {mean['negative_cosine']:.3f} | "
+                     f"{mean['effective_rank']:.2f} | {mean['embedding_std']:.4f} | {collapsed} of {len(runs)} |")
     return lines + [""]
 
 
@@ -327,10 +359,12 @@ def _provenance(results: dict, command: str, size) -> list[str]:
     machines = sorted({f"{r['machine']['cpu']} ({r['machine']['cores']} cores, torch {r['machine']['torch']})"
                        for r in results.values()})
     dates = sorted(r["finished"] for r in results.values())
+    codes = sorted({r.get("code", "8c11f62 (not recorded; the first results of 2026-11-26)") for r in results.values()})
     lines = ["## How this was made", "",
              f"- Command: `{command}` (resumable: rerun it to complete the missing runs; `--report-only` rewrites this file).",
              "- Result files: one JSON per run; this report is generated from them alone.",
              f"- Machines: {'; '.join(machines) if machines else 'none yet'}.",
+             f"- Code: {', '.join(codes) if codes else '-'}.",
              f"- Runs finished between {dates[0]} and {dates[-1]}." if dates else "- No run finished yet.",
              f"- Report written {time.strftime('%Y-%m-%d %H:%M')}.",
              f"- Size `{size.name}`: data {json.dumps(size.data)}, network {json.dumps(size.network)}, "
