@@ -64,9 +64,6 @@ ARMS: dict[str, dict] = {
 }
 """Pretraining arms: how each one's encoder is made (``scratch`` has none)."""
 
-METHOD_ARMS = ("semcl_exact", "semcl_coarse", "semcl_channel", "semcl_weighted")
-BASELINE_ARMS = ("scratch", "simclr", "supervised")
-
 
 @dataclass(frozen=True)
 class Size:
