@@ -55,14 +55,15 @@ CONFIGS = ROOT / "bundles" / "abdomen_ct_semcl_segmentation" / "configs"
 
 ARMS: dict[str, dict] = {
     "scratch": {},
-    "simclr": {"overlay": "pretrain_simclr.yaml"},
+    "simclr": {"overlay": "pretrain_simclr.yaml", "patch_size": None},
     "supervised": {"workflow": "train.yaml"},
     "semcl_exact": {"mask_mode": "exact"},
     "semcl_coarse": {"mask_mode": "dilate", "dilate_radius": 3},
     "semcl_channel": {"mask_mode": "exact", "embedding_mode": "channel"},
     "semcl_weighted": {"mask_mode": "exact", "intensity_weighting": True},
 }
-"""Pretraining arms: how each one's encoder is made (``scratch`` has none)."""
+"""Pretraining arms: how each one's encoder is made (``scratch`` has none). A setting of ``None`` is not passed, so the
+workflow's own value holds (SimCLR's overlay sets ``patch_size`` to the view size, see ``pretrain_simclr.yaml``)."""
 
 
 @dataclass(frozen=True)
@@ -321,6 +322,7 @@ class Benchmark:
             configs = ["pretrain.yaml"] + ([ARMS[arm]["overlay"]] if "overlay" in ARMS[arm] else [])
             overrides = {**self._common(seed, encoder_only=True), "ckpt_dir": folder / "models",
                          "output_dir": folder / "eval", "encoder_file": "encoder.pt", **self.size.pretrain, **settings}
+            overrides = {k: v for k, v in overrides.items() if v is not None}
             cost = self._bundle(run.key, configs, overrides, log)
         summary = read_json(folder / "eval" / "run_summary.json")
         return {"stage": "pretrain", "cost": cost, "summary": {k: v for k, v in summary.items() if k != "history"},

@@ -145,12 +145,16 @@ def test_ckpt_export_torchscript_matches_checkpoint(trained_model, workdir, tmp_
 SHARED_WORKFLOWS = ("pretrain.yaml", "train.yaml", "inference.yaml")
 
 
-def parsed_settings(bundle_root: Path, config: str, keys: tuple[str, ...], **overrides) -> dict:
-    """The parsed values of ``keys`` in one workflow config of the bundle at ``bundle_root`` (nothing instantiated)."""
+def parsed_settings(bundle_root: Path, config: str | list[str], keys: tuple[str, ...], **overrides) -> dict:
+    """The parsed values of ``keys`` in a workflow config (or config + overlays) of the bundle at ``bundle_root``.
+
+    Nothing is instantiated.
+    """
     from monai.bundle import ConfigParser
 
     parser = ConfigParser()
-    parser.read_config(str(bundle_root / "configs" / config))
+    configs = [config] if isinstance(config, str) else config
+    parser.read_config([str(bundle_root / "configs" / name) for name in configs])
     parser.read_meta(str(bundle_root / "configs" / "metadata.json"))
     parser.update({"bundle_root": str(bundle_root), **overrides})
     return {key: parser.get_parsed_content(key) for key in keys if key in parser}
@@ -184,6 +188,18 @@ def test_workflows_define_no_shared_value_of_their_own():
         content = yaml.safe_load((CONFIGS / config).read_text())
         for key in shared & set(content):
             assert content[key] == f"$@common['{key}']", f"{config} sets {key}: {content[key]!r}"
+
+
+def test_simclr_overlay_contrasts_view_sized_patches():
+    """SimCLR's instance is a view-sized crop (its views are augmented copies, not second crops), whatever the size."""
+    values = parsed_settings(CONFIGS.parent, ["pretrain.yaml", "pretrain_simclr.yaml"], ("patch_size", "view_size"))
+    assert values["patch_size"] == values["view_size"]
+    resized = parsed_settings(CONFIGS.parent, ["pretrain.yaml", "pretrain_simclr.yaml"], ("patch_size",),
+                              view_size=[24, 24, 24])
+    assert resized["patch_size"] == [24, 24, 24]
+    # the method keeps its larger patch, from which each view is a random crop
+    method = parsed_settings(CONFIGS.parent, "pretrain.yaml", ("patch_size", "view_size"))
+    assert method["patch_size"] != method["view_size"]
 
 
 def test_a_backbone_registered_in_encoders_is_built_by_name(monkeypatch):

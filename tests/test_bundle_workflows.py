@@ -39,6 +39,12 @@ def read_log(path: Path) -> str:
     return path.read_text(encoding="utf-8", errors="replace")
 
 
+def drop_setting(args: list[str], name: str) -> list[str]:
+    """Command-line ``args`` without the setting ``name`` and its value."""
+    at = args.index(name)
+    return args[:at] + args[at + 2:]
+
+
 def read_json(path: Path) -> dict:
     assert path.is_file(), f"{path} was not written"
     return json.loads(path.read_text())
@@ -97,7 +103,7 @@ def test_pretrain_channel_mode_trains_two_channel_encoder(run_bundle, phantom_da
 def test_pretrain_simclr_overlay_contrasts_whole_patches(run_bundle, phantom_dataset, tmp_path):
     run_bundle(["pretrain", "pretrain_simclr"], [
         "--dataset_dir", phantom_dataset, "--ckpt_dir", tmp_path / "models", "--output_dir", tmp_path / "eval",
-        "--max_epochs", "1", *TINY_PRETRAIN_ARGS,
+        "--max_epochs", "1", *drop_setting(TINY_PRETRAIN_ARGS, "--patch_size"),  # the overlay's: the view size
     ])
     assert (tmp_path / "models" / "pretrained_encoder_simclr.pt").is_file()
     assert (tmp_path / "models" / "pretrain_simclr_checkpoints" / "checkpoint_epoch=1.pt").is_file()
