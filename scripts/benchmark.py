@@ -167,6 +167,8 @@ class Benchmark:
         self.threads_per_job = threads_per_job
         self.data_dir = work / "data"
         self._print_lock = threading.Lock()
+        # embedding runs share this process: seeding and building a random encoder must not interleave between them
+        self._seed_lock = threading.Lock()
 
     # -- planning
 
@@ -338,17 +340,18 @@ class Benchmark:
         """
         import torch
         from monai.bundle import ConfigParser
+        from monai.transforms import Compose
 
-        from semcl_components.metrics import knn_accuracy, pca_projection, silhouette_score
+        from semcl_components.embedding_quality import embedding_quality, organ_features, projection_panel
         from semcl_components.networks import ObjectEmbeddingModel, SegResNetEncoder, load_pretrained_encoder
-        from semcl_components.transforms import GenerateAttentionMasks
 
         start = time.perf_counter()
         torch.set_num_threads(self.threads_per_job)
         arm, seed = run.config["arm"], run.config["seed"]
-        torch.manual_seed(seed)
         network = {k: v for k, v in self.size.network.items() if k != "blocks_up"}
-        encoder = SegResNetEncoder(in_channels=1, **network)
+        with self._seed_lock:
+            torch.manual_seed(seed)
+            encoder = SegResNetEncoder(in_channels=1, **network)
         if arm != "scratch":
             load_pretrained_encoder(encoder, self.encoder_file(arm, seed))
         model = ObjectEmbeddingModel(encoder, embedding_mode="pool").eval()
@@ -356,33 +359,23 @@ class Benchmark:
         parser.read_config(str(CONFIGS / "train.yaml"))
         parser.read_meta(str(CONFIGS / "metadata.json"))
         parser.update({"bundle_root": str(CONFIGS.parent), "dataset_dir": str(self.data_dir), **self.size.network})
-        load = parser.get_parsed_content("train#deterministic_transforms")
-        num_classes = parser.get_parsed_content("num_classes")
-        masks_of = GenerateAttentionMasks(classes=list(range(1, num_classes)), min_voxels=self.size.pretrain["min_voxels"])
+        load = Compose(parser.get_parsed_content("train#deterministic_transforms"))
+        classes = list(range(1, parser.get_parsed_content("num_classes")))
         datalist = read_json(self.data_dir / "datalist.json")
-        features, labels = {}, {}
+        features = {}
         for split in ("pretrain", "test"):
-            rows, ids = [], []
-            for entry in datalist[split]:
-                item = {k: str(self.data_dir / v) for k, v in entry.items()}
-                for transform in load:
-                    item = transform(item)
-                masks, class_ids = masks_of(item["label"])
-                with torch.no_grad():
-                    rows.append(model.embed_objects(item["image"].as_tensor()[None], [masks.as_tensor()]))
-                ids.append(class_ids)
-            features[split], labels[split] = torch.cat(rows), torch.cat(ids)
-        both = torch.cat([features["pretrain"], features["test"]])
-        projection = pca_projection(both)
+            items = (load({k: str(self.data_dir / v) for k, v in entry.items()}) for entry in datalist[split])
+            features[split] = organ_features(model, items, classes, min_voxels=self.size.pretrain["min_voxels"])
+        quality = embedding_quality(*features["pretrain"], *features["test"])
+        xy, labels, held_out = projection_panel(*features["pretrain"], *features["test"])
         return {
             "stage": "embedding",
-            "knn_accuracy": knn_accuracy(features["pretrain"], labels["pretrain"], features["test"], labels["test"]),
-            "silhouette_test": silhouette_score(features["test"], labels["test"]),
-            "silhouette_pretrain": silhouette_score(features["pretrain"], labels["pretrain"]),
-            "objects": {split: int(labels[split].numel()) for split in labels},
-            "pca": {"labels": torch.cat([labels["pretrain"], labels["test"]]).tolist(),
-                    "held_out": [False] * len(labels["pretrain"]) + [True] * len(labels["test"]),
-                    "xy": [[round(float(v), 4) for v in row] for row in projection]},
+            "knn_accuracy": quality["knn_accuracy"],
+            "silhouette_test": quality["silhouette_held_out"],
+            "silhouette_pretrain": quality["silhouette_reference"],
+            "objects": {split: int(ids.numel()) for split, (_, ids) in features.items()},
+            "pca": {"labels": labels.tolist(), "held_out": held_out.tolist(),
+                    "xy": [[round(float(v), 4) for v in row] for row in xy]},
             "cost": {"seconds": round(time.perf_counter() - start, 1)},
         }
 

@@ -126,8 +126,12 @@ def _session_run(run_bundle, tmp_path_factory: pytest.TempPathFactory, name: str
 
 @pytest.fixture(scope="session")
 def pretrained_pool(run_bundle, phantom_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> RunOutputs:
-    """Semantic contrastive pretraining, ``pool`` mode, 2 epochs: ``<ckpt_dir>/pretrained_encoder.pt``."""
-    args = ["--dataset_dir", phantom_dataset, "--max_epochs", "2", "--embedding_mode", "pool", *TINY_PRETRAIN_ARGS]
+    """Semantic contrastive pretraining, ``pool`` mode, 2 epochs: ``<ckpt_dir>/pretrained_encoder.pt``.
+
+    The embedding quality is measured after every epoch.
+    """
+    args = ["--dataset_dir", phantom_dataset, "--max_epochs", "2", "--embedding_mode", "pool",
+            "--embedding_quality_interval", "1", *TINY_PRETRAIN_ARGS]
     return _session_run(run_bundle, tmp_path_factory, "pretrain_pool", ["pretrain"], args)
 
 

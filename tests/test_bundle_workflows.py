@@ -88,6 +88,19 @@ def test_pretrain_pool_writes_encoder_and_summary(pretrained_pool):
     assert all(record["mean_num_objects"] > 0 for record in summary["history"])
 
 
+def test_pretrain_records_embedding_quality_in_summary_tensorboard_and_plot(pretrained_pool):
+    summary = read_json(pretrained_pool.output_dir / "run_summary.json")
+    for record in summary["history"]:  # measured after every epoch (--embedding_quality_interval 1)
+        metrics = record["metrics"]
+        assert 0.0 <= metrics["embedding_knn_accuracy"] <= 1.0, record
+        assert -1.0 <= metrics["embedding_silhouette_held_out"] <= 1.0, record
+        assert -1.0 <= metrics["embedding_silhouette_reference"] <= 1.0, record
+    assert "embedding quality (" in pretrained_pool.run.log
+    events = b"".join(path.read_bytes() for path in pretrained_pool.output_dir.glob("events.out.tfevents.*"))
+    assert b"embedding_knn_accuracy" in events
+    assert (pretrained_pool.output_dir / "embedding_pca.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def test_pretrain_channel_mode_trains_two_channel_encoder(run_bundle, phantom_dataset, tmp_path):
     run_bundle(["pretrain"], [
         "--dataset_dir", phantom_dataset, "--ckpt_dir", tmp_path / "models", "--output_dir", tmp_path / "eval",

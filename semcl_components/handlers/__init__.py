@@ -3,6 +3,7 @@
 - :class:`AtomicCheckpointSaver` (:mod:`.checkpoint_saver`): checkpoints written atomically, old ones removed after;
 - :class:`CheckpointResumer` (:mod:`.checkpoint_resumer`): continue an interrupted run from its last checkpoint;
 - :class:`RunSummaryWriter` (:mod:`.run_summary`): the run's key numbers in a JSON file, updated every epoch;
+- :class:`EmbeddingQualityHandler` (:mod:`.embedding_quality`): organ separation of the encoder's features;
 - :class:`ConfusionMatrixWriter` (:mod:`.confusion_matrix`): the voxel confusion matrix of an evaluation (CSV, PNG);
 - :class:`FinalValidationHandler` (:mod:`.final_validation`): MONAI's ``ValidationHandler``, also after the last epoch;
 - :class:`StopOnNonFiniteLoss` (:mod:`.non_finite_loss`): a NaN or infinite loss stops training, naming the files.
@@ -11,6 +12,7 @@
 from semcl_components.handlers.checkpoint_resumer import CheckpointResumer, epoch_checkpoints
 from semcl_components.handlers.checkpoint_saver import AtomicCheckpointSaver
 from semcl_components.handlers.confusion_matrix import ConfusionMatrixWriter
+from semcl_components.handlers.embedding_quality import EmbeddingQualityHandler
 from semcl_components.handlers.final_validation import FinalValidationHandler
 from semcl_components.handlers.non_finite_loss import NonFiniteLossError, StopOnNonFiniteLoss
 from semcl_components.handlers.run_summary import RunSummaryWriter
@@ -19,6 +21,7 @@ __all__ = [
     "AtomicCheckpointSaver",
     "CheckpointResumer",
     "ConfusionMatrixWriter",
+    "EmbeddingQualityHandler",
     "FinalValidationHandler",
     "NonFiniteLossError",
     "RunSummaryWriter",
