@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from semcl_components.atomic_io import atomic_write
+from semcl_components.embedding_quality import plot_embedding_projections
 from semcl_components.handlers.confusion_matrix import plot_confusion_matrix
 from semcl_components.statistics import Estimate, hierarchical_bootstrap, paired_wilcoxon
 
@@ -101,6 +102,8 @@ def write_report(size, planned: Sequence, result_file: Callable, report: Path, c
     lines += _pretraining(pretrains, [a for a in size.arms if a in pretrains])
     lines += _cost(finetunes, pretrains, arms)
     lines += _embedding(embeddings, [a for a in size.arms if a in embeddings], plots, report)
+    lines += _embedding_during_pretraining(pretrains, [a for a in size.arms if a in pretrains], plots, report)
+    lines += _steps_to_scratch(finetunes, arms, settings)
     lines += _plots(finetunes, arms, settings, plots, report)
     lines += _not_yet()
     lines += _provenance(results, command, size)
@@ -254,29 +257,81 @@ def _embedding(embeddings, arms, plots: Path, report: Path) -> list[str]:
         runs = list(embeddings[arm].values())
         lines.append(f"| `{arm}` | {cell([r['knn_accuracy'] for r in runs])} | {cell([r['silhouette_test'] for r in runs])} "
                      f"| {cell([r['silhouette_pretrain'] for r in runs])} | {len(runs)} |")
+    panels = {}
+    for arm in arms:
+        seed = min(embeddings[arm])
+        pca = embeddings[arm][seed]["pca"]
+        panels[f"{arm} (seed {seed})"] = (pca["xy"], pca["labels"], pca["held_out"])
+    plot_embedding_projections(panels, plots / "embedding_pca.png",
+                               title="PCA of organ features: dots = pretraining pool, crosses = held-out subjects")
+    return lines + ["", f"![embedding PCA]({os.path.relpath(plots, report.parent)}/embedding_pca.png)", ""]
+
+
+def _embedding_during_pretraining(pretrains, arms, plots: Path, report: Path) -> list[str]:
+    """kNN organ accuracy of held-out subjects against the pretraining epoch (EmbeddingQualityHandler's records)."""
+    curves: dict[str, list[list[tuple[int, float]]]] = {}
+    for arm in arms:
+        for run in pretrains[arm].values():
+            points = [(h["epoch"], h["metrics"]["embedding_knn_accuracy"]) for h in run.get("history", [])
+                      if "embedding_knn_accuracy" in h.get("metrics", {})]
+            if points:
+                curves.setdefault(arm, []).append(points)
+    if not curves:
+        return []
+    lines = ["## Embedding quality during pretraining (held-out validation subjects vs the pretraining pool)", "",
+             "Measured by the pretraining workflow itself (`EmbeddingQualityHandler`, every "
+             "`embedding_quality_interval` epochs; runs of older code did not record it). Mean over seeds.", "",
+             "| arm | kNN organ accuracy, first measurement | kNN, last | silhouette (held-out), last | seeds |",
+             "| --- | --- | --- | --- | --- |"]
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(1, len(arms), figsize=(3.2 * len(arms), 3.2), squeeze=False)
-    for axis, arm in zip(axes[0], arms):
-        seed = min(embeddings[arm])
-        pca = embeddings[arm][seed]["pca"]
-        xy, labels, held = np.array(pca["xy"]), np.array(pca["labels"]), np.array(pca["held_out"])
-        for label in np.unique(labels):
-            chosen = labels == label
-            axis.scatter(xy[chosen & ~held, 0], xy[chosen & ~held, 1], s=10, color=f"C{label % 10}", label=str(label))
-            axis.scatter(xy[chosen & held, 0], xy[chosen & held, 1], s=28, marker="x", color=f"C{label % 10}")
-        axis.set_title(f"{arm} (seed {seed})", fontsize=9)
-        axis.set_xticks([])
-        axis.set_yticks([])
-    axes[0][0].legend(title="organ id", fontsize=6, title_fontsize=7, loc="best")
-    figure.suptitle("PCA of organ features: dots = pretraining pool, crosses = held-out subjects", fontsize=9)
+    figure, axes = plt.subplots(figsize=(5.5, 4))
+    for arm, runs in curves.items():
+        last = [run["history"][-1]["metrics"] for run in pretrains[arm].values()
+                if "embedding_knn_accuracy" in run.get("history", [{}])[-1].get("metrics", {})]
+        silhouette = np.nanmean([m["embedding_silhouette_held_out"] for m in last]) if last else float("nan")
+        lines.append(f"| `{arm}` (epoch {runs[0][0][0]} to {runs[0][-1][0]}) | "
+                     f"{np.mean([r[0][1] for r in runs]):.3f} | {np.mean([r[-1][1] for r in runs]):.3f} | "
+                     f"{silhouette:.3f} | {len(runs)} |")
+        length = min(len(r) for r in runs)
+        axes.plot([e for e, _ in runs[0][:length]], np.mean([[v for _, v in r[:length]] for r in runs], axis=0),
+                  marker="o", label=f"{arm} ({len(runs)} seeds)")
+    axes.set_xlabel("pretraining epoch")
+    axes.set_ylabel("kNN organ accuracy, held-out subjects")
+    axes.legend(fontsize=8)
     figure.tight_layout()
-    plots.mkdir(parents=True, exist_ok=True)
-    _save(figure, plots / "embedding_pca.png")
-    return lines + ["", f"![embedding PCA]({os.path.relpath(plots, report.parent)}/embedding_pca.png)", ""]
+    _save(figure, plots / "embedding_knn_during_pretraining.png")
+    relative = os.path.relpath(plots, report.parent)
+    return lines + ["", f"![kNN during pretraining]({relative}/embedding_knn_during_pretraining.png)", ""]
+
+
+def _steps_to_scratch(finetunes, arms, settings) -> list[str]:
+    """Fine-tuning steps each pretrained arm needs to reach the best validation Dice of scratch, paired by seed."""
+    lines = ["## Fine-tuning steps to reach scratch's validation Dice (paired by seed)", "",
+             "For each seed: the first validation at which the pretrained arm's Dice reaches the best validation Dice "
+             "that `scratch` reached with that seed in its whole run; median steps over the seeds where it does, and "
+             "scratch's own median steps to its best.", "",
+             "| arm | " + " | ".join(settings) + " |", "| --- |" + " --- |" * len(settings)]
+    rows = {arm: [] for arm in arms}
+    for setting in settings:
+        scratch = finetunes.get(("scratch", setting, False), {})
+        for arm in arms:
+            runs = finetunes.get((arm, setting, False), {})
+            reached, paired = [], 0
+            for seed, run in runs.items():
+                if seed not in scratch or not scratch[seed]["validation_curve"] or not run["validation_curve"]:
+                    continue
+                paired += 1
+                target = max(v for _, v in scratch[seed]["validation_curve"] if v is not None)
+                epochs = [e for e, v in run["validation_curve"] if v is not None and v >= target]
+                if epochs:
+                    reached.append(epochs[0] * run["steps_per_epoch"])
+            cell = f"{np.median(reached):.0f} ({len(reached)} of {paired} seeds)" if reached else f"never (0 of {paired})"
+            rows[arm].append(cell if paired else "-")
+    return lines + [f"| `{arm}` | " + " | ".join(cells) + " |" for arm, cells in rows.items()] + [""]
 
 
 def _plots(finetunes, arms, settings, plots: Path, report: Path) -> list[str]:
@@ -350,7 +405,6 @@ def _save(figure, path: Path) -> None:
 
 def _not_yet() -> list[str]:
     return ["## Not measured yet", "",
-            "- Embedding quality during pretraining (in the run summary and TensorBoard); above it is measured after.",
             "- The shortcut study (intensity and scale augmentations, coarse masks, longer pretraining, organ x phase "
             "labels, encoder learning-rate multiplier or warm-up).", ""]
 
