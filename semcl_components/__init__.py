@@ -6,6 +6,41 @@ Modules:
     networks: encoders, object-embedding model, encoder -> segmentation transfer.
     engines: the contrastive training step for MONAI/ignite trainers.
     data: the embedded multi-organ CT phantom generator and its datalists.
+    handlers, input_checks, settings, bundle_utils, atomic_io: what the bundle's workflows need besides.
+
+Importing the package imports the modules the bundle configs use, so that a config reaches all of them through one
+item (``semcl_components: "$...pkgutil.resolve_name('semcl_components')"``), whether the package is installed or
+copied into a model-zoo bundle's ``scripts/`` folder.
 """
 
 __version__ = "0.1.0"
+
+from semcl_components import (  # noqa: E402  (after __version__, which the submodules may read)
+    atomic_io,
+    bundle_utils,
+    data,
+    embedding_quality,
+    engines,
+    handlers,
+    input_checks,
+    losses,
+    metrics,
+    networks,
+    settings,
+    transforms,
+)
+
+__all__ = [
+    "atomic_io",
+    "bundle_utils",
+    "data",
+    "embedding_quality",
+    "engines",
+    "handlers",
+    "input_checks",
+    "losses",
+    "metrics",
+    "networks",
+    "settings",
+    "transforms",
+]

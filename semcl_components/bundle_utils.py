@@ -1,21 +1,18 @@
-"""Small helpers the bundle configs call: where the bundle is, which data to read, and checks with clear errors.
+"""Small helpers the bundle configs call: which data to read, the shared settings, and checks with clear errors.
 
 Everything here is plain Python that the configs reference as expressions, e.g.
-``dataset_dir: "$semcl_components.bundle_utils.ensure_phantom_dataset(@bundle_root + '/data/phantoms')"``.
+``dataset_dir: "$@semcl_components.bundle_utils.ensure_phantom_dataset(@bundle_root + '/data/phantoms')"``.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
-import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 __all__ = [
-    "bundle_root_from_argv",
     "class_names",
     "ensure_phantom_dataset",
     "inference_inputs",
@@ -24,31 +21,6 @@ __all__ = [
 ]
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
-
-
-def bundle_root_from_argv(fallback: str | os.PathLike = ".", argv: Sequence[str] | None = None) -> str:
-    """The bundle folder of the config given to ``python -m monai.bundle run --config_file <bundle>/configs/x.yaml``.
-
-    MONAI's bundle convention is ``bundle_root: "."`` (run from the bundle folder). This lets the same commands run from
-    any working directory: the first ``--config_file`` path (a path, or a list written as a string) is taken, and if
-    its folder is called ``configs`` its parent is the bundle root. Without ``--config_file`` on the command line (a
-    Python caller, MONAI Label, which sets ``bundle_root`` itself) the ``fallback`` is returned. An explicit
-    ``--bundle_root`` override always wins over this default.
-    """
-    args = list(sys.argv if argv is None else argv)
-    for i, arg in enumerate(args):
-        value = None
-        if arg == "--config_file" and i + 1 < len(args):
-            value = args[i + 1]
-        elif arg.startswith("--config_file="):
-            value = arg.split("=", 1)[1]
-        if value is None:
-            continue
-        match = re.search(r"[^'\"\[\],\s]+\.(?:json|ya?ml)", value)
-        if match:
-            config_dir = Path(match.group(0)).absolute().parent
-            return str(config_dir.parent if config_dir.name == "configs" else config_dir)
-    return str(Path(fallback).absolute())
 
 
 def read_settings(path: str | os.PathLike) -> dict[str, Any]:
@@ -182,7 +154,7 @@ def class_names(labels: Mapping[str, str] | str | os.PathLike) -> list[str]:
 
     ``labels`` is such a map (the bundle's ``metadata.json`` ``channel_def``) or the path of an MSD ``dataset.json``
     whose ``labels`` map is used, so a dataset brings its own classes: ``--class_names
-    "$semcl_components.bundle_utils.class_names('/data/btcv/dataset.json')"``.
+    "$@semcl_components.bundle_utils.class_names('/data/btcv/dataset.json')"``.
     """
     if not isinstance(labels, Mapping):
         labels = json.loads(Path(labels).read_text())["labels"]

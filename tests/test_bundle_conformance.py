@@ -221,3 +221,13 @@ def test_a_backbone_registered_in_encoders_is_built_by_name(monkeypatch):
         assert isinstance(encoder, TinyEncoder) and encoder.in_channels == channels
         model = ObjectEmbeddingModel(encoder, embedding_mode=mode, hidden_dim=8, projection_dim=4)
         assert model(torch.rand(1, 1, 8, 8, 8), [torch.ones(2, 8, 8, 8)]).shape == (2, 4)
+
+
+def test_class_names_override_from_a_dataset_json_as_the_btcv_recipe_writes_it(tmp_path):
+    """The README's BTCV recipe: ``--class_names "$@semcl_components.bundle_utils.class_names('<dataset.json>')"``."""
+    labels = {"0": "background", "1": "spleen", "2": "right kidney", "3": "left kidney", "4": "gallbladder"}
+    (tmp_path / "dataset.json").write_text(json.dumps({"labels": labels}))
+    expression = f"$@semcl_components.bundle_utils.class_names('{tmp_path / 'dataset.json'}')"
+    for config in SHARED_WORKFLOWS:
+        values = parsed_settings(CONFIGS.parent, config, ("class_names", "num_classes"), class_names=expression)
+        assert values == {"class_names": ["spleen", "right kidney", "left kidney", "gallbladder"], "num_classes": 5}
