@@ -1,0 +1,191 @@
+"""The model-zoo artifact: export, download into an environment without this repository, weights, inference.
+
+The zoo environment (``.venv-zoo`` in the repository root, reused while the bundle README's install lines are
+unchanged) has only what the bundle README tells a zoo user to install: no ``semcl_components``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import yaml
+
+from conftest import bundle_env
+
+ROOT = Path(__file__).resolve().parents[1]
+BUNDLE = ROOT / "bundles" / "abdomen_ct_semcl_segmentation"
+NAME = BUNDLE.name
+EXPORT = ROOT / "scripts" / "export_bundle.py"
+ZOO_VENV = Path(os.environ.get("SEMCL_ZOO_VENV", ROOT / ".venv-zoo"))
+TINY_EXPORT = ["--pretrain-epochs", "1", "--train-epochs", "1", "--set", "patch_size", "[32,32,32]", "view_size",
+               "[24,24,24]", "min_voxels", "8", "num_samples", "1", "roi_size", "[32,32,32]"]
+
+
+def readme_install_lines() -> list[str]:
+    """The ``pip install`` lines of the bundle README's zoo-install block."""
+    text = (BUNDLE / "docs" / "README.md").read_text()
+    block = re.search(r"<!-- zoo-install:.*?-->\s*```bash\n(.*?)```", text, re.S)
+    assert block, "the bundle README has no zoo-install block"
+    lines = [line.strip() for line in block.group(1).splitlines() if line.strip()]
+    assert lines and all(line.startswith("pip install ") for line in lines), lines
+    return lines
+
+
+def run(command: list, cwd: Path, env: dict | None = None, timeout: float = 900) -> subprocess.CompletedProcess:
+    return subprocess.run([str(c) for c in command], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def zoo_env() -> dict:
+    """A zoo user's environment: no PYTHONPATH, nothing of the repository."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    env.update(OMP_NUM_THREADS="1", PYTHONDONTWRITEBYTECODE="1")
+    return env
+
+
+@pytest.fixture(scope="session")
+def zoo_python() -> Path:
+    """Python of the zoo environment, created from the README's install lines (or reused if they are unchanged)."""
+    lines = readme_install_lines()
+    python = ZOO_VENV / "bin" / "python"
+    marker = ZOO_VENV / "installed-from-readme.txt"
+    if not (python.is_file() and marker.is_file() and marker.read_text() == "\n".join(lines)):
+        shutil.rmtree(ZOO_VENV, ignore_errors=True)
+        created = run([sys.executable, "-m", "venv", ZOO_VENV], cwd=ROOT)
+        assert created.returncode == 0, created.stderr
+        for line in lines:
+            args = line.split()[2:]
+            installed = run([python, "-m", "pip", "install", "--disable-pip-version-check", "-q",
+                             *[a.strip('"') for a in args]], cwd=ROOT, env=zoo_env(), timeout=1800)
+            assert installed.returncode == 0, f"{line}:\n{installed.stdout[-2000:]}{installed.stderr[-3000:]}"
+        marker.write_text("\n".join(lines))
+    return python
+
+
+@pytest.fixture(scope="session")
+def exported(phantom_dataset, tmp_path_factory) -> dict:
+    """One export with tiny training (the bundle's own network, 1 epoch each): the zip and the weights beside it."""
+    out = tmp_path_factory.mktemp("dist")
+    work = tmp_path_factory.mktemp("export_work")
+    result = run([sys.executable, EXPORT, "--url", f"file://{out}", "--out", out, "--workdir", work,
+                  "--dataset_dir", phantom_dataset, *TINY_EXPORT], cwd=work, env=bundle_env(), timeout=1200)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return {"zip": out / f"{NAME}_v0.1.0.zip", "out": out, "work": work}
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_zip_is_one_bundle_folder_with_code_weights_hashes_and_pinned_metadata(exported):
+    with zipfile.ZipFile(exported["zip"]) as archive:
+        names = archive.namelist()
+        assert all(name.startswith(f"{NAME}/") for name in names)
+        inside = {name[len(NAME) + 1:] for name in names}
+        assert {"configs/inference.yaml", "configs/metadata.json", "docs/README.md", "LICENSE", "large_files.yml",
+                "models/model.pt", "models/pretrained_encoder.pt", "scripts/semcl_components/__init__.py",
+                "scripts/semcl_components/networks/encoders.py"} <= inside
+        assert not [n for n in inside if "__pycache__" in n or n.endswith((".lock", ".pyc"))]
+        text = archive.read(f"{NAME}/configs/metadata.json").decode()
+        large = yaml.safe_load(archive.read(f"{NAME}/large_files.yml"))
+        shipped = {p: hashlib.sha256(archive.read(f"{NAME}/{p}")).hexdigest() for p in ("models/model.pt",
+                                                                                         "models/pretrained_encoder.pt")}
+    metadata = json.loads(text)
+    assert text == json.dumps(metadata, indent=4) + "\n"  # the zoo's 4-space format
+    assert metadata["version"] in metadata["changelog"]
+    assert "semcl_components" not in metadata["required_packages_version"]  # inside the bundle, not a package
+    assert {"nibabel", "itk", "pytorch-ignite", "fire", "pyyaml", "pillow"} <= set(metadata["required_packages_version"])
+    assert all(re.fullmatch(r"\d+(\.\d+)+", v) for v in metadata["required_packages_version"].values())
+    summary = json.loads((exported["work"] / "eval" / "test" / "evaluation_summary.json").read_text())
+    assert metadata["eval_metrics"]["mean_dice"] == round(summary["metrics"]["val_mean_dice"], 4)
+    assert len(metadata["eval_metrics"]["mean_dice_per_organ"]) == 8
+    for entry in large["large_files"]:
+        assert entry["hash_type"] == "sha256" and entry["hash_val"] == shipped[entry["path"]]
+        assert entry["url"] == f"file://{exported['out']}/{Path(entry['path']).name}"
+        assert sha256(exported["out"] / Path(entry["path"]).name) == entry["hash_val"]  # the file to publish
+    digest, name = (exported["out"] / f"{exported['zip'].name}.sha256").read_text().split()
+    assert (digest, name) == (sha256(exported["zip"]), exported["zip"].name)
+
+
+def test_exporting_the_same_weights_twice_gives_the_same_zip(exported, phantom_dataset, tmp_path):
+    zips = []
+    for attempt in ("a", "b"):
+        out = tmp_path / attempt
+        result = run([sys.executable, EXPORT, "--url", "https://example.org/v0.1.0", "--out", out, "--workdir",
+                      tmp_path / f"work_{attempt}", "--dataset_dir", phantom_dataset, "--weights-from", exported["out"],
+                      "--set", "roi_size", "[32,32,32]"], cwd=tmp_path, env=bundle_env())
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        zips.append((out / exported["zip"].name).read_bytes())
+    assert zips[0] == zips[1]
+
+
+def test_export_without_both_weight_files_is_refused(tmp_path, phantom_dataset):
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "model.pt").write_bytes(b"x")
+    result = run([sys.executable, EXPORT, "--url", "file:///x", "--out", tmp_path / "out", "--dataset_dir",
+                  phantom_dataset, "--weights-from", tmp_path / "models"], cwd=tmp_path, env=bundle_env())
+    assert result.returncode != 0 and "lacks pretrained_encoder.pt" in result.stderr
+
+
+def infer(python: Path, config: str, cwd: Path, image: Path, out: Path, env: dict, *extra: str) -> np.ndarray:
+    result = run([python, "-m", "monai.bundle", "run", "--config_file", config, "--input_path", image, "--output_dir",
+                  out, "--roi_size", "[32,32,32]", *extra], cwd=cwd, env=env)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    (prediction,) = sorted(out.rglob("*.nii.gz"))
+    image_file = nib.load(str(prediction))
+    return np.asarray(image_file.dataobj), image_file.affine
+
+
+def test_zoo_user_downloads_fetches_weights_and_segments_from_any_folder(exported, zoo_python, phantom_dataset, tmp_path):
+    env = zoo_env()
+    absent = run([zoo_python, "-c", "import semcl_components"], cwd=tmp_path, env=env)
+    assert absent.returncode != 0  # nothing of the repository in the zoo environment
+    downloads = tmp_path / "bundles"
+    got = run([zoo_python, "-m", "monai.bundle", "download", "--name", NAME, "--url", f"file://{exported['zip']}",
+               "--bundle_dir", downloads], cwd=tmp_path, env=env)
+    assert got.returncode == 0, got.stdout[-3000:] + got.stderr[-3000:]
+    bundle = downloads / NAME
+    for weights in (bundle / "models").glob("*.pt"):
+        weights.unlink()
+    fetched = run([zoo_python, "-m", "monai.bundle", "download_large_files", "--bundle_path", bundle], cwd=tmp_path,
+                  env=env)
+    assert fetched.returncode == 0, fetched.stdout[-3000:] + fetched.stderr[-3000:]
+    assert sha256(bundle / "models" / "model.pt") == sha256(exported["out"] / "model.pt")
+
+    image = phantom_dataset / json.loads((phantom_dataset / "datalist.json").read_text())["test"][0]["image"]
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    # the zoo's convention (from the bundle folder, relative config path), and from another folder
+    from_bundle = infer(zoo_python, "configs/inference.yaml", bundle, image, tmp_path / "seg_a", env)
+    from_elsewhere = infer(zoo_python, str(bundle / "configs" / "inference.yaml"), elsewhere, image, tmp_path / "seg_b",
+                           env)
+    # the repository's bundle with the same weights
+    repository = infer(Path(sys.executable), str(BUNDLE / "configs" / "inference.yaml"), elsewhere, image,
+                       tmp_path / "seg_c", bundle_env(), "--ckpt_dir", str(bundle / "models"))
+    for labels, affine in (from_bundle, from_elsewhere):
+        np.testing.assert_array_equal(labels, repository[0])
+        np.testing.assert_allclose(affine, repository[1])
+    assert set(np.unique(repository[0])) <= set(range(9))
+
+
+def test_tampered_weights_are_refused_naming_the_file(exported, zoo_python, tmp_path):
+    with zipfile.ZipFile(exported["zip"]) as archive:
+        archive.extractall(tmp_path)
+    weights = tmp_path / NAME / "models" / "model.pt"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    result = run([zoo_python, "-m", "monai.bundle", "download_large_files", "--bundle_path", tmp_path / NAME],
+                 cwd=tmp_path, env=zoo_env())
+    assert result.returncode != 0
+    assert "model.pt" in result.stderr and "check" in result.stderr.lower()
