@@ -35,7 +35,9 @@ class RunResult:
     peak_memory_mb: float
 
 
-def bundle_command(configs_dir: str | os.PathLike, configs: Sequence[str], overrides: Mapping[str, object]) -> list[str]:
+def bundle_command(
+    configs_dir: str | os.PathLike, configs: Sequence[str], overrides: Mapping[str, object]
+) -> list[str]:
     """``python -m monai.bundle run --config_file <configs> --key value ...`` with this interpreter.
 
     Lists are written as JSON (``[64,64,64]``) and everything else as ``str(value)``.
@@ -75,8 +77,13 @@ def run_logged(
         log.write("$ " + shlex.join(command) + "\n")
         log.flush()
         process = subprocess.Popen(
-            list(command), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
-            encoding="utf-8", errors="replace",  # progress bars print non-ASCII whatever the locale
+            list(command),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            bufsize=1,
+            encoding="utf-8",
+            errors="replace",  # progress bars print non-ASCII whatever the locale
             env=None if env is None else dict(env),
         )
         assert process.stdout is not None
@@ -97,4 +104,3 @@ def run_logged(
     print(f"{prefix}   {name} done in {seconds:.0f} s (log: {log_file})", flush=True)
     scale = 1024.0 if sys.platform != "darwin" else 1024.0 * 1024.0  # ru_maxrss: KiB on Linux, bytes on macOS
     return RunResult(seconds, usage.ru_maxrss / scale)
-

@@ -46,7 +46,9 @@ def read_settings(path: str | os.PathLike) -> dict[str, Any]:
     return dict(settings)
 
 
-def ensure_phantom_dataset(folder: str | os.PathLike, num: int = 24, seed: int = 0, size: Sequence[int] = (96, 96, 96)) -> str:
+def ensure_phantom_dataset(
+    folder: str | os.PathLike, num: int = 24, seed: int = 0, size: Sequence[int] = (96, 96, 96)
+) -> str:
     """Return ``folder``, writing the embedded phantom dataset there first if it holds no dataset yet.
 
     The bundle configs use this as the default ``dataset_dir``, so every workflow runs on a fresh machine without a
@@ -105,7 +107,9 @@ def load_datalist(
                 path = Path(entry[k])
                 entry[k] = str(path if path.is_absolute() else (base_dir / path).resolve())
                 if not os.path.exists(entry[k]):
-                    raise FileNotFoundError(f"{k} file {entry[k]} (entry {index} of '{key}' in {datalist_file}) does not exist.")
+                    raise FileNotFoundError(
+                        f"{k} file {entry[k]} (entry {index} of '{key}' in {datalist_file}) does not exist."
+                    )
         items.append(entry)
     if not items:
         raise ValueError(f"list '{key}' in {datalist_file} is empty.")

@@ -120,7 +120,11 @@ def plot_embedding_projections(
 
     figure, axes = plt.subplots(1, max(len(panels), 1), figsize=(3.2 * max(len(panels), 1), 3.4), squeeze=False)
     for axis, (name, (xy, labels, held_out)) in zip(axes[0], panels.items()):
-        xy, labels, held_out = np.asarray(xy, dtype=float).reshape(-1, 2), np.asarray(labels), np.asarray(held_out, bool)
+        xy, labels, held_out = (
+            np.asarray(xy, dtype=float).reshape(-1, 2),
+            np.asarray(labels),
+            np.asarray(held_out, bool),
+        )
         for label in np.unique(labels):
             chosen = labels == label
             legend = class_names[label] if class_names is not None and label < len(class_names) else str(label)
@@ -144,5 +148,7 @@ def projection_panel(
     """One panel of :func:`plot_embedding_projections`: the PCA of both sets together, their ids, held-out flags."""
     xy = pca_projection(torch.cat([reference, held_out]))
     labels = torch.cat([reference_labels, held_out_labels])
-    flags = torch.cat([torch.zeros(len(reference_labels), dtype=torch.bool), torch.ones(len(held_out_labels), dtype=torch.bool)])
+    flags = torch.cat(
+        [torch.zeros(len(reference_labels), dtype=torch.bool), torch.ones(len(held_out_labels), dtype=torch.bool)]
+    )
     return xy, labels, flags

@@ -91,7 +91,7 @@ def silhouette_score(embeddings: torch.Tensor, labels: torch.Tensor) -> float:
     member = labels[None, :] == classes[:, None]  # (K, N)
     sums = distances @ member.double().T  # (N, K): summed distance of each sample to each class
     counts = member.sum(1).double()  # (K,)
-    own = (labels[:, None] == classes[None, :])  # (N, K)
+    own = labels[:, None] == classes[None, :]  # (N, K)
     own_counts = (counts[None, :] - own.double()).clamp_min(1)  # the others of the own class
     a = (sums * own).sum(1) / (own_counts * own).sum(1)
     b = torch.where(own, torch.full_like(sums, float("inf")), sums / counts[None, :]).min(1).values
@@ -102,7 +102,11 @@ def silhouette_score(embeddings: torch.Tensor, labels: torch.Tensor) -> float:
 
 @torch.no_grad()
 def knn_accuracy(
-    reference: torch.Tensor, reference_labels: torch.Tensor, queries: torch.Tensor, query_labels: torch.Tensor, k: int = 5
+    reference: torch.Tensor,
+    reference_labels: torch.Tensor,
+    queries: torch.Tensor,
+    query_labels: torch.Tensor,
+    k: int = 5,
 ) -> float:
     """Share of ``queries`` whose ``k`` nearest ``reference`` embeddings (cosine) vote for the query's own label.
 

@@ -17,7 +17,9 @@ __all__ = ["FINETUNE_SIZES", "make_low_label_splits"]
 FINETUNE_SIZES: tuple[int, ...] = (1, 2, 4, 8)
 
 
-def make_low_label_splits(items: Sequence[dict], seed: int = 0, test_fraction: float = 0.15, val_fraction: float = 0.1) -> dict[str, list[dict]]:
+def make_low_label_splits(
+    items: Sequence[dict], seed: int = 0, test_fraction: float = 0.15, val_fraction: float = 0.1
+) -> dict[str, list[dict]]:
     """Split ``items`` into pretrain / finetune_{1,2,4,8} / validation / test.
 
     Args:

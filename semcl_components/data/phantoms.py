@@ -123,7 +123,12 @@ def _bounding_region(canvas: _Canvas, centre: np.ndarray, radius: float) -> tupl
 
 
 def _ellipsoid_distance(
-    canvas: _Canvas, region: tuple[slice, ...], centre: np.ndarray, semi_axes: np.ndarray, rotation: np.ndarray, tube: bool
+    canvas: _Canvas,
+    region: tuple[slice, ...],
+    centre: np.ndarray,
+    semi_axes: np.ndarray,
+    rotation: np.ndarray,
+    tube: bool,
 ) -> np.ndarray:
     """Approximate signed distance (voxels, negative inside) to a rotated ellipsoid (or a z-infinite elliptic tube)."""
     local = [c[region] - centre[i] for i, c in enumerate(canvas.coords)]
@@ -184,7 +189,9 @@ def _organ_hu(organ: Organ, phase: int, rng: np.random.Generator) -> float:
     return float(organ.hu[phase] + rng.normal(0.0, 12.0))
 
 
-def _paint_organ(canvas: _Canvas, organ: Organ, phase: int, scale: float, cavity: np.ndarray, rng: np.random.Generator) -> bool:
+def _paint_organ(
+    canvas: _Canvas, organ: Organ, phase: int, scale: float, cavity: np.ndarray, rng: np.random.Generator
+) -> bool:
     """Draw one organ with per-subject position, size, orientation and intensity; False if it fell outside the view."""
     centre = np.array(organ.centre, dtype=np.float32) + rng.normal(0.0, 0.03, 3).astype(np.float32)
     if organ.tube:
@@ -255,7 +262,9 @@ def _write_nifti(array: np.ndarray, affine: np.ndarray, path: Path) -> None:
         stream.write(image.to_bytes())
 
 
-def _dataset_json(num: int, seed: int, size: Sequence[int], spacing: float, cases: list[str], phases: list[str]) -> dict:
+def _dataset_json(
+    num: int, seed: int, size: Sequence[int], spacing: float, cases: list[str], phases: list[str]
+) -> dict:
     training = [{"image": f"./imagesTr/{c}.nii.gz", "label": f"./labelsTr/{c}.nii.gz"} for c in cases]
     return {
         "name": "SemCLAbdomenPhantom",
@@ -288,8 +297,14 @@ def _same_dataset(out: Path, num: int, seed: int, size: Sequence[int], spacing: 
     except (OSError, ValueError, KeyError, TypeError):
         return False
     same = (meta.get("version"), meta.get("seed"), meta.get("size"), meta.get("spacing_mm")) == (
-        GENERATOR_VERSION, seed, list(size), spacing)
-    files = [out / "datalist.json"] + [out / d / f"phantom_{i:03d}.nii.gz" for d in ("imagesTr", "labelsTr") for i in range(num)]
+        GENERATOR_VERSION,
+        seed,
+        list(size),
+        spacing,
+    )
+    files = [out / "datalist.json"] + [
+        out / d / f"phantom_{i:03d}.nii.gz" for d in ("imagesTr", "labelsTr") for i in range(num)
+    ]
     return same and len(meta.get("contrast_phases", {})) == num and all(f.is_file() for f in files)
 
 
@@ -311,7 +326,9 @@ def write_phantom_dataset(
     """
     out = Path(out).absolute()
     if num < 4:
-        raise ValueError(f"--num must be >= 4 (pretrain, finetune, validation and test need one subject each), got {num}.")
+        raise ValueError(
+            f"--num must be >= 4 (pretrain, finetune, validation and test need one subject each), got {num}."
+        )
     if spacing <= 0:
         raise ValueError(f"--spacing must be > 0 mm, got {spacing}.")
     start = time.perf_counter()
@@ -389,8 +406,8 @@ def summarise_dataset(folder: str | os.PathLike) -> dict:
     dataset = json.loads((folder / "dataset.json").read_text())
     splits = json.loads((folder / "datalist.json").read_text())
     names = {int(k): v for k, v in dataset["labels"].items() if int(k) > 0}
-    present = {n: 0 for n in names.values()}
-    hu_sum = {n: 0.0 for n in names.values()}
+    present = dict.fromkeys(names.values(), 0)
+    hu_sum = dict.fromkeys(names.values(), 0.0)
     for item in dataset["training"]:
         image = np.asarray(nib.load(folder / item["image"]).dataobj, dtype=np.float32)
         label = np.asarray(nib.load(folder / item["label"]).dataobj)
@@ -399,7 +416,10 @@ def summarise_dataset(folder: str | os.PathLike) -> dict:
             if inside.any():
                 present[name] += 1
                 hu_sum[name] += float(image[inside].mean())
-    organs = {n: {"present": present[n], "mean_hu": round(hu_sum[n] / present[n], 1) if present[n] else None} for n in names.values()}
+    organs = {
+        n: {"present": present[n], "mean_hu": round(hu_sum[n] / present[n], 1) if present[n] else None}
+        for n in names.values()
+    }
     return {
         "folder": str(folder),
         "num_subjects": dataset["numTraining"],
@@ -437,7 +457,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", required=True, help="output dataset folder")
     parser.add_argument("--num", type=int, default=24, help="number of subjects (>= 4; default 24)")
     parser.add_argument("--seed", type=int, default=0, help="dataset seed (default 0)")
-    parser.add_argument("--size", type=int, nargs=3, default=(96, 96, 96), metavar=("X", "Y", "Z"), help="voxels (default 96 96 96)")
+    parser.add_argument(
+        "--size", type=int, nargs=3, default=(96, 96, 96), metavar=("X", "Y", "Z"), help="voxels (default 96 96 96)"
+    )
     parser.add_argument("--spacing", type=float, default=1.5, help="isotropic voxel spacing in mm (default 1.5)")
     parser.add_argument("--preview", action="store_true", help="also write preview.png of the first subject")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing folder with other contents")
@@ -458,7 +480,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except OSError as error:
-        print(f"error: cannot write the dataset to {args.out}: {error.strerror or error} ({error.filename or args.out})", file=sys.stderr)
+        print(
+            f"error: cannot write the dataset to {args.out}: {error.strerror or error} ({error.filename or args.out})",
+            file=sys.stderr,
+        )
         return 2
     print(format_summary(summary))
     return 0

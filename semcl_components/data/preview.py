@@ -20,7 +20,9 @@ def label_colours(num_labels: int) -> np.ndarray:
     return np.concatenate([np.zeros((1, 3)), rgb]).__mul__(255).astype(np.uint8)
 
 
-def _panel(image: np.ndarray, label: np.ndarray, colours: np.ndarray, window: tuple[float, float], alpha: float) -> np.ndarray:
+def _panel(
+    image: np.ndarray, label: np.ndarray, colours: np.ndarray, window: tuple[float, float], alpha: float
+) -> np.ndarray:
     """One slice (2D, x by y) -> RGB uint8, displayed with the first array axis horizontal and the second upwards."""
     low, high = window
     grey = np.clip((image - low) / (high - low), 0.0, 1.0)[..., None] * 255.0
@@ -70,7 +72,9 @@ def write_preview(
     canvas.paste(Image.fromarray(strip), (0, 0))
     draw = ImageDraw.Draw(canvas)
     y = strip.shape[0] + 4
-    draw.text((4, y), f"axial z={cz}, coronal y={cy}, sagittal x={cx}; window {window[0]:g}..{window[1]:g} HU", fill="white")
+    draw.text(
+        (4, y), f"axial z={cz}, coronal y={cy}, sagittal x={cx}; window {window[0]:g}..{window[1]:g} HU", fill="white"
+    )
     for k, name in legend_rows:
         y += 14
         draw.rectangle((4, y + 2, 14, y + 11), fill=tuple(int(c) for c in colours[k]))

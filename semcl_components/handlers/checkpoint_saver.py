@@ -34,8 +34,9 @@ class _SaveThenRemove(BaseSaveHandler):
         bad = _non_finite_entries(checkpoint)
         if bad:
             shown = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
+            target = os.path.join(self.dirname, getattr(self.disk_saver, "filename", None) or filename)
             raise RuntimeError(
-                f"not writing {os.path.join(self.dirname, getattr(self.disk_saver, 'filename', None) or filename)}: the weights hold NaN or infinite values "
+                f"not writing {target}: the weights hold NaN or infinite values "
                 f"({shown}); training diverged or read a non-finite input. The previous files are kept."
             )
         self.disk_saver(checkpoint, filename, metadata)

@@ -41,7 +41,9 @@ def confusion_matrix(pred: torch.Tensor, label: torch.Tensor, num_classes: int) 
     return torch.bincount(truth * num_classes + predicted, minlength=num_classes**2).reshape(num_classes, num_classes)
 
 
-def plot_confusion_matrix(counts: torch.Tensor, class_names: Sequence[str], path: str | os.PathLike, title: str = "") -> None:
+def plot_confusion_matrix(
+    counts: torch.Tensor, class_names: Sequence[str], path: str | os.PathLike, title: str = ""
+) -> None:
     """Write a PNG of ``counts``: each row normalised to the share of that true class's voxels, counts in the cells."""
     import matplotlib
 

@@ -122,6 +122,7 @@ class EmbeddingQualityHandler:
         if self.plot_file is not None and len(reference_labels) + len(held_out_labels) >= 2:
             panel = projection_panel(reference, reference_labels, held_out, held_out_labels)
             plot_embedding_projections(
-                {f"epoch {engine.state.epoch}: kNN {quality['knn_accuracy']:.2f}": panel}, self.plot_file,
+                {f"epoch {engine.state.epoch}: kNN {quality['knn_accuracy']:.2f}": panel},
+                self.plot_file,
                 class_names=self.class_names,
             )

@@ -172,7 +172,8 @@ class RunSummaryWriter:
             sums = torch.where(finite, values, torch.zeros_like(values)).sum(0)
             counts = finite.sum(0)
             result[metric] = {
-                name: (round(float(sums[i] / counts[i]), 4) if counts[i] > 0 else None) for i, name in enumerate(self.class_names)
+                name: (round(float(sums[i] / counts[i]), 4) if counts[i] > 0 else None)
+                for i, name in enumerate(self.class_names)
             }
         return result
 

@@ -289,4 +289,3 @@ class ObjectEmbeddingModel(nn.Module):
             spatial = size if size is not None else tuple(image.shape[2:])
             return image.new_zeros(0, image.shape[1] + 1, *spatial), image.new_zeros(0, *spatial)
         return torch.stack(inputs), torch.stack(crops)
-

@@ -198,10 +198,11 @@ def _missing_encoder_keys(target: Mapping[str, torch.Tensor], state: Mapping[str
     return [k for k in target if k not in named and k.startswith(top_levels)]
 
 
-
-
 def encoder_parameter_groups(
-    network: nn.Module, lr: float, encoder_lr_multiplier: float = 1.0, encoder_prefixes: Sequence[str] = ENCODER_PREFIXES
+    network: nn.Module,
+    lr: float,
+    encoder_lr_multiplier: float = 1.0,
+    encoder_prefixes: Sequence[str] = ENCODER_PREFIXES,
 ) -> list[dict]:
     """Optimizer parameter groups that give a segmentation network's encoder its own learning rate.
 

@@ -114,4 +114,3 @@ class RandLateralFlipd(RandomizableTransform, MapTransform):
             elif not self.allow_missing_keys:
                 raise KeyError(f"label key '{key}' is not in the data (keys: {sorted(map(str, d))}).")
         return d
-
