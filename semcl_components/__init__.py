@@ -15,7 +15,7 @@ copied into a model-zoo bundle's ``scripts/`` folder.
 
 __version__ = "0.1.0"
 
-from semcl_components import (  # noqa: E402  (after __version__, which the submodules may read)
+from . import (  # noqa: E402  (after __version__, which the submodules may read)
     atomic_io,
     bundle_utils,
     data,

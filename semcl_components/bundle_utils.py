@@ -56,7 +56,7 @@ def ensure_phantom_dataset(
     """
     folder = Path(folder)
     if not (folder / "dataset.json").is_file():
-        from semcl_components.data.phantoms import write_phantom_dataset
+        from .data.phantoms import write_phantom_dataset
 
         print(f"[semcl] no dataset at {folder}: writing {num} phantoms of {tuple(size)} voxels there", flush=True)
         write_phantom_dataset(folder, num=num, seed=seed, size=size, preview=True, verbose=False)

@@ -22,9 +22,9 @@ from typing import Any
 
 import torch
 
-from semcl_components.atomic_io import atomic_write
-from semcl_components.metrics import knn_accuracy, pca_projection, silhouette_score
-from semcl_components.transforms import GenerateAttentionMasks
+from .atomic_io import atomic_write
+from .metrics import knn_accuracy, pca_projection, silhouette_score
+from .transforms import GenerateAttentionMasks
 
 __all__ = [
     "EMBEDDING_QUALITY_KEYS",

@@ -41,10 +41,10 @@ import torch.distributed as dist
 from monai.engines.utils import IterationEvents
 from monai.utils import CommonKeys, convert_to_tensor
 
-from semcl_components.data.collate import DEFAULT_OBJECT_KEYS, SAMPLE_INDEX_KEY
-from semcl_components.distributed import distributed_world_size
-from semcl_components.losses import positive_pair_mask
-from semcl_components.metrics import embedding_collapse_stats
+from .data.collate import DEFAULT_OBJECT_KEYS, SAMPLE_INDEX_KEY
+from .distributed import distributed_world_size
+from .losses import positive_pair_mask
+from .metrics import embedding_collapse_stats
 
 __all__ = ["COLLAPSE_MONITOR_KEYS", "POSITIVES", "CollapseMonitors", "ContrastiveIteration", "step_output_dict"]
 

@@ -9,7 +9,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch.nn.modules.loss import _Loss
 
-from semcl_components.distributed import all_gather_padded, all_gather_with_grad, distributed_world_size
+from .distributed import all_gather_padded, all_gather_with_grad, distributed_world_size
 
 __all__ = ["SemanticSupConLoss", "positive_pair_mask"]
 

@@ -189,3 +189,78 @@ def test_tampered_weights_are_refused_naming_the_file(exported, zoo_python, tmp_
                  cwd=tmp_path, env=zoo_env())
     assert result.returncode != 0
     assert "model.pt" in result.stderr and "check" in result.stderr.lower()
+
+
+ZOO_CHECKS = '''
+import json, os, sys
+import torch
+from monai.bundle import ConfigParser, ConfigWorkflow, ckpt_export, verify_net_in_out
+
+bundle, dataset = sys.argv[1], sys.argv[2]
+path = lambda *p: os.path.join(bundle, *p)
+for necessary in ("configs/metadata.json", "LICENSE", "models/model.pt", "configs/inference.yaml"):
+    assert os.path.exists(path(necessary)), f"missing {necessary}"
+meta = json.load(open(path("configs", "metadata.json")))
+assert meta["version"] in meta["changelog"], "version missing from changelog"
+common = dict(meta_file=path("configs", "metadata.json"), config_file=path("configs", "inference.yaml"),
+              bundle_root=bundle)
+verify_net_in_out(net_id="network_def", p=1, n=1, any=1, device="cpu", **common)
+ckpt_export(net_id="network_def", filepath=path("models", "verify_model.ts"), ckpt_file=path("models", "model.pt"),
+            **common)
+scripted = torch.jit.load(path("models", "verify_model.ts"), map_location="cpu")
+parser = ConfigParser()
+parser.read_config(common["config_file"])
+parser.read_meta(common["meta_file"])
+parser["bundle_root"] = bundle
+network = parser.get_parsed_content("network_def")
+network.load_state_dict(torch.load(path("models", "model.pt"), map_location="cpu", weights_only=True))
+network.eval()
+torch.manual_seed(0)
+image = torch.rand(1, 1, 32, 32, 32)
+with torch.no_grad():
+    difference = (scripted(image) - network(image)).abs().max().item()
+print(f"torchscript max abs difference {difference:.2e}")
+assert difference < 1e-4, difference
+for config, kind in (("inference.yaml", "infer"), ("train.yaml", "train")):
+    workflow = ConfigWorkflow(config_file=path("configs", config), meta_file=common["meta_file"],
+                              logging_file=path("configs", "logging.conf"), workflow_type=kind, bundle_root=bundle,
+                              dataset_dir=dataset)
+    workflow.initialize()
+    missing = workflow.check_properties()
+    assert not missing, f"{config}: missing properties {missing}"
+print("zoo checks passed")
+'''
+
+
+def test_model_zoo_checks_pass_on_the_exported_bundle(exported, zoo_python, phantom_dataset, tmp_path):
+    """What the zoo's verify_bundle.py (full mode) and unit tests check, run in the zoo environment."""
+    with zipfile.ZipFile(exported["zip"]) as archive:
+        archive.extractall(tmp_path / "models_path")
+    bundle = tmp_path / "models_path" / NAME
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    checks = run([zoo_python, "-c", ZOO_CHECKS, bundle, phantom_dataset], cwd=elsewhere, env=zoo_env())
+    assert checks.returncode == 0, checks.stdout[-3000:] + checks.stderr[-3000:]
+    assert "zoo checks passed" in checks.stdout
+    # every JSON file of the zip pretty-printed with 4 spaces (the zoo's pre-commit pretty-format-json)
+    with zipfile.ZipFile(exported["zip"]) as archive:
+        for name in (n for n in archive.namelist() if n.endswith(".json")):
+            text = archive.read(name).decode()
+            assert text == json.dumps(json.loads(text), indent=4, ensure_ascii=False) + "\n", name
+
+
+def test_bundle_code_passes_the_zoo_code_format_checks(exported, tmp_path):
+    """black, isort and flake8 at line length 120 with the zoo's settings, on the code inside the zip."""
+    with zipfile.ZipFile(exported["zip"]) as archive:
+        archive.extractall(tmp_path)
+    code = tmp_path / NAME / "scripts"
+    commands = {
+        "black": [sys.executable, "-m", "black", "--check", "-l", "120", code],
+        "isort": [sys.executable, "-m", "isort", "--check-only", "--profile", "black", "-l", "120", code],
+        "flake8": [sys.executable, "-m", "flake8", "--isolated", "--max-line-length", "120",
+                   "--select", "B,C,E,F,N,P,T4,W,B9", "--per-file-ignores", "__init__.py:F401",
+                   "--ignore", "E203,E501,E741,W503,W504,C408,N812,B023,B905,B028,B907,C419", code],
+    }
+    for tool, command in commands.items():
+        result = run(command, cwd=tmp_path)
+        assert result.returncode == 0, f"{tool}:\n{result.stdout[-3000:]}{result.stderr[-3000:]}"

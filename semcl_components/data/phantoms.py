@@ -40,8 +40,8 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
-from semcl_components.data.anatomy import CONTRAST_PHASES, LABEL_NAMES, ORGANS, TISSUE_HU, Organ
-from semcl_components.data.datalists import make_low_label_splits
+from .anatomy import CONTRAST_PHASES, LABEL_NAMES, ORGANS, TISSUE_HU, Organ
+from .datalists import make_low_label_splits
 
 __all__ = ["PhantomSubject", "generate_phantom", "write_phantom_dataset", "main"]
 
@@ -392,7 +392,7 @@ def _replace_folder(staging: Path, out: Path) -> None:
 
 
 def _write_preview(folder: Path) -> None:
-    from semcl_components.data.preview import write_preview
+    from .preview import write_preview
 
     first = json.loads((folder / "dataset.json").read_text())["training"][0]
     image = nib.load(folder / first["image"]).get_fdata(dtype=np.float32)

@@ -9,13 +9,13 @@
 - :class:`StopOnNonFiniteLoss` (:mod:`.non_finite_loss`): a NaN or infinite loss stops training, naming the files.
 """
 
-from semcl_components.handlers.checkpoint_resumer import CheckpointResumer, epoch_checkpoints
-from semcl_components.handlers.checkpoint_saver import AtomicCheckpointSaver
-from semcl_components.handlers.confusion_matrix import ConfusionMatrixWriter
-from semcl_components.handlers.embedding_quality import EmbeddingQualityHandler
-from semcl_components.handlers.final_validation import FinalValidationHandler
-from semcl_components.handlers.non_finite_loss import NonFiniteLossError, StopOnNonFiniteLoss
-from semcl_components.handlers.run_summary import RunSummaryWriter
+from .checkpoint_resumer import CheckpointResumer, epoch_checkpoints
+from .checkpoint_saver import AtomicCheckpointSaver
+from .confusion_matrix import ConfusionMatrixWriter
+from .embedding_quality import EmbeddingQualityHandler
+from .final_validation import FinalValidationHandler
+from .non_finite_loss import NonFiniteLossError, StopOnNonFiniteLoss
+from .run_summary import RunSummaryWriter
 
 __all__ = [
     "AtomicCheckpointSaver",

@@ -13,8 +13,8 @@ import torch
 from ignite.engine import Engine, Events
 from monai.handlers import CheckpointLoader, CheckpointSaver
 
-from semcl_components.folder_lock import FolderLock
-from semcl_components.settings import as_bool
+from ..folder_lock import FolderLock
+from ..settings import as_bool
 
 __all__ = ["CheckpointResumer", "epoch_checkpoints"]
 

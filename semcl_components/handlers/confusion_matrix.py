@@ -17,7 +17,7 @@ import torch
 from ignite.engine import Engine, Events
 from monai.handlers import from_engine
 
-from semcl_components.atomic_io import atomic_write
+from ..atomic_io import atomic_write
 
 __all__ = ["ConfusionMatrixWriter", "confusion_matrix", "plot_confusion_matrix"]
 

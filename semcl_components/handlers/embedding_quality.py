@@ -13,7 +13,7 @@ import torch
 import torch.distributed as dist
 from ignite.engine import Engine, Events
 
-from semcl_components.embedding_quality import (
+from ..embedding_quality import (
     EMBEDDING_QUALITY_KEYS,
     embedding_quality,
     organ_features,

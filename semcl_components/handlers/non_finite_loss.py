@@ -9,8 +9,8 @@ from ignite.engine import Engine
 from monai.engines.utils import IterationEvents
 from monai.utils import CommonKeys
 
-from semcl_components.engines import step_output_dict
-from semcl_components.input_checks import source_name
+from ..engines import step_output_dict
+from ..input_checks import source_name
 
 __all__ = ["NonFiniteLossError", "StopOnNonFiniteLoss"]
 

@@ -13,8 +13,8 @@ from typing import Any
 import torch
 from ignite.engine import Engine, Events
 
-from semcl_components.atomic_io import write_json_atomic
-from semcl_components.engines import step_output_dict
+from ..atomic_io import write_json_atomic
+from ..engines import step_output_dict
 
 __all__ = ["RunSummaryWriter"]
 

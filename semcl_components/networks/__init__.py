@@ -8,15 +8,15 @@
   ``encoder_parameter_groups``.
 """
 
-from semcl_components.networks.encoders import ENCODERS, SegResNetEncoder, SwinUNETREncoder, build_encoder
-from semcl_components.networks.object_embedding import (
+from .encoders import ENCODERS, SegResNetEncoder, SwinUNETREncoder, build_encoder
+from .object_embedding import (
     EMBEDDING_MODES,
     ObjectEmbeddingModel,
     ProjectionHead,
     encoder_in_channels,
     masked_average_pool,
 )
-from semcl_components.networks.weight_transfer import (
+from .weight_transfer import (
     ENCODER_PREFIXES,
     EncoderLoadReport,
     encoder_parameter_groups,

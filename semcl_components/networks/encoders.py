@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 from monai.networks.nets import SegResNet, SwinUNETR
 
-from semcl_components.networks.object_embedding import encoder_in_channels
+from .object_embedding import encoder_in_channels
 
 __all__ = ["ENCODERS", "SegResNetEncoder", "SwinUNETREncoder", "build_encoder"]
 

@@ -31,15 +31,15 @@ A typical pretraining pipeline (dictionary transforms)::
 Batch it with :class:`semcl_components.data.collate.ObjectListCollate` (variable number of objects per item).
 """
 
-from semcl_components.transforms.attention_masks import (
+from .attention_masks import (
     MASK_MODES,
     DropEmptyMasks,
     DropEmptyMasksd,
     GenerateAttentionMasks,
     GenerateAttentionMasksd,
 )
-from semcl_components.transforms.lateral_flip import RandLateralFlipd, SwapLabels, lateral_pairs
-from semcl_components.transforms.views import RandMultiViewd
+from .lateral_flip import RandLateralFlipd, SwapLabels, lateral_pairs
+from .views import RandMultiViewd
 
 __all__ = [
     "MASK_MODES",
