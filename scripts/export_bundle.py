@@ -100,6 +100,25 @@ def exported_metadata(metadata: Mapping, bundle_version: str, changelog: str, ev
     return result
 
 
+SHIPPED_BLOCK = ("<!-- shipped-weights: the export writes the numbers of the weights it ships here -->",
+                 "<!-- /shipped-weights -->")
+"""The markers of the README block that the export fills with the shipped weights' numbers."""
+
+
+def readme_with_shipped_numbers(readme: str, eval_metrics: Mapping) -> str:
+    """The bundle README with its shipped-weights block stating ``eval_metrics`` (a per-organ Dice table)."""
+    start, end = SHIPPED_BLOCK
+    if readme.count(start) != 1 or readme.count(end) != 1:
+        raise SystemExit(f"export: the bundle README needs exactly one shipped-weights block ({start} ... {end}).")
+    rows = "\n".join(f"| {organ} | {dice:.3f} |" for organ, dice in eval_metrics["mean_dice_per_organ"].items())
+    block = (
+        f"{start}\nMean Dice {eval_metrics['mean_dice']:.3f} on the {eval_metrics['test_cases']} phantom test volumes "
+        f"(synthetic data: a demonstration, see Limitations):\n\n| organ | Dice |\n| --- | --- |\n{rows}\n{end}"
+    )
+    before, rest = readme.split(start)
+    return before + block + rest.split(end, 1)[1]
+
+
 def large_files_yaml(entries: Sequence[tuple[str, str, str]]) -> str:
     """``large_files.yml`` for ``(path, url, sha256)`` entries, as MONAI's ``download_large_files`` reads it."""
     lines = ["# Weights of this bundle: `python -m monai.bundle download_large_files --bundle_path <bundle>` fetches",
@@ -180,6 +199,8 @@ def export(args: argparse.Namespace) -> Path:
         shutil.copyfile(source, out / Path(path).name)  # to publish at --url
         entries.append((path, f"{args.url.rstrip('/')}/{Path(path).name}", sha256(source)))
     contents["large_files.yml"] = large_files_yaml(entries).encode()
+    readme = (BUNDLE / "docs" / "README.md").read_text()
+    contents["docs/README.md"] = readme_with_shipped_numbers(readme, eval_metrics).encode()
     meta = exported_metadata(metadata, bundle_version, args.changelog, eval_metrics)
     contents["configs/metadata.json"] = (json.dumps(meta, indent=4) + "\n").encode()
     name = BUNDLE.name

@@ -98,8 +98,8 @@ def test_zip_is_one_bundle_folder_with_code_weights_hashes_and_pinned_metadata(e
         assert not [n for n in inside if "__pycache__" in n or n.endswith((".lock", ".pyc"))]
         text = archive.read(f"{NAME}/configs/metadata.json").decode()
         large = yaml.safe_load(archive.read(f"{NAME}/large_files.yml"))
-        shipped = {p: hashlib.sha256(archive.read(f"{NAME}/{p}")).hexdigest() for p in ("models/model.pt",
-                                                                                         "models/pretrained_encoder.pt")}
+        weights = ("models/model.pt", "models/pretrained_encoder.pt")
+        shipped = {p: hashlib.sha256(archive.read(f"{NAME}/{p}")).hexdigest() for p in weights}
     metadata = json.loads(text)
     assert text == json.dumps(metadata, indent=4) + "\n"  # the zoo's 4-space format
     assert metadata["version"] in metadata["changelog"]
@@ -115,6 +115,25 @@ def test_zip_is_one_bundle_folder_with_code_weights_hashes_and_pinned_metadata(e
         assert sha256(exported["out"] / Path(entry["path"]).name) == entry["hash_val"]  # the file to publish
     digest, name = (exported["out"] / f"{exported['zip'].name}.sha256").read_text().split()
     assert (digest, name) == (sha256(exported["zip"]), exported["zip"].name)
+
+
+README_SECTIONS = ["Model Overview", "Data", "Training configuration", "Input and Output", "Performance",
+                   "MONAI Bundle Commands", "System Configuration", "Limitations", "References", "License"]
+
+
+def test_zip_readme_stands_alone_and_states_the_shipped_weights_numbers(exported):
+    with zipfile.ZipFile(exported["zip"]) as archive:
+        inside = {name[len(NAME) + 1:] for name in archive.namelist()}
+        readme = archive.read(f"{NAME}/docs/README.md").decode()
+        metadata = json.loads(archive.read(f"{NAME}/configs/metadata.json"))
+    sections = re.findall(r"^## (.+)$", readme, re.M)
+    assert sections == README_SECTIONS
+    assert f"Mean Dice {metadata['eval_metrics']['mean_dice']:.3f} on the 1 phantom test volumes" in readme
+    assert "No weights ship with a source checkout" not in readme
+    # every bundle file the README names is in the zip (outputs the commands write aside)
+    named = set(re.findall(r"`((?:configs|docs|scripts)/[\w./-]+?)`", readme))
+    assert named and named <= inside | {"scripts/semcl_components"}, named - inside
+    assert "$B" not in readme and "setup_env" not in readme and "RESULTS.md" not in readme
 
 
 def test_exporting_the_same_weights_twice_gives_the_same_zip(exported, phantom_dataset, tmp_path):
@@ -264,3 +283,36 @@ def test_bundle_code_passes_the_zoo_code_format_checks(exported, tmp_path):
     for tool, command in commands.items():
         result = run(command, cwd=tmp_path)
         assert result.returncode == 0, f"{tool}:\n{result.stdout[-3000:]}{result.stderr[-3000:]}"
+
+
+def test_onnx_export_matches_the_checkpoint(exported, tmp_path):
+    """``onnx_export`` of the shipped weights, run with onnxruntime on a phantom-sized input, against PyTorch."""
+    onnxruntime = pytest.importorskip("onnxruntime")
+    import torch
+    from monai.bundle import ConfigParser
+
+    with zipfile.ZipFile(exported["zip"]) as archive:
+        archive.extractall(tmp_path)
+    bundle = tmp_path / NAME
+    config, meta = bundle / "configs" / "inference.yaml", bundle / "configs" / "metadata.json"
+    result = run([sys.executable, "-m", "monai.bundle", "onnx_export", "network_def", "--filepath",
+                  tmp_path / "model.onnx", "--ckpt_file", bundle / "models" / "model.pt", "--meta_file", meta,
+                  "--config_file", config, "--input_shape", "[1,1,64,64,64]", "--use_trace", "True"],
+                 cwd=tmp_path, env=bundle_env())
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    parser = ConfigParser()
+    parser.read_config(str(config))
+    parser.read_meta(str(meta))
+    parser["bundle_root"] = str(bundle)
+    network = parser.get_parsed_content("network_def")
+    network.load_state_dict(torch.load(bundle / "models" / "model.pt", map_location="cpu", weights_only=True))
+    network.eval()
+    torch.manual_seed(0)
+    image = torch.rand(1, 1, 64, 64, 64)
+    with torch.no_grad():
+        expected = network(image).numpy()
+    session = onnxruntime.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
+    (output,) = session.run(None, {session.get_inputs()[0].name: image.numpy()})
+    assert output.shape == expected.shape == (1, 9, 64, 64, 64)
+    np.testing.assert_allclose(output, expected, atol=1e-3, rtol=0)  # the tolerance the bundle README states
+    assert (output.argmax(1) == expected.argmax(1)).mean() > 0.999
