@@ -316,3 +316,16 @@ def test_onnx_export_matches_the_checkpoint(exported, tmp_path):
     assert output.shape == expected.shape == (1, 9, 64, 64, 64)
     np.testing.assert_allclose(output, expected, atol=1e-3, rtol=0)  # the tolerance the bundle README states
     assert (output.argmax(1) == expected.argmax(1)).mean() > 0.999
+
+
+def test_tampered_zip_fails_its_published_checksum_naming_it(exported, tmp_path):
+    """The zip's ``.sha256`` (published beside it) in ``sha256sum -c`` format: a changed byte names the zip."""
+    shutil.copy(exported["zip"], tmp_path)
+    shutil.copy(exported["out"] / f"{exported['zip'].name}.sha256", tmp_path)
+    good = run(["sha256sum", "-c", f"{exported['zip'].name}.sha256"], cwd=tmp_path)
+    assert good.returncode == 0 and f"{exported['zip'].name}: OK" in good.stdout
+    data = bytearray((tmp_path / exported["zip"].name).read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (tmp_path / exported["zip"].name).write_bytes(bytes(data))
+    bad = run(["sha256sum", "-c", f"{exported['zip'].name}.sha256"], cwd=tmp_path)
+    assert bad.returncode != 0 and f"{exported['zip'].name}: FAILED" in bad.stdout
