@@ -24,12 +24,14 @@ NIFTI_SUFFIXES = (".nii", ".nii.gz")
 
 
 def read_settings(path: str | os.PathLike) -> dict[str, Any]:
-    """The settings the bundle's workflows share (``configs/common.yaml``), as a dict.
+    """A mapping kept in a bundle file, as a dict: the shared settings (``configs/common.yaml``) or the metadata.
 
-    Each workflow config reads them once (``common: $...read_settings(@bundle_root + '/configs/common.yaml')``) and
+    Each workflow config reads the shared settings once (``common: $...read_settings(@bundle_root + '/configs/common.yaml')``) and
     names each one at its top level (``pixdim: $@common['pixdim']``), so a dataset change is made in that one file
     while ``--pixdim`` on a command line still overrides it for one run. MONAI bundle configs have no include, and
     a ``%file#key`` macro is read relative to the working directory, so it would fail outside the bundle folder.
+    The configs read ``configs/metadata.json`` the same way (classes and image channels), because MONAI Label loads a
+    workflow config without its metadata (no ``_meta_``).
 
     Raises:
         FileNotFoundError: the file does not exist.

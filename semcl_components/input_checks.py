@@ -197,15 +197,18 @@ class CheckLabel(Transform):
 
     Args:
         num_classes: number of classes including background (``len(class_names) + 1``).
+        require_foreground: also refuse a label map of background only (an empty annotation: nothing to learn from
+            and no foreground to crop around when training).
 
     Raises:
         ValueError: naming the source file and the offending values.
     """
 
-    def __init__(self, num_classes: int) -> None:
+    def __init__(self, num_classes: int, require_foreground: bool = False) -> None:
         if int(num_classes) != num_classes or num_classes < 2:
             raise ValueError(f"num_classes must be an integer >= 2 (background and one class), got {num_classes!r}.")
         self.num_classes = int(num_classes)
+        self.require_foreground = bool(require_foreground)
 
     def __call__(self, label: NdarrayOrTensor) -> NdarrayOrTensor:
         source = source_name(label, "label")
@@ -221,15 +224,26 @@ class CheckLabel(Transform):
                 f"{source}: label values {_shown(unknown)} are not classes 0..{self.num_classes - 1}: the label map "
                 f"holds more classes than class_names lists ({self.num_classes - 1} foreground classes)."
             )
+        if self.require_foreground and not bool((values != 0).any()):
+            raise ValueError(
+                f"{source}: the label map holds background only (no organ is labelled), so it cannot train the model; "
+                "label at least one organ or leave this image out."
+            )
         return label
 
 
 class CheckLabeld(_KeyCheck):
     """Dictionary twin of :class:`CheckLabel`."""
 
-    def __init__(self, keys: KeysCollection = "label", num_classes: int = 2, allow_missing_keys: bool = False) -> None:
+    def __init__(
+        self,
+        keys: KeysCollection = "label",
+        num_classes: int = 2,
+        require_foreground: bool = False,
+        allow_missing_keys: bool = False,
+    ) -> None:
         super().__init__(keys, allow_missing_keys)
-        self.checker = CheckLabel(num_classes)
+        self.checker = CheckLabel(num_classes, require_foreground)
 
 
 class CheckGeometryd(MapTransform):

@@ -172,3 +172,21 @@ def write_dicom_series(
         dicom_io.KeepOriginalUIDOn()
         filename = str(folder / f"series{series}_slice_{k:03d}.dcm")
         itk.ImageFileWriter[type(slice_image)].New(Input=slice_image, FileName=filename, ImageIO=dicom_io).Update()
+
+
+EXPORT = Path(__file__).resolve().parents[1] / "scripts" / "export_bundle.py"
+TINY_EXPORT = ["--pretrain-epochs", "1", "--train-epochs", "1", "--set", "patch_size", "[32,32,32]", "view_size",
+               "[24,24,24]", "min_voxels", "8", "num_samples", "1", "roi_size", "[32,32,32]"]
+
+
+@pytest.fixture(scope="session")
+def exported(phantom_dataset, tmp_path_factory) -> dict:
+    """One export with tiny training (the bundle's own network, 1 epoch each): the zip and the weights beside it."""
+    out = tmp_path_factory.mktemp("dist")
+    work = tmp_path_factory.mktemp("export_work")
+    command = [sys.executable, EXPORT, "--url", f"file://{out}", "--out", out, "--workdir", work, "--dataset_dir",
+               phantom_dataset, *TINY_EXPORT]
+    result = subprocess.run([str(c) for c in command], cwd=work, env=bundle_env(), capture_output=True, text=True,
+                            timeout=1200)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return {"zip": out / f"{BUNDLE_DIR.name}_v0.1.0.zip", "out": out, "work": work}

@@ -135,7 +135,7 @@ def test_pretrain_simclr_overlay_contrasts_whole_patches(run_bundle, phantom_dat
 def test_train_from_scratch_writes_model_and_summary(trained_model):
     assert (trained_model.ckpt_dir / "model.pt").is_file()
     assert (trained_model.ckpt_dir / "checkpoint_epoch=2.pt").is_file()
-    assert "training starts from scratch" in trained_model.run.log
+    assert "a new run starts from the network's initial weights" in trained_model.run.log
     assert LOAD_REPORT.search(trained_model.run.log) is None
     summary = read_json(trained_model.output_dir / "run_summary.json")
     assert_history(summary, [1, 2])
@@ -530,7 +530,7 @@ def test_resume_false_as_written_starts_over(run_bundle, phantom_dataset, traine
         "--dataset_dir", phantom_dataset, "--ckpt_dir", tmp_path / "models", "--output_dir", tmp_path / "eval",
         "--max_epochs", "1", "--val_interval", "1", "--resume", "false", *TINY_TRAIN_ARGS,
     ])
-    assert "resume disabled: training starts from scratch." in run.log
+    assert "resume disabled: a new run starts" in run.log
     assert sorted(p.name for p in (tmp_path / "models").glob("checkpoint_epoch=*.pt")) == ["checkpoint_epoch=1.pt"]
 
 

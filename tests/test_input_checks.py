@@ -120,6 +120,13 @@ def test_bad_label_is_named(values, expected):
         CheckLabel(num_classes=9)(metatensor(label, "seg.nii.gz"))
 
 
+def test_background_only_label_is_refused_where_foreground_is_required():
+    empty = metatensor(np.zeros((1, 4, 4, 4), np.float32), "seg.nii.gz")
+    assert CheckLabel(num_classes=9)(empty) is empty  # allowed unless asked for
+    with pytest.raises(ValueError, match=r"seg.nii.gz: the label map holds background only"):
+        CheckLabel(num_classes=9, require_foreground=True)(empty)
+
+
 def test_good_label_passes():
     label = metatensor(np.arange(64, dtype=np.float32).reshape(1, 4, 4, 4) % 9, "seg.nii.gz")
     assert CheckLabel(num_classes=9)(label) is label
@@ -180,6 +187,8 @@ def bad_label(folder: Path, case: str) -> Path:
         label = label[:, :, :12]
     elif case == "shifted_30mm":
         affine[0, 3] += 30.0
+    elif case == "background_only":
+        label[:] = 0
     return write_nifti(folder / "badseg.nii.gz", label, affine)
 
 
@@ -224,6 +233,15 @@ def test_every_training_workflow_names_a_bad_label(tmp_path, config, case):
         workflow_pipeline(config)({"image": str(image), "label": str(label)})
     assert str(label) in messages(caught.value)
     assert re.search(LABEL_CASES[case], messages(caught.value)), messages(caught.value)
+
+
+def test_segmentation_training_names_a_background_only_label(tmp_path):
+    """An empty annotation (e.g. submitted through MONAI Label) stops segmentation training with its file name."""
+    image, _ = good_pair(tmp_path)
+    label = bad_label(tmp_path, "background_only")
+    with pytest.raises(Exception) as caught:
+        workflow_pipeline("train.yaml")({"image": str(image), "label": str(label)})
+    assert str(label) in messages(caught.value) and "background only" in messages(caught.value)
 
 
 @pytest.mark.parametrize("config", ["pretrain.yaml", "train.yaml"])

@@ -21,15 +21,12 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import bundle_env
+from conftest import EXPORT, bundle_env
 
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLE = ROOT / "bundles" / "abdomen_ct_semcl_segmentation"
 NAME = BUNDLE.name
-EXPORT = ROOT / "scripts" / "export_bundle.py"
 ZOO_VENV = Path(os.environ.get("SEMCL_ZOO_VENV", ROOT / ".venv-zoo"))
-TINY_EXPORT = ["--pretrain-epochs", "1", "--train-epochs", "1", "--set", "patch_size", "[32,32,32]", "view_size",
-               "[24,24,24]", "min_voxels", "8", "num_samples", "1", "roi_size", "[32,32,32]"]
 
 
 def readme_install_lines() -> list[str]:
@@ -70,17 +67,6 @@ def zoo_python() -> Path:
             assert installed.returncode == 0, f"{line}:\n{installed.stdout[-2000:]}{installed.stderr[-3000:]}"
         marker.write_text("\n".join(lines))
     return python
-
-
-@pytest.fixture(scope="session")
-def exported(phantom_dataset, tmp_path_factory) -> dict:
-    """One export with tiny training (the bundle's own network, 1 epoch each): the zip and the weights beside it."""
-    out = tmp_path_factory.mktemp("dist")
-    work = tmp_path_factory.mktemp("export_work")
-    result = run([sys.executable, EXPORT, "--url", f"file://{out}", "--out", out, "--workdir", work,
-                  "--dataset_dir", phantom_dataset, *TINY_EXPORT], cwd=work, env=bundle_env(), timeout=1200)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return {"zip": out / f"{NAME}_v0.1.0.zip", "out": out, "work": work}
 
 
 def sha256(path: Path) -> str:

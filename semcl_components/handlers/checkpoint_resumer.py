@@ -41,7 +41,8 @@ class CheckpointResumer:
     validation metric and the key-metric saver's record survive the restart too. At ``Events.STARTED`` the latest
     checkpoint, if any, is loaded with MONAI's ``CheckpointLoader`` (network, optimizer, scheduler and trainer
     epoch/iteration); the trainer then continues with the next epoch. Without a checkpoint, or with
-    ``enabled=False``, training starts from scratch and says so.
+    ``enabled=False``, a new run starts from the network's initial weights (random, or loaded before: a pretrained
+    encoder, MONAI Label's model) and says so.
 
     With :class:`AtomicCheckpointSaver` a killed run cannot leave a truncated checkpoint. Files written by other
     means (MONAI's in-place ``CheckpointSaver``, a full disk) can still be unreadable: such a file is skipped with a
@@ -142,7 +143,7 @@ class CheckpointResumer:
         self.lock.acquire()
         self._found_at_start = {path: _identity(path) for path, _ in epoch_checkpoints(self.ckpt_dir)}
         if not self.enabled:
-            logger.info("resume disabled: training starts from scratch.")
+            logger.info("resume disabled: a new run starts from the network's initial weights.")
             return
         for path, epoch in epoch_checkpoints(self.ckpt_dir):
             try:
@@ -152,7 +153,7 @@ class CheckpointResumer:
                 continue
             self._resume(engine, path, epoch, checkpoint_keys)
             return
-        logger.info(f"no usable checkpoint in {self.ckpt_dir}: training starts from scratch.")
+        logger.info(f"no usable checkpoint in {self.ckpt_dir}: a new run starts from the network's initial weights.")
 
     def _resume(self, engine: Engine, path: str, epoch: int, checkpoint_keys: set[str]) -> None:
         load_dict = dict(self.load_dict)
