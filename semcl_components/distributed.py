@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 
-__all__ = ["distributed_world_size", "all_gather_with_grad", "all_gather_padded"]
+__all__ = ["all_gather_padded", "all_gather_with_grad", "all_reduce_sum", "distributed_world_size", "is_rank_zero"]
 
 
 def distributed_world_size() -> int:
@@ -18,6 +18,20 @@ def distributed_world_size() -> int:
     if dist.is_available() and dist.is_initialized():
         return dist.get_world_size()
     return 1
+
+
+def is_rank_zero() -> bool:
+    """Whether this process writes the run's files: rank 0 of the default group, or the only process."""
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
+def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
+    """The element-wise sum of ``tensor`` over all ranks (a new tensor); ``tensor`` itself with one process."""
+    if distributed_world_size() == 1:
+        return tensor
+    total = tensor.clone()
+    dist.all_reduce(total, op=dist.ReduceOp.SUM)
+    return total
 
 
 class _AllGatherWithGrad(torch.autograd.Function):

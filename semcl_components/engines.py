@@ -42,7 +42,7 @@ from monai.engines.utils import IterationEvents
 from monai.utils import CommonKeys, convert_to_tensor
 
 from .data.collate import DEFAULT_OBJECT_KEYS, SAMPLE_INDEX_KEY
-from .distributed import distributed_world_size
+from .distributed import all_reduce_sum, distributed_world_size
 from .losses import positive_pair_mask
 from .metrics import embedding_collapse_stats
 
@@ -173,7 +173,10 @@ class ContrastiveIteration:
         embeddings = embeddings.float()  # the contrastive logits (cosine / temperature) in float32, AMP or not
         loss = engine.loss_function(embeddings, labels, intensities=objects.intensities)
         num_positive_pairs = int(positive_pair_mask(labels).sum())
-        output.update(loss=loss.detach(), num_objects=int(embeddings.shape[0]), num_positive_pairs=num_positive_pairs)
+        # reported: the mean of the ranks' losses, which with SemanticSupConLoss(gather_distributed=True) is the loss
+        # of the global batch (one process: its own loss); the counts are this process's
+        reported = all_reduce_sum(loss.detach()) / distributed_world_size()
+        output.update(loss=reported, num_objects=int(embeddings.shape[0]), num_positive_pairs=num_positive_pairs)
         engine.fire_event(IterationEvents.LOSS_COMPLETED)
 
         skip = _total_over_ranks(num_positive_pairs, loss.device) == 0

@@ -26,8 +26,16 @@ TINY_ENCODER_ARGS = ["--init_filters", "8", "--blocks_down", "[1,1,1]"]
 TINY_NETWORK_ARGS = TINY_ENCODER_ARGS + ["--blocks_up", "[1,1]"]
 TINY_TRAIN_ARGS = TINY_NETWORK_ARGS + ["--roi_size", "[32,32,32]", "--num_samples", "1", "--batch_size", "2"]
 TINY_PRETRAIN_ARGS = TINY_ENCODER_ARGS + [
-    "--patch_size", "[32,32,32]", "--view_size", "[24,24,24]", "--num_samples", "1", "--batch_size", "2",
-    "--min_voxels", "8",
+    "--patch_size",
+    "[32,32,32]",
+    "--view_size",
+    "[24,24,24]",
+    "--num_samples",
+    "1",
+    "--batch_size",
+    "2",
+    "--min_voxels",
+    "8",
 ]
 TINY_INFERENCE_ARGS = TINY_NETWORK_ARGS + ["--roi_size", "[32,32,32]", "--sw_batch_size", "1"]
 
@@ -78,8 +86,13 @@ def run_bundle(workdir: Path, tmp_path_factory: pytest.TempPathFactory) -> Calla
     """Run ``python -m monai.bundle run`` on configs with args; ``expect_success`` fails the test with the log."""
     logs = tmp_path_factory.mktemp("logs")
 
-    def _run(configs: Sequence[str], args: Sequence[str], expect_success: bool = True, timeout: float = 300,
-             subcommand: str = "run") -> BundleRun:
+    def _run(
+        configs: Sequence[str],
+        args: Sequence[str],
+        expect_success: bool = True,
+        timeout: float = 300,
+        subcommand: str = "run",
+    ) -> BundleRun:
         command = bundle_command(subcommand, configs, args)
         log_file = logs / f"run_{len(list(logs.iterdir())):03d}.log"
         with open(log_file, "w") as out:
@@ -116,7 +129,9 @@ class RunOutputs:
     run: BundleRun
 
 
-def _session_run(run_bundle, tmp_path_factory: pytest.TempPathFactory, name: str, configs: list[str], args: list) -> RunOutputs:
+def _session_run(
+    run_bundle, tmp_path_factory: pytest.TempPathFactory, name: str, configs: list[str], args: list
+) -> RunOutputs:
     """Run a bundle workflow once into fresh ``<tmp>/<name>/models`` and ``<tmp>/<name>/eval`` folders."""
     root = tmp_path_factory.mktemp(name)
     ckpt_dir, output_dir = root / "models", root / "eval"
@@ -130,8 +145,17 @@ def pretrained_pool(run_bundle, phantom_dataset: Path, tmp_path_factory: pytest.
 
     The embedding quality is measured after every epoch.
     """
-    args = ["--dataset_dir", phantom_dataset, "--max_epochs", "2", "--embedding_mode", "pool",
-            "--embedding_quality_interval", "1", *TINY_PRETRAIN_ARGS]
+    args = [
+        "--dataset_dir",
+        phantom_dataset,
+        "--max_epochs",
+        "2",
+        "--embedding_mode",
+        "pool",
+        "--embedding_quality_interval",
+        "1",
+        *TINY_PRETRAIN_ARGS,
+    ]
     return _session_run(run_bundle, tmp_path_factory, "pretrain_pool", ["pretrain"], args)
 
 
@@ -160,10 +184,15 @@ def write_dicom_series(
         slice_image.SetOrigin(position.tolist())
         slice_image.SetDirection(itk.matrix_from_array(direction))
         tags = {
-            "0008|0060": "CT", "0020|000d": f"{uid}.1", "0020|000e": f"{uid}.{series}", "0008|0018": f"{uid}.{series}.3.{k + 1}",
-            "0020|0013": str(k + 1), "0020|0032": "\\".join(f"{v:.6f}" for v in position),
+            "0008|0060": "CT",
+            "0020|000d": f"{uid}.1",
+            "0020|000e": f"{uid}.{series}",
+            "0008|0018": f"{uid}.{series}.3.{k + 1}",
+            "0020|0013": str(k + 1),
+            "0020|0032": "\\".join(f"{v:.6f}" for v in position),
             "0020|0037": "\\".join(f"{v:.6f}" for v in np.concatenate([direction[:, 0], direction[:, 1]])),
-            "0028|0030": f"{spacing[1]}\\{spacing[0]}", "0018|0050": str(spacing[2]),
+            "0028|0030": f"{spacing[1]}\\{spacing[0]}",
+            "0018|0050": str(spacing[2]),
         }
         dictionary = slice_image.GetMetaDataDictionary()
         for tag, value in tags.items():
@@ -175,8 +204,23 @@ def write_dicom_series(
 
 
 EXPORT = Path(__file__).resolve().parents[1] / "scripts" / "export_bundle.py"
-TINY_EXPORT = ["--pretrain-epochs", "1", "--train-epochs", "1", "--set", "patch_size", "[32,32,32]", "view_size",
-               "[24,24,24]", "min_voxels", "8", "num_samples", "1", "roi_size", "[32,32,32]"]
+TINY_EXPORT = [
+    "--pretrain-epochs",
+    "1",
+    "--train-epochs",
+    "1",
+    "--set",
+    "patch_size",
+    "[32,32,32]",
+    "view_size",
+    "[24,24,24]",
+    "min_voxels",
+    "8",
+    "num_samples",
+    "1",
+    "roi_size",
+    "[32,32,32]",
+]
 
 
 @pytest.fixture(scope="session")
@@ -184,9 +228,28 @@ def exported(phantom_dataset, tmp_path_factory) -> dict:
     """One export with tiny training (the bundle's own network, 1 epoch each): the zip and the weights beside it."""
     out = tmp_path_factory.mktemp("dist")
     work = tmp_path_factory.mktemp("export_work")
-    command = [sys.executable, EXPORT, "--url", f"file://{out}", "--out", out, "--workdir", work, "--dataset_dir",
-               phantom_dataset, *TINY_EXPORT]
-    result = subprocess.run([str(c) for c in command], cwd=work, env=bundle_env(), capture_output=True, text=True,
-                            timeout=1200)
+    command = [
+        sys.executable,
+        EXPORT,
+        "--url",
+        f"file://{out}",
+        "--out",
+        out,
+        "--workdir",
+        work,
+        "--dataset_dir",
+        phantom_dataset,
+        *TINY_EXPORT,
+    ]
+    result = subprocess.run(
+        [str(c) for c in command],
+        cwd=work,
+        env=bundle_env(),
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        errors="replace",
+        timeout=1200,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return {"zip": out / f"{BUNDLE_DIR.name}_v0.1.0.zip", "out": out, "work": work}

@@ -13,9 +13,26 @@ SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "benchmark.py"
 
 
 def run_benchmark(tmp_path: Path, *extra: str) -> subprocess.CompletedProcess:
-    command = [sys.executable, str(SCRIPT), "--quick", "--results", str(tmp_path / "results"),
-               "--workdir", str(tmp_path / "work"), *extra]
-    return subprocess.run(command, cwd=tmp_path, env=bundle_env(), capture_output=True, text=True, timeout=900)
+    command = [
+        sys.executable,
+        str(SCRIPT),
+        "--quick",
+        "--results",
+        str(tmp_path / "results"),
+        "--workdir",
+        str(tmp_path / "work"),
+        *extra,
+    ]
+    return subprocess.run(
+        command,
+        cwd=tmp_path,
+        env=bundle_env(),
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        errors="replace",
+        timeout=900,
+    )
 
 
 def test_quick_benchmark_writes_results_and_a_report_and_resumes(tmp_path):
@@ -23,11 +40,16 @@ def test_quick_benchmark_writes_results_and_a_report_and_resumes(tmp_path):
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     results = sorted(p.name for p in (tmp_path / "results").glob("*.json"))
     assert results == [
-        "embedding__scratch__seed0.json", "embedding__scratch__seed1.json", "embedding__semcl_exact__seed0.json",
+        "embedding__scratch__seed0.json",
+        "embedding__scratch__seed1.json",
+        "embedding__semcl_exact__seed0.json",
         "embedding__semcl_exact__seed1.json",
-        "finetune__scratch__finetune_1__seed0.json", "finetune__scratch__finetune_1__seed1.json",
-        "finetune__semcl_exact__finetune_1__seed0.json", "finetune__semcl_exact__finetune_1__seed0__probe.json",
-        "finetune__semcl_exact__finetune_1__seed1.json", "pretrain__semcl_exact__seed0.json",
+        "finetune__scratch__finetune_1__seed0.json",
+        "finetune__scratch__finetune_1__seed1.json",
+        "finetune__semcl_exact__finetune_1__seed0.json",
+        "finetune__semcl_exact__finetune_1__seed0__probe.json",
+        "finetune__semcl_exact__finetune_1__seed1.json",
+        "pretrain__semcl_exact__seed0.json",
         "pretrain__semcl_exact__seed1.json",
     ]
     run = json.loads((tmp_path / "results" / "finetune__semcl_exact__finetune_1__seed0.json").read_text())
@@ -40,8 +62,15 @@ def test_quick_benchmark_writes_results_and_a_report_and_resumes(tmp_path):
     assert report.startswith("# Benchmark results: quick size\n\n## Verdict\n\n- finetune_1: `semcl_exact`")
     embedding = json.loads((tmp_path / "results" / "embedding__semcl_exact__seed0.json").read_text())
     assert 0.0 <= embedding["knn_accuracy"] <= 1.0 and len(embedding["pca"]["xy"]) == sum(embedding["objects"].values())
-    for section in ("## Mean test Dice per arm", "## Method against each baseline", "## Frozen-encoder probe",
-                    "## Cost per run", "## Embedding quality", "## Plots", "## How this was made"):
+    for section in (
+        "## Mean test Dice per arm",
+        "## Method against each baseline",
+        "## Frozen-encoder probe",
+        "## Cost per run",
+        "## Embedding quality",
+        "## Plots",
+        "## How this was made",
+    ):
         assert section in report
     assert (tmp_path / "results" / "plots" / "dice_vs_labelled_volumes.png").stat().st_size > 1000
 

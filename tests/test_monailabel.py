@@ -39,8 +39,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def request(url: str, method: str = "GET", data: bytes | None = None, headers: dict | None = None,
-            timeout: float = 300) -> tuple[int, bytes]:
+def request(
+    url: str, method: str = "GET", data: bytes | None = None, headers: dict | None = None, timeout: float = 300
+) -> tuple[int, bytes]:
     req = urllib.request.Request(url, data=data, method=method, headers=headers or {})
     try:
         with urllib.request.urlopen(req, timeout=timeout) as response:
@@ -52,8 +53,14 @@ def request(url: str, method: str = "GET", data: bytes | None = None, headers: d
 def multipart(field: str, path: Path) -> tuple[bytes, dict]:
     """A multipart/form-data body with one file field."""
     boundary = uuid.uuid4().hex
-    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"{field}\"; filename=\"{path.name}\"\r\n"
-            "Content-Type: application/octet-stream\r\n\r\n").encode() + path.read_bytes() + f"\r\n--{boundary}--\r\n".encode()
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"; filename="{path.name}"\r\n'
+            "Content-Type: application/octet-stream\r\n\r\n"
+        ).encode()
+        + path.read_bytes()
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
     return body, {"Content-Type": f"multipart/form-data; boundary={boundary}"}
 
 
@@ -66,7 +73,8 @@ class Server:
         self.url = f"http://127.0.0.1:{self.port}"
         start = time.perf_counter()
         self.process = monailabel_server.start_server(
-            monailabel_server.server_command(app, studies, NAME, self.port), log)
+            monailabel_server.server_command(app, studies, NAME, self.port), log
+        )
         self.startup_seconds = time.perf_counter() - start
 
     @property
@@ -86,8 +94,12 @@ class Server:
 
     def train(self, timeout: float = 600, **params) -> dict:
         """Run one training request to its end; the final task record."""
-        status, body = request(f"{self.url}/train/{NAME}?run_sync=false", "POST", json.dumps(params).encode(),
-                               {"Content-Type": "application/json"})
+        status, body = request(
+            f"{self.url}/train/{NAME}?run_sync=false",
+            "POST",
+            json.dumps(params).encode(),
+            {"Content-Type": "application/json"},
+        )
         assert status == 200, body[-2000:]
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -203,12 +215,30 @@ def test_training_starts_from_the_pretrained_encoder_and_the_new_model_serves(zo
     served = np.asarray(segmentation(body, tmp_path, "served").dataobj)
     # the same model through the bundle's own inference workflow
     out = tmp_path / "cli"
-    command = [sys.executable, "-m", "monai.bundle", "run", "--config_file",
-               str(zoo_server.bundle / "configs" / "inference.yaml"), "--input_path",
-               str(zoo_server.studies / "phantom_003.nii.gz"), "--output_dir", str(out)]
+    command = [
+        sys.executable,
+        "-m",
+        "monai.bundle",
+        "run",
+        "--config_file",
+        str(zoo_server.bundle / "configs" / "inference.yaml"),
+        "--input_path",
+        str(zoo_server.studies / "phantom_003.nii.gz"),
+        "--output_dir",
+        str(out),
+    ]
     import subprocess
 
-    result = subprocess.run(command, cwd=tmp_path, env=bundle_env(), capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        command,
+        cwd=tmp_path,
+        env=bundle_env(),
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        errors="replace",
+        timeout=300,
+    )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     (cli,) = out.glob("*.nii.gz")
     np.testing.assert_array_equal(served, np.asarray(nib.load(str(cli)).dataobj))
@@ -238,7 +268,10 @@ def test_repository_bundle_folder_serves_too(monailabel_env, exported, phantom_d
     try:
         status, body = server.infer("phantom_000")
         assert status == 200, server.log_text()[-3000:]
-        assert segmentation(body, tmp_path, "seg").shape == nib.load(str(tmp_path / "studies" / "phantom_000.nii.gz")).shape
+        assert (
+            segmentation(body, tmp_path, "seg").shape
+            == nib.load(str(tmp_path / "studies" / "phantom_000.nii.gz")).shape
+        )
     finally:
         server.stop()
 

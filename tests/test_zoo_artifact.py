@@ -40,7 +40,16 @@ def readme_install_lines() -> list[str]:
 
 
 def run(command: list, cwd: Path, env: dict | None = None, timeout: float = 900) -> subprocess.CompletedProcess:
-    return subprocess.run([str(c) for c in command], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [str(c) for c in command],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        errors="replace",
+        timeout=timeout,
+    )
 
 
 def zoo_env() -> dict:
@@ -62,8 +71,12 @@ def zoo_python() -> Path:
         assert created.returncode == 0, created.stderr
         for line in lines:
             args = line.split()[2:]
-            installed = run([python, "-m", "pip", "install", "--disable-pip-version-check", "-q",
-                             *[a.strip('"') for a in args]], cwd=ROOT, env=zoo_env(), timeout=1800)
+            installed = run(
+                [python, "-m", "pip", "install", "--disable-pip-version-check", "-q", *[a.strip('"') for a in args]],
+                cwd=ROOT,
+                env=zoo_env(),
+                timeout=1800,
+            )
             assert installed.returncode == 0, f"{line}:\n{installed.stdout[-2000:]}{installed.stderr[-3000:]}"
         marker.write_text("\n".join(lines))
     return python
@@ -77,10 +90,18 @@ def test_zip_is_one_bundle_folder_with_code_weights_hashes_and_pinned_metadata(e
     with zipfile.ZipFile(exported["zip"]) as archive:
         names = archive.namelist()
         assert all(name.startswith(f"{NAME}/") for name in names)
-        inside = {name[len(NAME) + 1:] for name in names}
-        assert {"configs/inference.yaml", "configs/metadata.json", "docs/README.md", "LICENSE", "large_files.yml",
-                "models/model.pt", "models/pretrained_encoder.pt", "scripts/semcl_components/__init__.py",
-                "scripts/semcl_components/networks/encoders.py"} <= inside
+        inside = {name[len(NAME) + 1 :] for name in names}
+        assert {
+            "configs/inference.yaml",
+            "configs/metadata.json",
+            "docs/README.md",
+            "LICENSE",
+            "large_files.yml",
+            "models/model.pt",
+            "models/pretrained_encoder.pt",
+            "scripts/semcl_components/__init__.py",
+            "scripts/semcl_components/networks/encoders.py",
+        } <= inside
         assert not [n for n in inside if "__pycache__" in n or n.endswith((".lock", ".pyc"))]
         text = archive.read(f"{NAME}/configs/metadata.json").decode()
         large = yaml.safe_load(archive.read(f"{NAME}/large_files.yml"))
@@ -90,7 +111,9 @@ def test_zip_is_one_bundle_folder_with_code_weights_hashes_and_pinned_metadata(e
     assert text == json.dumps(metadata, indent=4) + "\n"  # the zoo's 4-space format
     assert metadata["version"] in metadata["changelog"]
     assert "semcl_components" not in metadata["required_packages_version"]  # inside the bundle, not a package
-    assert {"nibabel", "itk", "pytorch-ignite", "fire", "pyyaml", "pillow"} <= set(metadata["required_packages_version"])
+    assert {"nibabel", "itk", "pytorch-ignite", "fire", "pyyaml", "pillow"} <= set(
+        metadata["required_packages_version"]
+    )
     assert all(re.fullmatch(r"\d+(\.\d+)+", v) for v in metadata["required_packages_version"].values())
     summary = json.loads((exported["work"] / "eval" / "test" / "evaluation_summary.json").read_text())
     assert metadata["eval_metrics"]["mean_dice"] == round(summary["metrics"]["val_mean_dice"], 4)
@@ -103,13 +126,23 @@ def test_zip_is_one_bundle_folder_with_code_weights_hashes_and_pinned_metadata(e
     assert (digest, name) == (sha256(exported["zip"]), exported["zip"].name)
 
 
-README_SECTIONS = ["Model Overview", "Data", "Training configuration", "Input and Output", "Performance",
-                   "MONAI Bundle Commands", "System Configuration", "Limitations", "References", "License"]
+README_SECTIONS = [
+    "Model Overview",
+    "Data",
+    "Training configuration",
+    "Input and Output",
+    "Performance",
+    "MONAI Bundle Commands",
+    "System Configuration",
+    "Limitations",
+    "References",
+    "License",
+]
 
 
 def test_zip_readme_stands_alone_and_states_the_shipped_weights_numbers(exported):
     with zipfile.ZipFile(exported["zip"]) as archive:
-        inside = {name[len(NAME) + 1:] for name in archive.namelist()}
+        inside = {name[len(NAME) + 1 :] for name in archive.namelist()}
         readme = archive.read(f"{NAME}/docs/README.md").decode()
         metadata = json.loads(archive.read(f"{NAME}/configs/metadata.json"))
     sections = re.findall(r"^## (.+)$", readme, re.M)
@@ -126,9 +159,27 @@ def test_exporting_the_same_weights_twice_gives_the_same_zip(exported, phantom_d
     zips = []
     for attempt in ("a", "b"):
         out = tmp_path / attempt
-        result = run([sys.executable, EXPORT, "--url", "https://example.org/v0.1.0", "--out", out, "--workdir",
-                      tmp_path / f"work_{attempt}", "--dataset_dir", phantom_dataset, "--weights-from", exported["out"],
-                      "--set", "roi_size", "[32,32,32]"], cwd=tmp_path, env=bundle_env())
+        result = run(
+            [
+                sys.executable,
+                EXPORT,
+                "--url",
+                "https://example.org/v0.1.0",
+                "--out",
+                out,
+                "--workdir",
+                tmp_path / f"work_{attempt}",
+                "--dataset_dir",
+                phantom_dataset,
+                "--weights-from",
+                exported["out"],
+                "--set",
+                "roi_size",
+                "[32,32,32]",
+            ],
+            cwd=tmp_path,
+            env=bundle_env(),
+        )
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
         zips.append((out / exported["zip"].name).read_bytes())
     assert zips[0] == zips[1]
@@ -137,33 +188,81 @@ def test_exporting_the_same_weights_twice_gives_the_same_zip(exported, phantom_d
 def test_export_without_both_weight_files_is_refused(tmp_path, phantom_dataset):
     (tmp_path / "models").mkdir()
     (tmp_path / "models" / "model.pt").write_bytes(b"x")
-    result = run([sys.executable, EXPORT, "--url", "file:///x", "--out", tmp_path / "out", "--dataset_dir",
-                  phantom_dataset, "--weights-from", tmp_path / "models"], cwd=tmp_path, env=bundle_env())
+    result = run(
+        [
+            sys.executable,
+            EXPORT,
+            "--url",
+            "file:///x",
+            "--out",
+            tmp_path / "out",
+            "--dataset_dir",
+            phantom_dataset,
+            "--weights-from",
+            tmp_path / "models",
+        ],
+        cwd=tmp_path,
+        env=bundle_env(),
+    )
     assert result.returncode != 0 and "lacks pretrained_encoder.pt" in result.stderr
 
 
 def infer(python: Path, config: str, cwd: Path, image: Path, out: Path, env: dict, *extra: str) -> np.ndarray:
-    result = run([python, "-m", "monai.bundle", "run", "--config_file", config, "--input_path", image, "--output_dir",
-                  out, "--roi_size", "[32,32,32]", *extra], cwd=cwd, env=env)
+    result = run(
+        [
+            python,
+            "-m",
+            "monai.bundle",
+            "run",
+            "--config_file",
+            config,
+            "--input_path",
+            image,
+            "--output_dir",
+            out,
+            "--roi_size",
+            "[32,32,32]",
+            *extra,
+        ],
+        cwd=cwd,
+        env=env,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     (prediction,) = sorted(out.rglob("*.nii.gz"))
     image_file = nib.load(str(prediction))
     return np.asarray(image_file.dataobj), image_file.affine
 
 
-def test_zoo_user_downloads_fetches_weights_and_segments_from_any_folder(exported, zoo_python, phantom_dataset, tmp_path):
+def test_zoo_user_downloads_fetches_weights_and_segments_from_any_folder(
+    exported, zoo_python, phantom_dataset, tmp_path
+):
     env = zoo_env()
     absent = run([zoo_python, "-c", "import semcl_components"], cwd=tmp_path, env=env)
     assert absent.returncode != 0  # nothing of the repository in the zoo environment
     downloads = tmp_path / "bundles"
-    got = run([zoo_python, "-m", "monai.bundle", "download", "--name", NAME, "--url", f"file://{exported['zip']}",
-               "--bundle_dir", downloads], cwd=tmp_path, env=env)
+    got = run(
+        [
+            zoo_python,
+            "-m",
+            "monai.bundle",
+            "download",
+            "--name",
+            NAME,
+            "--url",
+            f"file://{exported['zip']}",
+            "--bundle_dir",
+            downloads,
+        ],
+        cwd=tmp_path,
+        env=env,
+    )
     assert got.returncode == 0, got.stdout[-3000:] + got.stderr[-3000:]
     bundle = downloads / NAME
     for weights in (bundle / "models").glob("*.pt"):
         weights.unlink()
-    fetched = run([zoo_python, "-m", "monai.bundle", "download_large_files", "--bundle_path", bundle], cwd=tmp_path,
-                  env=env)
+    fetched = run(
+        [zoo_python, "-m", "monai.bundle", "download_large_files", "--bundle_path", bundle], cwd=tmp_path, env=env
+    )
     assert fetched.returncode == 0, fetched.stdout[-3000:] + fetched.stderr[-3000:]
     assert sha256(bundle / "models" / "model.pt") == sha256(exported["out"] / "model.pt")
 
@@ -172,11 +271,20 @@ def test_zoo_user_downloads_fetches_weights_and_segments_from_any_folder(exporte
     elsewhere.mkdir()
     # the zoo's convention (from the bundle folder, relative config path), and from another folder
     from_bundle = infer(zoo_python, "configs/inference.yaml", bundle, image, tmp_path / "seg_a", env)
-    from_elsewhere = infer(zoo_python, str(bundle / "configs" / "inference.yaml"), elsewhere, image, tmp_path / "seg_b",
-                           env)
+    from_elsewhere = infer(
+        zoo_python, str(bundle / "configs" / "inference.yaml"), elsewhere, image, tmp_path / "seg_b", env
+    )
     # the repository's bundle with the same weights
-    repository = infer(Path(sys.executable), str(BUNDLE / "configs" / "inference.yaml"), elsewhere, image,
-                       tmp_path / "seg_c", bundle_env(), "--ckpt_dir", str(bundle / "models"))
+    repository = infer(
+        Path(sys.executable),
+        str(BUNDLE / "configs" / "inference.yaml"),
+        elsewhere,
+        image,
+        tmp_path / "seg_c",
+        bundle_env(),
+        "--ckpt_dir",
+        str(bundle / "models"),
+    )
     for labels, affine in (from_bundle, from_elsewhere):
         np.testing.assert_array_equal(labels, repository[0])
         np.testing.assert_allclose(affine, repository[1])
@@ -190,13 +298,16 @@ def test_tampered_weights_are_refused_naming_the_file(exported, zoo_python, tmp_
     data = bytearray(weights.read_bytes())
     data[-1] ^= 0xFF
     weights.write_bytes(bytes(data))
-    result = run([zoo_python, "-m", "monai.bundle", "download_large_files", "--bundle_path", tmp_path / NAME],
-                 cwd=tmp_path, env=zoo_env())
+    result = run(
+        [zoo_python, "-m", "monai.bundle", "download_large_files", "--bundle_path", tmp_path / NAME],
+        cwd=tmp_path,
+        env=zoo_env(),
+    )
     assert result.returncode != 0
     assert "model.pt" in result.stderr and "check" in result.stderr.lower()
 
 
-ZOO_CHECKS = '''
+ZOO_CHECKS = """
 import json, os, sys
 import torch
 from monai.bundle import ConfigParser, ConfigWorkflow, ckpt_export, verify_net_in_out
@@ -234,7 +345,7 @@ for config, kind in (("inference.yaml", "infer"), ("train.yaml", "train")):
     missing = workflow.check_properties()
     assert not missing, f"{config}: missing properties {missing}"
 print("zoo checks passed")
-'''
+"""
 
 
 def test_model_zoo_checks_pass_on_the_exported_bundle(exported, zoo_python, phantom_dataset, tmp_path):
@@ -262,9 +373,21 @@ def test_bundle_code_passes_the_zoo_code_format_checks(exported, tmp_path):
     commands = {
         "black": [sys.executable, "-m", "black", "--check", "-l", "120", code],
         "isort": [sys.executable, "-m", "isort", "--check-only", "--profile", "black", "-l", "120", code],
-        "flake8": [sys.executable, "-m", "flake8", "--isolated", "--max-line-length", "120",
-                   "--select", "B,C,E,F,N,P,T4,W,B9", "--per-file-ignores", "__init__.py:F401",
-                   "--ignore", "E203,E501,E741,W503,W504,C408,N812,B023,B905,B028,B907,C419", code],
+        "flake8": [
+            sys.executable,
+            "-m",
+            "flake8",
+            "--isolated",
+            "--max-line-length",
+            "120",
+            "--select",
+            "B,C,E,F,N,P,T4,W,B9",
+            "--per-file-ignores",
+            "__init__.py:F401",
+            "--ignore",
+            "E203,E501,E741,W503,W504,C408,N812,B023,B905,B028,B907,C419",
+            code,
+        ],
     }
     for tool, command in commands.items():
         result = run(command, cwd=tmp_path)
@@ -281,10 +404,29 @@ def test_onnx_export_matches_the_checkpoint(exported, tmp_path):
         archive.extractall(tmp_path)
     bundle = tmp_path / NAME
     config, meta = bundle / "configs" / "inference.yaml", bundle / "configs" / "metadata.json"
-    result = run([sys.executable, "-m", "monai.bundle", "onnx_export", "network_def", "--filepath",
-                  tmp_path / "model.onnx", "--ckpt_file", bundle / "models" / "model.pt", "--meta_file", meta,
-                  "--config_file", config, "--input_shape", "[1,1,64,64,64]", "--use_trace", "True"],
-                 cwd=tmp_path, env=bundle_env())
+    result = run(
+        [
+            sys.executable,
+            "-m",
+            "monai.bundle",
+            "onnx_export",
+            "network_def",
+            "--filepath",
+            tmp_path / "model.onnx",
+            "--ckpt_file",
+            bundle / "models" / "model.pt",
+            "--meta_file",
+            meta,
+            "--config_file",
+            config,
+            "--input_shape",
+            "[1,1,64,64,64]",
+            "--use_trace",
+            "True",
+        ],
+        cwd=tmp_path,
+        env=bundle_env(),
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     parser = ConfigParser()
     parser.read_config(str(config))

@@ -6,6 +6,7 @@
 - :class:`EmbeddingQualityHandler` (:mod:`.embedding_quality`): organ separation of the encoder's features;
 - :class:`ConfusionMatrixWriter` (:mod:`.confusion_matrix`): the voxel confusion matrix of an evaluation (CSV, PNG);
 - :class:`FinalValidationHandler` (:mod:`.final_validation`): MONAI's ``ValidationHandler``, also after the last epoch;
+- :func:`handlers_for_rank` (:mod:`.rank_filter`): the handlers a process of a distributed run attaches;
 - :class:`StopOnNonFiniteLoss` (:mod:`.non_finite_loss`): a NaN or infinite loss stops training, naming the files.
 """
 
@@ -15,6 +16,7 @@ from .confusion_matrix import ConfusionMatrixWriter
 from .embedding_quality import EmbeddingQualityHandler
 from .final_validation import FinalValidationHandler
 from .non_finite_loss import NonFiniteLossError, StopOnNonFiniteLoss
+from .rank_filter import RANK_ZERO_ONLY, handlers_for_rank
 from .run_summary import RunSummaryWriter
 
 __all__ = [
@@ -24,7 +26,9 @@ __all__ = [
     "EmbeddingQualityHandler",
     "FinalValidationHandler",
     "NonFiniteLossError",
+    "RANK_ZERO_ONLY",
     "RunSummaryWriter",
     "StopOnNonFiniteLoss",
     "epoch_checkpoints",
+    "handlers_for_rank",
 ]

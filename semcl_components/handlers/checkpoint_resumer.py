@@ -13,6 +13,7 @@ import torch
 from ignite.engine import Engine, Events
 from monai.handlers import CheckpointLoader, CheckpointSaver
 
+from ..distributed import is_rank_zero
 from ..folder_lock import FolderLock
 from ..settings import as_bool
 
@@ -140,8 +141,9 @@ class CheckpointResumer:
                 self.key_metric_saver.load_state_dict({"_saved": [(state["best_metric"], self.key_metric_filename)]})
 
     def __call__(self, engine: Engine) -> None:
-        self.lock.acquire()
-        self._found_at_start = {path: _identity(path) for path, _ in epoch_checkpoints(self.ckpt_dir)}
+        if is_rank_zero():  # in a distributed run, rank 0 holds the lock and prunes; every rank loads
+            self.lock.acquire()
+            self._found_at_start = {path: _identity(path) for path, _ in epoch_checkpoints(self.ckpt_dir)}
         if not self.enabled:
             logger.info("resume disabled: a new run starts from the network's initial weights.")
             return

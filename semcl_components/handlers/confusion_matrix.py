@@ -18,6 +18,7 @@ from ignite.engine import Engine, Events
 from monai.handlers import from_engine
 
 from ..atomic_io import atomic_write
+from ..distributed import all_reduce_sum, is_rank_zero
 
 __all__ = ["ConfusionMatrixWriter", "confusion_matrix", "plot_confusion_matrix"]
 
@@ -113,7 +114,10 @@ class ConfusionMatrixWriter:
             self.counts += confusion_matrix(pred.detach().cpu(), label.detach().cpu(), len(self.class_names))
 
     def write(self, engine: Engine | None = None) -> None:
-        """Write the CSV and the PNG of the counts so far."""
+        """Write the CSV and the PNG of the counts so far (summed over the ranks of a distributed run, by rank 0)."""
+        self.counts = all_reduce_sum(self.counts)
+        if not is_rank_zero():
+            return
         with atomic_write(self.output_dir / f"{self.prefix}.csv") as tmp:
             with open(tmp, "w", newline="") as stream:
                 writer = csv.writer(stream)

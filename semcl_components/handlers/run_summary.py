@@ -14,6 +14,7 @@ import torch
 from ignite.engine import Engine, Events
 
 from ..atomic_io import write_json_atomic
+from ..distributed import is_rank_zero
 from ..engines import step_output_dict
 
 __all__ = ["RunSummaryWriter"]
@@ -178,6 +179,8 @@ class RunSummaryWriter:
         return result
 
     def _write(self, engine: Engine, status: str) -> None:
+        if not is_rank_zero():
+            return  # in a distributed run rank 0 writes (its own loss; validation metrics are gathered over ranks)
         self.summary["status"] = status
         self.summary["epochs_completed"] = int(engine.state.epoch)
         self.summary["max_epochs"] = engine.state.max_epochs

@@ -1,0 +1,30 @@
+"""``handlers_for_rank``: the handlers a process of a distributed run attaches (log and TensorBoard writers on rank 0)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from monai.handlers import StatsHandler, TensorBoardStatsHandler
+
+from ..distributed import is_rank_zero
+
+__all__ = ["RANK_ZERO_ONLY", "handlers_for_rank"]
+
+RANK_ZERO_ONLY = (StatsHandler, TensorBoardStatsHandler)
+"""MONAI handlers that write logs or files from every process they run in, so only rank 0 attaches them."""
+
+
+def handlers_for_rank(handlers: Sequence[Any] | None) -> list[Any]:
+    """``handlers`` as this process should attach them: all on rank 0 (or without torch.distributed); on the other
+    ranks without :data:`RANK_ZERO_ONLY`.
+
+    The other handlers stay on every rank: validation (every rank evaluates its share and MONAI gathers the metrics),
+    checkpoint loading, and the writers that are rank-aware themselves, some of them through collectives that every
+    rank must join: MONAI's ``CheckpointSaver`` and ``MetricsSaver``, and this package's ``RunSummaryWriter``,
+    ``ConfusionMatrixWriter`` (counts summed over ranks), ``EmbeddingQualityHandler`` and ``CheckpointResumer``.
+    """
+    handlers = list(handlers or [])
+    if is_rank_zero():
+        return handlers
+    return [handler for handler in handlers if not isinstance(handler, RANK_ZERO_ONLY)]
