@@ -436,6 +436,18 @@ def test_inference_on_two_channel_image_fails_clearly(run_bundle, phantom_datase
     assert not list(tmp_path.rglob("*_seg.nii.gz"))
 
 
+@pytest.mark.parametrize("workflow", [["inference"], ["train", "evaluate"]])
+def test_weights_of_other_network_settings_are_named(run_bundle, phantom_dataset, trained_model, tmp_path, workflow):
+    """A model.pt of a smaller network (the tiny test settings) against the default network settings."""
+    run = run_bundle(workflow, [
+        "--dataset_dir", phantom_dataset, "--ckpt_dir", trained_model.ckpt_dir, "--output_dir", tmp_path / "out",
+        "--roi_size", "[32,32,32]",
+    ], expect_success=False)
+    _assert_fails_with(run, f"the weights in {trained_model.ckpt_dir / 'model.pt'} do not fit this network")
+    assert "init_filters, blocks_down, blocks_up" in run.log
+    assert not list(tmp_path.rglob("*_seg.nii.gz"))
+
+
 def test_missing_pretrained_encoder_fails_clearly(run_bundle, phantom_dataset, tmp_path):
     run = run_bundle(["train"], [
         "--dataset_dir", phantom_dataset, "--ckpt_dir", tmp_path / "models", "--output_dir", tmp_path / "eval",

@@ -1,6 +1,7 @@
 """Ignite handlers the bundle workflows need and MONAI lacks, one per module.
 
 - :class:`AtomicCheckpointSaver` (:mod:`.checkpoint_saver`): checkpoints written atomically, old ones removed after;
+- :class:`WeightsLoader` (:mod:`.checkpoint_loader`): MONAI's ``CheckpointLoader``, naming a file that does not fit;
 - :class:`CheckpointResumer` (:mod:`.checkpoint_resumer`): continue an interrupted run from its last checkpoint;
 - :class:`RunSummaryWriter` (:mod:`.run_summary`): the run's key numbers in a JSON file, updated every epoch;
 - :class:`EmbeddingQualityHandler` (:mod:`.embedding_quality`): organ separation of the encoder's features;
@@ -10,6 +11,7 @@
 - :class:`StopOnNonFiniteLoss` (:mod:`.non_finite_loss`): a NaN or infinite loss stops training, naming the files.
 """
 
+from .checkpoint_loader import WeightsLoader
 from .checkpoint_resumer import CheckpointResumer, epoch_checkpoints
 from .checkpoint_saver import AtomicCheckpointSaver
 from .confusion_matrix import ConfusionMatrixWriter
@@ -29,6 +31,7 @@ __all__ = [
     "RANK_ZERO_ONLY",
     "RunSummaryWriter",
     "StopOnNonFiniteLoss",
+    "WeightsLoader",
     "epoch_checkpoints",
     "handlers_for_rank",
 ]

@@ -16,6 +16,7 @@ from monai.handlers import CheckpointLoader, CheckpointSaver
 from ..distributed import is_rank_zero
 from ..folder_lock import FolderLock
 from ..settings import as_bool
+from .checkpoint_loader import first_line
 
 __all__ = ["CheckpointResumer", "epoch_checkpoints"]
 
@@ -164,9 +165,8 @@ class CheckpointResumer:
         try:
             CheckpointLoader(load_path=path, load_dict=load_dict, map_location=self.map_location)(engine)
         except (RuntimeError, ValueError, KeyError) as error:
-            first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             raise RuntimeError(
-                f"checkpoint {path} does not fit this run ({first_line}): it was written by a run with other "
+                f"checkpoint {path} does not fit this run ({first_line(error)}): it was written by a run with other "
                 "settings (network size, optimizer). Resume it with those settings, start over with --resume false, "
                 "or give this run another --ckpt_dir."
             ) from error
