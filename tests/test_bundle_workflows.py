@@ -160,6 +160,22 @@ def test_train_from_pretrained_encoder_reports_loaded_weights(run_bundle, phanto
     assert summary["pretrained_encoder"] == str(encoder_file)
 
 
+@pytest.mark.parametrize("setting, expect_load", [([], True), (["--pretrained_encoder", ""], False)])
+def test_train_starts_from_the_encoder_in_ckpt_dir_unless_told_otherwise(
+    run_bundle, phantom_dataset, pretrained_pool, tmp_path, setting, expect_load
+):
+    """Pretraining writes <ckpt_dir>/pretrained_encoder.pt; training there uses it by default, '' means scratch."""
+    (tmp_path / "models").mkdir()
+    shutil.copy(pretrained_pool.ckpt_dir / "pretrained_encoder.pt", tmp_path / "models")
+    run = run_bundle(["train"], [
+        "--dataset_dir", phantom_dataset, "--ckpt_dir", tmp_path / "models", "--output_dir", tmp_path / "eval",
+        "--max_epochs", "1", *setting, *TINY_TRAIN_ARGS,
+    ])
+    assert (LOAD_REPORT.search(run.log) is not None) == expect_load
+    expected = str(tmp_path / "models" / "pretrained_encoder.pt") if expect_load else ""
+    assert read_json(tmp_path / "eval" / "run_summary.json")["pretrained_encoder"] == expected
+
+
 def test_evaluate_writes_metric_csvs_and_per_organ_summary(run_bundle, phantom_dataset, trained_model, tmp_path):
     run_bundle(["train", "evaluate"], [
         "--dataset_dir", phantom_dataset, "--ckpt_dir", trained_model.ckpt_dir, "--output_dir", tmp_path,
