@@ -231,3 +231,15 @@ def test_class_names_override_from_a_dataset_json_as_the_btcv_recipe_writes_it(t
     for config in SHARED_WORKFLOWS:
         values = parsed_settings(CONFIGS.parent, config, ("class_names", "num_classes"), class_names=expression)
         assert values == {"class_names": ["spleen", "right kidney", "left kidney", "gallbladder"], "num_classes": 5}
+
+
+def test_workflows_find_the_bundle_and_its_components_alike():
+    """bundle_root and the semcl_components item are written once per workflow and must stay identical."""
+    import yaml
+
+    contents = [yaml.safe_load((CONFIGS / config).read_text()) for config in SHARED_WORKFLOWS]
+    for key in ("bundle_root", "semcl_components", "metadata", "image_channels", "class_names"):
+        assert len({content[key] for content in contents}) == 1, key
+    # no config imports the package itself: a failed import would become a stub before sys.path is set
+    for config in CONFIGS.glob("*.yaml"):
+        assert "$import semcl_components" not in config.read_text(), config.name
