@@ -60,6 +60,22 @@ def bundle_env() -> dict[str, str]:
     return {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
+def run_captured(
+    command: Sequence, cwd: Path, env: dict | None = None, timeout: float = 900
+) -> subprocess.CompletedProcess:
+    """Run ``command`` (items made strings) and capture its output, decoded as UTF-8 whatever the locale."""
+    return subprocess.run(
+        [str(item) for item in command],
+        cwd=cwd,
+        env=bundle_env() if env is None else env,
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        errors="replace",
+        timeout=timeout,
+    )
+
+
 def bundle_command(subcommand: str, configs: Sequence[str], args: Sequence[str]) -> list[str]:
     """``python -m monai.bundle <subcommand> --config_file <configs> <args>`` with this interpreter."""
     return [sys.executable, "-m", "monai.bundle", subcommand, "--config_file", config_arg(*configs), *map(str, args)]
@@ -241,15 +257,6 @@ def exported(phantom_dataset, tmp_path_factory) -> dict:
         phantom_dataset,
         *TINY_EXPORT,
     ]
-    result = subprocess.run(
-        [str(c) for c in command],
-        cwd=work,
-        env=bundle_env(),
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
-        errors="replace",
-        timeout=1200,
-    )
+    result = run_captured(command, cwd=work, timeout=1200)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return {"zip": out / f"{BUNDLE_DIR.name}_v0.1.0.zip", "out": out, "work": work}

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import bundle_env
+from conftest import run_captured
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "benchmark.py"
 
@@ -23,16 +23,7 @@ def run_benchmark(tmp_path: Path, *extra: str) -> subprocess.CompletedProcess:
         str(tmp_path / "work"),
         *extra,
     ]
-    return subprocess.run(
-        command,
-        cwd=tmp_path,
-        env=bundle_env(),
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
-        errors="replace",
-        timeout=900,
-    )
+    return run_captured(command, cwd=tmp_path, timeout=900)
 
 
 def test_quick_benchmark_writes_results_and_a_report_and_resumes(tmp_path):

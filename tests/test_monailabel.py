@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import BUNDLE_DIR, bundle_env
+from conftest import BUNDLE_DIR, run_captured
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 import monailabel_server  # noqa: E402
@@ -227,18 +227,7 @@ def test_training_starts_from_the_pretrained_encoder_and_the_new_model_serves(zo
         "--output_dir",
         str(out),
     ]
-    import subprocess
-
-    result = subprocess.run(
-        command,
-        cwd=tmp_path,
-        env=bundle_env(),
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
-        errors="replace",
-        timeout=300,
-    )
+    result = run_captured(command, cwd=tmp_path, timeout=300)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     (cli,) = out.glob("*.nii.gz")
     np.testing.assert_array_equal(served, np.asarray(nib.load(str(cli)).dataobj))

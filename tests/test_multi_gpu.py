@@ -14,7 +14,15 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import CONFIGS, TINY_NETWORK_ARGS, TINY_PRETRAIN_ARGS, TINY_TRAIN_ARGS, bundle_env, config_arg
+from conftest import (
+    CONFIGS,
+    TINY_NETWORK_ARGS,
+    TINY_PRETRAIN_ARGS,
+    TINY_TRAIN_ARGS,
+    bundle_env,
+    config_arg,
+    run_captured,
+)
 from test_bundle_workflows import SAVED_CHECKPOINT, _newest_readable_checkpoint_epoch, read_json
 
 TORCHRUN = Path(sys.executable).parent / "torchrun"
@@ -39,16 +47,7 @@ def torchrun(configs: list[str], args: list, nproc: int = 2) -> list[str]:
 
 
 def run(command: list[str], cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
-    result = subprocess.run(
-        command,
-        cwd=cwd,
-        env=bundle_env(),
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
-        errors="replace",
-        timeout=timeout,
-    )
+    result = run_captured(command, cwd=cwd, timeout=timeout)
     assert result.returncode == 0, (result.stdout + result.stderr)[-5000:]
     return result
 

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import EXPORT, bundle_env
+from conftest import EXPORT, bundle_env, run_captured
 
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLE = ROOT / "bundles" / "abdomen_ct_semcl_segmentation"
@@ -40,16 +40,8 @@ def readme_install_lines() -> list[str]:
 
 
 def run(command: list, cwd: Path, env: dict | None = None, timeout: float = 900) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [str(c) for c in command],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
-        errors="replace",
-        timeout=timeout,
-    )
+    """``run_captured`` with the caller's environment as given (``None``: this process's, not the bundle one)."""
+    return run_captured(command, cwd, env=dict(os.environ) if env is None else env, timeout=timeout)
 
 
 def zoo_env() -> dict:
