@@ -19,6 +19,7 @@ from conftest import (
     TINY_NETWORK_ARGS,
     TINY_PRETRAIN_ARGS,
     TINY_TRAIN_ARGS,
+    bundle_command,
     bundle_env,
     config_arg,
     run_captured,
@@ -108,21 +109,11 @@ def test_two_process_pretraining_loss_equals_one_process_with_the_double_batch(p
     common = ["--dataset_dir", phantom_dataset, "--max_epochs", "1", *TINY_PRETRAIN_ARGS, *IDENTICAL_SAMPLES]
     single = tmp_path / "single"
     run(
-        [
-            sys.executable,
-            "-m",
-            "monai.bundle",
+        bundle_command(
             "run",
-            "--config_file",
-            config_arg("pretrain"),
-            *map(str, common),
-            "--batch_size",
-            "2",
-            "--ckpt_dir",
-            single / "models",
-            "--output_dir",
-            single / "eval",
-        ],
+            ["pretrain"],
+            [*common, "--batch_size", "2", "--ckpt_dir", single / "models", "--output_dir", single / "eval"],
+        ),
         cwd=tmp_path,
     )
     double = tmp_path / "double"
@@ -188,20 +179,7 @@ def test_two_process_evaluation_gathers_the_cases_of_both_processes(trained_mode
         "[32,32,32]",
     ]
     configs = ["train", "evaluate"]
-    run(
-        [
-            sys.executable,
-            "-m",
-            "monai.bundle",
-            "run",
-            "--config_file",
-            config_arg(*configs),
-            *map(str, common),
-            "--output_dir",
-            tmp_path / "one",
-        ],
-        cwd=tmp_path,
-    )
+    run(bundle_command("run", configs, [*common, "--output_dir", tmp_path / "one"]), cwd=tmp_path)
     run(torchrun([*configs, "multi_gpu_evaluate"], [*common, "--output_dir", tmp_path / "two"]), cwd=tmp_path)
     one, two = (read_json(tmp_path / name / "evaluation_summary.json") for name in ("one", "two"))
     assert two["per_class"] == one["per_class"]
