@@ -449,3 +449,27 @@ def test_tampered_zip_fails_its_published_checksum_naming_it(exported, tmp_path)
     (tmp_path / exported["zip"].name).write_bytes(bytes(data))
     bad = run(["sha256sum", "-c", f"{exported['zip'].name}.sha256"], cwd=tmp_path)
     assert bad.returncode != 0 and f"{exported['zip'].name}: FAILED" in bad.stdout
+
+
+def test_exported_metadata_verifies_against_the_schema(exported, tmp_path):
+    """``verify_metadata`` on the zip's metadata (pins and eval_metrics added by the export), schema kept offline."""
+    pytest.importorskip("jsonschema", reason="verify_metadata needs jsonschema (monai[jsonschema])")
+    with zipfile.ZipFile(exported["zip"]) as archive:
+        (tmp_path / "metadata.json").write_bytes(archive.read(f"{NAME}/configs/metadata.json"))
+    schema = BUNDLE.parent / "meta_schema.json"
+    result = run(
+        [
+            sys.executable,
+            "-m",
+            "monai.bundle",
+            "verify_metadata",
+            "--meta_file",
+            tmp_path / "metadata.json",
+            "--filepath",
+            schema,
+        ],
+        cwd=tmp_path,
+        env=bundle_env(),
+    )
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    assert "metadata is verified with no error." in result.stdout + result.stderr
