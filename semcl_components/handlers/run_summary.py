@@ -180,7 +180,7 @@ class RunSummaryWriter:
 
     def _write(self, engine: Engine, status: str) -> None:
         if not is_rank_zero():
-            return  # in a distributed run rank 0 writes (its own loss; validation metrics are gathered over ranks)
+            return  # in a distributed run rank 0 writes; validation metrics are gathered over ranks by MONAI
         self.summary["status"] = status
         self.summary["epochs_completed"] = int(engine.state.epoch)
         self.summary["max_epochs"] = engine.state.max_epochs
