@@ -11,6 +11,9 @@ Every stage is a ``python -m monai.bundle run`` of the bundle's own workflows (t
                and seed, to a validation plateau (early stopping with a patience; the same rule for every arm);
                plus a frozen-encoder probe (decoder only) of every pretraining arm in one setting
     evaluate   per-case, per-organ Dice and the voxel confusion matrix on the fixed test split
+    study      the shortcut study: variants of the method (stronger intensity changes between views, small and
+               strongly zoomed views, four times longer pretraining, a gentler encoder learning rate or an encoder
+               warm-up at fine-tuning) in one setting and a few seeds, beside scratch and ``semcl_exact``
 
 Each seed pretrains and fine-tunes anew: the training run is the unit of every statistic. Every finished run writes
 a small JSON (its configuration and a hash of it, seed, per-case per-organ Dice, validation curve, wall time, peak
@@ -23,7 +26,8 @@ Usage:
                                 [--seeds 0 1 ...] [--max-runs N] [--report-only]
 
 Sizes: ``--quick`` (minutes; 2 seeds, 2 arms, tiny volumes: a smoke test of the whole path, not a result), the default
-(the 1- and 2-volume settings, 5 arms, 8 seeds; sized for about 4 hours on 2 CPU cores, and runnable in parts) and
+(the 1- and 2-volume settings, 5 arms, 8 seeds, about 4 hours on 2 CPU cores; then the study's 5 variants on 1 volume,
+3 seeds, about 1 hour more; runnable in parts) and
 ``--full`` (larger volumes and network, 1/2/4 volumes, 7 arms; meant for a GPU).
 """
 
@@ -65,6 +69,32 @@ ARMS: dict[str, dict] = {
 """Pretraining arms: how each one's encoder is made (``scratch`` has none). A setting of ``None`` is not passed, so the
 workflow's own value holds (SimCLR's overlay sets ``patch_size`` to the view size, see ``pretrain_simclr.yaml``)."""
 
+STUDY_ARMS: dict[str, dict] = {
+    # fine-tuning the method's own encoders (``encoder_of``) more gently
+    "semcl_exact_slow_encoder": {"encoder_of": "semcl_exact", "finetune": {"encoder_lr_multiplier": 0.1}},
+    "semcl_exact_warmup": {"encoder_of": "semcl_exact", "finetune": {"encoder_warmup_epochs": 80}},
+    # views that break the shortcuts: intensity changes far beyond an organ's HU spread between subjects, and small,
+    # strongly zoomed views whose position in the volume says less about the organ; four times longer pretraining
+    "semcl_strong_intensity": {"mask_mode": "exact", "view_intensity_scale": 0.5, "view_intensity_shift": 0.4},
+    "semcl_small_views": {"mask_mode": "exact", "view_size": [24, 24, 24], "view_scale_range": 0.4},
+    "semcl_long": {"mask_mode": "exact", "max_epochs": 240},
+}
+"""The shortcut study: variants of the method, each fine-tuned in one setting and a few seeds beside the arms they
+vary. Pretraining settings as in :data:`ARMS`; ``finetune`` adds fine-tuning settings; ``encoder_of`` fine-tunes
+another arm's encoders instead of pretraining new ones."""
+
+ALL_ARMS = {**ARMS, **STUDY_ARMS}
+
+
+def pretraining_arm(arm: str) -> str | None:
+    """The arm whose pretraining gives ``arm`` its encoder (``None`` for ``scratch``)."""
+    return None if arm == "scratch" else ALL_ARMS[arm].get("encoder_of", arm)
+
+
+def pretrain_settings(arm: str) -> dict:
+    """The workflow settings of an arm's pretraining (those of ``None`` value are left to the workflow)."""
+    return {k: v for k, v in ALL_ARMS[arm].items() if k not in ("overlay", "encoder_of", "finetune")}
+
 
 @dataclass(frozen=True)
 class Size:
@@ -80,6 +110,9 @@ class Size:
     seeds: tuple[int, ...]
     probe_setting: str | None = None
     probe_seeds: tuple[int, ...] = ()
+    study_arms: tuple[str, ...] = ()
+    study_setting: str | None = None
+    study_seeds: tuple[int, ...] = ()
     notes: str = ""
 
 
@@ -96,6 +129,9 @@ _DEFAULT = Size(
     seeds=tuple(range(8)),
     probe_setting="finetune_2",
     probe_seeds=(0, 1, 2),
+    study_arms=tuple(STUDY_ARMS),
+    study_setting="finetune_1",
+    study_seeds=(0, 1, 2),
     notes="the 1- and 2-volume settings on 2 CPU cores; sized from a scratch calibration run on finetune_1 (48^3 "
     "phantoms, 32^3 crops, lr 0.005: validation Dice plateaued near 0.52 after about 360 epochs, 0.26 s each)",
 )
@@ -115,6 +151,8 @@ SIZES: dict[str, Size] = {
         seeds=(0, 1),
         probe_setting="finetune_1",
         probe_seeds=(0,),
+        study_arms=("semcl_exact_warmup",),
+        study_seeds=(0,),
         notes="a smoke test of the whole path (minutes on 2 CPU cores); its numbers mean nothing",
     ),
     "default": _DEFAULT,
@@ -129,6 +167,7 @@ SIZES: dict[str, Size] = {
                   "roi_size": [64, 64, 64], "learning_rate": 0.001},
         arms=tuple(ARMS),
         settings=("finetune_1", "finetune_2", "finetune_4"),
+        study_seeds=(0, 1, 2, 3, 4),
         notes="meant for a GPU",
     ),
 }
@@ -172,35 +211,50 @@ class Benchmark:
 
     # -- planning
 
-    def plan(self, arms: list[str], settings: list[str], seeds: list[int]) -> list[Run]:
+    def plan(self, arms: list[str], settings: list[str], seeds: list[int], study: list[str] | None = None) -> list[Run]:
+        """The runs of ``arms`` x ``settings`` x ``seeds`` (with the probe), then of the study arms ``study`` (default:
+        the size's) in the size's study setting and seeds, as far as ``settings`` and ``seeds`` hold them."""
         size = self.size
         runs: dict[str, Run] = {}
         for seed in seeds:
             for arm in arms:
-                if arm != "scratch":
-                    config = {"stage": "pretrain", "arm": arm, "arm_settings": ARMS[arm], "seed": seed,
-                              "data": size.data, "network": size.network, "pretrain": size.pretrain}
-                    runs[f"pretrain__{arm}__seed{seed}"] = Run(f"pretrain__{arm}__seed{seed}", config, self.pretrain)
-                for setting in settings:
-                    self._add_finetune(runs, arm, setting, seed, probe=False)
+                self._add_arm(runs, arm, seed, settings)
                 probe = size.probe_setting in settings and seed in size.probe_seeds and arm != "scratch"
                 if probe:
                     self._add_finetune(runs, arm, size.probe_setting, seed, probe=True)
-                pretrain = runs.get(f"pretrain__{arm}__seed{seed}")
-                config = {"stage": "embedding", "arm": arm, "seed": seed, "data": size.data, "network": size.network,
-                          "pretrain": None if pretrain is None else pretrain.config}
-                key = f"embedding__{arm}__seed{seed}"
-                runs[key] = Run(key, config, self.embedding, [] if pretrain is None else [pretrain.key])
+        study_settings = [s for s in settings if s == size.study_setting]
+        for seed in [s for s in size.study_seeds if s in seeds] if study_settings else []:
+            for arm in size.study_arms if study is None else study:
+                self._add_arm(runs, arm, seed, study_settings)
         return list(runs.values())
+
+    def _add_arm(self, runs: dict[str, Run], arm: str, seed: int, settings: list[str]) -> None:
+        """An arm's pretraining (unless it has none of its own), fine-tuning in ``settings`` and embedding runs."""
+        size = self.size
+        source = pretraining_arm(arm)
+        pretrain = None if source is None else f"pretrain__{source}__seed{seed}"
+        if pretrain is not None and pretrain not in runs:
+            config = {"stage": "pretrain", "arm": source, "arm_settings": ALL_ARMS[source], "seed": seed,
+                      "data": size.data, "network": size.network, "pretrain": size.pretrain}
+            runs[pretrain] = Run(pretrain, config, self.pretrain)
+        for setting in settings:
+            self._add_finetune(runs, arm, setting, seed, probe=False)
+        key = f"embedding__{source or arm}__seed{seed}"
+        if key not in runs:
+            config = {"stage": "embedding", "arm": source or arm, "seed": seed, "data": size.data,
+                      "network": size.network, "pretrain": None if pretrain is None else runs[pretrain].config}
+            runs[key] = Run(key, config, self.embedding, [] if pretrain is None else [pretrain])
 
     def _add_finetune(self, runs: dict[str, Run], arm: str, setting: str, seed: int, probe: bool) -> None:
         size = self.size
         key = f"finetune__{arm}__{setting}__seed{seed}" + ("__probe" if probe else "")
+        source = pretraining_arm(arm)
+        pretrain = None if source is None else f"pretrain__{source}__seed{seed}"
         config = {"stage": "finetune", "arm": arm, "setting": setting, "seed": seed, "probe": probe,
-                  "data": size.data, "network": size.network, "finetune": size.finetune,
-                  "pretrain": None if arm == "scratch" else runs[f"pretrain__{arm}__seed{seed}"].config}
-        needs = [] if arm == "scratch" else [f"pretrain__{arm}__seed{seed}"]
-        runs[key] = Run(key, config, self.finetune, needs)
+                  "data": size.data, "network": size.network,
+                  "finetune": {**size.finetune, **ALL_ARMS.get(arm, {}).get("finetune", {})},
+                  "pretrain": None if pretrain is None else runs[pretrain].config}
+        runs[key] = Run(key, config, self.finetune, [] if pretrain is None else [pretrain])
 
     def result_file(self, run: Run) -> Path:
         return self.results / f"{run.key}.json"
@@ -320,10 +374,10 @@ class Benchmark:
                          "learning_rate": self.size.pretrain["learning_rate"]}
             cost = self._bundle(run.key, ["train.yaml"], overrides, log)
         else:
-            settings = {k: v for k, v in ARMS[arm].items() if k != "overlay"}
-            configs = ["pretrain.yaml"] + ([ARMS[arm]["overlay"]] if "overlay" in ARMS[arm] else [])
+            configs = ["pretrain.yaml"] + ([ALL_ARMS[arm]["overlay"]] if "overlay" in ALL_ARMS[arm] else [])
             overrides = {**self._common(seed, encoder_only=True), "ckpt_dir": folder / "models",
-                         "output_dir": folder / "eval", "encoder_file": "encoder.pt", **self.size.pretrain, **settings}
+                         "output_dir": folder / "eval", "encoder_file": "encoder.pt", **self.size.pretrain,
+                         **pretrain_settings(arm)}
             overrides = {k: v for k, v in overrides.items() if v is not None}
             cost = self._bundle(run.key, configs, overrides, log)
         summary = read_json(folder / "eval" / "run_summary.json")
@@ -384,10 +438,13 @@ class Benchmark:
         seed = config["seed"]
         folder = self.work / "finetune" / run.key
         shutil.rmtree(folder, ignore_errors=True)
-        encoder = "" if config["arm"] == "scratch" else self.encoder_file(config["arm"], seed)
+        source = pretraining_arm(config["arm"])
+        encoder = "" if source is None else self.encoder_file(source, seed)
         overrides = {**self._common(seed), "ckpt_dir": folder / "models", "output_dir": folder / "eval",
-                     "train_key": config["setting"], "pretrained_encoder": encoder, **self.size.finetune,
-                     "encoder_lr_multiplier": 0.0 if config["probe"] else 1.0}
+                     "train_key": config["setting"], "pretrained_encoder": encoder, "encoder_lr_multiplier": 1.0,
+                     **config["finetune"]}
+        if config["probe"]:
+            overrides["encoder_lr_multiplier"] = 0.0
         train_cost = self._bundle(run.key, ["train.yaml"], overrides, self.work / "logs" / f"{run.key}.log")
         evaluation = {**self._common(seed), "ckpt_dir": folder / "models", "output_dir": folder / "test",
                       "roi_size": self.size.finetune["roi_size"]}
@@ -485,7 +542,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.set_defaults(size="default")
     parser.add_argument("--jobs", type=int, default=2, help="runs at a time, one CPU thread each (default 2)")
     parser.add_argument("--threads-per-job", type=int, default=1)
-    parser.add_argument("--arms", nargs="+", choices=list(ARMS), help="only these arms (default: the size's)")
+    parser.add_argument("--arms", nargs="+", choices=list(ALL_ARMS),
+                        help="only these arms, study arms included (default: the size's arms and study arms)")
     parser.add_argument("--settings", nargs="+", help="only these labelled settings (default: the size's)")
     parser.add_argument("--seeds", nargs="+", type=int, help="only these seeds (default: the size's)")
     parser.add_argument("--max-runs", type=int, help="stop after this many runs (the rest another time)")
@@ -501,8 +559,10 @@ def main(argv: list[str] | None = None) -> int:
     report = args.report or (ROOT / "docs" / "RESULTS.md" if size.name == "default" and args.results is None
                              else results / "RESULTS.md")
     benchmark = Benchmark(size, results, work, jobs=args.jobs, threads_per_job=args.threads_per_job)
-    planned = benchmark.plan(args.arms or list(size.arms), args.settings or list(size.settings),
-                             args.seeds if args.seeds is not None else list(size.seeds))
+    arms = args.arms or list(size.arms) + list(size.study_arms)
+    planned = benchmark.plan([a for a in arms if a in ARMS], args.settings or list(size.settings),
+                             args.seeds if args.seeds is not None else list(size.seeds),
+                             study=[a for a in arms if a in STUDY_ARMS])
     failed: list[str] = []
     if not args.report_only:
         failed = benchmark.run(planned, args.max_runs)

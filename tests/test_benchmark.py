@@ -40,6 +40,7 @@ def test_quick_benchmark_writes_results_and_a_report_and_resumes(tmp_path):
         "finetune__semcl_exact__finetune_1__seed0.json",
         "finetune__semcl_exact__finetune_1__seed0__probe.json",
         "finetune__semcl_exact__finetune_1__seed1.json",
+        "finetune__semcl_exact_warmup__finetune_1__seed0.json",
         "pretrain__semcl_exact__seed0.json",
         "pretrain__semcl_exact__seed1.json",
     ]
@@ -59,13 +60,20 @@ def test_quick_benchmark_writes_results_and_a_report_and_resumes(tmp_path):
         "## Frozen-encoder probe",
         "## Cost per run",
         "## Embedding quality",
+        "## Shortcut study (finetune_1, seeds 0)",
         "## Plots",
         "## How this was made",
     ):
         assert section in report
+    # the study arm fine-tunes semcl_exact's encoder of the same seed with an encoder warm-up
+    study = json.loads((tmp_path / "results" / "finetune__semcl_exact_warmup__finetune_1__seed0.json").read_text())
+    assert study["config"]["finetune"]["encoder_warmup_epochs"] == 80
+    assert study["config"]["pretrain"] == run["config"]["pretrain"]
+    row = next(line for line in report.splitlines() if line.startswith("| `semcl_exact_warmup` |"))
+    assert "`encoder_warmup_epochs=80` (`semcl_exact`'s encoders)" in row
     assert (tmp_path / "results" / "plots" / "dice_vs_labelled_volumes.png").stat().st_size > 1000
 
     # a second call finds every run finished and only rewrites the report; a changed protocol would rerun them
     second = run_benchmark(tmp_path)
     assert second.returncode == 0, second.stdout[-3000:]
-    assert "11 runs planned, 11 finished already, 0 to do now" in second.stdout
+    assert "12 runs planned, 12 finished already, 0 to do now" in second.stdout

@@ -202,6 +202,33 @@ def test_simclr_overlay_contrasts_view_sized_patches():
     assert method["patch_size"] != method["view_size"]
 
 
+def test_view_augmentation_strength_is_set_by_name(phantom_dataset):
+    """The shortcut study's settings reach the view transforms: zoom range and intensity scale and shift per view."""
+    from monai.transforms import RandAffined, RandScaleIntensityd, RandShiftIntensityd
+
+    def view_transforms(**overrides) -> dict:
+        transforms = parsed_settings(CONFIGS.parent, "pretrain.yaml", ("train#view_transforms",),
+                                     dataset_dir=str(phantom_dataset), **overrides)["train#view_transforms"]
+        return {type(t): t for t in transforms}
+
+    default = view_transforms()
+    assert default[RandScaleIntensityd].scaler.factors == pytest.approx((-0.2, 0.2))  # image * (1 + factor)
+    assert default[RandShiftIntensityd].shifter.offsets == pytest.approx((-0.15, 0.15))
+    strong = view_transforms(view_scale_range=0.4, view_intensity_scale=0.5, view_intensity_shift=0.4)
+    assert strong[RandScaleIntensityd].scaler.factors == pytest.approx((-0.5, 0.5))
+    assert strong[RandShiftIntensityd].shifter.offsets == pytest.approx((-0.4, 0.4))
+    assert strong[RandAffined].rand_affine.rand_affine_grid.scale_range == pytest.approx((0.4, 0.4, 0.4))
+
+
+def test_train_workflow_attaches_the_encoder_warmup_to_its_optimizer(phantom_dataset):
+    from semcl_components.handlers import EncoderWarmup
+
+    values = parsed_settings(CONFIGS.parent, "train.yaml", ("train#handlers", "optimizer"),
+                             dataset_dir=str(phantom_dataset), encoder_warmup_epochs=3, init_filters=8)
+    warmup = next(h for h in values["train#handlers"] if isinstance(h, EncoderWarmup))
+    assert warmup.warmup_epochs == 3 and warmup.optimizer is values["optimizer"] and warmup.group_index == 0
+
+
 def test_a_backbone_registered_in_encoders_is_built_by_name(monkeypatch):
     """'Where to change what': a new backbone is an encoder class and its ENCODERS entry, nothing else."""
     from semcl_components.networks import ENCODERS, ObjectEmbeddingModel, build_encoder

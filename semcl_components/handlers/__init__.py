@@ -4,6 +4,7 @@
 - :class:`WeightsLoader` (:mod:`.checkpoint_loader`): MONAI's ``CheckpointLoader``, naming a file that does not fit;
 - :class:`CheckpointResumer` (:mod:`.checkpoint_resumer`): continue an interrupted run from its last checkpoint;
 - :class:`RunSummaryWriter` (:mod:`.run_summary`): the run's key numbers in a JSON file, updated every epoch;
+- :class:`EncoderWarmup` (:mod:`.encoder_warmup`): a pretrained encoder's learning rate ramps up from 0;
 - :class:`EmbeddingQualityHandler` (:mod:`.embedding_quality`): organ separation of the encoder's features;
 - :class:`ConfusionMatrixWriter` (:mod:`.confusion_matrix`): the voxel confusion matrix of an evaluation (CSV, PNG);
 - :class:`FinalValidationHandler` (:mod:`.final_validation`): MONAI's ``ValidationHandler``, also after the last epoch;
@@ -16,6 +17,7 @@ from .checkpoint_resumer import CheckpointResumer, epoch_checkpoints
 from .checkpoint_saver import AtomicCheckpointSaver
 from .confusion_matrix import ConfusionMatrixWriter
 from .embedding_quality import EmbeddingQualityHandler
+from .encoder_warmup import EncoderWarmup
 from .final_validation import FinalValidationHandler
 from .non_finite_loss import NonFiniteLossError, StopOnNonFiniteLoss
 from .rank_filter import RANK_ZERO_ONLY, handlers_for_rank
@@ -26,6 +28,7 @@ __all__ = [
     "CheckpointResumer",
     "ConfusionMatrixWriter",
     "EmbeddingQualityHandler",
+    "EncoderWarmup",
     "FinalValidationHandler",
     "NonFiniteLossError",
     "RANK_ZERO_ONLY",

@@ -216,8 +216,9 @@ def encoder_parameter_groups(
         encoder_prefixes: top-level module names that make up the encoder.
 
     Returns:
-        ``[{"params": encoder parameters, "lr": lr * multiplier}, {"params": the rest, "lr": lr}]``, empty groups left
-        out, for ``torch.optim.AdamW(encoder_parameter_groups(...), lr=lr)``.
+        ``[{"params": encoder parameters, "lr": lr * multiplier, "name": "encoder"}, {"params": the rest, "lr": lr,
+        "name": "rest"}]``, empty groups left out, for ``torch.optim.AdamW(encoder_parameter_groups(...), lr=lr)``.
+        The names let :class:`semcl_components.handlers.EncoderWarmup` find the encoder's group.
     """
     if encoder_lr_multiplier < 0:
         raise ValueError(f"encoder_lr_multiplier must be >= 0, got {encoder_lr_multiplier}.")
@@ -227,5 +228,8 @@ def encoder_parameter_groups(
     if not encoder and encoder_lr_multiplier != 1.0:
         top = sorted({n.split(".")[0] for n, _ in network.named_parameters()})
         raise ValueError(f"no parameter under {tuple(encoder_prefixes)} in the network (its modules: {top}).")
-    groups = [{"params": encoder, "lr": lr * encoder_lr_multiplier}, {"params": rest, "lr": lr}]
+    groups = [
+        {"params": encoder, "lr": lr * encoder_lr_multiplier, "name": "encoder"},
+        {"params": rest, "lr": lr, "name": "rest"},
+    ]
     return [g for g in groups if g["params"]]
