@@ -12,8 +12,9 @@ Every stage is a ``python -m monai.bundle run`` of the bundle's own workflows (t
                plus a frozen-encoder probe (decoder only) of every pretraining arm in one setting
     evaluate   per-case, per-organ Dice and the voxel confusion matrix on the fixed test split
     study      the shortcut study: variants of the method (stronger intensity changes between views, small and
-               strongly zoomed views, four times longer pretraining, a gentler encoder learning rate or an encoder
-               warm-up at fine-tuning) in one setting and a few seeds, beside scratch and ``semcl_exact``
+               strongly zoomed views, four times longer pretraining, organ x contrast-phase labels, a gentler
+               encoder learning rate or an encoder warm-up at fine-tuning) in one setting and a few seeds, beside
+               scratch and ``semcl_exact``
 
 Each seed pretrains and fine-tunes anew: the training run is the unit of every statistic. Every finished run writes
 a small JSON (its configuration and a hash of it, seed, per-case per-organ Dice, validation curve, wall time, peak
@@ -26,8 +27,8 @@ Usage:
                                 [--seeds 0 1 ...] [--max-runs N] [--report-only]
 
 Sizes: ``--quick`` (minutes; 2 seeds, 2 arms, tiny volumes: a smoke test of the whole path, not a result), the default
-(the 1- and 2-volume settings, 5 arms, 8 seeds, about 4 hours on 2 CPU cores; then the study's 5 variants on 1 volume,
-3 seeds, about 1 hour more; runnable in parts) and
+(the 1- and 2-volume settings, 5 arms, 8 seeds, about 4 hours on 2 CPU cores; then the study's 6 variants on 1 volume,
+3 seeds, about 1.5 hours more; runnable in parts) and
 ``--full`` (larger volumes and network, 1/2/4 volumes, 7 arms; meant for a GPU).
 """
 
@@ -78,6 +79,8 @@ STUDY_ARMS: dict[str, dict] = {
     "semcl_strong_intensity": {"mask_mode": "exact", "view_intensity_scale": 0.5, "view_intensity_shift": 0.4},
     "semcl_small_views": {"mask_mode": "exact", "view_size": [24, 24, 24], "view_scale_range": 0.4},
     "semcl_long": {"mask_mode": "exact", "max_epochs": 240},
+    # the paper's labels: organ x contrast phase (24 classes), so phases of one organ repel each other
+    "semcl_organ_phase": {"mask_mode": "exact", "contrast_phase_labels": True},
 }
 """The shortcut study: variants of the method, each fine-tuned in one setting and a few seeds beside the arms they
 vary. Pretraining settings as in :data:`ARMS`; ``finetune`` adds fine-tuning settings; ``encoder_of`` fine-tunes

@@ -106,7 +106,6 @@ def write_report(size, planned: Sequence, result_file: Callable, report: Path, c
     lines += _steps_to_scratch(finetunes, arms, settings)
     lines += _study(finetunes, pretrains, embeddings, size, planned)
     lines += _plots(finetunes, arms, settings, plots, report)
-    lines += _not_yet()
     lines += _provenance(results, command, size)
     with atomic_write(report) as tmp:
         tmp.write_text("\n".join(lines) + "\n")
@@ -477,12 +476,6 @@ def _save(figure, path: Path) -> None:
     with atomic_write(path) as tmp:
         figure.savefig(tmp, dpi=100)
     plt.close(figure)
-
-
-def _not_yet() -> list[str]:
-    return ["## Not measured yet", "",
-            "- Organ x contrast-phase labels for the contrastive task (the paper's 24 classes): the phantoms record each "
-            "subject's phase, but the pretraining workflow does not yet turn it into labels.", ""]
 
 
 def _provenance(results: dict, command: str, size) -> list[str]:

@@ -18,6 +18,7 @@ __all__ = [
     "inference_inputs",
     "load_datalist",
     "read_settings",
+    "with_contrast_phases",
 ]
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
@@ -116,6 +117,39 @@ def load_datalist(
     if not items:
         raise ValueError(f"list '{key}' in {datalist_file} is empty.")
     return items
+
+
+def with_contrast_phases(
+    items: Sequence[Mapping], dataset_dir: str | os.PathLike, key: str = "contrast_phase"
+) -> list[dict]:
+    """The datalist entries with each subject's contrast phase under ``key``, for organ x phase contrastive labels.
+
+    An entry that has ``key`` keeps it (a datalist can carry the phases itself). Otherwise the phase comes from the
+    ``dataset.json`` in ``dataset_dir``: its ``contrast_phases`` map (the phantom writer records it under
+    ``generator``), keyed by the case name, i.e. the image file name without its NIfTI suffix.
+
+    Raises:
+        ValueError: an entry's phase is found nowhere (the message names the image file and where it looked).
+    """
+    phases: Mapping[str, str] = {}
+    dataset_json = Path(dataset_dir) / "dataset.json"
+    if dataset_json.is_file():
+        content = json.loads(dataset_json.read_text())
+        phases = content.get("contrast_phases") or content.get("generator", {}).get("contrast_phases") or {}
+    out = []
+    for item in items:
+        item = dict(item)
+        if key not in item:
+            name = Path(str(item.get("image", ""))).name
+            case = next((name[: -len(s)] for s in NIFTI_SUFFIXES if name.endswith(s)), name)
+            if case not in phases:
+                raise ValueError(
+                    f"image {item.get('image')} has no '{key}': neither its datalist entry nor the contrast_phases "
+                    f"of {dataset_json} name case '{case}'."
+                )
+            item[key] = phases[case]
+        out.append(item)
+    return out
 
 
 def inference_inputs(path: str | os.PathLike) -> list[dict]:

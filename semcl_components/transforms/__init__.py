@@ -8,7 +8,8 @@ with the paired labels swapped:
 
 - :mod:`.attention_masks`: ``GenerateAttentionMasks(d)``, ``DropEmptyMasks(d)``;
 - :mod:`.views`: ``RandMultiViewd``;
-- :mod:`.lateral_flip`: ``SwapLabels``, ``RandLateralFlipd``.
+- :mod:`.lateral_flip`: ``SwapLabels``, ``RandLateralFlipd``;
+- :mod:`.group_classes`: ``GroupClassIds(d)`` (organ x contrast phase class ids).
 
 A typical pretraining pipeline (dictionary transforms)::
 
@@ -38,6 +39,7 @@ from .attention_masks import (
     GenerateAttentionMasks,
     GenerateAttentionMasksd,
 )
+from .group_classes import GroupClassIds, GroupClassIdsd
 from .lateral_flip import RandLateralFlipd, SwapLabels, lateral_pairs
 from .views import RandMultiViewd
 
@@ -47,6 +49,8 @@ __all__ = [
     "DropEmptyMasksd",
     "GenerateAttentionMasks",
     "GenerateAttentionMasksd",
+    "GroupClassIds",
+    "GroupClassIdsd",
     "RandLateralFlipd",
     "RandMultiViewd",
     "SwapLabels",
