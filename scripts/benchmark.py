@@ -176,6 +176,11 @@ SIZES: dict[str, Size] = {
 }
 
 
+def results_folder(size: Size) -> Path:
+    """Where a size's result files are committed: ``docs/results/benchmark/<size>``."""
+    return ROOT / "docs" / "results" / "benchmark" / size.name
+
+
 def config_hash(config: dict) -> str:
     """A short hash of a run's configuration: a result file counts only for exactly this configuration."""
     return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -201,8 +206,11 @@ class Run:
 class Benchmark:
     """Plans, runs (in parallel, skipping finished runs) and reports one benchmark size."""
 
-    def __init__(self, size: Size, results: Path, work: Path, jobs: int = 2, threads_per_job: int = 1) -> None:
+    def __init__(
+        self, size: Size, results: Path, work: Path, jobs: int = 2, threads_per_job: int = 1, prefix: str = "[bench]"
+    ) -> None:
         self.size = size
+        self.prefix = prefix  # before every line this prints
         self.results = results
         self.work = work
         self.jobs = jobs
@@ -336,14 +344,14 @@ class Benchmark:
 
     def _say(self, message: str) -> None:
         with self._print_lock:
-            print(f"[bench] {message}", flush=True)
+            print(f"{self.prefix} {message}", flush=True)
 
     def _env(self) -> dict[str, str]:
         threads = str(self.threads_per_job)
         return {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "PYTHONUNBUFFERED": "1"}
 
     def _bundle(self, name: str, configs: list[str], overrides: dict, log: Path) -> dict:
-        result = run_logged(name, bundle_command(CONFIGS, configs, overrides), log, env=self._env(), prefix="[bench]")
+        result = run_logged(name, bundle_command(CONFIGS, configs, overrides), log, env=self._env(), prefix=self.prefix)
         return {"seconds": round(result.seconds, 1), "peak_memory_mb": round(result.peak_memory_mb, 1)}
 
     def _ensure_data(self) -> None:
@@ -557,7 +565,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     size = SIZES[args.size]
-    results = (args.results or ROOT / "docs" / "results" / "benchmark" / size.name).absolute()
+    results = (args.results or results_folder(size)).absolute()
     work = (args.workdir or ROOT / "runs" / "benchmark" / size.name).absolute()
     report = args.report or (ROOT / "docs" / "RESULTS.md" if size.name == "default" and args.results is None
                              else results / "RESULTS.md")

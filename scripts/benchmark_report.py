@@ -22,13 +22,14 @@ from semcl_components.embedding_quality import plot_embedding_projections
 from semcl_components.handlers.confusion_matrix import plot_confusion_matrix
 from semcl_components.statistics import Estimate, hierarchical_bootstrap, paired_wilcoxon
 
-__all__ = ["write_report"]
+__all__ = ["compare", "load_results", "write_report"]
 
 TARGET_GAIN = 0.05  # the issue's target: +5 Dice points over random init
 ALPHA = 0.01
 
 
 def _load(planned: Sequence, result_file: Callable) -> dict[str, dict]:
+    """The result of every planned run whose file exists with the run's configuration hash, by run key."""
     found = {}
     for run in planned:
         path = result_file(run)
@@ -77,18 +78,28 @@ def _p(p: float) -> str:
     return "n/a" if p != p else f"{p:.4f}"
 
 
-def write_report(size, planned: Sequence, result_file: Callable, report: Path, command: str) -> None:
-    """Write ``report`` (Markdown) and its plots (``<report folder or results>/plots``) from the finished runs."""
-    results = _load(planned, result_file)
+def load_results(planned: Sequence, result_file: Callable) -> tuple[dict, dict, dict]:
+    """The finished runs among ``planned``, by stage: ``(finetunes, pretrains, embeddings)``.
+
+    ``finetunes[arm, setting, probe][seed]``, ``pretrains[arm][seed]`` and ``embeddings[arm][seed]`` are the result
+    dicts of the runs whose file (``result_file(run)``) exists with the run's configuration hash.
+    """
     finetunes: dict[tuple[str, str, bool], dict[int, dict]] = defaultdict(dict)
     pretrains: dict[str, dict[int, dict]] = defaultdict(dict)
     embeddings: dict[str, dict[int, dict]] = defaultdict(dict)
-    for result in results.values():
+    for result in _load(planned, result_file).values():
         config = result["config"]
         if config["stage"] == "finetune":
             finetunes[config["arm"], config["setting"], config["probe"]][config["seed"]] = result
         else:
             (pretrains if config["stage"] == "pretrain" else embeddings)[config["arm"]][config["seed"]] = result
+    return finetunes, pretrains, embeddings
+
+
+def write_report(size, planned: Sequence, result_file: Callable, report: Path, command: str) -> None:
+    """Write ``report`` (Markdown) and its plots (``<report folder or results>/plots``) from the finished runs."""
+    results = _load(planned, result_file)
+    finetunes, pretrains, embeddings = load_results(planned, result_file)
     plots = Path(result_file(planned[0]).parent if planned else report.parent) / "plots"
     arms = [arm for arm in size.arms if any(key[0] == arm for key in finetunes)]
     settings = [s for s in size.settings if any(key[1] == s for key in finetunes)]
@@ -120,7 +131,7 @@ def _verdict(finetunes, arms, settings) -> list[str]:
     for setting in settings:
         for method in methods:
             for baseline in baselines:
-                comparison = _compare(finetunes, method, baseline, setting)
+                comparison = compare(finetunes, method, baseline, setting)
                 if comparison is None:
                     continue
                 difference, p, n = comparison
@@ -137,7 +148,12 @@ def _verdict(finetunes, arms, settings) -> list[str]:
     return lines
 
 
-def _compare(finetunes, method: str, baseline: str, setting: str, probe: bool = False):
+def compare(finetunes, method: str, baseline: str, setting: str, probe: bool = False):
+    """``method`` against ``baseline`` in ``setting``, paired by seed: ``(difference, Wilcoxon p, seeds)`` or ``None``.
+
+    ``difference`` is the two-level bootstrap estimate (mean and 95% interval over seeds and test cases) of the
+    difference in case-mean test Dice; ``p`` is NaN with one seed.
+    """
     a, b = finetunes.get((method, setting, probe), {}), finetunes.get((baseline, setting, probe), {})
     seeds = sorted(set(a) & set(b))
     if not seeds:
@@ -167,7 +183,7 @@ def _comparisons(finetunes, arms, settings) -> list[str]:
     for setting in settings:
         for method in [a for a in arms if a.startswith("semcl")]:
             for baseline in [a for a in arms if not a.startswith("semcl")]:
-                comparison = _compare(finetunes, method, baseline, setting)
+                comparison = compare(finetunes, method, baseline, setting)
                 if comparison is not None:
                     difference, p, n = comparison
                     lines.append(f"| {setting} | `{method}` | `{baseline}` | {_signed(difference, n)} | {_p(p)} | {n} |")
@@ -398,7 +414,7 @@ def _study(finetunes, pretrains, embeddings, size, planned: Sequence) -> list[st
                  _fmt(hierarchical_bootstrap(_grid(runs, sorted(runs))), len(runs))]
         for baseline in ("scratch", "semcl_exact"):
             paired = {s: r for s, r in finetunes.get((baseline, setting, False), {}).items() if s in runs}
-            compared = None if baseline == arm else _compare({(arm, setting, False): runs,
+            compared = None if baseline == arm else compare({(arm, setting, False): runs,
                                                              (baseline, setting, False): paired}, arm, baseline, setting)
             cells.append("-" if compared is None else f"{_signed(compared[0], compared[2])}, {_p(compared[1])}")
         cells.append(str(len(runs)))

@@ -1,181 +1,178 @@
-"""The main job: the whole pipeline on the embedded phantom data, at a small CPU budget.
+"""The main job: one seed of the low-label benchmark on the embedded phantom data, both arms side by side.
 
-Stages, each one a ``python -m monai.bundle run`` of the bundle, as a user would type it (the exact commands are
-printed and logged):
-    1. data       write the phantom dataset (MSD layout + low-label datalist + preview PNG)
-    2. pretrain   semantic-aware contrastive pretraining of the encoder on the `pretrain` split
-    3. finetune   segmentation training on the same small labelled subset, twice: from the pretrained encoder
-                  and from scratch (same seed, budget and data)
-    4. evaluate   per-organ Dice / HD95 / surface Dice of both arms on the held-out `test` split
-    5. infer      segment one test volume with the pretrained arm's model
-and finally a per-organ Dice table of both arms side by side, with the paths of predictions and logs.
+It runs exactly the benchmark's protocol (``scripts/benchmark.py``, default size) for one seed, so its numbers can be
+set beside the benchmark's committed runs. Stages, each one a ``python -m monai.bundle run`` of the bundle as a user
+would type it (the exact commands are printed and logged):
+    1. data       the benchmark's phantom dataset (MSD layout + low-label datalist + preview PNG)
+    2. pretrain   semantic-aware contrastive pretraining of the encoder on the ``pretrain`` split
+    3. finetune   segmentation training on 2 labelled volumes, from the pretrained encoder and from random init, side
+                  by side (one CPU thread each), each to a validation plateau (early stopping, the same rule for both);
+                  then per-organ Dice, HD95 and surface Dice on the held-out ``test`` split
+    4. infer      one test volume segmented with the pretrained arm's model
+and finally a per-organ Dice table of both arms; how far this machine's run lies from the benchmark's committed run
+of the same seed (made on another machine); and what the benchmark found over all its seeds (``docs/RESULTS.md``).
 
-Rerunning is safe: finished stages are reused (training resumes from its last checkpoint), so an interrupted demo
-continues where it stopped. Everything is written under --workdir (default runs/demo).
+Rerunning is safe: finished runs are reused (each writes a result file when done); an interrupted run starts again.
+Everything is written under --workdir (default runs/demo).
 
 Usage:
-    python scripts/demo.py [--workdir runs/demo] [--num 24] [--size 64 64 64] [--finetune-key finetune_4] ...
+    python scripts/demo.py [--workdir runs/demo] [--seed 0] [--arm semcl_exact] [--setting finetune_2]
 
-The defaults fit a 2-core CPU in about 10 minutes: 64^3 phantoms, a SegResNet of width 8 (the bundle's default is
-16), 20 pretraining and 120 finetuning epochs.
+About 10-15 minutes on 2 CPU cores: 48^3 phantoms, a SegResNet of width 8 (the bundle's default is 16), 60
+pretraining epochs, fine-tuning until validation Dice stops rising (at most 800 epochs). ``--size quick`` runs the
+benchmark's smoke-test size instead (a minute; its numbers mean nothing).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
+from benchmark import ARMS, CONFIGS, ROOT, SIZES, Benchmark, Run, read_json, results_folder
+from benchmark_report import compare, load_results
 from semcl_components.bundle_run import BundleRunError, bundle_command, run_logged
 from semcl_components.data.phantoms import format_summary, write_phantom_dataset
-from semcl_components.networks import EMBEDDING_MODES
-from semcl_components.transforms import MASK_MODES
 
-ROOT = Path(__file__).resolve().parents[1]
-BUNDLE = ROOT / "bundles" / "abdomen_ct_semcl_segmentation"
-CONFIGS = BUNDLE / "configs"
+DEMO_ARM = "semcl_exact"  # the method's arm the demo sets beside scratch (choose another with --arm)
+ARM_TITLES = {"scratch": "scratch (random init)"}
 
 
-def _bundle_command(configs: list[str], overrides: dict[str, object]) -> list[str]:
-    return bundle_command(CONFIGS, configs, overrides)
+def _title(arm: str) -> str:
+    return ARM_TITLES.get(arm, f"pretrained ({arm})")
 
 
-def _run_stage(name: str, command: list[str], log_file: Path) -> float:
-    """Run one bundle command, log it, echo its progress; stop the demo with the log's tail if it fails."""
-    try:
-        return run_logged(name, command, log_file, prefix="[demo]").seconds
-    except BundleRunError as error:
-        raise SystemExit(str(error)) from None
+def _mean_dice(result: dict) -> float:
+    """Mean over test cases of each case's mean organ Dice (organs absent from a case left out), as the report."""
+    dice = np.array([[np.nan if v is None else v for v in row] for row in result["test"]["dice"]], dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        return float(np.nanmean(np.nanmean(dice, axis=1)))
 
 
-def _read_json(path: Path) -> dict:
-    return json.loads(path.read_text()) if path.is_file() else {}
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.3f}"
 
 
-def _dice_table(arms: dict[str, dict]) -> str:
-    """Per-organ test Dice of each arm, side by side, with the difference of the first two."""
-    names = list(arms)
-    organs = list(next(iter(arms.values())).get("per_class", {}).get("val_mean_dice", {}))
-    header = f"{'organ':<14}" + "".join(f"{n:>22}" for n in names) + (f"{'difference':>12}" if len(names) == 2 else "")
+def dice_table(results: dict[str, dict]) -> str:
+    """Per-organ test Dice of each arm's run, side by side, with the difference of the first two."""
+    names = list(results)
+    organs = list(next(iter(results.values()))["test_summary"].get("val_mean_dice", {}))
+    header = f"{'organ':<14}" + "".join(f"{_title(n):>26}" for n in names) + (f"{'difference':>12}" if len(names) == 2 else "")
     lines = [header, "-" * len(header)]
-
-    def fmt(value: float | None) -> str:
-        return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.3f}"
-
-    rows = organs + ["mean"]
-    for organ in rows:
-        values = []
-        for arm in names:
-            summary = arms[arm]
-            value = summary.get("metrics", {}).get("val_mean_dice") if organ == "mean" else summary.get("per_class", {}).get("val_mean_dice", {}).get(organ)
-            values.append(value)
-        diff = ""
-        if len(values) == 2 and None not in values:
-            diff = f"{values[0] - values[1]:>+12.3f}"
-        lines.append(f"{organ:<14}" + "".join(f"{fmt(v):>22}" for v in values) + diff)
+    for organ in organs + ["mean"]:
+        values = [
+            _mean_dice(results[arm]) if organ == "mean" else results[arm]["test_summary"]["val_mean_dice"].get(organ)
+            for arm in names
+        ]
+        diff = f"{values[0] - values[1]:>+12.3f}" if len(values) == 2 and None not in values else ""
+        lines.append(f"{organ:<14}" + "".join(f"{_fmt(v):>26}" for v in values) + diff)
     return "\n".join(lines)
+
+
+def committed_run(run: Run, size_name: str) -> dict | None:
+    """The benchmark's committed result of the same run (same configuration hash), if there is one."""
+    path = results_folder(SIZES[size_name]) / f"{run.key}.json"
+    if not path.is_file():
+        return None
+    result = read_json(path)
+    return result if result.get("config_hash") == run.hash else None
+
+
+def benchmark_finding(size_name: str, arm: str, setting: str) -> str:
+    """One line: what the benchmark's committed runs say about ``arm`` against scratch in ``setting``."""
+    size = SIZES[size_name]
+    reference = Benchmark(size, results_folder(size), ROOT / "runs" / "benchmark" / size.name)
+    planned = reference.plan([arm, "scratch"], [setting], list(size.seeds), study=[])
+    finetunes, _, _ = load_results(planned, reference.result_file)
+    compared = compare(finetunes, arm, "scratch", setting)
+    if compared is None or compared[2] < 2:
+        return f"The benchmark has no paired runs of {arm} and scratch on {setting} at the {size_name} size yet."
+    difference, p, seeds = compared
+    verdict = "a significant gain" if difference.low > 0 and p < 0.01 else "no significant gain"
+    return (f"The benchmark ({seeds} paired seeds, docs/RESULTS.md): {arm} minus scratch on {setting} = "
+            f"{difference.mean:+.3f} mean Dice [95% CI {difference.low:+.3f}, {difference.high:+.3f}], "
+            f"Wilcoxon p = {p:.3f}: {verdict}.")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workdir", type=Path, default=ROOT / "runs" / "demo", help="where runs, logs and predictions go")
-    parser.add_argument("--data-dir", type=Path, default=ROOT / "data" / "demo_phantoms", help="phantom dataset folder")
-    parser.add_argument("--num", type=int, default=24, help="number of phantom subjects")
-    parser.add_argument("--size", type=int, nargs=3, default=(64, 64, 64), metavar=("X", "Y", "Z"))
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--finetune-key", default="finetune_4", help="labelled subset of datalist.json for finetuning")
-    parser.add_argument("--pretrain-epochs", type=int, default=20)
-    parser.add_argument("--finetune-epochs", type=int, default=120)
-    parser.add_argument("--val-interval", type=int, default=30)
-    parser.add_argument("--learning-rate", type=float, default=0.002, help="finetune learning rate")
-    parser.add_argument("--roi", type=int, default=48, help="finetune/inference patch edge (voxels)")
-    parser.add_argument("--pretrain-patch", type=int, default=64, help="pretraining crop edge; views are 3/4 of it")
-    parser.add_argument("--init-filters", type=int, default=8, help="SegResNet width (the bundle default is 16)")
-    parser.add_argument("--embedding-mode", default="pool", choices=EMBEDDING_MODES)
-    parser.add_argument("--mask-mode", default="exact", choices=[m for m in MASK_MODES if m != "whole"])
+    parser.add_argument("--seed", type=int, default=0, help="the benchmark seed to run (its data split is fixed)")
+    parser.add_argument("--arm", default=DEMO_ARM, choices=[a for a in ARMS if a != "scratch"],
+                        help="the pretraining arm set beside scratch")
+    parser.add_argument("--setting", default="finetune_2", help="the labelled subset of datalist.json to fine-tune on")
+    parser.add_argument("--size", default="default", choices=["default", "quick"], help="the benchmark size to run")
+    parser.add_argument("--jobs", type=int, default=2, help="fine-tuning runs at a time (one CPU thread each)")
     args = parser.parse_args(argv)
 
     start = time.perf_counter()
+    size = SIZES[args.size]
     work = args.workdir.absolute()
-    print(f"[demo] 1/5 data: phantoms in {args.data_dir}", flush=True)
-    summary = write_phantom_dataset(args.data_dir, num=args.num, seed=args.seed, size=tuple(args.size), preview=True, verbose=False)
+    bench = Benchmark(size, work / "results", work, jobs=args.jobs, prefix="[demo]")
+    data = size.data
+    print(f"[demo] 1/4 data: {data['num']} phantoms of {data['size']}^3 in {bench.data_dir}", flush=True)
+    summary = write_phantom_dataset(bench.data_dir, num=data["num"], seed=data["seed"], size=(data["size"],) * 3,
+                                    preview=True, verbose=False)
     print(format_summary(summary), flush=True)
 
-    common = {"dataset_dir": args.data_dir.absolute(), "seed": args.seed, "init_filters": args.init_filters}
-    view = max(8, (args.pretrain_patch * 3 // 4) // 8 * 8)
-    pretrain_dir = work / "pretrain"
-    encoder = pretrain_dir / "models" / "pretrained_encoder.pt"
-    pretrain = {
-        **common,
-        "ckpt_dir": pretrain_dir / "models",
-        "output_dir": pretrain_dir / "eval",
-        "max_epochs": args.pretrain_epochs,
-        "patch_size": [args.pretrain_patch] * 3,
-        "view_size": [view] * 3,
-        "embedding_mode": args.embedding_mode,
-        "mask_mode": args.mask_mode,
-    }
-    print("[demo] 2/5 pretrain: semantic-aware contrastive pretraining", flush=True)
-    _run_stage("pretrain", _bundle_command(["pretrain.yaml"], pretrain), work / "logs" / "pretrain.log")
+    planned = bench.plan([args.arm, "scratch"], [args.setting], [args.seed], study=[])
+    runs = [r for r in planned if r.config["stage"] == "pretrain" or (r.config["stage"] == "finetune"
+                                                                      and not r.config["probe"])]
+    finetunes = {r.config["arm"]: r for r in runs if r.config["stage"] == "finetune"}
+    print(f"[demo] 2/4 pretrain and 3/4 finetune: {args.arm} and scratch on {args.setting}, seed {args.seed}; "
+          f"{sum(bench.finished(r) for r in runs)} of {len(runs)} runs finished already", flush=True)
+    failed = bench.run(runs)
+    if failed:
+        raise SystemExit(f"[demo] failed: {', '.join(failed)}; the logs are in {work / 'logs'}")
+    results = {arm: read_json(bench.result_file(finetunes[arm])) for arm in (args.arm, "scratch")}
 
-    arms = {"pretrained (SemCL)": ("semcl", str(encoder)), "scratch (random init)": ("scratch", "")}
-    roi = [args.roi] * 3
-    for index, (arm, (folder, encoder_path)) in enumerate(arms.items()):
-        print(f"[demo] 3/5 finetune {index + 1}/2: {arm} on {args.finetune_key}", flush=True)
-        train = {
-            **common,
-            "ckpt_dir": work / folder / "models",
-            "output_dir": work / folder / "eval",
-            "train_key": args.finetune_key,
-            "pretrained_encoder": encoder_path,
-            "max_epochs": args.finetune_epochs,
-            "val_interval": args.val_interval,
-            "learning_rate": args.learning_rate,
-            "roi_size": roi,
-        }
-        _run_stage(f"finetune {folder}", _bundle_command(["train.yaml"], train), work / "logs" / f"finetune_{folder}.log")
-    results = {}
-    for arm, (folder, _) in arms.items():
-        print(f"[demo] 4/5 evaluate: {arm} on the test split", flush=True)
-        evaluate = {**common, "ckpt_dir": work / folder / "models", "output_dir": work / folder / "eval", "roi_size": roi}
-        _run_stage(f"evaluate {folder}", _bundle_command(["train.yaml", "evaluate.yaml"], evaluate), work / "logs" / f"evaluate_{folder}.log")
-        results[arm] = _read_json(work / folder / "eval" / "evaluation_summary.json")
-
-    test_image = json.loads((args.data_dir / "datalist.json").read_text())["test"][0]["image"]
+    test_image = read_json(bench.data_dir / "datalist.json")["test"][0]["image"]
     prediction_dir = work / "predictions"
-    print("[demo] 5/5 infer: one test volume with the pretrained arm's model", flush=True)
+    print(f"[demo] 4/4 infer: {test_image} with the {args.arm} arm's model", flush=True)
     infer = {
-        "dataset_dir": args.data_dir.absolute(),
-        "ckpt_dir": work / "semcl" / "models",
+        "dataset_dir": bench.data_dir,
+        "ckpt_dir": work / "finetune" / finetunes[args.arm].key / "models",
         "output_dir": prediction_dir,
-        "input_path": (args.data_dir / test_image).resolve(),
-        "roi_size": roi,
-        "init_filters": args.init_filters,
+        "input_path": (bench.data_dir / test_image).resolve(),
+        "roi_size": size.finetune["roi_size"],
+        **size.network,
     }
-    _run_stage("infer", _bundle_command(["inference.yaml"], infer), work / "logs" / "infer.log")
+    try:
+        run_logged("infer", bundle_command(CONFIGS, ["inference.yaml"], infer), work / "logs" / "infer.log", prefix="[demo]")
+    except BundleRunError as error:
+        raise SystemExit(str(error)) from None
 
-    table = _dice_table(results)
-    seconds = time.perf_counter() - start
     report = [
         "",
-        f"Test-split Dice per organ ({len(json.loads((args.data_dir / 'datalist.json').read_text())['test'])} phantoms), "
-        f"finetuned on {args.finetune_key} for {args.finetune_epochs} epochs; pretraining {args.pretrain_epochs} epochs "
-        f"({args.embedding_mode} embedding, {args.mask_mode} masks); seed {args.seed}; one run per arm:",
-        table,
+        f"Test-split Dice per organ ({len(results['scratch']['test']['cases'])} phantoms), fine-tuned on "
+        f"{args.setting} to a validation plateau ({results[args.arm]['epochs']} and {results['scratch']['epochs']} "
+        f"epochs); seed {args.seed}; one run per arm:",
+        dice_table(results),
         "",
-        "One seed is one sample: the spread between seeds can be as large as the gap between arms.",
+    ]
+    committed = {arm: committed_run(finetunes[arm], args.size) for arm in results}
+    if all(committed.values()):
+        made = committed["scratch"]["machine"]["cpu"]
+        gaps = ", ".join(f"{arm} {_mean_dice(results[arm]) - _mean_dice(committed[arm]):+.3f}" for arm in results)
+        report.append(f"Against the benchmark's committed run of this seed (made on {made}): mean Dice differs by {gaps}.")
+    else:
+        report.append("The benchmark has no committed run of this seed and protocol to compare with.")
+    report += [
+        benchmark_finding(args.size, args.arm, args.setting),
+        "One seed is one sample; the benchmark's seeds are the evidence.",
         f"predictions: {prediction_dir}",
-        f"logs:        {work / 'logs'}  (TensorBoard: {work}/*/eval)",
-        f"summaries:   {work}/*/eval/run_summary.json, evaluation_summary.json",
-        f"[demo] done in {seconds:.0f} s",
+        f"logs:        {work / 'logs'}  (TensorBoard: {work}/finetune/*/eval)",
+        f"results:     {work / 'results'} (one JSON per run, as the benchmark writes them)",
+        f"[demo] done in {time.perf_counter() - start:.0f} s",
     ]
     text = "\n".join(report)
     print(text)
-    (work / "demo_report.txt").write_text(text + "\n")
+    (work / "demo_report.txt").write_text(text + "\n", encoding="utf-8")
     return 0
 
 

@@ -10,33 +10,54 @@ from pathlib import Path
 
 import nibabel as nib
 
+from conftest import run_captured
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _demo(workdir: Path) -> subprocess.CompletedProcess:
-    command = [
-        sys.executable, str(ROOT / "scripts" / "demo.py"), "--workdir", str(workdir), "--data-dir", str(workdir / "data"),
-        "--num", "6", "--size", "32", "32", "32", "--pretrain-patch", "32", "--roi", "32", "--init-filters", "8",
-        "--pretrain-epochs", "1", "--finetune-epochs", "1", "--val-interval", "1", "--finetune-key", "finetune_2",
-    ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run(command, capture_output=True, text=True, encoding="utf-8", errors="replace", cwd=workdir.parent, env=env, timeout=900)
+    command = [sys.executable, ROOT / "scripts" / "demo.py", "--workdir", workdir, "--size", "quick"]
+    return run_captured(command, cwd=workdir.parent, env={**os.environ, "OMP_NUM_THREADS": "1"})
 
 
 def test_demo_runs_every_stage_and_prints_both_arms(tmp_path):
     run = _demo(tmp_path / "demo")
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    for stage in ("1/5 data", "2/5 pretrain", "3/5 finetune 1/2", "3/5 finetune 2/2", "4/5 evaluate", "5/5 infer"):
+    for stage in ("1/4 data", "2/4 pretrain and 3/4 finetune", "4/4 infer", "finished pretrain__semcl_exact__seed0",
+                  "finished finetune__semcl_exact__finetune_2__seed0", "finished finetune__scratch__finetune_2__seed0"):
         assert stage in run.stdout
-    report = (tmp_path / "demo" / "demo_report.txt").read_text()
-    assert "pretrained (SemCL)" in report and "scratch (random init)" in report
-    assert all(organ in report for organ in ("spleen", "liver", "pancreas", "mean"))
-    for arm in ("semcl", "scratch"):
-        summary = json.loads((tmp_path / "demo" / arm / "eval" / "evaluation_summary.json").read_text())
-        assert set(summary["per_class"]["val_mean_dice"]) >= {"spleen", "liver"}
+    report = (tmp_path / "demo" / "demo_report.txt").read_text(encoding="utf-8")
+    assert "pretrained (semcl_exact)" in report and "scratch (random init)" in report
+    rows = {line.split()[0]: line.split()[1:] for line in report.splitlines() if line.startswith(("spleen", "mean "))}
+    assert set(rows) == {"spleen", "mean"} and all(len(values) == 3 for values in rows.values())  # 2 arms + difference
+    # the quick size has no committed benchmark runs to compare with, and says so rather than inventing a finding
+    assert "no committed run of this seed" in report and "no paired runs of semcl_exact and scratch" in report
+    result = json.loads((tmp_path / "demo" / "results" / "finetune__scratch__finetune_2__seed0.json").read_text())
+    assert set(result["test_summary"]["val_mean_dice"]) >= {"spleen", "liver"}
     predictions = list((tmp_path / "demo" / "predictions").glob("*_seg.nii.gz"))
     assert len(predictions) == 1 and nib.load(predictions[0]).shape == (32, 32, 32)
 
-    again = _demo(tmp_path / "demo")  # rerunning is safe: finished stages are reused
+    again = _demo(tmp_path / "demo")  # rerunning is safe: finished runs are reused
     assert again.returncode == 0, again.stdout[-3000:]
-    assert "reused existing" in again.stdout and "training had already finished" in (tmp_path / "demo" / "logs" / "finetune_semcl.log").read_text(encoding="utf-8")
+    assert "3 of 3 runs finished already" in again.stdout and "0 to do now" in again.stdout
+
+
+def test_demo_sets_its_run_beside_the_benchmarks_committed_runs(tmp_path):
+    """At the default size the demo compares with the committed run of its seed and quotes the benchmark's finding."""
+    import re
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import demo
+    from benchmark import SIZES, Benchmark
+
+    line = demo.benchmark_finding("default", "semcl_exact", "finetune_2")
+    assert re.fullmatch(r"The benchmark \(\d+ paired seeds, docs/RESULTS.md\): semcl_exact minus scratch on finetune_2 = "
+                        r"[+-]\d\.\d{3} mean Dice \[95% CI [+-]\d\.\d{3}, [+-]\d\.\d{3}\], Wilcoxon p = \d\.\d{3}: "
+                        r"(no )?significant gain\.", line), line
+    bench = Benchmark(SIZES["default"], tmp_path / "results", tmp_path)
+    planned = {r.key: r for r in bench.plan(["semcl_exact", "scratch"], ["finetune_2"], [0], study=[])}
+    committed = demo.committed_run(planned["finetune__scratch__finetune_2__seed0"], "default")
+    assert committed is not None and committed["config"]["seed"] == 0 and 0.0 < demo._mean_dice(committed) < 1.0
+    changed = planned["finetune__scratch__finetune_2__seed0"]
+    changed.config = {**changed.config, "seed": 99}  # another protocol or seed: nothing to compare with
+    assert demo.committed_run(changed, "default") is None
