@@ -253,7 +253,24 @@ def _cost(finetunes, pretrains, arms) -> list[str]:
         )
         lines[-1] += (f"{np.mean([r['cost']['train']['seconds'] for r in fine]):.0f} | "
                       f"{np.mean([r['epochs'] for r in fine]):.0f} | {max(memory):.0f} |") if fine else "- | - | - |"
-    return lines + [""]
+    return lines + [""] + _step_cost(STEP_BENCHMARK)
+
+
+STEP_BENCHMARK = Path(__file__).resolve().parents[1] / "docs" / "results" / "step_benchmark.json"
+
+
+def _step_cost(path: Path) -> list[str]:
+    """The method's two embedding modes per training step, from the step micro-benchmark's committed result."""
+    if not path.is_file():
+        return []
+    step = json.loads(path.read_text())
+    arms, settings, machine = step["arms"], step["settings"], step["environment"]
+    return [f"Pretraining step of the method's embedding modes (`scripts/benchmark_step.py`, `{path.name}`; one process, "
+            f"arms interleaved; {settings['views']} views of {settings['size']}^3 crops holding "
+            f"{step['objects']['total']} organs, SegResNet width {settings['init_filters']}, {settings['threads']} threads, "
+            f"{machine['cpu_model']}): `pool` {arms['pool']['median_s']:.2f} s, `channel` {arms['channel']['median_s']:.2f} s "
+            f"median per step, a `channel`/`pool` ratio of {arms['channel']['median_s'] / arms['pool']['median_s']:.1f}; "
+            f"a plain segmentation step {arms['seg']['median_s']:.2f} s.", ""]
 
 
 def _embedding(embeddings, arms, plots: Path, report: Path) -> list[str]:

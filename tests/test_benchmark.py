@@ -65,6 +65,7 @@ def test_quick_benchmark_writes_results_and_a_report_and_resumes(tmp_path):
         "## How this was made",
     ):
         assert section in report
+    assert "a `channel`/`pool` ratio of" in report  # the step cost of the two embedding modes, quoted from its file
     # the study arm fine-tunes semcl_exact's encoder of the same seed with an encoder warm-up
     study = json.loads((tmp_path / "results" / "finetune__semcl_exact_warmup__finetune_1__seed0.json").read_text())
     assert study["config"]["finetune"]["encoder_warmup_epochs"] == 80
