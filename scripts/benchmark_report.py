@@ -22,7 +22,7 @@ from semcl_components.embedding_quality import plot_embedding_projections
 from semcl_components.handlers.confusion_matrix import plot_confusion_matrix
 from semcl_components.statistics import Estimate, hierarchical_bootstrap, paired_wilcoxon
 
-__all__ = ["compare", "load_results", "write_report"]
+__all__ = ["compare", "load_results", "mean_dice", "write_report"]
 
 TARGET_GAIN = 0.05  # the issue's target: +5 Dice points over random init
 ALPHA = 0.01
@@ -45,6 +45,11 @@ def _case_means(result: dict) -> np.ndarray:
     dice = np.array([[np.nan if v is None else v for v in row] for row in result["test"]["dice"]], dtype=np.float64)
     with np.errstate(invalid="ignore"):
         return np.nanmean(dice, axis=1)
+
+
+def mean_dice(result: dict) -> float:
+    """A run's mean test Dice: the mean over test cases of each case's mean organ Dice."""
+    return float(np.nanmean(_case_means(result)))
 
 
 def _grid(runs: dict[int, dict], seeds: Sequence[int], organ: int | None = None) -> np.ndarray:
@@ -78,16 +83,17 @@ def _p(p: float) -> str:
     return "n/a" if p != p else f"{p:.4f}"
 
 
-def load_results(planned: Sequence, result_file: Callable) -> tuple[dict, dict, dict]:
+def load_results(planned: Sequence, result_file: Callable, results: dict[str, dict] | None = None) -> tuple[dict, dict, dict]:
     """The finished runs among ``planned``, by stage: ``(finetunes, pretrains, embeddings)``.
 
     ``finetunes[arm, setting, probe][seed]``, ``pretrains[arm][seed]`` and ``embeddings[arm][seed]`` are the result
-    dicts of the runs whose file (``result_file(run)``) exists with the run's configuration hash.
+    dicts of the runs whose file (``result_file(run)``) exists with the run's configuration hash (or of ``results``,
+    such runs already read, by run key).
     """
     finetunes: dict[tuple[str, str, bool], dict[int, dict]] = defaultdict(dict)
     pretrains: dict[str, dict[int, dict]] = defaultdict(dict)
     embeddings: dict[str, dict[int, dict]] = defaultdict(dict)
-    for result in _load(planned, result_file).values():
+    for result in (_load(planned, result_file) if results is None else results).values():
         config = result["config"]
         if config["stage"] == "finetune":
             finetunes[config["arm"], config["setting"], config["probe"]][config["seed"]] = result
@@ -99,7 +105,7 @@ def load_results(planned: Sequence, result_file: Callable) -> tuple[dict, dict, 
 def write_report(size, planned: Sequence, result_file: Callable, report: Path, command: str) -> None:
     """Write ``report`` (Markdown) and its plots (``<report folder or results>/plots``) from the finished runs."""
     results = _load(planned, result_file)
-    finetunes, pretrains, embeddings = load_results(planned, result_file)
+    finetunes, pretrains, embeddings = load_results(planned, result_file, results)
     plots = Path(result_file(planned[0]).parent if planned else report.parent) / "plots"
     arms = [arm for arm in size.arms if any(key[0] == arm for key in finetunes)]
     settings = [s for s in size.settings if any(key[1] == s for key in finetunes)]
@@ -394,24 +400,25 @@ def _saturation(history: list[dict]) -> int | None:
 
 def _study(finetunes, pretrains, embeddings, size, planned: Sequence) -> list[str]:
     """The shortcut study: each variant of the method beside scratch and the method's main arms, same seeds."""
-    setting, seeds = size.study_setting, list(size.study_seeds)
-    study = [a for a in size.study_arms if finetunes.get((a, setting, False))]
     if not size.study_arms:
         return []
-    planned_arms = sorted({r.config["arm"] for r in planned if r.config["stage"] == "finetune"} & set(size.study_arms))
-    lines = [f"## Shortcut study ({setting}, seeds {', '.join(map(str, seeds))})", "",
-             "What makes the pretext task stop saturating and the features transfer. Each variant changes one thing of "
-             "`semcl_exact` (pretraining or fine-tuning) and is fine-tuned with the same seeds; differences are paired "
-             "by seed with `scratch` and with `semcl_exact`. With 3 seeds the smallest two-sided Wilcoxon p is 0.25: "
-             "this table points where to look, it proves nothing. Pretext loss: mean over seeds of the first and last "
-             "epoch; saturation: the epoch by which the loss made 90% of its drop (median over seeds). Embedding "
-             "quality: held-out test subjects against the pretraining pool (as above).", "",
-             "| arm | change | pretext loss first -> last | saturation epoch | kNN organ accuracy | silhouette, held-out "
-             "| test Dice [95% CI] | vs `scratch` [95% CI], p | vs `semcl_exact` [95% CI], p | seeds |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    setting, seeds = size.study_setting, list(size.study_seeds)
+    study = [a for a in size.study_arms if finetunes.get((a, setting, False))]
+    planned_runs = [r for r in planned if r.config["stage"] == "finetune" and r.config["arm"] in size.study_arms]
+    finished = sum(len(finetunes.get((a, setting, False), {})) for a in size.study_arms)
+    heading = [f"## Shortcut study ({setting}, seeds {', '.join(map(str, seeds))})", ""]
     if not study:
-        lines += ["", f"No study run has finished yet ({len(planned_arms)} variants planned).", ""]
-        return lines[:2] + lines[-2:]
+        return heading + [f"No study run has finished yet ({len(planned_runs)} fine-tuning runs planned).", ""]
+    lines = heading + [
+        "What makes the pretext task stop saturating and the features transfer. Each variant changes one thing of "
+        "`semcl_exact` (pretraining or fine-tuning) and is fine-tuned with the same seeds; differences are paired "
+        "by seed with `scratch` and with `semcl_exact`. With 3 seeds the smallest two-sided Wilcoxon p is 0.25: "
+        "this table points where to look, it proves nothing. Pretext loss: mean over seeds of the first and last "
+        "epoch; saturation: the epoch by which the loss made 90% of its drop (median over seeds). Embedding "
+        "quality: held-out test subjects against the pretraining pool (as above).", "",
+        "| arm | change | pretext loss first -> last | saturation epoch | kNN organ accuracy | silhouette, held-out "
+        "| test Dice [95% CI] | vs `scratch` [95% CI], p | vs `semcl_exact` [95% CI], p | seeds |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for arm in [a for a in STUDY_REFERENCES if finetunes.get((a, setting, False))] + study:
         runs = {s: r for s, r in finetunes[arm, setting, False].items() if s in seeds}
         if not runs:
@@ -436,9 +443,9 @@ def _study(finetunes, pretrains, embeddings, size, planned: Sequence) -> list[st
             cells.append("-" if compared is None else f"{_signed(compared[0], compared[2])}, {_p(compared[1])}")
         cells.append(str(len(runs)))
         lines.append("| " + " | ".join(cells) + " |")
-    missing = [a for a in planned_arms if a not in study]
-    if missing:
-        lines += ["", "Planned, not finished yet: " + ", ".join(f"`{a}`" for a in missing) + "."]
+    if finished < len(planned_runs):
+        lines += ["", f"In progress: {finished} of {len(planned_runs)} planned study fine-tuning runs have finished "
+                      "(the seeds column says which variants lack seeds)."]
     return lines + [""]
 
 

@@ -32,10 +32,9 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 
 from benchmark import ARMS, CONFIGS, ROOT, SIZES, Benchmark, Run, read_json, results_folder
-from benchmark_report import compare, load_results
+from benchmark_report import compare, load_results, mean_dice
 from semcl_components.bundle_run import BundleRunError, bundle_command, run_logged
 from semcl_components.data.phantoms import format_summary, write_phantom_dataset
 
@@ -45,13 +44,6 @@ ARM_TITLES = {"scratch": "scratch (random init)"}
 
 def _title(arm: str) -> str:
     return ARM_TITLES.get(arm, f"pretrained ({arm})")
-
-
-def _mean_dice(result: dict) -> float:
-    """Mean over test cases of each case's mean organ Dice (organs absent from a case left out), as the report."""
-    dice = np.array([[np.nan if v is None else v for v in row] for row in result["test"]["dice"]], dtype=np.float64)
-    with np.errstate(invalid="ignore"):
-        return float(np.nanmean(np.nanmean(dice, axis=1)))
 
 
 def _fmt(value: float | None) -> str:
@@ -66,7 +58,7 @@ def dice_table(results: dict[str, dict]) -> str:
     lines = [header, "-" * len(header)]
     for organ in organs + ["mean"]:
         values = [
-            _mean_dice(results[arm]) if organ == "mean" else results[arm]["test_summary"]["val_mean_dice"].get(organ)
+            mean_dice(results[arm]) if organ == "mean" else results[arm]["test_summary"]["val_mean_dice"].get(organ)
             for arm in names
         ]
         diff = f"{values[0] - values[1]:>+12.3f}" if len(values) == 2 and None not in values else ""
@@ -158,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     committed = {arm: committed_run(finetunes[arm], args.size) for arm in results}
     if all(committed.values()):
         made = committed["scratch"]["machine"]["cpu"]
-        gaps = ", ".join(f"{arm} {_mean_dice(results[arm]) - _mean_dice(committed[arm]):+.3f}" for arm in results)
+        gaps = ", ".join(f"{arm} {mean_dice(results[arm]) - mean_dice(committed[arm]):+.3f}" for arm in results)
         report.append(f"Against the benchmark's committed run of this seed (made on {made}): mean Dice differs by {gaps}.")
     else:
         report.append("The benchmark has no committed run of this seed and protocol to compare with.")

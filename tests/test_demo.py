@@ -57,7 +57,7 @@ def test_demo_sets_its_run_beside_the_benchmarks_committed_runs(tmp_path):
     bench = Benchmark(SIZES["default"], tmp_path / "results", tmp_path)
     planned = {r.key: r for r in bench.plan(["semcl_exact", "scratch"], ["finetune_2"], [0], study=[])}
     committed = demo.committed_run(planned["finetune__scratch__finetune_2__seed0"], "default")
-    assert committed is not None and committed["config"]["seed"] == 0 and 0.0 < demo._mean_dice(committed) < 1.0
+    assert committed is not None and committed["config"]["seed"] == 0 and 0.0 < demo.mean_dice(committed) < 1.0
     changed = planned["finetune__scratch__finetune_2__seed0"]
     changed.config = {**changed.config, "seed": 99}  # another protocol or seed: nothing to compare with
     assert demo.committed_run(changed, "default") is None
