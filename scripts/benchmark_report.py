@@ -145,8 +145,7 @@ def _verdict(finetunes, arms, settings) -> list[str]:
                     continue
                 difference, p, n = comparison
                 target = TARGET_GAIN if baseline == "scratch" else 0.0
-                meets = n >= MIN_SEEDS_FOR_INTERVAL and difference.mean >= target and difference.low > 0 and p < ALPHA
-                verdict = "beats" if meets else "does **not** (yet) beat"
+                verdict = "beats" if _beats(comparison, target) else "does **not** (yet) beat"
                 need = f" by >= {target:.2f}" if target else ""
                 lines.append(
                     f"- {setting}: `{method}` {verdict} `{baseline}`{need} at p < {ALPHA}: difference "
@@ -157,16 +156,15 @@ def _verdict(finetunes, arms, settings) -> list[str]:
     return lines
 
 
-def _method_meets_target(finetunes, methods, settings) -> bool:
-    """Whether some method arm beats ``scratch`` by the target at p < ALPHA in some setting."""
-    for setting in settings:
-        for method in methods:
-            comparison = compare(finetunes, method, "scratch", setting)
-            if comparison is not None:
-                difference, p, n = comparison
-                if n >= MIN_SEEDS_FOR_INTERVAL and difference.mean >= TARGET_GAIN and difference.low > 0 and p < ALPHA:
-                    return True
-    return False
+def _beats(comparison, target: float) -> bool:
+    """Whether a :func:`compare` result shows a gain of at least ``target``, its interval above 0, at p < ALPHA."""
+    difference, p, n = comparison
+    return n >= MIN_SEEDS_FOR_INTERVAL and difference.mean >= target and difference.low > 0 and p < ALPHA
+
+
+def _seed_differences(runs: dict[int, dict], baseline: dict[int, dict]) -> list[float]:
+    """Mean test Dice of ``runs`` minus that of ``baseline``, one per seed both hold."""
+    return [mean_dice(runs[s]) - mean_dice(baseline[s]) for s in sorted(set(runs) & set(baseline))]
 
 
 SMALL_ORGAN_DICE = 0.5  # organs below this in every arm and setting are named in the diagnosis
@@ -184,7 +182,12 @@ def _diagnosis(finetunes, embeddings, arms, settings, size) -> list[str]:
     methods = [a for a in arms if a.startswith("semcl")]
     if "scratch" not in arms or not methods:
         return []
-    met = _method_meets_target(finetunes, methods, settings)
+    met = any(
+        _beats(comparison, TARGET_GAIN)
+        for setting in settings
+        for method in methods
+        if (comparison := compare(finetunes, method, "scratch", setting)) is not None
+    )
     lines = ["## What bounds the gain" if met else "## Why the method misses the target", "",
              "Each point is computed from the same result files as the tables below.", ""]
     scratch = {s: finetunes.get(("scratch", s, False), {}) for s in settings}
@@ -193,26 +196,25 @@ def _diagnosis(finetunes, embeddings, arms, settings, size) -> list[str]:
         runs = {("more", "x", False): scratch[high], ("fewer", "x", False): scratch[low]}
         difference, p, n = compare(runs, "more", "fewer", "x")
         ratio = f", {TARGET_GAIN / difference.mean:.1f} times that" if difference.mean > 0 else ""
+        little = difference.mean < TARGET_GAIN
         lines.append(
-            f"- **Little headroom.** Going from `{low}` to `{high}` is worth {_signed(difference, n)} test Dice to "
-            f"`scratch` (paired by seed, p = {_p(p)}, {n} seeds). The target asks pretraining for +{TARGET_GAIN:.2f} "
-            f"over `scratch`{ratio}: "
+            f"- **{'Little headroom' if little else 'Headroom'}.** Going from `{low}` to `{high}` is worth "
+            f"{_signed(difference, n)} test Dice to `scratch` (paired by seed, p = {_p(p)}, {n} seeds). The target "
+            f"asks pretraining for +{TARGET_GAIN:.2f} over `scratch`{ratio}: "
             + ("on this data the low-label regime leaves little for any initialisation to add."
-               if difference.mean < TARGET_GAIN else "more labels do help here, so there is room for pretraining.")
+               if little else "more labels do help here, so there is room for pretraining.")
         )
     wins, spreads, seeds = [], [], 0
     for method in methods:
         for setting in settings:
-            ours, theirs = finetunes.get((method, setting, False), {}), scratch.get(setting, {})
-            paired = sorted(set(ours) & set(theirs))
-            if len(paired) > 1:
-                differences = [mean_dice(ours[s]) - mean_dice(theirs[s]) for s in paired]
-                wins.append(f"`{method}`, {setting}: {sum(d > 0 for d in differences)} of {len(paired)}")
+            differences = _seed_differences(finetunes.get((method, setting, False), {}), scratch.get(setting, {}))
+            if len(differences) > 1:
+                wins.append(f"`{method}`, {setting}: {sum(d > 0 for d in differences)} of {len(differences)}")
                 spreads.append(float(np.std(differences, ddof=1)))
-                seeds = max(seeds, len(paired))
+                seeds = max(seeds, len(differences))
     if wins:
         lines.append(
-            f"- **Run-to-run noise of the size of the effects.** Seeds on which the method is ahead of `scratch`: "
+            f"- **Run-to-run noise.** Seeds on which the method is ahead of `scratch`: "
             f"{'; '.join(wins)}. The paired difference varies between seeds with a standard deviation of "
             f"{min(spreads):.3f}-{max(spreads):.3f}. With {seeds} seeds the smallest two-sided Wilcoxon p is "
             f"{2 / 2 ** seeds:.4f}, reached only when the method is ahead on every seed."
@@ -257,10 +259,9 @@ def _study_summary(finetunes, size) -> list[str]:
     setting = size.study_setting
     differences = {}
     for arm in size.study_arms:
-        ours, theirs = finetunes.get((arm, setting, False), {}), finetunes.get(("scratch", setting, False), {})
-        paired = sorted(set(ours) & set(theirs))
+        paired = _seed_differences(finetunes.get((arm, setting, False), {}), finetunes.get(("scratch", setting, False), {}))
         if paired:
-            differences[arm] = (np.mean([mean_dice(ours[s]) - mean_dice(theirs[s]) for s in paired]), len(paired))
+            differences[arm] = (float(np.mean(paired)), len(paired))
     if not differences:
         return []
     best = max(differences, key=lambda a: differences[a][0])
