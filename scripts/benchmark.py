@@ -203,6 +203,16 @@ class Run:
         return config_hash(self.config)
 
 
+@dataclass(frozen=True)
+class BundleCall:
+    """One ``python -m monai.bundle run`` of a run: a name for messages, config files, overrides and log file."""
+
+    name: str
+    configs: list[str]
+    overrides: dict
+    log: Path
+
+
 class Benchmark:
     """Plans, runs (in parallel, skipping finished runs) and reports one benchmark size."""
 
@@ -295,7 +305,6 @@ class Benchmark:
             lock.release()
 
     def _run_all(self, planned: list[Run], max_runs: int | None) -> list[str]:
-        self._ensure_data()
         by_key = {run.key: run for run in planned}
         todo = [run for run in planned if not self.finished(run)]
         needed = {need for run in todo for need in run.needs}
@@ -305,6 +314,8 @@ class Benchmark:
                 todo.insert(0, run)
         if max_runs is not None:
             todo = todo[:max_runs]
+        self.check(todo)
+        self._ensure_data()
         total, done, failed = len(todo), 0, []
         self._say(f"{len(planned)} runs planned, {len(planned) - len([r for r in planned if not self.finished(r)])} "
                   f"finished already, {total} to do now with {self.jobs} parallel jobs")
@@ -350,8 +361,9 @@ class Benchmark:
         threads = str(self.threads_per_job)
         return {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "PYTHONUNBUFFERED": "1"}
 
-    def _bundle(self, name: str, configs: list[str], overrides: dict, log: Path) -> dict:
-        result = run_logged(name, bundle_command(CONFIGS, configs, overrides), log, env=self._env(), prefix=self.prefix)
+    def _bundle(self, call: BundleCall) -> dict:
+        command = bundle_command(CONFIGS, call.configs, call.overrides)
+        result = run_logged(call.name, command, call.log, env=self._env(), prefix=self.prefix)
         return {"seconds": round(result.seconds, 1), "peak_memory_mb": round(result.peak_memory_mb, 1)}
 
     def _ensure_data(self) -> None:
@@ -371,26 +383,76 @@ class Benchmark:
         folder = self.work / "pretrain" / f"pretrain__{arm}__seed{seed}"
         return folder / "models" / ("model.pt" if arm == "supervised" else "encoder.pt")
 
-    def pretrain(self, run: Run) -> dict:
-        arm, seed = run.config["arm"], run.config["seed"]
-        folder = self.work / "pretrain" / run.key
-        shutil.rmtree(folder, ignore_errors=True)  # a run is redone whole, never resumed across protocol versions
-        log = self.work / "logs" / f"{run.key}.log"
-        if arm == "supervised":
+    def folder(self, run: Run) -> Path:
+        """Where a pretraining or fine-tuning run writes its checkpoints and outputs."""
+        return self.work / run.config["stage"] / run.key
+
+    def bundle_calls(self, run: Run) -> list[BundleCall]:
+        """The bundle workflows a run calls, in order (none for an embedding run, which runs in this process)."""
+        config, folder = run.config, self.folder(run)
+        seed, log = config["seed"], self.work / "logs" / f"{run.key}.log"
+        if config["stage"] == "pretrain" and config["arm"] == "supervised":
             finetune = self.size.finetune
             overrides = {**self._common(seed), "ckpt_dir": folder / "models", "output_dir": folder / "eval",
                          "train_key": "pretrain", "max_epochs": self.size.pretrain["max_epochs"],
                          "val_interval": self.size.pretrain["max_epochs"], "roi_size": finetune["roi_size"],
                          "num_samples": finetune["num_samples"], "batch_size": finetune["batch_size"],
                          "learning_rate": self.size.pretrain["learning_rate"]}
-            cost = self._bundle(run.key, ["train.yaml"], overrides, log)
-        else:
+            return [BundleCall(run.key, ["train.yaml"], overrides, log)]
+        if config["stage"] == "pretrain":
+            arm = config["arm"]
             configs = ["pretrain.yaml"] + ([ALL_ARMS[arm]["overlay"]] if "overlay" in ALL_ARMS[arm] else [])
             overrides = {**self._common(seed, encoder_only=True), "ckpt_dir": folder / "models",
                          "output_dir": folder / "eval", "encoder_file": "encoder.pt", **self.size.pretrain,
                          **pretrain_settings(arm)}
-            overrides = {k: v for k, v in overrides.items() if v is not None}
-            cost = self._bundle(run.key, configs, overrides, log)
+            return [BundleCall(run.key, configs, {k: v for k, v in overrides.items() if v is not None}, log)]
+        if config["stage"] == "finetune":
+            source = pretraining_arm(config["arm"])
+            encoder = "" if source is None else self.encoder_file(source, seed)
+            overrides = {**self._common(seed), "ckpt_dir": folder / "models", "output_dir": folder / "eval",
+                         "train_key": config["setting"], "pretrained_encoder": encoder, "encoder_lr_multiplier": 1.0,
+                         **config["finetune"]}
+            if config["probe"]:
+                overrides["encoder_lr_multiplier"] = 0.0
+            evaluation = {**self._common(seed), "ckpt_dir": folder / "models", "output_dir": folder / "test",
+                          "roi_size": self.size.finetune["roi_size"]}
+            return [BundleCall(run.key, ["train.yaml"], overrides, log),
+                    BundleCall(f"{run.key} (test)", ["train.yaml", "evaluate.yaml"], evaluation,
+                               self.work / "logs" / f"{run.key}__test.log")]
+        return []
+
+    def check(self, runs: list[Run]) -> None:
+        """Stop before any work if a run would give a workflow an unknown setting or a value of the wrong kind.
+
+        The workflows check their command line themselves (``semcl_components.settings.check_overrides``), but only
+        when they start: in a long benchmark that may be hours after the first run.
+
+        Raises:
+            ValueError: naming every offending run and setting.
+        """
+        from monai.bundle import ConfigParser
+
+        from semcl_components.settings import check_overrides
+
+        configs: dict[tuple[str, ...], dict] = {}
+        problems = []
+        for run in runs:
+            for call in self.bundle_calls(run):
+                files = tuple(call.configs)
+                if files not in configs:
+                    configs[files] = ConfigParser.load_config_files([str(CONFIGS / f) for f in files])
+                try:
+                    check_overrides(bundle_command(CONFIGS, call.configs, call.overrides), configs[files])
+                except ValueError as error:
+                    problems.append(f"{call.name}: {error}")
+        if problems:
+            raise ValueError(f"{len(problems)} planned workflow calls would fail: " + " | ".join(problems))
+
+    def pretrain(self, run: Run) -> dict:
+        folder = self.folder(run)
+        shutil.rmtree(folder, ignore_errors=True)  # a run is redone whole, never resumed across protocol versions
+        (call,) = self.bundle_calls(run)
+        cost = self._bundle(call)
         summary = read_json(folder / "eval" / "run_summary.json")
         return {"stage": "pretrain", "cost": cost, "summary": {k: v for k, v in summary.items() if k != "history"},
                 "history": summary.get("history", [])}
@@ -446,21 +508,10 @@ class Benchmark:
 
     def finetune(self, run: Run) -> dict:
         config = run.config
-        seed = config["seed"]
-        folder = self.work / "finetune" / run.key
+        folder = self.folder(run)
         shutil.rmtree(folder, ignore_errors=True)
-        source = pretraining_arm(config["arm"])
-        encoder = "" if source is None else self.encoder_file(source, seed)
-        overrides = {**self._common(seed), "ckpt_dir": folder / "models", "output_dir": folder / "eval",
-                     "train_key": config["setting"], "pretrained_encoder": encoder, "encoder_lr_multiplier": 1.0,
-                     **config["finetune"]}
-        if config["probe"]:
-            overrides["encoder_lr_multiplier"] = 0.0
-        train_cost = self._bundle(run.key, ["train.yaml"], overrides, self.work / "logs" / f"{run.key}.log")
-        evaluation = {**self._common(seed), "ckpt_dir": folder / "models", "output_dir": folder / "test",
-                      "roi_size": self.size.finetune["roi_size"]}
-        eval_cost = self._bundle(f"{run.key} (test)", ["train.yaml", "evaluate.yaml"], evaluation,
-                                 self.work / "logs" / f"{run.key}__test.log")
+        train, test = self.bundle_calls(run)
+        train_cost, eval_cost = self._bundle(train), self._bundle(test)
         summary = read_json(folder / "eval" / "run_summary.json")
         per_class = read_json(folder / "test" / "evaluation_summary.json").get("per_class", {})
         test = read_case_dice(folder / "test" / "val_mean_dice_raw.csv")
@@ -576,7 +627,11 @@ def main(argv: list[str] | None = None) -> int:
                              study=[a for a in arms if a in STUDY_ARMS])
     failed: list[str] = []
     if not args.report_only:
-        failed = benchmark.run(planned, args.max_runs)
+        try:
+            failed = benchmark.run(planned, args.max_runs)
+        except ValueError as error:  # a planned workflow call with an invalid setting: nothing was run
+            print(f"[bench] {error}", file=sys.stderr)
+            return 2
     from benchmark_report import write_report  # noqa: E402  (the report lives beside this script)
 
     command = "python scripts/benchmark.py" + ("" if size.name == "default" else f" --{size.name}")

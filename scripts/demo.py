@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"[demo] 4/4 infer: {test_image} with the {args.arm} arm's model", flush=True)
     infer = {
         "dataset_dir": bench.data_dir,
-        "ckpt_dir": work / "finetune" / finetunes[args.arm].key / "models",
+        "ckpt_dir": bench.folder(finetunes[args.arm]) / "models",
         "output_dir": prediction_dir,
         "input_path": (bench.data_dir / test_image).resolve(),
         "roi_size": size.finetune["roi_size"],
