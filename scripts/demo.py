@@ -32,7 +32,6 @@ import sys
 import time
 from pathlib import Path
 
-
 from benchmark import ARMS, CONFIGS, ROOT, SIZES, Benchmark, Run, read_json, results_folder
 from benchmark_report import compare, load_results, mean_dice
 from semcl_components.bundle_run import BundleRunError, bundle_command, run_logged
