@@ -81,6 +81,38 @@ def bundle_command(subcommand: str, configs: Sequence[str], args: Sequence[str])
     return [sys.executable, "-m", "monai.bundle", subcommand, "--config_file", config_arg(*configs), *map(str, args)]
 
 
+SLOW_FIXTURES = frozenset({"run_bundle", "exported"})
+"""A test that uses one of these (directly or through another fixture) runs a bundle workflow as a subprocess."""
+SLOW_MARKERS = ("zoo", "monailabel", "multiprocess")
+MEASURED_TIMES: dict[str, float] = {}
+"""Durations (s) that tests measure on the way (``record_time``); the terminal summary lists them."""
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark ``slow`` every test that runs a bundle workflow or carries one of ``SLOW_MARKERS``.
+
+    ``pytest -m "not slow"`` is then the fast path for component work, without a test having to remember the mark.
+    """
+    for item in items:
+        uses_workflow = SLOW_FIXTURES.intersection(getattr(item, "fixturenames", ()))
+        if uses_workflow or any(item.get_closest_marker(name) for name in SLOW_MARKERS):
+            item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture(scope="session")
+def record_time() -> Callable[[str, float], None]:
+    """``record_time(what, seconds)``: keep a measured duration for the terminal summary."""
+    return MEASURED_TIMES.__setitem__
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    """List the durations that tests measured (MONAI Label start-up, inference, training), in every run's output."""
+    if MEASURED_TIMES:
+        terminalreporter.section("measured times")
+        for what, seconds in MEASURED_TIMES.items():
+            terminalreporter.write_line(f"{what}: {seconds:.1f} s")
+
+
 @pytest.fixture
 def deterministic():
     """Seed MONAI, torch and numpy for one test (``set_determinism(0)``) and unseed afterwards."""

@@ -15,6 +15,8 @@ sys.path.insert(0, str(SCRIPT.parent))
 
 from benchmark import ALL_ARMS, ARMS, SIZES, STUDY_ARMS, Benchmark  # noqa: E402
 
+pytestmark = pytest.mark.slow
+
 
 def run_benchmark(tmp_path: Path, *extra: str) -> subprocess.CompletedProcess:
     command = [

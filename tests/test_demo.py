@@ -9,8 +9,11 @@ import sys
 from pathlib import Path
 
 import nibabel as nib
+import pytest
 
 from conftest import run_captured
+
+pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -29,8 +29,7 @@ import monailabel_server  # noqa: E402
 
 NAME = BUNDLE_DIR.name
 ORGANS = ["spleen", "right kidney", "left kidney", "gallbladder", "liver", "stomach", "aorta", "pancreas"]
-TIMES: dict[str, float] = {}
-"""Measured durations (s), printed at the end of the module (pytest -s or the summary)."""
+pytestmark = pytest.mark.monailabel
 
 
 def free_port() -> int:
@@ -118,10 +117,10 @@ class Server:
 
 
 @pytest.fixture(scope="module")
-def monailabel_env() -> Path:
+def monailabel_env(record_time) -> Path:
     start = time.perf_counter()
     command = monailabel_server.setup_environment()
-    TIMES["environment (setup or reuse)"] = time.perf_counter() - start
+    record_time("MONAI Label environment (setup or reuse)", time.perf_counter() - start)
     return command
 
 
@@ -134,7 +133,7 @@ def phantom_studies(phantom_dataset: Path, studies: Path, count: int) -> list[st
 
 
 @pytest.fixture(scope="module")
-def zoo_server(monailabel_env, exported, phantom_dataset, tmp_path_factory):
+def zoo_server(monailabel_env, exported, phantom_dataset, tmp_path_factory, record_time):
     """The model-zoo zip, unpacked as a zoo user gets it, served with its shipped weights."""
     folder = tmp_path_factory.mktemp("monailabel_zip")
     with zipfile.ZipFile(exported["zip"]) as archive:
@@ -142,7 +141,7 @@ def zoo_server(monailabel_env, exported, phantom_dataset, tmp_path_factory):
     app = monailabel_server.prepare_app(folder / "apps", folder / "download" / NAME)
     phantom_studies(phantom_dataset, folder / "studies", 5)
     server = Server(app, folder / "studies", folder / "server.log")
-    TIMES["server start-up (zip bundle)"] = server.startup_seconds
+    record_time("MONAI Label server start-up (zip bundle)", server.startup_seconds)
     yield server
     server.stop()
 
@@ -162,10 +161,10 @@ def segmentation(body: bytes, folder: Path, name: str) -> nib.Nifti1Image:
     return nib.load(str(path))
 
 
-def test_inference_returns_organ_labels_in_the_input_geometry(zoo_server, phantom_dataset, tmp_path):
+def test_inference_returns_organ_labels_in_the_input_geometry(zoo_server, phantom_dataset, tmp_path, record_time):
     start = time.perf_counter()
     status, body = zoo_server.infer("phantom_000")
-    TIMES["inference (32^3 phantom)"] = time.perf_counter() - start
+    record_time("MONAI Label inference (32^3 phantom)", time.perf_counter() - start)
     assert status == 200, body[-2000:]
     result = segmentation(body, tmp_path, "seg")
     source = nib.load(str(zoo_server.studies / "phantom_000.nii.gz"))
@@ -197,14 +196,16 @@ def encoder_distance(model: Path, encoder: Path) -> float:
     return max((weights[k].float() - v.float()).abs().max().item() for k, v in reference.items())
 
 
-def test_training_starts_from_the_pretrained_encoder_and_the_new_model_serves(zoo_server, phantom_dataset, tmp_path):
+def test_training_starts_from_the_pretrained_encoder_and_the_new_model_serves(
+    zoo_server, phantom_dataset, tmp_path, record_time
+):
     models = zoo_server.bundle / "models"
     (models / "model.pt").unlink()  # a bundle's first training: no segmentation model yet, only the encoder
     for image_id in ("phantom_000", "phantom_001", "phantom_002"):
         assert zoo_server.add_label(phantom_dataset / "labelsTr" / f"{image_id}.nii.gz", image_id) == 200
     start = time.perf_counter()
     task = zoo_server.train(max_epochs=1, val_split=0.34)
-    TIMES["training (1 epoch, 2 volumes + 1 validation)"] = time.perf_counter() - start
+    record_time("MONAI Label training (1 epoch, 2 volumes + 1 validation)", time.perf_counter() - start)
     details = "\n".join(task.get("details", []))
     assert task["status"] == "DONE", details
     assert (models / "model.pt").is_file()
@@ -248,12 +249,12 @@ def test_empty_label_fails_training_with_its_name_and_the_server_keeps_serving(z
     assert status == 200
 
 
-def test_repository_bundle_folder_serves_too(monailabel_env, exported, phantom_dataset, tmp_path):
+def test_repository_bundle_folder_serves_too(monailabel_env, exported, phantom_dataset, tmp_path, record_time):
     """The repository's bundle folder (components from the installed package) with the exported weights."""
     app = monailabel_server.prepare_app(tmp_path / "apps", BUNDLE_DIR, weights=exported["out"])
     phantom_studies(phantom_dataset, tmp_path / "studies", 1)
     server = Server(app, tmp_path / "studies", tmp_path / "server.log")
-    TIMES["server start-up (repository bundle)"] = server.startup_seconds
+    record_time("MONAI Label server start-up (repository bundle)", server.startup_seconds)
     try:
         status, body = server.infer("phantom_000")
         assert status == 200, server.log_text()[-3000:]
@@ -263,12 +264,6 @@ def test_repository_bundle_folder_serves_too(monailabel_env, exported, phantom_d
         )
     finally:
         server.stop()
-
-
-def test_report_measured_times():
-    """Not a check: prints what the tests above measured (shown with -s, and in the CI log)."""
-    for what, seconds in TIMES.items():
-        print(f"[monailabel] {what}: {seconds:.1f} s")
 
 
 def package_names(text: str) -> set[str]:

@@ -26,6 +26,8 @@ from conftest import (
 )
 from test_bundle_workflows import SAVED_CHECKPOINT, _newest_readable_checkpoint_epoch, read_json
 
+pytestmark = pytest.mark.multiprocess
+
 TORCHRUN = Path(sys.executable).parent / "torchrun"
 
 

@@ -23,6 +23,8 @@ import yaml
 
 from conftest import EXPORT, bundle_env, run_captured
 
+pytestmark = pytest.mark.zoo
+
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLE = ROOT / "bundles" / "abdomen_ct_semcl_segmentation"
 NAME = BUNDLE.name
