@@ -625,3 +625,12 @@ def test_bundle_in_a_folder_with_a_space_and_non_ascii_runs_from_elsewhere(phant
         assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
         assert len(list((bundle / "eval").glob("*_seg.nii.gz"))) == 1  # <bundle_root>/eval: the bundle was found
         shutil.rmtree(bundle / "eval")
+
+
+def test_whole_masks_with_class_positives_stop_before_any_work(run_bundle, phantom_dataset, tmp_path):
+    args = ["--dataset_dir", phantom_dataset, "--mask_mode", "whole", "--positives", "class",
+            "--ckpt_dir", tmp_path / "models", "--output_dir", tmp_path / "eval", *TINY_PRETRAIN_ARGS]
+    result = run_bundle(["pretrain"], args, expect_success=False)
+    assert result.returncode != 0
+    assert "--mask_mode whole with --positives class" in result.log
+    assert not (tmp_path / "models").exists()
