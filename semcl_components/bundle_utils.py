@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "bundle_root",
     "class_names",
+    "command_line_config_files",
     "ensure_phantom_dataset",
     "inference_inputs",
     "load_datalist",
@@ -22,6 +25,37 @@ __all__ = [
 ]
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
+
+
+def command_line_config_files(argv: Sequence[str] | None = None) -> list[str]:
+    """The config files of ``--config_file`` on a ``python -m monai.bundle`` command line, as MONAI reads them.
+
+    Both ``--config_file VALUE`` and ``--config_file=VALUE``; the value is one path, a Python list of paths
+    (``"['a.yaml','b.yaml']"``, as python-fire reads it) or comma-separated paths (as ``ConfigParser`` splits a string
+    that is not a file). Paths may hold spaces and any Unicode character. An empty list when there is no
+    ``--config_file`` (MONAI Label and other Python callers).
+    """
+    from .settings import parse_cli_overrides, typed_cli_value
+
+    value = parse_cli_overrides(sys.argv[1:] if argv is None else argv).get("config_file")
+    if value is None:
+        return []
+    files = typed_cli_value(value)
+    if isinstance(files, str):
+        files = [files] if os.path.isfile(files) or "," not in files else files.split(",")
+    return [str(f).strip() for f in files]
+
+
+def bundle_root(argv: Sequence[str] | None = None) -> str:
+    """The bundle folder of a workflow run: the parent of the ``configs/`` folder of its first ``--config_file``.
+
+    This is the configs' ``bundle_root`` item, so that every command runs from any working directory, also from a
+    bundle folder whose path holds spaces or non-ASCII characters. Without ``--config_file`` on the command line
+    (MONAI Label, the model zoo's CI and other Python callers, which set ``bundle_root`` themselves when they need
+    another) it is the working directory, the model zoo's convention.
+    """
+    files = command_line_config_files(argv)
+    return os.path.dirname(os.path.dirname(os.path.abspath(files[0]))) if files else os.path.abspath(".")
 
 
 def read_settings(path: str | os.PathLike) -> dict[str, Any]:

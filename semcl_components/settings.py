@@ -4,7 +4,8 @@
 for the default number of epochs; ``--resume false`` hands the config the *string* ``'false'``, which Python takes as
 true; ``--max_epochs abc`` fails deep inside ignite without naming the setting. :func:`check_overrides` (the first
 step of every workflow's ``initialize``) stops such a command before any work, naming the setting and the closest
-known key; :func:`as_bool` is how every boolean setting is read.
+known key; :func:`as_bool` is how every boolean setting is read. :func:`check_pretraining_settings` stops settings
+that are each valid but meaningless together.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["as_bool", "check_overrides", "parse_cli_overrides"]
+__all__ = ["as_bool", "check_overrides", "check_pretraining_settings", "parse_cli_overrides", "typed_cli_value"]
 
 _TRUE, _FALSE = ("true", "yes", "1", "on"), ("false", "no", "0", "off")
 
@@ -57,7 +58,7 @@ def parse_cli_overrides(argv: Sequence[str]) -> dict[str, str]:
     return overrides
 
 
-def _typed(raw: str) -> Any:
+def typed_cli_value(raw: str) -> Any:
     """A command-line value as python-fire passes it on: a Python literal if it is one, else the string."""
     try:
         return ast.literal_eval(raw)
@@ -105,7 +106,7 @@ def check_overrides(argv: Sequence[str] | None = None, config: Mapping[str, Any]
             return
         from monai.bundle import ConfigParser
 
-        config = ConfigParser.load_config_files(_typed(overrides["config_file"]))
+        config = ConfigParser.load_config_files(typed_cli_value(overrides["config_file"]))
     known = [key for key in config if not key.startswith("_")]
     problems = []
     for key, raw in overrides.items():
@@ -118,8 +119,52 @@ def check_overrides(argv: Sequence[str] | None = None, config: Mapping[str, Any]
             problems.append(f"--{key} is not a setting of this workflow{hint}")
             continue
         if top == key:
-            problem = _type_error(key, config[key], _typed(raw))
+            problem = _type_error(key, config[key], typed_cli_value(raw))
             if problem:
                 problems.append(problem)
     if problems:
         raise ValueError("invalid command-line settings: " + "; ".join(problems) + ".")
+
+
+def check_pretraining_settings(
+    mask_mode: str, positives: str, embedding_mode: str, contrast_phase_labels: Any = False
+) -> None:
+    """Stop a pretraining whose method settings are unknown or do not fit together, naming the settings.
+
+    The valid values are the components' own: ``semcl_components.transforms.MASK_MODES``,
+    ``semcl_components.engines.POSITIVES`` and ``semcl_components.networks.EMBEDDING_MODES``. Pairs refused:
+
+    - ``mask_mode: whole`` with ``positives: class``: a whole-view mask has no organ, so every sample carries the same
+      class and is a positive of every other; the loss has no negatives (use ``positives: instance``, SimCLR).
+    - ``contrast_phase_labels: true`` with ``positives: instance``: the organ x phase classes are never used, since
+      instance positives ignore classes.
+
+    Raises:
+        ValueError: listing every problem, each naming the settings involved and a fix.
+    """
+    from .engines import POSITIVES
+    from .networks import EMBEDDING_MODES
+    from .transforms import MASK_MODES
+
+    problems = [
+        f"--{name} must be one of {', '.join(valid)}, got {value!r}"
+        for name, value, valid in (
+            ("mask_mode", mask_mode, MASK_MODES),
+            ("positives", positives, POSITIVES),
+            ("embedding_mode", embedding_mode, EMBEDDING_MODES),
+        )
+        if value not in valid
+    ]
+    if mask_mode == "whole" and positives == "class":
+        problems.append(
+            "--mask_mode whole with --positives class makes every sample a positive of every other (a whole-view "
+            "mask has no organ class); use --positives instance (SimCLR, configs/pretrain_simclr.yaml) or an organ "
+            "mask mode"
+        )
+    if as_bool(contrast_phase_labels, "contrast_phase_labels") and positives == "instance":
+        problems.append(
+            "--contrast_phase_labels true has no effect with --positives instance (instance positives ignore the "
+            "organ x phase classes); use --positives class or leave contrast_phase_labels false"
+        )
+    if problems:
+        raise ValueError("incompatible pretraining settings: " + "; ".join(problems) + ".")

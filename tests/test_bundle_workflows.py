@@ -14,6 +14,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -606,3 +607,30 @@ def test_second_run_in_a_ckpt_dir_in_use_is_refused(run_bundle, phantom_dataset,
     finally:
         first.kill()
         first.wait()
+
+
+def test_bundle_in_a_folder_with_a_space_and_non_ascii_runs_from_elsewhere(phantom_dataset, workdir, tmp_path):
+    """A bundle copied to ``.../bü ndle/`` finds its own configs and components when run from another folder."""
+    from conftest import BUNDLE_DIR, run_captured
+
+    bundle = tmp_path / "bü ndle" / BUNDLE_DIR.name
+    shutil.copytree(BUNDLE_DIR / "configs", bundle / "configs")
+    image = phantom_dataset / json.loads((phantom_dataset / "datalist.json").read_text())["test"][0]["image"]
+    for config_arg in (str(bundle / "configs" / "inference.yaml"), f"['{bundle / 'configs' / 'inference.yaml'}']"):
+        command = [
+            sys.executable, "-m", "monai.bundle", "run", "--config_file", config_arg, "--input_path", image,
+            "--load_pretrain", "false", *TINY_INFERENCE_ARGS,
+        ]
+        result = run_captured(command, cwd=workdir)
+        assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+        assert len(list((bundle / "eval").glob("*_seg.nii.gz"))) == 1  # <bundle_root>/eval: the bundle was found
+        shutil.rmtree(bundle / "eval")
+
+
+def test_whole_masks_with_class_positives_stop_before_any_work(run_bundle, phantom_dataset, tmp_path):
+    args = ["--dataset_dir", phantom_dataset, "--mask_mode", "whole", "--positives", "class",
+            "--ckpt_dir", tmp_path / "models", "--output_dir", tmp_path / "eval", *TINY_PRETRAIN_ARGS]
+    result = run_bundle(["pretrain"], args, expect_success=False)
+    assert result.returncode != 0
+    assert "--mask_mode whole with --positives class" in result.log
+    assert not (tmp_path / "models").exists()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from semcl_components.settings import as_bool, check_overrides, parse_cli_overrides
+from semcl_components.settings import as_bool, check_overrides, check_pretraining_settings, parse_cli_overrides
 
 CONFIG = {"max_epochs": 40, "val_interval": 5, "resume": True, "learning_rate": 0.001, "roi_size": [64, 64, 64],
           "train": {"handlers": []}, "pretrained_encoder": "", "_meta_": {}}
@@ -64,3 +64,38 @@ def test_good_overrides_pass(argv):
 
 def test_without_config_file_on_the_command_line_nothing_is_checked():
     check_overrides(["--anything", "goes"])  # MONAI Label and Python callers
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# pretraining settings that are each valid but do not fit together
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mask_mode", ["exact", "dilate", "blur", "bbox"])
+@pytest.mark.parametrize("positives", ["class", "instance"])
+def test_organ_masks_go_with_either_positives(mask_mode, positives):
+    check_pretraining_settings(mask_mode, positives, "pool")
+
+
+def test_whole_masks_with_instance_positives_are_simclr():
+    check_pretraining_settings("whole", "instance", "pool")
+
+
+def test_whole_masks_with_class_positives_are_refused_naming_both():
+    with pytest.raises(ValueError, match="--mask_mode whole with --positives class"):
+        check_pretraining_settings("whole", "class", "pool")
+
+
+def test_contrast_phase_labels_with_instance_positives_are_refused_naming_both():
+    check_pretraining_settings("exact", "class", "pool", contrast_phase_labels="true")
+    with pytest.raises(ValueError, match="--contrast_phase_labels true has no effect with --positives instance"):
+        check_pretraining_settings("exact", "instance", "pool", contrast_phase_labels="true")
+
+
+def test_unknown_switch_values_list_the_components_own_values():
+    with pytest.raises(ValueError) as error:
+        check_pretraining_settings("dilated", "organ", "pooled")
+    message = str(error.value)
+    assert "--mask_mode must be one of exact, dilate, blur, bbox, whole, got 'dilated'" in message
+    assert "--positives must be one of class, instance, got 'organ'" in message
+    assert "--embedding_mode must be one of pool, channel, got 'pooled'" in message

@@ -1,0 +1,50 @@
+"""``bundle_root``: the bundle folder from the ``--config_file`` of a ``python -m monai.bundle`` command line."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from semcl_components.bundle_utils import bundle_root, command_line_config_files
+
+BUNDLE = "/data/bü ndle v2/abdomen"  # spaces and a non-ASCII character
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["run", "--config_file", f"{BUNDLE}/configs/train.yaml"],
+        ["run", f"--config_file={BUNDLE}/configs/train.yaml"],
+        ["run", "--config_file", f"['{BUNDLE}/configs/train.yaml','{BUNDLE}/configs/evaluate.yaml']"],
+        ["run", "--config_file", f'["{BUNDLE}/configs/train.yaml", "/elsewhere/configs/x.yaml"]', "--max_epochs", "1"],
+        ["run", "--max_epochs", "1", "--config_file", f"{BUNDLE}/configs/train.yaml", "--amp"],
+    ],
+    ids=["path", "equals", "list", "json-list", "among-overrides"],
+)
+def test_bundle_root_is_the_parent_of_the_first_configs_folder(argv):
+    assert bundle_root(argv) == BUNDLE
+
+
+def test_relative_config_path_is_taken_from_the_working_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert bundle_root(["run", "--config_file", "bündle/configs/inference.yaml"]) == str(tmp_path / "bündle")
+
+
+def test_without_config_file_the_working_directory_is_the_bundle(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert bundle_root(["run", "--bundle_root", "/x"]) == os.path.abspath(".")
+    assert bundle_root([]) == os.path.abspath(".")
+
+
+def test_comma_separated_paths_are_split_as_monai_splits_them():
+    files = command_line_config_files(["run", "--config_file", "/b/configs/train.yaml,/b/configs/evaluate.yaml"])
+    assert files == ["/b/configs/train.yaml", "/b/configs/evaluate.yaml"]
+
+
+def test_an_existing_file_with_a_comma_in_its_name_is_one_path(tmp_path):
+    config = tmp_path / "a,b" / "configs" / "train.yaml"
+    config.parent.mkdir(parents=True)
+    config.write_text("{}")
+    assert command_line_config_files(["--config_file", str(config)]) == [str(config)]
+    assert bundle_root(["--config_file", str(config)]) == str(tmp_path / "a,b")
