@@ -189,3 +189,20 @@ def test_interrupted_generation_leaves_nothing_that_looks_complete(tmp_path, mon
     with pytest.raises(KeyboardInterrupt):
         write_phantom_dataset(tmp_path / "d", num=4, size=(16, 16, 16), verbose=False)
     assert list(tmp_path.iterdir()) == []
+
+
+# sha256 over the image and label arrays (and the datalist) of a small `simple` dataset, computed from the generator
+# before the `realistic` preset existed: committed benchmark results were measured on `simple`, so it must not change.
+SIMPLE_PINNED_SHA256 = "0156deb7936b6c4ac251f11df87ed410d2cbbc5a58ce4d0f8b8543c94e9e0194"
+
+
+def test_simple_preset_output_is_pinned(tmp_path):
+    import hashlib
+
+    out = tmp_path / "simple"
+    write_phantom_dataset(out, num=4, seed=2, size=(20, 20, 20), spacing=2.0, verbose=False)
+    digest = hashlib.sha256()
+    for path in sorted((out / "imagesTr").iterdir()) + sorted((out / "labelsTr").iterdir()):
+        digest.update(np.asarray(nib.load(path).dataobj).tobytes())
+    digest.update((out / "datalist.json").read_bytes())
+    assert digest.hexdigest() == SIMPLE_PINNED_SHA256
