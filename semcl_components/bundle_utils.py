@@ -84,19 +84,26 @@ def read_settings(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def ensure_phantom_dataset(
-    folder: str | os.PathLike, num: int = 24, seed: int = 0, size: Sequence[int] = (96, 96, 96)
+    folder: str | os.PathLike,
+    num: int = 24,
+    seed: int = 0,
+    size: Sequence[int] = (96, 96, 96),
+    preset: str = "simple",
 ) -> str:
     """Return ``folder``, writing the embedded phantom dataset there first if it holds no dataset yet.
 
     The bundle configs use this as the default ``dataset_dir``, so every workflow runs on a fresh machine without a
-    download. A folder that already has a ``dataset.json`` is used as it is.
+    download. A folder that already has a ``dataset.json`` is used as it is. ``preset``: ``simple`` or ``realistic``
+    (its spacing is its field of view / ``size``: set the workflows' ``pixdim`` to match, see ``docs/PHANTOMS.md``).
     """
     folder = Path(folder)
     if not (folder / "dataset.json").is_file():
         from .data.phantoms import write_phantom_dataset
 
-        print(f"[semcl] no dataset at {folder}: writing {num} phantoms of {tuple(size)} voxels there", flush=True)
-        write_phantom_dataset(folder, num=num, seed=seed, size=size, preview=True, verbose=False)
+        print(
+            f"[semcl] no dataset at {folder}: writing {num} {preset} phantoms of {tuple(size)} voxels there", flush=True
+        )
+        write_phantom_dataset(folder, num=num, seed=seed, size=size, preview=True, verbose=False, preset=preset)
     return str(folder)
 
 

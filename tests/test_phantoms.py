@@ -50,7 +50,13 @@ def test_msd_layout_and_dataset_json(dataset):
     for item in meta["training"]:
         assert (dataset / item["image"]).is_file() and (dataset / item["label"]).is_file()
         assert Path(item["image"]).name == Path(item["label"]).name
-    assert sorted(p.name for p in dataset.iterdir()) == ["datalist.json", "dataset.json", "imagesTr", "labelsTr", "preview.png"]
+    assert sorted(p.name for p in dataset.iterdir()) == [
+        "datalist.json",
+        "dataset.json",
+        "imagesTr",
+        "labelsTr",
+        "preview.png",
+    ]
 
 
 def test_nifti_geometry_and_types(dataset):
@@ -189,3 +195,164 @@ def test_interrupted_generation_leaves_nothing_that_looks_complete(tmp_path, mon
     with pytest.raises(KeyboardInterrupt):
         write_phantom_dataset(tmp_path / "d", num=4, size=(16, 16, 16), verbose=False)
     assert list(tmp_path.iterdir()) == []
+
+
+# sha256 over the image and label arrays (and the datalist) of a small `simple` dataset, computed from the generator
+# before the `realistic` preset existed: committed benchmark results were measured on `simple`, so it must not change.
+SIMPLE_PINNED_SHA256 = "0156deb7936b6c4ac251f11df87ed410d2cbbc5a58ce4d0f8b8543c94e9e0194"
+
+
+def test_simple_preset_output_is_pinned(tmp_path):
+    import hashlib
+
+    out = tmp_path / "simple"
+    write_phantom_dataset(out, num=4, seed=2, size=(20, 20, 20), spacing=2.0, verbose=False)
+    digest = hashlib.sha256()
+    for path in sorted((out / "imagesTr").iterdir()) + sorted((out / "labelsTr").iterdir()):
+        digest.update(np.asarray(nib.load(path).dataobj).tobytes())
+    digest.update((out / "datalist.json").read_bytes())
+    assert digest.hexdigest() == SIMPLE_PINNED_SHA256
+
+
+# --- the realistic preset -------------------------------------------------------------------------------------------
+
+from semcl_components.data.enhancement import PHASE_BUCKETS, EnhancementCurve, phase_bucket  # noqa: E402
+from semcl_components.data.realistic_preset import REALISTIC  # noqa: E402
+
+REALISTIC_SIZE = (48, 48, 36)
+
+
+@pytest.fixture(scope="module")
+def realistic_cohort() -> list:
+    return [generate_phantom(REALISTIC_SIZE, seed=(4, i), preset="realistic") for i in range(10)]
+
+
+@pytest.fixture(scope="module")
+def realistic_dataset(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("realistic") / "ds"
+    write_phantom_dataset(out, num=5, seed=1, size=(32, 32, 24), preview=True, verbose=False, preset="realistic")
+    return out
+
+
+def test_realistic_same_arguments_give_byte_identical_files(realistic_dataset, tmp_path):
+    again = tmp_path / "again"
+    write_phantom_dataset(again, num=5, seed=1, size=(32, 32, 24), preview=True, verbose=False, preset="realistic")
+    assert _file_bytes(again) == _file_bytes(realistic_dataset)
+
+
+def test_realistic_other_seed_gives_other_volumes():
+    a = generate_phantom(REALISTIC_SIZE, seed=(0, 0), preset="realistic")
+    b = generate_phantom(REALISTIC_SIZE, seed=(1, 0), preset="realistic")
+    assert not np.array_equal(a.image, b.image) and not np.array_equal(a.label, b.label)
+
+
+def test_realistic_every_organ_in_every_subject(realistic_cohort):
+    for subject in realistic_cohort:
+        assert set(np.unique(subject.label).tolist()) == set(LABEL_NAMES)
+        assert sorted(subject.present) == sorted(v for k, v in LABEL_NAMES.items() if k > 0)
+
+
+def test_realistic_spacing_and_affine_match_the_field_of_view(realistic_dataset):
+    image = nib.load(realistic_dataset / "imagesTr" / "phantom_000.nii.gz")
+    label = nib.load(realistic_dataset / "labelsTr" / "phantom_000.nii.gz")
+    expected = np.array(REALISTIC.fov_mm) / np.array((32, 32, 24))
+    np.testing.assert_allclose(image.header.get_zooms(), expected, rtol=1e-5)
+    np.testing.assert_allclose(np.diag(image.affine)[:3], expected, rtol=1e-5)
+    np.testing.assert_allclose(image.affine, label.affine)
+    # the volume spans the field of view (an upper abdomen, ~300-350 mm across) and is centred on the origin
+    np.testing.assert_allclose(np.array(image.shape) * np.diag(image.affine)[:3], REALISTIC.fov_mm, rtol=1e-5)
+    centre = image.affine @ np.array([*(np.array(image.shape) - 1) / 2.0, 1.0])
+    np.testing.assert_allclose(centre[:3], 0.0, atol=1e-4)
+    meta = json.loads((realistic_dataset / "dataset.json").read_text())["generator"]
+    np.testing.assert_allclose(meta["spacing_mm"], expected, rtol=1e-5)
+    assert meta["preset"] == "realistic"
+
+
+def test_realistic_body_is_abdomen_sized(realistic_cohort):
+    spacing = np.array(realistic_cohort[0].spacing_mm)
+    for subject in realistic_cohort:
+        body = subject.image > -500
+        width = np.ptp(np.argwhere(body.any(axis=(1, 2)))) * spacing[0]
+        assert 230.0 < width < 400.0
+
+
+def test_realistic_anisotropic_size_gives_thicker_slices():
+    subject = generate_phantom((32, 32, 8), seed=(0, 0), preset="realistic")
+    assert subject.spacing_mm[2] > 2 * subject.spacing_mm[0]
+    assert subject.image.shape == (32, 32, 8)
+
+
+def test_realistic_organ_positions_vary_by_centimetres(realistic_cohort):
+    spacing = np.array(realistic_cohort[0].spacing_mm)
+    for k in (1, 2, 5, 8):  # spleen, right kidney, liver, pancreas
+        centroids = np.array([np.argwhere(s.label == k).mean(0) * spacing for s in realistic_cohort])
+        spread = float(np.linalg.norm(centroids.std(0)))
+        assert 8.0 < spread < 60.0, f"{LABEL_NAMES[k]}: centroid sd {spread:.1f} mm"
+
+
+def test_realistic_distractors_are_drawn_but_labelled_background(realistic_cohort):
+    from scipy import ndimage
+
+    for subject in realistic_cohort:
+        background = subject.label == 0
+        body = np.stack([ndimage.binary_fill_holes(s > -500) for s in np.moveaxis(subject.image, 2, 0)], axis=2)
+        assert (subject.image[background] > 300).sum() > 50  # vertebrae and ribs
+        assert ((subject.image < -600) & body & background).sum() > 0  # bowel gas or lung bases inside the body
+
+
+def test_realistic_datalist_entries_record_contrast_time_and_phase(realistic_dataset):
+    meta = json.loads((realistic_dataset / "dataset.json").read_text())
+    splits = json.loads((realistic_dataset / "datalist.json").read_text())
+    for item in meta["training"] + [i for v in splits.values() for i in v]:
+        assert item["contrast_phase"] in PHASE_BUCKETS
+        time_s = item["contrast_time_s"]
+        assert item["contrast_phase"] == phase_bucket(time_s, REALISTIC.arterial_end_s, REALISTIC.portal_venous_end_s)
+    case = Path(meta["training"][0]["image"]).name.split(".")[0]
+    assert meta["generator"]["contrast_phases"][case] == meta["training"][0]["contrast_phase"]
+
+
+def test_realistic_every_phase_bucket_occurs_in_a_modest_cohort():
+    phases = {generate_phantom((16, 16, 12), seed=(2, i), preset="realistic").phase for i in range(30)}
+    assert phases == set(PHASE_BUCKETS)
+
+
+def test_enhancement_curves_follow_contrast_timing():
+    aorta, liver = REALISTIC.tissues["blood_arterial"].curve, REALISTIC.tissues["liver"].curve
+    assert aorta(None) == 0.0 and aorta(5.0) == 0.0
+    assert aorta(28.0) > 200.0 and aorta(28.0) > aorta(70.0)  # arterial peak, then recirculation
+    assert liver(70.0) > liver(28.0) + 30.0  # the liver peaks in the portal venous phase
+    cortex, medulla = REALISTIC.tissues["kidney_cortex"].curve, REALISTIC.tissues["kidney_medulla"].curve
+    assert cortex(30.0) - medulla(30.0) > 100.0  # corticomedullary phase
+    assert abs(cortex(110.0) - medulla(110.0)) < 40.0  # nephrographic phase: homogeneous
+    with pytest.raises(ValueError, match="arrival_s < peak_s"):
+        EnhancementCurve(30.0, 20.0, 100.0, 50.0)
+
+
+def test_realistic_preview_shows_several_subjects(realistic_dataset):
+    from PIL import Image
+
+    with Image.open(realistic_dataset / "preview.png") as png:
+        # five subjects side by side, each column the field of view's width at 2 mm per pixel
+        assert png.format == "PNG" and png.size[0] >= 5 * REALISTIC.fov_mm[0] / 2.0
+
+
+def test_realistic_rejects_a_spacing(tmp_path, capsys):
+    assert main(["--out", str(tmp_path / "d"), "--preset", "realistic", "--spacing", "1.5", "--quiet"]) == 2
+    assert "choose --size instead" in capsys.readouterr().err
+
+
+def test_cli_writes_a_realistic_dataset_and_records_the_preset(tmp_path, capsys):
+    out = tmp_path / "d"
+    assert main(["--out", str(out), "--preset", "realistic", "--num", "4", "--size", "16", "16", "12", "--quiet"]) == 0
+    assert "preset: realistic" in capsys.readouterr().out
+    assert json.loads((out / "dataset.json").read_text())["generator"]["preset"] == "realistic"
+    # the same folder is not mistaken for a simple dataset of the same size
+    with pytest.raises(ValueError, match="--overwrite"):
+        write_phantom_dataset(out, num=4, size=(16, 16, 12), verbose=False)
+
+
+def test_ensure_phantom_dataset_writes_the_chosen_preset(tmp_path):
+    from semcl_components.bundle_utils import ensure_phantom_dataset
+
+    folder = ensure_phantom_dataset(tmp_path / "p", num=4, size=(16, 16, 12), preset="realistic")
+    assert json.loads((Path(folder) / "dataset.json").read_text())["generator"]["preset"] == "realistic"

@@ -1,14 +1,18 @@
-"""A PNG preview of a CT volume with its label overlay: three orthogonal slices through the labelled region."""
+"""PNG previews of CT volumes with their label overlays.
+
+:func:`write_preview`: three orthogonal slices of one subject. :func:`write_cohort_preview`: several subjects side by
+side (axial and coronal slices, each without and with the label overlay) so the variability between subjects shows.
+"""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw
 
-__all__ = ["label_colours", "write_preview"]
+__all__ = ["label_colours", "write_cohort_preview", "write_preview"]
 
 
 def label_colours(num_labels: int) -> np.ndarray:
@@ -80,3 +84,82 @@ def write_preview(
         draw.rectangle((4, y + 2, 14, y + 11), fill=tuple(int(c) for c in colours[k]))
         draw.text((20, y), f"{k}: {name}", fill="white")
     canvas.save(path)
+
+
+def _legend(width: int, names: Mapping[int, str], colours: np.ndarray, title: str) -> Image.Image:
+    """A strip with ``title`` and one coloured swatch per foreground label, four per row."""
+    rows = [(k, v) for k, v in sorted(names.items()) if k > 0]
+    per_row = 4
+    legend = Image.new("RGB", (width, 18 + 14 * ((len(rows) + per_row - 1) // per_row) + 4), "black")
+    draw = ImageDraw.Draw(legend)
+    draw.text((4, 2), title, fill="white")
+    for i, (k, name) in enumerate(rows):
+        x, y = 4 + (i % per_row) * 150, 18 + 14 * (i // per_row)
+        draw.rectangle((x, y + 2, x + 10, y + 11), fill=tuple(int(c) for c in colours[k]))
+        draw.text((x + 16, y), f"{k}: {name}", fill="white")
+    return legend
+
+
+def write_cohort_preview(
+    subjects: Sequence[tuple[np.ndarray, np.ndarray, str]],
+    spacing: Sequence[float],
+    names: Mapping[int, str],
+    path: str | os.PathLike,
+    window: tuple[float, float] = (-160.0, 240.0),
+    alpha: float = 0.45,
+    pixel_mm: float = 2.0,
+) -> None:
+    """Write several subjects side by side: rows axial, axial + labels, coronal, coronal + labels.
+
+    Args:
+        subjects: (image (X, Y, Z) HU, label (X, Y, Z) integer, caption) per subject, all of one shape.
+        spacing: (x, y, z) voxel spacing in mm: panels are resampled to ``pixel_mm`` per pixel, so anisotropic
+            volumes show their true proportions.
+        names: label id -> organ name (0 = background is not drawn).
+        path: output PNG.
+        window: display window in HU.
+        alpha: overlay opacity.
+        pixel_mm: mm per displayed pixel.
+
+    The axial slice passes through the centre of the kidneys' and pancreas' labels (or of all labels), the coronal
+    slice through the centre of all labels, so each column shows the same anatomical level of its subject.
+    """
+    if not subjects:
+        raise ValueError("write_cohort_preview needs at least one subject.")
+    colours = label_colours(max(names) if names else 1)
+    columns = []
+    for image, label, caption in subjects:
+        if image.shape != label.shape or image.ndim != 3:
+            raise ValueError(f"image and label must be 3D arrays of one shape, got {image.shape} and {label.shape}.")
+        middle = np.argwhere(np.isin(label, [2, 3, 8]))
+        everything = np.argwhere(label > 0)
+        centre = (everything.mean(0) if len(everything) else np.array(image.shape) / 2).round().astype(int)
+        cz = int(middle[:, 2].mean().round()) if len(middle) else int(centre[2])
+        cells = []
+        for grey, lab, (sx, sy) in (
+            (image[:, :, cz], label[:, :, cz], (spacing[0], spacing[1])),
+            (image[:, centre[1], :], label[:, centre[1], :], (spacing[0], spacing[2])),
+        ):
+            size = (max(1, round(grey.shape[0] * sx / pixel_mm)), max(1, round(grey.shape[1] * sy / pixel_mm)))
+            for a in (0.0, alpha):
+                panel = Image.fromarray(_panel(grey, lab, colours, window, a)).resize(size, Image.NEAREST)
+                cells.append(panel)
+        width = max(c.width for c in cells)
+        column = Image.new("RGB", (width, sum(c.height + 2 for c in cells) + 14), "black")
+        ImageDraw.Draw(column).text((2, 1), caption, fill="white")
+        y = 14
+        for cell in cells:
+            column.paste(cell, (0, y))
+            y += cell.height + 2
+        columns.append(column)
+    width = sum(c.width + 4 for c in columns)
+    rows = "axial, axial + labels, coronal, coronal + labels"
+    title = f"{len(columns)} subjects; rows: {rows}; window {window[0]:g}..{window[1]:g} HU"
+    legend = _legend(max(width, 600), names, colours, title)
+    canvas = Image.new("RGB", (max(width, legend.width), max(c.height for c in columns) + legend.height), "black")
+    x = 0
+    for column in columns:
+        canvas.paste(column, (x, 0))
+        x += column.width + 4
+    canvas.paste(legend, (0, canvas.height - legend.height))
+    canvas.save(path, optimize=True)
