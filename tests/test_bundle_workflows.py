@@ -679,3 +679,13 @@ def test_training_image_in_a_held_out_list_is_refused(run_bundle, phantom_datase
         "--max_epochs", "1", *args,
     ], expect_success=False)
     _assert_fails_with(run, f"datalist {dataset / 'datalist.json'}: lists {lists} share 1 image file(s)")
+
+
+@pytest.mark.parametrize("configs", [["train"], ["pretrain"], ["inference"]], ids=["train", "pretrain", "inference"])
+def test_init_filters_the_network_cannot_use_names_the_setting(run_bundle, phantom_dataset, tmp_path, configs):
+    """Finding 10: ``--init_filters 4`` failed in GroupNorm ("num_channels (4) must be divisible by num_groups (8)")."""
+    run = run_bundle(configs, [
+        "--dataset_dir", phantom_dataset, "--ckpt_dir", tmp_path / "models", "--output_dir", tmp_path / "eval",
+        "--init_filters", "4",
+    ], expect_success=False)
+    _assert_fails_with(run, "init_filters must be a positive multiple of 8 (SegResNet's group normalisation")
