@@ -689,3 +689,30 @@ def test_init_filters_the_network_cannot_use_names_the_setting(run_bundle, phant
         "--init_filters", "4",
     ], expect_success=False)
     _assert_fails_with(run, "init_filters must be a positive multiple of 8 (SegResNet's group normalisation")
+
+
+def test_train_resume_with_another_split_and_learning_rate_is_refused(run_bundle, phantom_dataset, trained_model, tmp_path):
+    """Finding 2: another train_key and learning rate in the same ckpt_dir resumed the finished run and exited 0,
+    keeping its model.pt while the run summary named the new settings."""
+    ckpt_dir, output_dir = copy_run(trained_model.ckpt_dir, trained_model.output_dir, tmp_path)
+    before = {path: path.read_bytes() for path in (ckpt_dir / "model.pt", output_dir / "run_summary.json")}
+    run = run_bundle(["train"], [
+        "--dataset_dir", phantom_dataset, "--ckpt_dir", ckpt_dir, "--output_dir", output_dir, "--max_epochs", "2",
+        "--val_interval", "1", "--train_key", "finetune_1", "--learning_rate", "0.01", *TINY_TRAIN_ARGS,
+    ], expect_success=False)
+    _assert_fails_with(run, f"checkpoint {ckpt_dir / 'checkpoint_epoch=2.pt'} belongs to a run with other settings",
+                       "train_key 'finetune_4' then, 'finetune_1' now", "learning_rate 0.001 then, 0.01 now",
+                       "training_images", "--ckpt_dir", "--resume false")
+    assert {path: path.read_bytes() for path in before} == before
+
+
+def test_pretrain_resume_with_another_method_setting_is_refused(run_bundle, phantom_dataset, pretrained_pool, tmp_path):
+    """Finding 2, pretraining's resume folder: another mask mode would have continued the finished run."""
+    ckpt_dir, output_dir = copy_run(pretrained_pool.ckpt_dir, pretrained_pool.output_dir, tmp_path)
+    encoder = (ckpt_dir / "pretrained_encoder.pt").read_bytes()
+    run = run_bundle(["pretrain"], [
+        "--dataset_dir", phantom_dataset, "--ckpt_dir", ckpt_dir, "--output_dir", output_dir, "--max_epochs", "2",
+        "--mask_mode", "bbox", *TINY_PRETRAIN_ARGS,
+    ], expect_success=False)
+    _assert_fails_with(run, "belongs to a run with other settings: mask_mode 'exact' then, 'bbox' now")
+    assert (ckpt_dir / "pretrained_encoder.pt").read_bytes() == encoder
