@@ -15,6 +15,8 @@ from typing import Any
 
 __all__ = [
     "bundle_root",
+    "check_dataset_classes",
+    "check_disjoint_lists",
     "class_names",
     "command_line_config_files",
     "ensure_phantom_dataset",
@@ -89,15 +91,34 @@ def ensure_phantom_dataset(
     seed: int = 0,
     size: Sequence[int] = (96, 96, 96),
     preset: str = "simple",
+    phantom_folder: str | os.PathLike | None = None,
 ) -> str:
-    """Return ``folder``, writing the embedded phantom dataset there first if it holds no dataset yet.
+    """Return ``folder``, writing the embedded phantom dataset there first if it is the bundle's phantom folder and
+    holds no dataset yet.
 
-    The bundle configs use this as the default ``dataset_dir``, so every workflow runs on a fresh machine without a
-    download. A folder that already has a ``dataset.json`` is used as it is. ``preset``: ``simple`` or ``realistic``
-    (its spacing is its field of view / ``size``: set the workflows' ``pixdim`` to match, see ``docs/PHANTOMS.md``).
+    The bundle configs use this for the default ``dataset_dir``, so every workflow runs on a fresh machine without a
+    download. Phantoms are written only into ``phantom_folder`` (the bundle's ``<bundle_root>/data/phantoms``; None:
+    ``folder`` is that folder), and only while it is missing or empty: any other folder, e.g. a mistyped or a user's
+    ``--dataset_dir``, is returned as it is and never written to. A folder that already has a ``dataset.json`` is
+    used as it is. ``preset``: ``simple`` or ``realistic`` (its spacing is its field of view / ``size``: set the
+    workflows' ``pixdim`` to match, see ``docs/PHANTOMS.md``).
+
+    Raises:
+        FileNotFoundError: ``folder`` is not the phantom folder and does not exist (a mistyped ``--dataset_dir``).
+        ValueError: the phantom folder holds other files but no ``dataset.json`` (they are left alone).
     """
     folder = Path(folder)
+    if phantom_folder is not None and os.path.abspath(folder) != os.path.abspath(phantom_folder):
+        if not folder.is_dir():
+            raise FileNotFoundError(f"dataset_dir {folder} does not exist or is not a folder; check --dataset_dir.")
+        return str(folder)
     if not (folder / "dataset.json").is_file():
+        if folder.is_dir() and any(folder.iterdir()):
+            raise ValueError(
+                f"{folder} holds files but no dataset.json, so it is neither a dataset nor the bundle's phantoms; the "
+                "phantoms are written only into a missing or empty folder. Give your data's folder as --dataset_dir "
+                "(with its datalist.json), or move those files away to have the phantoms written there."
+            )
         from .data.phantoms import write_phantom_dataset
 
         print(
@@ -114,25 +135,68 @@ def load_datalist(
     require_label: bool = True,
     image_key: str = "image",
     label_key: str = "label",
+    class_names: Sequence[str] | None = None,
+    disjoint_from: Sequence[str] = (),
 ) -> list[dict]:
     """Read the ``key`` list of an MSD-style datalist JSON, resolve paths against ``base_dir`` and check the files.
+
+    Args:
+        datalist_file: the datalist JSON (lists of ``{"image": ..., "label": ...}``, paths relative to ``base_dir``).
+        key: the list to read.
+        base_dir: the dataset folder.
+        require_label: every entry needs a label (training, evaluation).
+        image_key: the entries' image key.
+        label_key: the entries' label key.
+        class_names: the run's foreground classes; when given, the ``labels`` of ``base_dir/dataset.json`` (if there
+            is one) must name the same classes with the same ids (:func:`check_dataset_classes`).
+        disjoint_from: other lists of the datalist that must share no image with this one, e.g. the validation and
+            test lists of a training list (:func:`check_disjoint_lists`); lists the datalist lacks are skipped.
 
     Raises:
         FileNotFoundError: ``base_dir`` or the datalist file does not exist, or an entry's image or label file is
             missing (the message names the file and the entry).
         KeyError: ``key`` is not in the datalist (the message lists the keys it has).
-        ValueError: an entry has no image, or no label although ``require_label`` (training, evaluation).
+        ValueError: an entry has no image, or no label although ``require_label`` (training, evaluation); the
+            dataset's classes differ from ``class_names``; a list of ``disjoint_from`` shares an image with ``key``.
     """
     base_dir = Path(base_dir)
     if not base_dir.is_dir():
         raise FileNotFoundError(f"dataset_dir {base_dir} does not exist or is not a folder; set --dataset_dir.")
+    if class_names is not None:
+        check_dataset_classes(base_dir, class_names)
+    content = _read_datalist(datalist_file)
+    items = _datalist_entries(content, key, datalist_file, base_dir, require_label, image_key, label_key)
+    if not items:
+        raise ValueError(f"list '{key}' in {datalist_file} is empty.")
+    others = {
+        other: _datalist_entries(content, other, datalist_file, base_dir, False, image_key, label_key)
+        for other in disjoint_from
+        if other in content and other != key
+    }
+    check_disjoint_lists({key: items, **others}, datalist_file, image_key)
+    return items
+
+
+def _read_datalist(datalist_file: str | os.PathLike) -> dict:
     datalist_file = Path(datalist_file)
     if not datalist_file.is_file():
         raise FileNotFoundError(f"datalist {datalist_file} does not exist; set --data_list_file_path.")
     try:
-        content = json.loads(datalist_file.read_text())
+        return json.loads(datalist_file.read_text())
     except ValueError as error:
         raise ValueError(f"datalist {datalist_file} is not valid JSON: {error}") from error
+
+
+def _datalist_entries(
+    content: Mapping,
+    key: str,
+    datalist_file: str | os.PathLike,
+    base_dir: Path,
+    require_label: bool,
+    image_key: str,
+    label_key: str,
+) -> list[dict]:
+    """The entries of list ``key``, paths resolved against ``base_dir``; every named file must exist."""
     if key not in content:
         lists = [k for k, v in content.items() if isinstance(v, list)]
         raise KeyError(f"datalist {datalist_file} has no list '{key}'; it has {lists}.")
@@ -155,9 +219,102 @@ def load_datalist(
                         f"{k} file {entry[k]} (entry {index} of '{key}' in {datalist_file}) does not exist."
                     )
         items.append(entry)
-    if not items:
-        raise ValueError(f"list '{key}' in {datalist_file} is empty.")
     return items
+
+
+def check_disjoint_lists(
+    lists: Mapping[str, Sequence[Mapping]], datalist_file: str | os.PathLike, image_key: str = "image"
+) -> None:
+    """Stop if the first list shares an image file with any other list (e.g. training with validation or test).
+
+    Files are compared as files, not as spellings: ``./a.nii.gz``, ``x/../a.nii.gz``, an absolute path or a link to
+    the same file are one image. A validation or test image that was also trained on makes the reported Dice (and
+    the choice of ``model.pt``) measure memory instead of generalisation.
+
+    Args:
+        lists: ``{list name: entries}`` with resolved, existing image paths; the first list is checked against the
+            others.
+        datalist_file: the datalist the lists come from (for the message).
+        image_key: the entries' image key.
+
+    Raises:
+        ValueError: naming the datalist, both lists and the shared image files.
+    """
+    (first, items), *others = lists.items()
+    files = {_file_identity(item[image_key]): item[image_key] for item in items}
+    for other, other_items in others:
+        shared = {
+            files[identity]: item[image_key]
+            for item in other_items
+            if (identity := _file_identity(item[image_key])) in files
+        }
+        if shared:
+            shown = "; ".join(
+                f"{mine}" + (f" (as {theirs})" if theirs != mine else "") for mine, theirs in list(shared.items())[:5]
+            )
+            more = f" and {len(shared) - 5} more" if len(shared) > 5 else ""
+            raise ValueError(
+                f"datalist {datalist_file}: lists '{first}' and '{other}' share {len(shared)} image file(s): "
+                f"{shown}{more}. An image a run trains on must not also validate or test it; remove it from one "
+                "of the lists."
+            )
+
+
+def _file_identity(path: str | os.PathLike) -> tuple[int, int] | str:
+    """``(device, inode)`` of an existing file (the same for every spelling of a path and for links), else its real
+    path."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return os.path.realpath(path)
+    return stat.st_dev, stat.st_ino
+
+
+def check_dataset_classes(dataset_dir: str | os.PathLike, names: Sequence[str]) -> None:
+    """Stop if the ``labels`` of ``dataset_dir/dataset.json`` give the class ids other meanings than ``names``.
+
+    ``names`` are the run's foreground classes (``class_names``, from ``metadata.json``'s ``channel_def`` unless
+    given), id 1 first. A dataset of the same class count whose id 2 is another organ would otherwise train silently
+    under the bundle's names, with left/right flips swapping the wrong labels. Names are compared ignoring case,
+    ``_`` and ``-``. A folder without ``dataset.json``, or one whose ``dataset.json`` has no ``labels``, is not
+    checked.
+
+    Raises:
+        ValueError: listing the ids that differ and both class lists, and how to run with the dataset's classes.
+    """
+    path = Path(dataset_dir) / "dataset.json"
+    if not path.is_file():
+        return
+    try:
+        labels = json.loads(path.read_text()).get("labels")
+    except ValueError as error:
+        raise ValueError(f"{path} is not valid JSON: {error}") from error
+    if not labels:
+        return
+    theirs, ours = class_names(path), list(names)
+    if [_name_key(n) for n in theirs] == [_name_key(n) for n in ours]:
+        return
+    differ = [
+        f"{i + 1}: {a!r} (dataset) vs {b!r} (class_names)"
+        for i, (a, b) in enumerate(zip(theirs, ours))
+        if _name_key(a) != _name_key(b)
+    ]
+    count = (
+        f"; the dataset has {len(theirs)} foreground classes, class_names has {len(ours)}"
+        if len(theirs) != len(ours)
+        else ""
+    )
+    raise ValueError(
+        f"{path} names its classes differently from this run's class_names: {', '.join(differ) or 'the shared ids agree'}"
+        f"{count}. Dataset: {theirs}; class_names: {ours}. To train on this dataset's classes, run with --class_names "
+        f"\"$@semcl_components.bundle_utils.class_names('{path}')\" (a model of other classes); or correct the "
+        "labels of dataset.json if it names them wrongly."
+    )
+
+
+def _name_key(name: str) -> str:
+    """A class name for comparison: lower case, ``_`` and ``-`` as spaces, single spaces."""
+    return " ".join(name.lower().replace("_", " ").replace("-", " ").split())
 
 
 def with_contrast_phases(
@@ -237,10 +394,15 @@ def class_names(labels: Mapping[str, str] | str | os.PathLike) -> list[str]:
     whose ``labels`` map is used, so a dataset brings its own classes: ``--class_names
     "$@semcl_components.bundle_utils.class_names('/data/btcv/dataset.json')"``.
     """
+    source = "channel_def"
     if not isinstance(labels, Mapping):
+        source = str(labels)
         labels = json.loads(Path(labels).read_text())["labels"]
     ordered = sorted(((int(k), v) for k, v in labels.items()), key=lambda kv: kv[0])
     ids = [k for k, _ in ordered]
     if ids != list(range(len(ids))):
-        raise ValueError(f"label ids must be 0..K without gaps, got {ids}.")
+        raise ValueError(
+            f"{source}: label ids must be 0..K without gaps, got {ids}; number the classes 0 (background), 1, 2, ... "
+            "and relabel the label maps to match."
+        )
     return [name for k, name in ordered if k > 0]

@@ -634,3 +634,113 @@ def test_whole_masks_with_class_positives_stop_before_any_work(run_bundle, phant
     assert result.returncode != 0
     assert "--mask_mode whole with --positives class" in result.log
     assert not (tmp_path / "models").exists()
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# reliability, second pass (issue 19): a run on the wrong data, classes or checkpoint stops instead of exiting 0
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def _dataset_variant(phantom_dataset: Path, dest: Path, edit=None, labels: dict | None = None) -> Path:
+    """A dataset folder ``dest`` whose datalist names the phantom files by absolute path, changed by ``edit(lists)``;
+    its ``dataset.json`` is the phantoms' with ``labels`` if given."""
+    dest.mkdir()
+    lists = read_json(phantom_dataset / "datalist.json")
+    lists = {k: [{n: str(phantom_dataset / p) for n, p in e.items()} for e in v] for k, v in lists.items()}
+    if edit is not None:
+        edit(lists)
+    (dest / "datalist.json").write_text(json.dumps(lists))
+    dataset = read_json(phantom_dataset / "dataset.json")
+    (dest / "dataset.json").write_text(json.dumps({**dataset, "labels": labels or dataset["labels"]}))
+    return dest
+
+
+def test_inference_never_writes_phantoms_into_a_mistyped_dataset_dir(run_bundle, tmp_path):
+    """Finding 5: a mistyped --dataset_dir stops naming it; phantoms go only into the bundle's own data/phantoms."""
+    typo = tmp_path / "phantomz"
+    run = run_bundle(["inference"], [
+        "--dataset_dir", typo, "--ckpt_dir", tmp_path / "models", "--output_dir", tmp_path / "out", *TINY_INFERENCE_ARGS,
+    ], expect_success=False)
+    _assert_fails_with(run, f"dataset_dir {typo} does not exist or is not a folder; check --dataset_dir.")
+    assert not typo.exists() and not (tmp_path / "out").exists()
+
+
+def test_dataset_whose_class_ids_mean_other_organs_is_refused(run_bundle, phantom_dataset, tmp_path):
+    """Finding 3: same class count, ids 2 and 3 gallbladder and pancreas: training stops with both class lists."""
+    swapped = ["spleen", "gallbladder", "pancreas", "right kidney", "liver", "stomach", "aorta", "left kidney"]
+    labels = {"0": "background", **{str(i + 1): name for i, name in enumerate(swapped)}}
+    dataset = _dataset_variant(phantom_dataset, tmp_path / "data", labels=labels)
+    run = run_bundle(["train"], [
+        "--dataset_dir", dataset, "--ckpt_dir", tmp_path / "models", "--output_dir", tmp_path / "eval",
+        "--max_epochs", "1", *TINY_TRAIN_ARGS,
+    ], expect_success=False)
+    _assert_fails_with(run, f"{dataset / 'dataset.json'} names its classes differently from this run's class_names",
+                       "2: 'gallbladder' (dataset) vs 'right kidney' (class_names)", f"Dataset: {swapped}")
+    assert not (tmp_path / "models" / "model.pt").exists()
+
+
+def _respelled(entry: dict) -> dict:
+    """The entry's paths spelled another way: ``<folder>/../<folder>/<name>``."""
+    return {k: str(Path(v).parent / ".." / Path(v).parent.name / Path(v).name) for k, v in entry.items()}
+
+
+def _leak_training_images(lists: dict) -> None:
+    """Validation gets a pretraining and a finetuning image, test a finetuning one, each spelled differently."""
+    lists["validation"] += [_respelled(lists["pretrain"][0]), _respelled(lists["finetune_4"][0])]
+    lists["test"] += [_respelled(lists["finetune_4"][0])]
+
+
+@pytest.mark.parametrize(
+    "configs, args, lists",
+    [
+        (["train"], TINY_TRAIN_ARGS, "'finetune_4' and 'validation'"),
+        (["pretrain"], TINY_PRETRAIN_ARGS, "'pretrain' and 'validation'"),
+        (["train", "evaluate"], TINY_TRAIN_ARGS, "'test' and 'finetune_4'"),
+    ],
+    ids=["train", "pretrain", "evaluate"],
+)
+def test_training_image_in_a_held_out_list_is_refused(run_bundle, phantom_dataset, tmp_path, configs, args, lists):
+    """Finding 4: a training image also in the validation or test list (spelled differently) stops the run."""
+    dataset = _dataset_variant(phantom_dataset, tmp_path / "data", edit=_leak_training_images)
+    run = run_bundle(configs, [
+        "--dataset_dir", dataset, "--ckpt_dir", tmp_path / "models", "--output_dir", tmp_path / "eval",
+        "--max_epochs", "1", *args,
+    ], expect_success=False)
+    _assert_fails_with(run, f"datalist {dataset / 'datalist.json'}: lists {lists} share 1 image file(s)")
+
+
+@pytest.mark.parametrize("configs", [["train"], ["pretrain"], ["inference"]], ids=["train", "pretrain", "inference"])
+def test_init_filters_the_network_cannot_use_names_the_setting(run_bundle, phantom_dataset, tmp_path, configs):
+    """Finding 10: ``--init_filters 4`` failed in GroupNorm ("num_channels (4) must be divisible by num_groups (8)")."""
+    run = run_bundle(configs, [
+        "--dataset_dir", phantom_dataset, "--ckpt_dir", tmp_path / "models", "--output_dir", tmp_path / "eval",
+        "--init_filters", "4",
+    ], expect_success=False)
+    _assert_fails_with(run, "init_filters must be a positive multiple of 8 (SegResNet's group normalisation")
+
+
+def test_train_resume_with_another_split_and_learning_rate_is_refused(run_bundle, phantom_dataset, trained_model, tmp_path):
+    """Finding 2: another train_key and learning rate in the same ckpt_dir resumed the finished run and exited 0,
+    keeping its model.pt while the run summary named the new settings."""
+    ckpt_dir, output_dir = copy_run(trained_model.ckpt_dir, trained_model.output_dir, tmp_path)
+    before = {path: path.read_bytes() for path in (ckpt_dir / "model.pt", output_dir / "run_summary.json")}
+    run = run_bundle(["train"], [
+        "--dataset_dir", phantom_dataset, "--ckpt_dir", ckpt_dir, "--output_dir", output_dir, "--max_epochs", "2",
+        "--val_interval", "1", "--train_key", "finetune_1", "--learning_rate", "0.01", *TINY_TRAIN_ARGS,
+    ], expect_success=False)
+    _assert_fails_with(run, f"checkpoint {ckpt_dir / 'checkpoint_epoch=2.pt'} belongs to a run with other settings",
+                       "train_key 'finetune_4' then, 'finetune_1' now", "learning_rate 0.001 then, 0.01 now",
+                       "training_images", "--ckpt_dir", "--resume false")
+    assert {path: path.read_bytes() for path in before} == before
+
+
+def test_pretrain_resume_with_another_method_setting_is_refused(run_bundle, phantom_dataset, pretrained_pool, tmp_path):
+    """Finding 2, pretraining's resume folder: another mask mode would have continued the finished run."""
+    ckpt_dir, output_dir = copy_run(pretrained_pool.ckpt_dir, pretrained_pool.output_dir, tmp_path)
+    encoder = (ckpt_dir / "pretrained_encoder.pt").read_bytes()
+    run = run_bundle(["pretrain"], [
+        "--dataset_dir", phantom_dataset, "--ckpt_dir", ckpt_dir, "--output_dir", output_dir, "--max_epochs", "2",
+        "--mask_mode", "bbox", *TINY_PRETRAIN_ARGS,
+    ], expect_success=False)
+    _assert_fails_with(run, "belongs to a run with other settings: mask_mode 'exact' then, 'bbox' now")
+    assert (ckpt_dir / "pretrained_encoder.pt").read_bytes() == encoder

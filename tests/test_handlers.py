@@ -119,18 +119,27 @@ def test_resume_continues_and_removes_the_previous_sessions_checkpoint(tmp_path)
 # ----------------------------------------------------------------------------------------- resuming: what is kept
 
 
-def _session(folder, max_epochs: int, enabled=True, kill_after: int | None = None, net_size: int = 3) -> list[int]:
-    """One training session with a resumer and an every-epoch saver; ``kill_after``: raise after that epoch."""
+def _session(
+    folder,
+    max_epochs: int,
+    enabled=True,
+    kill_after: int | None = None,
+    net_size: int = 3,
+    run_settings: dict | None = None,
+) -> list[int]:
+    """One training session with a resumer and an every-epoch saver; ``kill_after``: raise after that epoch;
+    ``run_settings``: the settings the resumer records in each checkpoint and compares on resuming."""
     from semcl_components.handlers import CheckpointResumer
 
     net = torch.nn.Linear(net_size, 2)
     objects = {"model": net, "optimizer": torch.optim.SGD(net.parameters(), lr=0.1)}
     engine = _engine()
-    resumer = CheckpointResumer(folder, load_dict={**objects, "trainer": engine}, enabled=enabled)
-    resumer.attach(engine)
-    saver = AtomicCheckpointSaver(
-        save_dir=str(folder), save_dict={**objects, "trainer": engine}, save_interval=1, n_saved=1, epoch_level=True
+    resumer = CheckpointResumer(
+        folder, load_dict={**objects, "trainer": engine}, enabled=enabled, run_settings=run_settings
     )
+    resumer.attach(engine)
+    saved = {**objects, "trainer": engine, **({"resume_state": resumer} if run_settings is not None else {})}
+    saver = AtomicCheckpointSaver(save_dir=str(folder), save_dict=saved, save_interval=1, n_saved=1, epoch_level=True)
     saver.attach(engine)
     epochs: list[int] = []
     engine.add_event_handler(Events.EPOCH_COMPLETED, lambda e: epochs.append(e.state.epoch))
@@ -206,6 +215,48 @@ def test_checkpoint_of_other_settings_names_the_file_and_the_way_out(tmp_path):
     assert _session(tmp_path, 1) == [1]
     with pytest.raises(RuntimeError, match=r"checkpoint .*checkpoint_epoch=1.pt does not fit this run .*--resume false"):
         _session(tmp_path, 2, net_size=5)
+
+
+# ------------------------------------------------------------------------------- resuming: only the same run
+
+
+RUN = {"dataset_dir": "/data/phantoms", "train_key": "finetune_4", "learning_rate": 0.001, "roi_size": [32, 32, 32]}
+
+
+def test_resume_with_other_settings_stops_naming_them_and_touches_nothing(tmp_path):
+    """Issue 19, finding 2: another dataset, split and learning rate in the same ckpt_dir resumed the old run."""
+    assert _session(tmp_path, 2, run_settings=RUN) == [1, 2]
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    other = {**RUN, "dataset_dir": "/data/btcv", "train_key": "finetune_1", "learning_rate": 0.01}
+    with pytest.raises(ValueError) as error:
+        _session(tmp_path, 2, run_settings=other)
+    message = str(error.value)
+    assert f"checkpoint {tmp_path / 'checkpoint_epoch=2.pt'} belongs to a run with other settings" in message
+    assert "dataset_dir '/data/phantoms' then, '/data/btcv' now" in message
+    assert "train_key 'finetune_4' then, 'finetune_1' now" in message and "learning_rate 0.001 then, 0.01 now" in message
+    assert "roi_size" not in message
+    assert "--ckpt_dir" in message and "--resume false" in message
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before  # refused before the trainer started
+
+
+def test_resume_with_the_same_settings_continues(tmp_path):
+    assert _session(tmp_path, 2, run_settings=RUN) == [1, 2]
+    as_given_again = {**RUN, "roi_size": (32, 32, 32)}  # a tuple is the same list of sizes
+    assert _session(tmp_path, 3, run_settings=as_given_again) == [3]
+
+
+def test_resume_false_starts_a_new_run_with_other_settings(tmp_path):
+    assert _session(tmp_path, 2, run_settings=RUN) == [1, 2]
+    other = {**RUN, "train_key": "finetune_1"}
+    assert _session(tmp_path, 1, enabled=False, run_settings=other) == [1]
+    assert _session(tmp_path, 2, run_settings=other) == [2]  # the new run's record is the one compared now
+
+
+def test_checkpoint_without_a_settings_record_resumes_with_a_warning(tmp_path, caplog):
+    assert _session(tmp_path, 1) == [1]  # no record, as written before runs recorded their settings
+    with caplog.at_level("WARNING"):
+        assert _session(tmp_path, 2, run_settings=RUN) == [2]
+    assert "records no run settings" in caplog.text
 
 
 # ------------------------------------------------------------------------------------------ non-finite weights

@@ -344,3 +344,21 @@ def test_whole_segmentation_checkpoint_transfers_only_its_encoder():
     decoder = [k for k in source.state_dict() if k.split(".")[0] not in ("convInit", "down_layers")]
     assert decoder and sorted(report.unexpected) == sorted(decoder)
     assert all(torch.equal(target.state_dict()[k], before[k]) for k in decoder)
+
+
+@pytest.mark.parametrize("init_filters", [4, 12, 0])
+def test_init_filters_not_a_multiple_of_the_norm_groups_names_the_setting(init_filters):
+    """Issue 19, finding 10: ``--init_filters 4`` failed inside GroupNorm without naming the setting."""
+    from semcl_components.networks import check_init_filters
+
+    message = rf"init_filters must be a positive multiple of 8 .*group normalisation.*, got {init_filters}"
+    with pytest.raises(ValueError, match=message):
+        check_init_filters(init_filters)
+    with pytest.raises(ValueError, match=message):
+        SegResNetEncoder(init_filters=init_filters)
+
+
+def test_init_filters_multiple_of_eight_passes_unchanged():
+    from semcl_components.networks import check_init_filters
+
+    assert check_init_filters(24) == 24

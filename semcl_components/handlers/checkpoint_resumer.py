@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import glob
+import json
 import logging
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import torch
@@ -51,6 +52,14 @@ class CheckpointResumer:
     warning and the next older one is used. The checkpoints found at the start are removed only once this session
     has written a checkpoint of its own, so a kill at any moment leaves at least one usable checkpoint.
 
+    A checkpoint continues only the run that wrote it: with ``run_settings`` (the dataset, split and the settings
+    that shape the model and the optimisation), the resumer records them in every checkpoint (through
+    ``resume_state``), and a resume whose settings differ from the checkpoint's record stops with a ``ValueError``
+    naming each difference and the ways to start a new run. The check runs when the resumer is attached, before the
+    trainer starts, so a refused run writes nothing (no run summary, no checkpoint). Settings left out of the record,
+    such as ``max_epochs``, may change: a finished run continues with more epochs. A checkpoint without a record
+    (written before runs recorded their settings) resumes with a warning.
+
     While the trainer runs, the resumer holds a :class:`~semcl_components.folder_lock.FolderLock` on ``ckpt_dir``: a
     second run on the same folder stops at once, naming the first; so does a run whose ``ckpt_dir`` is not writable.
 
@@ -66,6 +75,8 @@ class CheckpointResumer:
         key_metric_saver: the ``CheckpointSaver`` writing the best model, told which score its file holds.
         key_metric_filename: that saver's file name (e.g. ``"model.pt"``).
         map_location: passed to ``torch.load``.
+        run_settings: the settings that define this run (plain values: strings, numbers, lists, mappings), e.g.
+            ``{"dataset_dir": ..., "train_key": ..., "learning_rate": ...}``; None: nothing recorded or compared.
     """
 
     def __init__(
@@ -77,6 +88,7 @@ class CheckpointResumer:
         key_metric_saver: CheckpointSaver | None = None,
         key_metric_filename: str | None = None,
         map_location: Any = "cpu",
+        run_settings: Mapping[str, Any] | None = None,
     ) -> None:
         self.ckpt_dir = str(ckpt_dir)
         self.load_dict = dict(load_dict)
@@ -85,11 +97,17 @@ class CheckpointResumer:
         self.key_metric_saver = key_metric_saver
         self.key_metric_filename = key_metric_filename
         self.map_location = map_location
+        self.run_settings = _plain(run_settings) if run_settings is not None else None
         self.resumed_from: str | None = None
         self.lock = FolderLock(self.ckpt_dir, "ckpt_dir")
         self._found_at_start: dict[str, tuple[int, int, int]] = {}
 
     def attach(self, engine: Engine) -> None:
+        """Attach to the trainer; a checkpoint of another run (other ``run_settings``) stops here, before any work."""
+        if self.enabled and self.run_settings is not None:
+            latest = next(self._readable_checkpoints(), None)
+            if latest is not None:
+                self._check_settings(*latest)
         engine.add_event_handler(Events.STARTED, self)
         engine.add_event_handler(Events.EPOCH_STARTED, self.remove_superseded)
         engine.add_event_handler(Events.COMPLETED, self.remove_superseded)
@@ -126,7 +144,7 @@ class CheckpointResumer:
         raise error
 
     def state_dict(self) -> dict:
-        state = {"best_metric": None, "best_metric_epoch": None}
+        state = {"best_metric": None, "best_metric_epoch": None, "run_settings": self.run_settings}
         if self.evaluator is not None:
             state["best_metric"] = float(self.evaluator.state.best_metric)
             state["best_metric_epoch"] = int(self.evaluator.state.best_metric_epoch)
@@ -148,15 +166,45 @@ class CheckpointResumer:
         if not self.enabled:
             logger.info("resume disabled: a new run starts from the network's initial weights.")
             return
+        for path, epoch, checkpoint in self._readable_checkpoints():
+            if self.run_settings is not None:
+                self._check_settings(path, epoch, checkpoint)  # again: the folder was not locked when attached
+            self._resume(engine, path, epoch, set(checkpoint))
+            return
+        logger.info(f"no usable checkpoint in {self.ckpt_dir}: a new run starts from the network's initial weights.")
+
+    def _readable_checkpoints(self) -> Iterator[tuple[str, int, Mapping]]:
+        """``(path, epoch, content)`` of the epoch checkpoints that load, newest first; unreadable ones are skipped."""
         for path, epoch in epoch_checkpoints(self.ckpt_dir):
             try:
-                checkpoint_keys = set(torch.load(path, map_location="cpu", weights_only=True))
+                checkpoint = torch.load(path, map_location="cpu", weights_only=True)
             except Exception as error:  # truncated by a kill during the save, or not a checkpoint at all
                 logger.warning(f"skipping unreadable checkpoint {path} ({type(error).__name__}: {error}).")
                 continue
-            self._resume(engine, path, epoch, checkpoint_keys)
+            yield path, epoch, checkpoint
+
+    def _check_settings(self, path: str, epoch: int, checkpoint: Mapping) -> None:
+        """Raise if the checkpoint's recorded run settings differ from this run's (see the class docstring)."""
+        recorded = (checkpoint.get("resume_state") or {}).get("run_settings")
+        if recorded is None:
+            logger.warning(
+                f"checkpoint {path} records no run settings (written before runs recorded them), so they cannot be "
+                "compared with this run's: it is resumed as it is."
+            )
             return
-        logger.info(f"no usable checkpoint in {self.ckpt_dir}: a new run starts from the network's initial weights.")
+        differences = [
+            f"{key} {_shown(recorded, key)} then, {_shown(self.run_settings, key)} now"
+            for key in list(recorded) + [k for k in self.run_settings if k not in recorded]
+            if recorded.get(key, _MISSING) != self.run_settings.get(key, _MISSING)
+        ]
+        if differences:
+            raise ValueError(
+                f"checkpoint {path} belongs to a run with other settings: {'; '.join(differences)}. Resuming would "
+                f"continue that run (epoch {epoch}) and keep its model.pt under the new settings. To continue it, "
+                "repeat its settings; to start a new run, give it another --ckpt_dir (every run of a bundle defaults "
+                f"to the same one), or add --resume false to replace the checkpoints in {self.ckpt_dir} and, at the "
+                "new run's first validation, its model.pt."
+            )
 
     def _resume(self, engine: Engine, path: str, epoch: int, checkpoint_keys: set[str]) -> None:
         load_dict = dict(self.load_dict)
@@ -176,6 +224,25 @@ class CheckpointResumer:
             f"resumed from {path} (epoch {epoch} of {engine.state.max_epochs})"
             + (": training had already finished." if done else f": continuing with epoch {epoch + 1}.")
         )
+
+
+_MISSING = "<not set>"
+
+
+def _plain(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """Settings as JSON values (tuples as lists, paths and devices as strings), as a checkpoint records them."""
+    return json.loads(json.dumps(dict(settings), default=str))
+
+
+def _shown(settings: Mapping[str, Any], key: str, limit: int = 160) -> str:
+    """A recorded value for a message; a long one (e.g. the list of training images) shortened, with its length."""
+    value = settings.get(key, _MISSING)
+    if value is _MISSING:
+        return value
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    return text[:limit] + "..." + (f" ({len(value)} entries)" if isinstance(value, (list, dict)) else "")
 
 
 def _identity(path: str) -> tuple[int, int, int]:

@@ -1,14 +1,21 @@
 """Networks for semantic-aware contrastive learning, one family per module.
 
 - :mod:`.encoders`: ``SegResNetEncoder``, ``SwinUNETREncoder`` and the ``ENCODERS`` registry (``build_encoder``), with
-  ``state_dict`` keys identical to those of MONAI's full networks;
+  ``state_dict`` keys identical to those of MONAI's full networks, and ``check_init_filters`` (SegResNet's width);
 - :mod:`.object_embedding`: ``ObjectEmbeddingModel`` (``pool`` or ``channel`` embedding of every object), its
   ``ProjectionHead`` and ``masked_average_pool``;
 - :mod:`.weight_transfer`: ``load_pretrained_encoder`` (with an ``EncoderLoadReport``) and
   ``encoder_parameter_groups``.
 """
 
-from .encoders import ENCODERS, SegResNetEncoder, SwinUNETREncoder, build_encoder
+from .encoders import (
+    ENCODERS,
+    SEGRESNET_NORM_GROUPS,
+    SegResNetEncoder,
+    SwinUNETREncoder,
+    build_encoder,
+    check_init_filters,
+)
 from .object_embedding import (
     EMBEDDING_MODES,
     ObjectEmbeddingModel,
@@ -30,9 +37,11 @@ __all__ = [
     "EncoderLoadReport",
     "ObjectEmbeddingModel",
     "ProjectionHead",
+    "SEGRESNET_NORM_GROUPS",
     "SegResNetEncoder",
     "SwinUNETREncoder",
     "build_encoder",
+    "check_init_filters",
     "encoder_in_channels",
     "encoder_parameter_groups",
     "load_pretrained_encoder",

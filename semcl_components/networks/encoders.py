@@ -17,7 +17,38 @@ from monai.networks.nets import SegResNet, SwinUNETR
 
 from .object_embedding import encoder_in_channels
 
-__all__ = ["ENCODERS", "SegResNetEncoder", "SwinUNETREncoder", "build_encoder"]
+__all__ = [
+    "ENCODERS",
+    "SEGRESNET_NORM_GROUPS",
+    "SegResNetEncoder",
+    "SwinUNETREncoder",
+    "build_encoder",
+    "check_init_filters",
+]
+
+SEGRESNET_NORM_GROUPS = 8
+"""Groups of ``SegResNet``'s default normalisation (``("GROUP", {"num_groups": 8})``)."""
+
+
+def check_init_filters(init_filters: int, num_groups: int = SEGRESNET_NORM_GROUPS) -> int:
+    """Return the ``init_filters`` setting of a ``SegResNet`` unchanged, after checking that the network can use it.
+
+    ``SegResNet``'s group normalisation splits the channels of every layer (``init_filters`` and its doublings) into
+    ``num_groups`` groups, so ``init_filters`` must be a positive multiple of it; otherwise ``torch`` fails deep inside
+    ``GroupNorm`` without naming the setting. The bundle configs pass ``init_filters`` through this function.
+
+    Raises:
+        ValueError: naming the setting, the rule and the nearest valid values.
+    """
+    valid = isinstance(init_filters, int) and not isinstance(init_filters, bool) and init_filters > 0
+    if not valid or init_filters % num_groups:
+        below = max(num_groups, init_filters - init_filters % num_groups) if valid else num_groups
+        raise ValueError(
+            f"init_filters must be a positive multiple of {num_groups} (SegResNet's group normalisation splits every "
+            f"layer's channels into {num_groups} groups), got {init_filters!r}; use e.g. {below} or "
+            f"{below + num_groups} (--init_filters, or init_filters in configs/common.yaml)."
+        )
+    return init_filters
 
 
 class SegResNetEncoder(nn.Module):
@@ -57,6 +88,8 @@ class SegResNetEncoder(nn.Module):
         super().__init__()
         if len(blocks_down) < 1:
             raise ValueError(f"blocks_down must name at least one stage, got {blocks_down}.")
+        if "norm" not in kwargs:
+            check_init_filters(init_filters)
         arguments = {"blocks_down": tuple(blocks_down), "blocks_up": ()}  # no decoder
         arguments.update(spatial_dims=spatial_dims, init_filters=init_filters, in_channels=in_channels)
         net = SegResNet(**arguments, **kwargs)
