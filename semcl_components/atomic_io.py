@@ -2,14 +2,18 @@
 
 A reader (or a rerun after a kill) therefore sees either the previous complete file or the new complete one, never
 a truncated file. Every writer of the package (run summaries, benchmark results, and inference outputs through
-:class:`AtomicITKWriter`) goes through :func:`atomic_write`.
+:class:`AtomicITKWriter`) goes through :func:`atomic_write`. A write that fails for want of space (a full disk, a
+quota, a file size limit) names the file and the free space; a writer that does not report such a failure (ITK) has
+its file checked before it is renamed into place.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +21,9 @@ from typing import Any
 
 from monai.data import ITKWriter
 
-__all__ = ["AtomicITKWriter", "atomic_write", "write_json_atomic"]
+__all__ = ["AtomicITKWriter", "atomic_write", "free_space", "write_json_atomic"]
+
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
 @contextlib.contextmanager
@@ -25,7 +31,8 @@ def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; when the block succeeds, rename it onto ``path`` (else remove it).
 
     The temporary name keeps ``path``'s suffixes (e.g. ``.nii.gz``) so that writers choosing a format by suffix work.
-    The parent folder is created if needed.
+    The parent folder is created if needed. An ``OSError`` for want of space (``ENOSPC``, ``EDQUOT``, ``EFBIG``),
+    whose message would name no file, is raised again naming ``path`` and the free space.
 
     Example::
 
@@ -43,9 +50,32 @@ def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
     try:
         yield tmp
         os.replace(tmp, path)
+    except OSError as error:
+        if error.errno not in _NO_SPACE:
+            raise
+        raise OSError(
+            error.errno,
+            f"could not write {path}: {error.strerror} ({free_space(path.parent)}); the previous file, if any, is "
+            "kept. Free some space (or write elsewhere) and run again",
+        ) from error
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def free_space(folder: str | os.PathLike) -> str:
+    """The free space of the file system holding ``folder``, in words, e.g. ``"1.2 MB free on /data"``."""
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return f"free space on {folder} unknown"
+    size = float(free)
+    for unit in ("bytes", "kB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            break
+        size /= 1000
+    shown = f"{free} bytes" if unit == "bytes" else f"{size:.1f} {unit}"
+    return f"{shown} free on {folder}"
 
 
 def write_json_atomic(data: Any, path: str | os.PathLike) -> None:
@@ -55,14 +85,32 @@ def write_json_atomic(data: Any, path: str | os.PathLike) -> None:
 
 
 class AtomicITKWriter(ITKWriter):
-    """MONAI's ``ITKWriter`` writing atomically: a kill while saving keeps the previous file, never a truncated one.
+    """MONAI's ``ITKWriter`` writing atomically: a kill or a full disk while saving keeps the previous file.
 
-    For ``SaveImage(d)(writer=AtomicITKWriter)``; the format still follows the file name's suffix.
+    For ``SaveImage(d)(writer=AtomicITKWriter)``; the format still follows the file name's suffix. ITK reports no
+    error when a write fails (a full disk leaves an empty or cut file), so the temporary file is checked before it
+    replaces ``filename``: a NIfTI file must hold all the voxel data its header announces, any other format must not
+    be empty. A failed check raises ``OSError`` naming the file and the free space.
     """
 
     def write(self, filename: str | os.PathLike, verbose: bool = False, **kwargs: Any) -> None:
         with atomic_write(filename) as tmp:
             super().write(tmp, verbose=verbose, **kwargs)
+            problem = _incomplete_image(tmp)
+            if problem:
+                raise OSError(
+                    f"could not write {filename}: ITK wrote an incomplete file ({problem}); the disk may be full "
+                    f"({free_space(tmp.parent)}). The previous file, if any, is kept. Free some space and run again."
+                )
+
+
+def _incomplete_image(path: Path) -> str | None:
+    """Why a just-written image file is incomplete, or ``None``."""
+    from .input_checks import incomplete_nifti
+
+    if path.name.lower().endswith((".nii", ".nii.gz")):
+        return incomplete_nifti(path)
+    return "the file is empty" if path.stat().st_size == 0 else None
 
 
 def _jsonable(value: Any) -> Any:

@@ -34,6 +34,7 @@ __all__ = [
     "CheckImaged",
     "CheckLabel",
     "CheckLabeld",
+    "incomplete_nifti",
     "source_name",
 ]
 
@@ -84,6 +85,33 @@ def _scan_voxels(path: Path, offset: int, dtype: np.dtype) -> tuple[int, int]:
     return size, non_finite
 
 
+def _nifti_content(path: Path, layout: tuple[int, int, np.dtype]) -> tuple[str | None, int]:
+    """``(what is wrong with the voxel data or None, non-finite voxel values)`` of a NIfTI file of known layout."""
+    offset, data_bytes, dtype = layout
+    try:
+        size, non_finite = _scan_voxels(path, offset, dtype)
+    except (EOFError, OSError, zlib.error) as error:
+        return f"the file is damaged or cut short ({type(error).__name__}: {error})", 0
+    if size < offset + data_bytes:
+        return (
+            f"the file is cut short: it holds {size} bytes of header and image data, its header needs "
+            f"{offset + data_bytes}"
+        ), non_finite
+    return None, non_finite
+
+
+def incomplete_nifti(path: str | os.PathLike) -> str | None:
+    """Why a NIfTI file does not hold all the voxel data its header announces, or ``None`` when it does.
+
+    Reads the file once to its end; e.g. ``"the file is cut short: it holds 300 bytes ..."`` for a truncated file,
+    or an unreadable header for an empty one. Used to verify a file just written (ITK does not report a failed write).
+    """
+    layout = _nifti_layout(Path(path))
+    if layout is None:
+        return "the header is unreadable (an empty or damaged file)"
+    return _nifti_content(Path(path), layout)[0]
+
+
 class _KeyCheck(MapTransform):
     """Dictionary twin base: applies the array check ``self.checker`` to the value of every key; data pass unchanged."""
 
@@ -118,17 +146,10 @@ class CheckFile(Transform):
             return path
         layout = _nifti_layout(file)
         if layout is None:
-            return path
-        offset, data_bytes, dtype = layout
-        try:
-            size, non_finite = _scan_voxels(file, offset, dtype)
-        except (EOFError, OSError, zlib.error) as error:
-            raise ValueError(f"{file}: the file is damaged or cut short ({type(error).__name__}: {error}).") from error
-        if size < offset + data_bytes:
-            raise ValueError(
-                f"{file}: the file is cut short: it holds {size} bytes of header and image data, its header needs "
-                f"{offset + data_bytes}."
-            )
+            return path  # an unreadable header is the reader's to report, with its own message
+        problem, non_finite = _nifti_content(file, layout)
+        if problem:
+            raise ValueError(f"{file}: {problem}.")
         if non_finite:
             raise ValueError(f"{file}: {non_finite} voxels are not finite (NaN or infinite).")
         return path

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
@@ -56,3 +58,54 @@ def test_image_writer_killed_mid_write_keeps_the_previous_segmentation(tmp_path,
     monkeypatch.setattr(itk, "imwrite", real_imwrite)
     assert np.asarray(nib.load(target).dataobj).max() == 3
     assert [p.name for p in tmp_path.iterdir()] == ["seg.nii.gz"]
+
+
+def _save_segmentation(folder, value: int, shape=(6, 6, 6), affine=None) -> None:
+    import numpy as np
+    from monai.data import MetaTensor
+    from monai.transforms import SaveImage
+
+    from semcl_components.atomic_io import AtomicITKWriter
+
+    array = MetaTensor(torch.full((1, *shape), value, dtype=torch.uint8), affine=affine)
+    array.meta["filename_or_obj"] = "seg.nii.gz"
+    SaveImage(output_dir=folder, output_postfix="", separate_folder=False, writer=AtomicITKWriter, print_log=False,
+              output_dtype=np.uint8)(array)
+
+
+@pytest.mark.parametrize("kept_fraction", [0.0, 0.5])
+def test_image_writer_on_a_full_disk_keeps_the_previous_segmentation_and_names_the_file(tmp_path, monkeypatch,
+                                                                                         kept_fraction):
+    """ITK does not raise when the disk fills up: it leaves an empty or cut file, which must never replace a good one."""
+    import itk
+    import nibabel as nib
+    import numpy as np
+
+    _save_segmentation(tmp_path, 3, shape=(20, 20, 20))
+    target = tmp_path / "seg.nii.gz"
+    real_imwrite = itk.imwrite
+
+    def full_disk_imwrite(image, filename, *args, **kwargs):
+        real_imwrite(image, filename, *args, **kwargs)
+        with open(filename, "r+b") as written:
+            written.truncate(int(os.path.getsize(filename) * kept_fraction))  # a full disk, and no error from ITK
+
+    monkeypatch.setattr(itk, "imwrite", full_disk_imwrite)
+    # MONAI's SaveImage reports a writer's error inside its own RuntimeError (with the writer's message)
+    with pytest.raises(RuntimeError, match=r"could not write \S*seg\.nii\.gz: ITK wrote an incomplete file .* disk may be full"):
+        _save_segmentation(tmp_path, 5, shape=(20, 20, 20))
+    monkeypatch.setattr(itk, "imwrite", real_imwrite)
+    assert np.asarray(nib.load(target).dataobj).max() == 3
+    assert [p.name for p in tmp_path.iterdir()] == ["seg.nii.gz"]
+
+
+def test_a_full_disk_names_the_file_being_written(tmp_path):
+    import errno
+
+    target = tmp_path / "run_summary.json"
+    target.write_text("{}")
+    with pytest.raises(OSError, match="run_summary.json.*No space left on device.*free") as raised:
+        with atomic_write(target):
+            raise OSError(errno.ENOSPC, "No space left on device")
+    assert raised.value.errno == errno.ENOSPC
+    assert target.read_text() == "{}"
