@@ -335,3 +335,38 @@ def test_confusion_matrix_counts_missed_and_swapped_voxels(tmp_path):
     lines = (tmp_path / "confusion_matrix.csv").read_text().splitlines()
     assert lines == ["true \\ predicted,background,liver,spleen", "background,2,2,0", "liver,2,2,0", "spleen,0,4,2"]
     assert (tmp_path / "confusion_matrix.png").stat().st_size > 1000
+
+
+_FULL_DISK_SCRIPT = """
+import resource, signal, sys
+import torch
+from ignite.engine import Engine, Events
+from semcl_components.handlers import AtomicCheckpointSaver
+
+net = torch.nn.Linear(200, 100)  # an 80 kB checkpoint
+engine = Engine(lambda engine, batch: None)
+AtomicCheckpointSaver(save_dir=sys.argv[1], save_dict={"model": net, "optimizer": torch.optim.SGD(net.parameters(), 0.1)},
+                      save_interval=1, n_saved=1,
+                      epoch_level=True).attach(engine)
+
+@engine.on(Events.EPOCH_COMPLETED(once=1))
+def fill_the_disk(_):  # after the first checkpoint: no file of this process may grow past 20 kB
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write fails (EFBIG) instead of killing the process
+    resource.setrlimit(resource.RLIMIT_FSIZE, (20000, 20000))
+
+engine.run([0], max_epochs=2)
+"""
+
+
+def test_a_full_disk_while_saving_a_checkpoint_names_the_file_and_keeps_the_previous_one(tmp_path):
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-c", _FULL_DISK_SCRIPT, str(tmp_path)], capture_output=True, text=True,
+                            timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode != 0
+    last_line = result.stderr.strip().splitlines()[-1]
+    assert "could not write checkpoint" in last_line and "checkpoint_epoch=2.pt" in last_line, result.stderr[-2000:]
+    assert "disk" in last_line and "free" in last_line and "kept" in last_line, last_line
+    assert _files(tmp_path) == ["checkpoint_epoch=1.pt"]
+    assert torch.load(tmp_path / "checkpoint_epoch=1.pt", weights_only=True)["model"]["weight"].shape == (100, 200)
