@@ -370,3 +370,36 @@ def test_a_full_disk_while_saving_a_checkpoint_names_the_file_and_keeps_the_prev
     assert "disk" in last_line and "free" in last_line and "kept" in last_line, last_line
     assert _files(tmp_path) == ["checkpoint_epoch=1.pt"]
     assert torch.load(tmp_path / "checkpoint_epoch=1.pt", weights_only=True)["model"]["weight"].shape == (100, 200)
+
+
+class _RunsCode:
+    """A pickled object that would run code when unpickled (here a harmless ``print``)."""
+
+    def __reduce__(self):
+        return print, ("this ran while loading",)
+
+
+def _truncated_weights(path) -> None:
+    torch.save(torch.nn.Linear(30, 20).state_dict(), path)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def _pickle_with_code(path) -> None:
+    torch.save({"weight": torch.zeros(2, 3), "extra": _RunsCode()}, path)
+
+
+@pytest.mark.parametrize(
+    "make, expected",
+    [(_truncated_weights, "damaged or cut short"), (_pickle_with_code, "objects other than tensors and plain containers (print:")],
+)
+def test_a_model_pt_that_is_not_a_weights_file_is_named_without_blaming_settings(tmp_path, capsys, make, expected):
+    from semcl_components.handlers import WeightsLoader
+
+    path = tmp_path / "model.pt"
+    make(path)
+    with pytest.raises(ValueError) as raised:
+        WeightsLoader(load_path=str(path), load_dict={"model": torch.nn.Linear(30, 20)})(_engine())
+    message = str(raised.value)
+    assert str(path) in message and expected in message, message
+    assert "other settings" not in message and "weights_only=False" not in message
+    assert "this ran while loading" not in capsys.readouterr().out
