@@ -318,6 +318,49 @@ def test_run_summary_says_failed_with_the_error(tmp_path):
     assert summary["status"] == "failed" and summary["error"] == "ValueError: bad batch"
 
 
+
+_SIGTERM_SCRIPT = """
+import os, signal, sys
+from ignite.engine import Engine, Events
+from semcl_components.handlers import RunSummaryWriter
+
+engine = Engine(lambda engine, batch: None)
+RunSummaryWriter(sys.argv[1], "train").attach(engine)
+
+@engine.on(Events.ITERATION_COMPLETED(once=5))
+def stop(_):  # what a job scheduler or `kill PID` does
+    os.kill(os.getpid(), signal.SIGTERM)
+
+engine.run(range(3), max_epochs=4)
+"""
+
+
+def test_run_summary_says_interrupted_after_sigterm(tmp_path):
+    import json
+    import signal
+    import subprocess
+    import sys
+
+    summary_file = tmp_path / "summary.json"
+    result = subprocess.run([sys.executable, "-c", _SIGTERM_SCRIPT, str(summary_file)], capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode in (128 + signal.SIGTERM, -signal.SIGTERM), result.stderr[-2000:]
+    summary = json.loads(summary_file.read_text())
+    assert summary["status"] == "interrupted" and "SIGTERM" in summary["error"], summary
+    assert summary["epochs_completed"] == 1 and [h["epoch"] for h in summary["history"]] == [1]
+
+
+def test_run_summary_gives_sigterm_back_when_the_run_ends(tmp_path):
+    import signal
+
+    from semcl_components.handlers import RunSummaryWriter
+
+    before = signal.getsignal(signal.SIGTERM)
+    engine = _engine()
+    RunSummaryWriter(tmp_path / "summary.json", "train").attach(engine)
+    engine.run([0], max_epochs=1)
+    assert signal.getsignal(signal.SIGTERM) is before
+
 def test_confusion_matrix_counts_missed_and_swapped_voxels(tmp_path):
     from semcl_components.handlers import ConfusionMatrixWriter
     from semcl_components.handlers.confusion_matrix import confusion_matrix
