@@ -4,7 +4,7 @@ A reader (or a rerun after a kill) therefore sees either the previous complete f
 a truncated file. Every writer of the package (run summaries, benchmark results, and inference outputs through
 :class:`AtomicITKWriter`) goes through :func:`atomic_write`. A write that fails for want of space (a full disk, a
 quota, a file size limit) names the file and the free space; a writer that does not report such a failure (ITK) has
-its file checked before it is renamed into place.
+its file checked before it is renamed into place. :func:`read_json` reads such a file back, naming a damaged one.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Any
 
 from monai.data import ITKWriter
 
-__all__ = ["AtomicITKWriter", "atomic_write", "free_space", "write_json_atomic"]
+__all__ = ["AtomicITKWriter", "atomic_write", "free_space", "read_json", "write_json_atomic"]
 
 _NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
@@ -82,6 +82,32 @@ def write_json_atomic(data: Any, path: str | os.PathLike) -> None:
     """Write ``data`` as indented JSON to ``path`` atomically; tensors and numpy scalars become numbers or lists."""
     with atomic_write(path) as tmp:
         tmp.write_text(json.dumps(data, indent=2, default=_jsonable) + "\n")
+
+
+def read_json(path: str | os.PathLike, fix: str = "") -> Any:
+    """The content of a JSON file; a missing or damaged file is named (``json`` itself names neither file nor cause).
+
+    Files this package writes are never left cut short (:func:`write_json_atomic`), but a copy, a sync or another
+    writer can cut them. ``fix`` (what the user can do, e.g. ``"Move it away and rerun to repeat that run."``) ends
+    the message.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ValueError: the file is not valid JSON (the message gives the position).
+    """
+    path = Path(path)
+    suffix = f" {fix}" if fix else ""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist.{suffix}")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise ValueError(
+            f"{path} is not valid JSON (line {error.lineno} column {error.colno}: {error.msg}): the file is cut short "
+            f"or damaged.{suffix}"
+        ) from error
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path} is not a JSON text file ({error.reason}): the file is damaged.{suffix}") from error
 
 
 class AtomicITKWriter(ITKWriter):

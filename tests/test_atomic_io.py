@@ -109,3 +109,22 @@ def test_a_full_disk_names_the_file_being_written(tmp_path):
             raise OSError(errno.ENOSPC, "No space left on device")
     assert raised.value.errno == errno.ENOSPC
     assert target.read_text() == "{}"
+
+
+def test_read_json_names_a_truncated_file_and_the_way_out(tmp_path):
+    from semcl_components.atomic_io import read_json
+
+    path = tmp_path / "finetune_seed0.json"
+    write_json_atomic({"config_hash": "abc", "test": {"dice": [[0.5, 0.7]]}}, path)
+    assert read_json(path)["test"]["dice"] == [[0.5, 0.7]]
+    path.write_text(path.read_text()[:25])  # a copy cut short, a disk that filled up under another writer
+    with pytest.raises(ValueError, match=rf"{path} is not valid JSON \(line \d+ column \d+: .*\): the file is cut short "
+                                         r"or damaged\. Move it away to repeat that run\."):
+        read_json(path, fix="Move it away to repeat that run.")
+
+
+def test_read_json_names_a_missing_file(tmp_path):
+    from semcl_components.atomic_io import read_json
+
+    with pytest.raises(FileNotFoundError, match=f"{tmp_path / 'missing.json'} does not exist"):
+        read_json(tmp_path / "missing.json")
