@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from monai.config import NdarrayOrTensor
 from monai.data import ITKWriter
 
 __all__ = ["AtomicITKWriter", "atomic_write", "free_space", "read_json", "write_json_atomic"]
@@ -117,7 +118,19 @@ class AtomicITKWriter(ITKWriter):
     error when a write fails (a full disk leaves an empty or cut file), so the temporary file is checked before it
     replaces ``filename``: a NIfTI file must hold all the voxel data its header announces, any other format must not
     be empty. A failed check raises ``OSError`` naming the file and the free space.
+
+    Unlike MONAI's writer, it keeps every spatial dimension: a single channel is dropped, but a volume of one slice
+    ``(1, H, W, 1)`` is written as the 3D ``(H, W, 1)`` image it is, with its slice spacing (MONAI's
+    ``squeeze_end_dims`` would make it a 2D image and lose the third axis of its affine).
     """
+
+    def set_data_array(
+        self, data_array: NdarrayOrTensor, channel_dim: int | None = 0, squeeze_end_dims: bool = True, **kwargs: Any
+    ) -> None:
+        """As ``ITKWriter.set_data_array`` with ``squeeze_end_dims`` applied to the channel dimension only."""
+        if squeeze_end_dims and channel_dim is not None and data_array.shape[channel_dim] == 1:
+            data_array, channel_dim = data_array[(slice(None),) * (channel_dim % data_array.ndim) + (0,)], None
+        super().set_data_array(data_array, channel_dim=channel_dim, squeeze_end_dims=False, **kwargs)
 
     def write(self, filename: str | os.PathLike, verbose: bool = False, **kwargs: Any) -> None:
         with atomic_write(filename) as tmp:

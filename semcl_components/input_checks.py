@@ -8,7 +8,9 @@ naming the file and the problem:
   zero-fills a truncated ``.nii.gz`` and reads NaN as 0; other readers fail deep inside with a bare ``EOFError``);
 - :class:`CheckImage` / :class:`CheckImaged`: channel count, number of spatial dimensions, finite values;
 - :class:`CheckLabel` / :class:`CheckLabeld`: integer values that are all known classes;
-- :class:`CheckGeometryd`: image and label on the same grid (shape and affine within a tolerance).
+- :class:`CheckGeometryd`: image and label on the same grid (shape and affine within a tolerance);
+- :class:`CheckOrthogonalAxes` / :class:`CheckOrthogonalAxesd`: voxel axes at right angles (no shear), so that an
+  output written in the image's geometry keeps its affine.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ __all__ = [
     "CheckImaged",
     "CheckLabel",
     "CheckLabeld",
+    "CheckOrthogonalAxes",
+    "CheckOrthogonalAxesd",
     "incomplete_nifti",
     "source_name",
 ]
@@ -303,6 +307,53 @@ class CheckGeometryd(MapTransform):
                     f"{self.affine_tolerance:g}); a label must be on its image's voxel grid."
                 )
         return d
+
+
+class CheckOrthogonalAxes(Transform):
+    """Check that an image's voxel axes are at right angles: its affine holds no shear.
+
+    ITK, which reads and writes the bundle's images, keeps a voxel grid as spacing and an orthonormal direction
+    matrix: a sheared affine (a gantry-tilted CT stored without correction, a resampling tool's output) is coerced to
+    the nearest orthogonal one when the segmentation is written, which would place the output up to millimetres away
+    from the image it belongs to. Such an image is refused instead, before any work. Rotated, flipped and
+    anisotropic grids pass.
+
+    Args:
+        tolerance: largest accepted cosine between two voxel axes (1e-4 is 0.006 degrees; header rounding is ~1e-7).
+
+    Raises:
+        ValueError: naming the source file, the angle between its axes and the way out.
+    """
+
+    def __init__(self, tolerance: float = 1e-4) -> None:
+        self.tolerance = float(tolerance)
+
+    def __call__(self, image: NdarrayOrTensor) -> NdarrayOrTensor:
+        affine = getattr(image, "affine", None)
+        if affine is None:
+            return image
+        axes = convert_to_tensor(affine, track_meta=False).double()[:-1, :-1]
+        directions = axes / axes.norm(dim=0, keepdim=True)
+        cosines = (directions.T @ directions - torch.eye(len(directions), dtype=torch.float64)).abs()
+        worst = float(cosines.max())
+        if worst > self.tolerance:
+            degrees = 90.0 - float(torch.rad2deg(torch.arccos(torch.tensor(min(worst, 1.0)))))
+            raise ValueError(
+                f"{source_name(image, 'image')}: its voxel axes are not orthogonal (sheared by {degrees:.3g} degrees; "
+                f"affine {np.round(convert_to_tensor(affine, track_meta=False).numpy(), 4).tolist()}), and the "
+                "segmentation's file could not keep that geometry: ITK would write it at right angles, displaced "
+                "from the image. Resample the image onto an orthogonal grid first (e.g. a tilt-corrected conversion "
+                "with dcm2niix, or any resampling to the image's own spacing) and segment that."
+            )
+        return image
+
+
+class CheckOrthogonalAxesd(_KeyCheck):
+    """Dictionary twin of :class:`CheckOrthogonalAxes`."""
+
+    def __init__(self, keys: KeysCollection = "image", tolerance: float = 1e-4, allow_missing_keys: bool = False):
+        super().__init__(keys, allow_missing_keys)
+        self.checker = CheckOrthogonalAxes(tolerance)
 
 
 def _shown(values: torch.Tensor) -> str:

@@ -128,3 +128,17 @@ def test_read_json_names_a_missing_file(tmp_path):
 
     with pytest.raises(FileNotFoundError, match=f"{tmp_path / 'missing.json'} does not exist"):
         read_json(tmp_path / "missing.json")
+
+
+@pytest.mark.parametrize("shape", [(32, 32, 1), (1, 32, 32), (1, 1, 1)])
+def test_image_writer_keeps_single_slice_volumes_3d_with_their_spacing(tmp_path, shape):
+    import nibabel as nib
+    import numpy as np
+
+    affine = np.diag([0.8, 0.9, 1.5, 1.0])
+    affine[:3, 3] = [10.0, -20.0, 30.0]
+    _save_segmentation(tmp_path, 2, shape=shape, affine=torch.as_tensor(affine))
+    written = nib.load(tmp_path / "seg.nii.gz")
+    assert written.shape == shape
+    np.testing.assert_allclose(written.header.get_zooms(), [0.8, 0.9, 1.5])
+    np.testing.assert_allclose(written.affine, affine, atol=1e-5)

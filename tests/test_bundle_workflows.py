@@ -252,6 +252,19 @@ def test_inference_output_keeps_nifti_input_geometry(run_bundle, phantom_dataset
     _assert_label_map(tmp_path / "out" / "tilted_seg.nii.gz", volume.shape, affine)
 
 
+def test_inference_keeps_a_single_slice_volume_3d_with_its_spacing(run_bundle, phantom_dataset, tmp_path):
+    """A 32x32x1 input must come out as a 32x32x1 label map on its grid, not as a 2D image that loses z."""
+    volume = np.asanyarray(nib.load(phantom_dataset / "imagesTr" / "phantom_001.nii.gz").dataobj)[:, :, 16:17]
+    affine = np.diag([1.5, 1.5, 1.5, 1.0])
+    affine[:3, 3] = [-20.0, 15.0, 42.0]
+    nib.save(nib.Nifti1Image(volume.astype(np.int16), affine), tmp_path / "slice.nii.gz")
+    run_bundle(["inference"], [
+        "--dataset_dir", phantom_dataset, "--output_dir", tmp_path / "out", "--input_path", tmp_path / "slice.nii.gz",
+        "--load_pretrain", "false", *TINY_INFERENCE_ARGS,
+    ])
+    _assert_label_map(tmp_path / "out" / "slice_seg.nii.gz", (32, 32, 1), affine)
+
+
 def test_inference_on_dicom_series_keeps_its_geometry(run_bundle, phantom_dataset, trained_model, tmp_path):
     from scipy.spatial.transform import Rotation
 
