@@ -22,6 +22,8 @@ from typing import Any
 from monai.config import NdarrayOrTensor
 from monai.data import ITKWriter
 
+from .input_checks import incomplete_nifti
+
 __all__ = ["AtomicITKWriter", "atomic_write", "free_space", "read_json", "write_json_atomic"]
 
 _NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
@@ -145,8 +147,6 @@ class AtomicITKWriter(ITKWriter):
 
 def _incomplete_image(path: Path) -> str | None:
     """Why a just-written image file is incomplete, or ``None``."""
-    from .input_checks import incomplete_nifti
-
     if path.name.lower().endswith((".nii", ".nii.gz")):
         return incomplete_nifti(path)
     return "the file is empty" if path.stat().st_size == 0 else None
