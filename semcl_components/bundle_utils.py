@@ -364,11 +364,35 @@ def inference_inputs(path: str | os.PathLike) -> list[dict]:
         raise FileNotFoundError(f"inference input {path} does not exist.")
     niftis = sorted(p for p in path.iterdir() if p.name.endswith(NIFTI_SUFFIXES))
     if niftis:
+        _check_distinct_case_names(niftis)
         return [{"image": str(p.absolute())} for p in niftis]
     if any(p.is_file() for p in path.iterdir()):
         _check_one_dicom_series(path)
         return [{"image": str(path.absolute())}]  # a DICOM series folder, read by ITK as one volume
     raise ValueError(f"inference input folder {path} holds no NIfTI file and no DICOM series.")
+
+
+def _check_distinct_case_names(files: Sequence[Path]) -> None:
+    """Raise if two NIfTI files share a case name (``case.nii``, ``case.nii.gz``): one output would replace the other.
+
+    The segmentation of ``<case>.nii(.gz)`` is written as ``<case>_seg.nii.gz``, so the second result would overwrite
+    the first.
+    """
+    by_case: dict[str, list[Path]] = {}
+    for file in files:
+        by_case.setdefault(_case_name(file), []).append(file)
+    for case, same in by_case.items():
+        if len(same) > 1:
+            names = " and ".join(file.name for file in same)
+            raise ValueError(
+                f"inference input folder {same[0].parent} holds {names}, whose segmentations would both be written as "
+                f"{case}_seg.nii.gz (the first result would be lost). Rename one of them or move it to another folder."
+            )
+
+
+def _case_name(file: Path) -> str:
+    """The file name without its NIfTI suffix: ``case.nii.gz`` -> ``case``."""
+    return next((file.name[: -len(s)] for s in NIFTI_SUFFIXES if file.name.endswith(s)), file.name)
 
 
 def _check_one_dicom_series(folder: Path) -> None:

@@ -8,7 +8,9 @@ naming the file and the problem:
   zero-fills a truncated ``.nii.gz`` and reads NaN as 0; other readers fail deep inside with a bare ``EOFError``);
 - :class:`CheckImage` / :class:`CheckImaged`: channel count, number of spatial dimensions, finite values;
 - :class:`CheckLabel` / :class:`CheckLabeld`: integer values that are all known classes;
-- :class:`CheckGeometryd`: image and label on the same grid (shape and affine within a tolerance).
+- :class:`CheckGeometryd`: image and label on the same grid (shape and affine within a tolerance);
+- :class:`CheckOrthogonalAxes` / :class:`CheckOrthogonalAxesd`: voxel axes at right angles (no shear), so that an
+  output written in the image's geometry keeps its affine.
 """
 
 from __future__ import annotations
@@ -34,6 +36,9 @@ __all__ = [
     "CheckImaged",
     "CheckLabel",
     "CheckLabeld",
+    "CheckOrthogonalAxes",
+    "CheckOrthogonalAxesd",
+    "incomplete_nifti",
     "source_name",
 ]
 
@@ -84,6 +89,33 @@ def _scan_voxels(path: Path, offset: int, dtype: np.dtype) -> tuple[int, int]:
     return size, non_finite
 
 
+def _nifti_content(path: Path, layout: tuple[int, int, np.dtype]) -> tuple[str | None, int]:
+    """``(what is wrong with the voxel data or None, non-finite voxel values)`` of a NIfTI file of known layout."""
+    offset, data_bytes, dtype = layout
+    try:
+        size, non_finite = _scan_voxels(path, offset, dtype)
+    except (EOFError, OSError, zlib.error) as error:
+        return f"the file is damaged or cut short ({type(error).__name__}: {error})", 0
+    if size < offset + data_bytes:
+        return (
+            f"the file is cut short: it holds {size} bytes of header and image data, its header needs "
+            f"{offset + data_bytes}"
+        ), non_finite
+    return None, non_finite
+
+
+def incomplete_nifti(path: str | os.PathLike) -> str | None:
+    """Why a NIfTI file does not hold all the voxel data its header announces, or ``None`` when it does.
+
+    Reads the file once to its end; e.g. ``"the file is cut short: it holds 300 bytes ..."`` for a truncated file,
+    or an unreadable header for an empty one. Used to verify a file just written (ITK does not report a failed write).
+    """
+    layout = _nifti_layout(Path(path))
+    if layout is None:
+        return "the header is unreadable (an empty or damaged file)"
+    return _nifti_content(Path(path), layout)[0]
+
+
 class _KeyCheck(MapTransform):
     """Dictionary twin base: applies the array check ``self.checker`` to the value of every key; data pass unchanged."""
 
@@ -118,17 +150,10 @@ class CheckFile(Transform):
             return path
         layout = _nifti_layout(file)
         if layout is None:
-            return path
-        offset, data_bytes, dtype = layout
-        try:
-            size, non_finite = _scan_voxels(file, offset, dtype)
-        except (EOFError, OSError, zlib.error) as error:
-            raise ValueError(f"{file}: the file is damaged or cut short ({type(error).__name__}: {error}).") from error
-        if size < offset + data_bytes:
-            raise ValueError(
-                f"{file}: the file is cut short: it holds {size} bytes of header and image data, its header needs "
-                f"{offset + data_bytes}."
-            )
+            return path  # an unreadable header is the reader's to report, with its own message
+        problem, non_finite = _nifti_content(file, layout)
+        if problem:
+            raise ValueError(f"{file}: {problem}.")
         if non_finite:
             raise ValueError(f"{file}: {non_finite} voxels are not finite (NaN or infinite).")
         return path
@@ -282,6 +307,53 @@ class CheckGeometryd(MapTransform):
                     f"{self.affine_tolerance:g}); a label must be on its image's voxel grid."
                 )
         return d
+
+
+class CheckOrthogonalAxes(Transform):
+    """Check that an image's voxel axes are at right angles: its affine holds no shear.
+
+    ITK, which reads and writes the bundle's images, keeps a voxel grid as spacing and an orthonormal direction
+    matrix: a sheared affine (a gantry-tilted CT stored without correction, a resampling tool's output) is coerced to
+    the nearest orthogonal one when the segmentation is written, which would place the output up to millimetres away
+    from the image it belongs to. Such an image is refused instead, before any work. Rotated, flipped and
+    anisotropic grids pass.
+
+    Args:
+        tolerance: largest accepted cosine between two voxel axes (1e-4 is 0.006 degrees; header rounding is ~1e-7).
+
+    Raises:
+        ValueError: naming the source file, the angle between its axes and the way out.
+    """
+
+    def __init__(self, tolerance: float = 1e-4) -> None:
+        self.tolerance = float(tolerance)
+
+    def __call__(self, image: NdarrayOrTensor) -> NdarrayOrTensor:
+        affine = getattr(image, "affine", None)
+        if affine is None:
+            return image
+        axes = convert_to_tensor(affine, track_meta=False).double()[:-1, :-1]
+        directions = axes / axes.norm(dim=0, keepdim=True)
+        cosines = (directions.T @ directions - torch.eye(len(directions), dtype=torch.float64)).abs()
+        worst = float(cosines.max())
+        if worst > self.tolerance:
+            degrees = 90.0 - float(torch.rad2deg(torch.arccos(torch.tensor(min(worst, 1.0)))))
+            raise ValueError(
+                f"{source_name(image, 'image')}: its voxel axes are not orthogonal (sheared by {degrees:.3g} degrees; "
+                f"affine {np.round(convert_to_tensor(affine, track_meta=False).numpy(), 4).tolist()}), and the "
+                "segmentation's file could not keep that geometry: ITK would write it at right angles, displaced "
+                "from the image. Resample the image onto an orthogonal grid first (e.g. a tilt-corrected conversion "
+                "with dcm2niix, or any resampling to the image's own spacing) and segment that."
+            )
+        return image
+
+
+class CheckOrthogonalAxesd(_KeyCheck):
+    """Dictionary twin of :class:`CheckOrthogonalAxes`."""
+
+    def __init__(self, keys: KeysCollection = "image", tolerance: float = 1e-4, allow_missing_keys: bool = False):
+        super().__init__(keys, allow_missing_keys)
+        self.checker = CheckOrthogonalAxes(tolerance)
 
 
 def _shown(values: torch.Tensor) -> str:

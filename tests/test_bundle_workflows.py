@@ -253,6 +253,19 @@ def test_inference_output_keeps_nifti_input_geometry(run_bundle, phantom_dataset
     _assert_label_map(tmp_path / "out" / "tilted_seg.nii.gz", volume.shape, affine)
 
 
+def test_inference_keeps_a_single_slice_volume_3d_with_its_spacing(run_bundle, phantom_dataset, tmp_path):
+    """A 32x32x1 input must come out as a 32x32x1 label map on its grid, not as a 2D image that loses z."""
+    volume = np.asanyarray(nib.load(phantom_dataset / "imagesTr" / "phantom_001.nii.gz").dataobj)[:, :, 16:17]
+    affine = np.diag([1.5, 1.5, 1.5, 1.0])
+    affine[:3, 3] = [-20.0, 15.0, 42.0]
+    nib.save(nib.Nifti1Image(volume.astype(np.int16), affine), tmp_path / "slice.nii.gz")
+    run_bundle(["inference"], [
+        "--dataset_dir", phantom_dataset, "--output_dir", tmp_path / "out", "--input_path", tmp_path / "slice.nii.gz",
+        "--load_pretrain", "false", *TINY_INFERENCE_ARGS,
+    ])
+    _assert_label_map(tmp_path / "out" / "slice_seg.nii.gz", (32, 32, 1), affine)
+
+
 def test_inference_on_dicom_series_keeps_its_geometry(run_bundle, phantom_dataset, trained_model, tmp_path):
     from scipy.spatial.transform import Rotation
 
@@ -343,9 +356,15 @@ def _newest_readable_checkpoint_epoch(checkpoint_dir: Path) -> int:
 
 
 def _kill_after_first_checkpoint(
-    command: list[str], cwd: Path, checkpoint_dir: Path, log_file: Path, timeout: float = 240
+    command: list[str],
+    cwd: Path,
+    checkpoint_dir: Path,
+    log_file: Path,
+    timeout: float = 240,
+    stop_signal: signal.Signals = signal.SIGKILL,
 ) -> int:
-    """Start ``command``; SIGKILL it as soon as the first epoch checkpoint is on disk and logged as saved.
+    """Start ``command``; send ``stop_signal`` (to its process group) as soon as the first epoch checkpoint is on disk
+    and logged as saved.
 
     Returns the epoch of the newest complete checkpoint left behind (at least 1).
     """
@@ -366,12 +385,16 @@ def _kill_after_first_checkpoint(
                 assert time.monotonic() < deadline, "no epoch checkpoint within the timeout"
                 time.sleep(0.02)
             assert process.poll() is None, "the run finished before it could be interrupted"
-            os.killpg(process.pid, signal.SIGKILL)
+            os.killpg(process.pid, stop_signal)
+            process.wait(timeout=60)
         finally:
             if process.poll() is None:
                 os.killpg(process.pid, signal.SIGKILL)
             process.wait()
-    assert process.returncode == -signal.SIGKILL
+    # SIGKILL ends the process in the kernel; after SIGTERM the run ends itself, with the shell's status 128 + 15
+    assert process.returncode == (-signal.SIGKILL if stop_signal == signal.SIGKILL else 128 + stop_signal), read_log(
+        log_file
+    )[-3000:]
     logged = max(int(e) for e in SAVED_CHECKPOINT.findall(read_log(log_file)))
     saved = _newest_readable_checkpoint_epoch(checkpoint_dir)
     assert saved >= logged >= 1
@@ -408,6 +431,19 @@ def test_pretrain_continues_after_sigkill(run_bundle, phantom_dataset, workdir, 
     checkpoints = tmp_path / "models" / "pretrain_checkpoints"
     _assert_continues_after_kill(run_bundle, ["pretrain"], args, workdir, checkpoints, tmp_path / "eval", tmp_path)
     assert (tmp_path / "models" / "pretrained_encoder.pt").is_file()
+
+
+def test_train_stopped_by_sigterm_says_interrupted_in_its_summary(phantom_dataset, workdir, tmp_path):
+    args = [
+        "--dataset_dir", phantom_dataset, "--ckpt_dir", tmp_path / "models", "--output_dir", tmp_path / "eval",
+        "--train_key", "finetune_1", "--val_interval", "5", "--max_epochs", "50", *TINY_TRAIN_ARGS,
+    ]
+    command = bundle_command("run", ["train"], args)
+    _kill_after_first_checkpoint(command, workdir, tmp_path / "models", tmp_path / "stopped.log",
+                                 stop_signal=signal.SIGTERM)
+    summary = read_json(tmp_path / "eval" / "run_summary.json")
+    assert summary["status"] == "interrupted" and summary["error"] == "Terminated: terminated by SIGTERM", summary
+    assert 1 <= summary["epochs_completed"] < 50
 
 
 # ---------------------------------------------------------------------------------------------------------------------

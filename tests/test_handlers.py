@@ -369,6 +369,49 @@ def test_run_summary_says_failed_with_the_error(tmp_path):
     assert summary["status"] == "failed" and summary["error"] == "ValueError: bad batch"
 
 
+
+_SIGTERM_SCRIPT = """
+import os, signal, sys
+from ignite.engine import Engine, Events
+from semcl_components.handlers import RunSummaryWriter
+
+engine = Engine(lambda engine, batch: None)
+RunSummaryWriter(sys.argv[1], "train").attach(engine)
+
+@engine.on(Events.ITERATION_COMPLETED(once=5))
+def stop(_):  # what a job scheduler or `kill PID` does
+    os.kill(os.getpid(), signal.SIGTERM)
+
+engine.run(range(3), max_epochs=4)
+"""
+
+
+def test_run_summary_says_interrupted_after_sigterm(tmp_path):
+    import json
+    import signal
+    import subprocess
+    import sys
+
+    summary_file = tmp_path / "summary.json"
+    result = subprocess.run([sys.executable, "-c", _SIGTERM_SCRIPT, str(summary_file)], capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode in (128 + signal.SIGTERM, -signal.SIGTERM), result.stderr[-2000:]
+    summary = json.loads(summary_file.read_text())
+    assert summary["status"] == "interrupted" and "SIGTERM" in summary["error"], summary
+    assert summary["epochs_completed"] == 1 and [h["epoch"] for h in summary["history"]] == [1]
+
+
+def test_run_summary_gives_sigterm_back_when_the_run_ends(tmp_path):
+    import signal
+
+    from semcl_components.handlers import RunSummaryWriter
+
+    before = signal.getsignal(signal.SIGTERM)
+    engine = _engine()
+    RunSummaryWriter(tmp_path / "summary.json", "train").attach(engine)
+    engine.run([0], max_epochs=1)
+    assert signal.getsignal(signal.SIGTERM) is before
+
 def test_confusion_matrix_counts_missed_and_swapped_voxels(tmp_path):
     from semcl_components.handlers import ConfusionMatrixWriter
     from semcl_components.handlers.confusion_matrix import confusion_matrix
@@ -386,3 +429,71 @@ def test_confusion_matrix_counts_missed_and_swapped_voxels(tmp_path):
     lines = (tmp_path / "confusion_matrix.csv").read_text().splitlines()
     assert lines == ["true \\ predicted,background,liver,spleen", "background,2,2,0", "liver,2,2,0", "spleen,0,4,2"]
     assert (tmp_path / "confusion_matrix.png").stat().st_size > 1000
+
+
+_FULL_DISK_SCRIPT = """
+import resource, signal, sys
+import torch
+from ignite.engine import Engine, Events
+from semcl_components.handlers import AtomicCheckpointSaver
+
+net = torch.nn.Linear(200, 100)  # an 80 kB checkpoint
+engine = Engine(lambda engine, batch: None)
+AtomicCheckpointSaver(save_dir=sys.argv[1], save_dict={"model": net, "optimizer": torch.optim.SGD(net.parameters(), 0.1)},
+                      save_interval=1, n_saved=1,
+                      epoch_level=True).attach(engine)
+
+@engine.on(Events.EPOCH_COMPLETED(once=1))
+def fill_the_disk(_):  # after the first checkpoint: no file of this process may grow past 20 kB
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write fails (EFBIG) instead of killing the process
+    resource.setrlimit(resource.RLIMIT_FSIZE, (20000, 20000))
+
+engine.run([0], max_epochs=2)
+"""
+
+
+def test_a_full_disk_while_saving_a_checkpoint_names_the_file_and_keeps_the_previous_one(tmp_path):
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-c", _FULL_DISK_SCRIPT, str(tmp_path)], capture_output=True, text=True,
+                            timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode != 0
+    last_line = result.stderr.strip().splitlines()[-1]
+    assert "could not write checkpoint" in last_line and "checkpoint_epoch=2.pt" in last_line, result.stderr[-2000:]
+    assert "disk" in last_line and "free" in last_line and "kept" in last_line, last_line
+    assert _files(tmp_path) == ["checkpoint_epoch=1.pt"]
+    assert torch.load(tmp_path / "checkpoint_epoch=1.pt", weights_only=True)["model"]["weight"].shape == (100, 200)
+
+
+class _RunsCode:
+    """A pickled object that would run code when unpickled (here a harmless ``print``)."""
+
+    def __reduce__(self):
+        return print, ("this ran while loading",)
+
+
+def _truncated_weights(path) -> None:
+    torch.save(torch.nn.Linear(30, 20).state_dict(), path)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def _pickle_with_code(path) -> None:
+    torch.save({"weight": torch.zeros(2, 3), "extra": _RunsCode()}, path)
+
+
+@pytest.mark.parametrize(
+    "make, expected",
+    [(_truncated_weights, "damaged or cut short"), (_pickle_with_code, "objects other than tensors and plain containers (print:")],
+)
+def test_a_model_pt_that_is_not_a_weights_file_is_named_without_blaming_settings(tmp_path, capsys, make, expected):
+    from semcl_components.handlers import WeightsLoader
+
+    path = tmp_path / "model.pt"
+    make(path)
+    with pytest.raises(ValueError) as raised:
+        WeightsLoader(load_path=str(path), load_dict={"model": torch.nn.Linear(30, 20)})(_engine())
+    message = str(raised.value)
+    assert str(path) in message and expected in message, message
+    assert "other settings" not in message and "weights_only=False" not in message
+    assert "this ran while loading" not in capsys.readouterr().out

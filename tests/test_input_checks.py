@@ -261,6 +261,37 @@ def test_non_finite_voxels_are_found_in_the_file(tmp_path, suffix):
         CheckFile()(path)
 
 
+# ------------------------------------------------------------------------------------------------------ geometry
+
+
+def sheared_affine(shear: float) -> np.ndarray:
+    affine = AFFINE.copy()
+    affine[0, 1] = shear  # the second voxel axis leans towards the first
+    return affine
+
+
+def test_inference_refuses_a_sheared_image_naming_it(tmp_path):
+    """ITK's writer would coerce a non-orthogonal affine to an orthogonal one: the output would lie elsewhere."""
+    image = write_nifti(tmp_path / "sheared.nii.gz", volume(), sheared_affine(0.25))
+    with pytest.raises(Exception) as caught:
+        workflow_pipeline("inference.yaml")({"image": str(image)})
+    found = messages(caught.value)
+    assert str(image) in found and "axes are not orthogonal" in found and "Resample the image" in found, found
+
+
+def test_orthogonal_axes_pass_in_any_orientation():
+    from scipy.spatial.transform import Rotation
+
+    from semcl_components.input_checks import CheckOrthogonalAxes
+
+    affine = np.eye(4)
+    affine[:3, :3] = Rotation.from_euler("xyz", [10, -5, 20], degrees=True).as_matrix() @ np.diag([2.0, 0.7, 1.5])
+    image = MetaTensor(torch.zeros(1, 4, 4, 4), affine=torch.as_tensor(affine), meta={"filename_or_obj": "tilted"})
+    assert CheckOrthogonalAxes()(image) is image
+    image.affine[:3, :3] += 1e-6  # float32 rounding of a header
+    assert CheckOrthogonalAxes()(image) is image
+
+
 # ----------------------------------------------------------------------------------------------- inference inputs
 
 
@@ -278,3 +309,19 @@ def test_dicom_folder_with_two_series_is_refused_naming_both(tmp_path):
     write_dicom_series(volume_, *geometry, tmp_path / "study", series=5)
     with pytest.raises(ValueError, match=r"study holds 2 DICOM series: .*\.2 \(4 files\), .*\.5 \(4 files\)"):
         inference_inputs(tmp_path / "study")
+
+
+def test_inference_folder_with_two_files_of_one_case_is_refused_naming_both(tmp_path):
+    """``case.nii`` and ``case.nii.gz`` would both be written as ``case_seg.nii.gz``: the first result would be lost."""
+    from semcl_components.bundle_utils import inference_inputs
+
+    folder = tmp_path / "cases"
+    folder.mkdir()
+    for name in ("case.nii", "case.nii.gz", "other.nii.gz"):
+        write_nifti(folder / name, volume((4, 4, 4)))
+    with pytest.raises(ValueError, match=r"case\.nii and case\.nii\.gz, .* both .*case_seg"):
+        inference_inputs(folder)
+    (folder / "case.nii").rename(folder / "case_plain.nii")
+    assert [Path(item["image"]).name for item in inference_inputs(folder)] == [
+        "case.nii.gz", "case_plain.nii", "other.nii.gz"
+    ]

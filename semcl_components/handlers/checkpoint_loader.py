@@ -5,6 +5,8 @@ from __future__ import annotations
 from ignite.engine import Engine
 from monai.handlers import CheckpointLoader
 
+from ..weights_file import read_weights_file
+
 __all__ = ["WeightsLoader", "first_line"]
 
 
@@ -17,12 +19,17 @@ def first_line(error: BaseException) -> str:
 class WeightsLoader(CheckpointLoader):
     """``CheckpointLoader`` whose error, when the file's weights do not fit the network, names the file and the way out.
 
+    A file that is not a weights file (damaged, cut short, a pickle holding code) is named as such first
+    (:func:`~semcl_components.weights_file.read_weights_file`: ``ValueError``), never unpickled beyond tensors.
     PyTorch's ``load_state_dict`` error lists the mismatched tensors but not the file, so a ``model.pt`` written with
     other settings (network width, depth, number of classes) would stop evaluation or inference without saying which
     file or setting is wrong. Arguments are those of ``CheckpointLoader``.
     """
 
     def __call__(self, engine: Engine) -> None:
+        read_weights_file(  # a damaged file, or one that is not a weights file, is named as such
+            self.load_path, fix="Give the model.pt that configs/train.yaml wrote.", map_location="cpu"
+        )
         try:
             super().__call__(engine)
         except (RuntimeError, KeyError, ValueError) as error:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -12,7 +13,13 @@ from ignite.handlers import DiskSaver
 from ignite.handlers.checkpoint import BaseSaveHandler
 from monai.handlers import CheckpointSaver
 
+from ..atomic_io import free_space
+from .checkpoint_loader import first_line
+
 __all__ = ["AtomicCheckpointSaver"]
+
+# what PyTorch's zip writer says when a write comes up short (a full disk, a quota, a file size limit)
+_SHORT_WRITE_MESSAGES = ("unexpected pos", "file write failed")
 
 
 class _SaveThenRemove(BaseSaveHandler):
@@ -31,15 +38,18 @@ class _SaveThenRemove(BaseSaveHandler):
         self._pending: list[str] = []
 
     def __call__(self, checkpoint: Mapping, filename: str, metadata: Mapping | None = None) -> None:
+        target = os.path.join(self.dirname, getattr(self.disk_saver, "filename", None) or filename)
         bad = _non_finite_entries(checkpoint)
         if bad:
             shown = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
-            target = os.path.join(self.dirname, getattr(self.disk_saver, "filename", None) or filename)
             raise RuntimeError(
                 f"not writing {target}: the weights hold NaN or infinite values "
                 f"({shown}); training diverged or read a non-finite input. The previous files are kept."
             )
-        self.disk_saver(checkpoint, filename, metadata)
+        try:
+            self.disk_saver(checkpoint, filename, metadata)
+        except (OSError, RuntimeError) as error:
+            raise _write_error(target, self.dirname, error) from error
         written = os.path.basename(getattr(self.disk_saver, "filename", None) or filename)
         for old in self._pending:
             if os.path.basename(getattr(self.disk_saver, "filename", None) or old) != written:
@@ -58,6 +68,7 @@ class AtomicCheckpointSaver(CheckpointSaver):
     of ``n_saved`` (or a fixed-name file being replaced) is removed only after its successor is complete. MONAI's own
     saver writes in place after removing the old file, so a run killed while saving can lose every checkpoint.
 
+    A write that fails (a full disk) raises ``OSError`` naming the file and the free space; the previous files stay.
     Two more differences from MONAI's saver, so that a file this saver writes always comes from a sound run:
     weights holding NaN or infinite values are never written (``RuntimeError`` naming the file and the tensors), and
     the final file (``save_final``) is written only when the run completes, not when it stops on an exception (the
@@ -73,6 +84,22 @@ class AtomicCheckpointSaver(CheckpointSaver):
     def exception_raised(self, engine: Engine, e: Exception) -> None:
         """Re-raise without writing the final file: an interrupted or failed run has no final weights."""
         raise e
+
+
+def _write_error(target: str, folder: str, error: BaseException) -> OSError:
+    """The error for a checkpoint that could not be written: it names the file, and the free space when it ran out.
+
+    PyTorch's own message for a short write (``[enforce fail at inline_container.cc:672] . unexpected pos``) names
+    neither the file nor the cause.
+    """
+    out_of_space = getattr(error, "errno", None) in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) or any(
+        text in str(error) for text in _SHORT_WRITE_MESSAGES
+    )
+    cause = f"the disk is probably full ({free_space(folder)})" if out_of_space else f"{free_space(folder)}"
+    return OSError(
+        f"could not write checkpoint {target} ({type(error).__name__}: {first_line(error)}): {cause}. The previous "
+        "checkpoints are kept: free some space or give another --ckpt_dir, then run the same command again to continue."
+    )
 
 
 def _non_finite_entries(checkpoint: Mapping, prefix: str = "") -> list[str]:

@@ -16,6 +16,7 @@ from ignite.engine import Engine, Events
 from ..atomic_io import write_json_atomic
 from ..distributed import is_rank_zero
 from ..engines import step_output_dict
+from ..termination import SigtermAsException, Terminated
 
 __all__ = ["RunSummaryWriter"]
 
@@ -27,8 +28,10 @@ class RunSummaryWriter:
     and for contrastive runs e.g. ``num_objects`` or ``positive_cosine``) and, for the epochs after which ``evaluator``
     ran, its metrics (``val``) and their per-class means (``val_per_class``); a validation run when training ends
     (e.g. by ``FinalValidationHandler``) is added to the last epoch's record. It also records the best metric, epochs
-    completed, wall time (summed over resumed sessions) and ``status`` (``running``, ``completed``, or ``failed``
-    with the error when the run stops on an exception and the handlers before it let the event through).
+    completed, wall time (summed over resumed sessions) and ``status`` (``running``, ``completed``, ``interrupted``
+    when the run is stopped by SIGTERM or Ctrl-C, or ``failed`` with the error when the run stops on an exception,
+    provided the handlers before it let the event through). While the run goes on, SIGTERM raises an exception
+    (:class:`~semcl_components.termination.SigtermAsException`), so a terminated run is recorded too.
     Attached to an evaluator (``evaluator=None``), it records ``engine.state.metrics`` at completion.
 
     Args:
@@ -59,6 +62,7 @@ class RunSummaryWriter:
         self._session_start = time.perf_counter()
         self._previous_seconds = 0.0
         self._validation: dict[str, Any] | None = None
+        self._sigterm = SigtermAsException()
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.STARTED, self._started)
@@ -80,6 +84,7 @@ class RunSummaryWriter:
     def _started(self, engine: Engine) -> None:
         self._session_start = time.perf_counter()
         self.summary = {}
+        self._sigterm.install()
 
     def _open(self, engine: Engine) -> None:
         """Start this session's summary, continuing the file's history if the trainer was resumed.
@@ -152,12 +157,14 @@ class RunSummaryWriter:
             per_class = self._per_class(getattr(engine.state, "metric_details", None) or {})
             if per_class:
                 self.summary["per_class"] = per_class
+        self._sigterm.restore()
         self._write(engine, status="completed")
 
     def _failed(self, engine: Engine, error: BaseException) -> None:
+        self._sigterm.restore()
         self._open(engine)
         self.summary["error"] = f"{type(error).__name__}: {error}"
-        self._write(engine, status="failed")
+        self._write(engine, status="interrupted" if isinstance(error, (Terminated, KeyboardInterrupt)) else "failed")
         raise error
 
     def _per_class(self, details: Mapping[str, Any]) -> dict[str, dict[str, float | None]]:
@@ -182,7 +189,8 @@ class RunSummaryWriter:
         if not is_rank_zero():
             return  # in a distributed run rank 0 writes; validation metrics are gathered over ranks by MONAI
         self.summary["status"] = status
-        self.summary["epochs_completed"] = int(engine.state.epoch)
+        # the epochs with a record: a run stopped part-way through an epoch has not completed it
+        self.summary["epochs_completed"] = max((int(h["epoch"]) for h in self.summary.get("history", [])), default=0)
         self.summary["max_epochs"] = engine.state.max_epochs
         self.summary["wall_time_s"] = round(self._previous_seconds + time.perf_counter() - self._session_start, 2)
         write_json_atomic(self.summary, self.output_file)

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn as nn
 
+from ..weights_file import read_weights_file
+
 __all__ = ["ENCODER_PREFIXES", "EncoderLoadReport", "encoder_parameter_groups", "load_pretrained_encoder"]
 
 _LOGGER = logging.getLogger(__name__)
@@ -64,17 +66,9 @@ def _read_checkpoint(checkpoint: str | os.PathLike | Mapping[str, torch.Tensor])
     path = os.fspath(checkpoint)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"encoder checkpoint not found: {path}")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises UnpicklingError, RuntimeError, EOFError... depending on the damage
-        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise ValueError(
-            f"encoder checkpoint {path} is not a readable PyTorch weights file ({type(error).__name__}: "
-            f"{first_line[:200]}). Give the pretrained_encoder.pt that configs/pretrain.yaml wrote."
-        ) from error
-    if not isinstance(checkpoint, Mapping):
-        raise ValueError(f"encoder checkpoint {path} holds a {type(checkpoint).__name__}, not a dict of weights.")
-    return checkpoint
+    return read_weights_file(
+        path, what="encoder checkpoint", fix="Give the pretrained_encoder.pt that configs/pretrain.yaml wrote."
+    )
 
 
 def _encoder_state_dict(checkpoint: Mapping) -> dict[str, object]:
