@@ -25,12 +25,20 @@ __all__ = [
     "format_estimate",
     "format_mean_dice",
     "format_p",
+    "is_method",
     "mean_dice",
     "seed_differences",
 ]
 
 TARGET_GAIN = 0.05  # the issue's target: +5 Dice points over random init
 ALPHA = 0.01
+METHOD_PREFIX = "semcl"
+"""Arms whose name starts with this are the method's; all others are baselines (``protocol.yaml``)."""
+
+
+def is_method(arm: str) -> bool:
+    """Whether ``arm`` is one of the method's arms (else a baseline)."""
+    return arm.startswith(METHOD_PREFIX)
 
 
 def case_means(result: dict) -> np.ndarray:

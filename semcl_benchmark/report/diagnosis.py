@@ -15,6 +15,7 @@ from .comparison import (
     dice_grid,
     format_difference,
     format_p,
+    is_method,
     mean_dice,
     seed_differences,
 )
@@ -33,7 +34,7 @@ def diagnosis(finetunes, embeddings, arms, settings, size) -> list[str]:
     - the shortcut study: whether any variant is ahead of ``scratch``;
     - organs that stay below :data:`SMALL_ORGAN_DICE` whatever the arm and the number of labelled volumes.
     """
-    methods = [a for a in arms if a.startswith("semcl")]
+    methods = [a for a in arms if is_method(a)]
     if "scratch" not in arms or not methods:
         return []
     met = any(
@@ -111,7 +112,7 @@ def _early_lead(finetunes, arms, settings) -> list[str]:
             cells.append(f"`{arm}` {lead:+.3f} ({int(np.sum(ours > theirs))} of {len(pairs)}, "
                          f"p = {format_p(paired_wilcoxon(ours, theirs))})")
             final = compare(finetunes, arm, "scratch", setting)
-            fades |= arm.startswith("semcl") and lead > 0 and final is not None and final[0].mean < lead / 2
+            fades |= is_method(arm) and lead > 0 and final is not None and final[0].mean < lead / 2
         steps = next(iter(finetunes["scratch", setting, False].values()))["steps_per_epoch"] * early
         if cells:
             parts.append(f"{setting} (step {steps}): " + ", ".join(cells))

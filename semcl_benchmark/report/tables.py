@@ -12,7 +12,7 @@ import numpy as np
 from semcl_tools.repository import ROOT
 
 from . import plots as plotting
-from .comparison import compare, dice_grid, format_difference, format_mean_dice, format_p
+from .comparison import compare, dice_grid, format_difference, format_mean_dice, format_p, is_method
 
 
 def headline(finetunes, arms, settings) -> list[str]:
@@ -32,8 +32,8 @@ def comparisons(finetunes, arms, settings) -> list[str]:
     lines = ["## Method against each baseline (paired by seed)", "",
              "| setting | method | baseline | difference [95% CI] | Wilcoxon p | seeds |", "| --- | --- | --- | --- | --- | --- |"]
     for setting in settings:
-        for method in [a for a in arms if a.startswith("semcl")]:
-            for baseline in [a for a in arms if not a.startswith("semcl")]:
+        for method in [a for a in arms if is_method(a)]:
+            for baseline in [a for a in arms if not is_method(a)]:
                 comparison = compare(finetunes, method, baseline, setting)
                 if comparison is not None:
                     difference, p, n = comparison

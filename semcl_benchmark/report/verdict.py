@@ -6,14 +6,15 @@ baseline when it gains anything, with the 95% interval above 0 and p < :data:`AL
 
 from __future__ import annotations
 
-from .comparison import ALPHA, TARGET_GAIN, beats, compare, format_difference, format_p
+from .comparison import ALPHA, TARGET_GAIN, beats, compare, format_difference, format_p, is_method
 
 __all__ = ["verdict"]
 
 
 def verdict(finetunes, arms, settings) -> list[str]:
-    methods = [a for a in arms if a.startswith("semcl")]
-    baselines = [a for a in arms if not a.startswith("semcl")]
+    """One line per setting, method arm and baseline: whether the method beats the baseline, with the numbers."""
+    methods = [a for a in arms if is_method(a)]
+    baselines = [a for a in arms if not is_method(a)]
     if not methods or not baselines:
         return ["**No verdict yet**: the finished runs do not yet hold a method arm and a baseline side by side."]
     lines = ["## Verdict", ""]
@@ -25,10 +26,10 @@ def verdict(finetunes, arms, settings) -> list[str]:
                     continue
                 difference, p, n = comparison
                 target = TARGET_GAIN if baseline == "scratch" else 0.0
-                verdict = "beats" if beats(comparison, target) else "does **not** (yet) beat"
+                outcome = "beats" if beats(comparison, target) else "does **not** (yet) beat"
                 need = f" by >= {target:.2f}" if target else ""
                 lines.append(
-                    f"- {setting}: `{method}` {verdict} `{baseline}`{need} at p < {ALPHA}: difference "
+                    f"- {setting}: `{method}` {outcome} `{baseline}`{need} at p < {ALPHA}: difference "
                     f"{format_difference(difference, n)}, p = {format_p(p)}, {n} paired seeds."
                 )
     if len(lines) == 2:
