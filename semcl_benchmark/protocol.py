@@ -186,6 +186,9 @@ def _size(name: str, entries: dict[str, dict], protocol: Protocol, seen: tuple[s
     entry = dict(entries[name])
     where = f"{entry.pop('origin')}: size {name!r}"
     base = entry.pop("base", None)
+    for key in SIZE_MAPPINGS:
+        if key in entry:
+            _mapping(entry[key], f"{where}: {key}")
     if base is not None:
         if base not in entries or base in seen:
             raise ValueError(f"{where}: base {base!r} is not another size of the protocol ({', '.join(entries)}).")
