@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 from conftest import run_captured
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "benchmark.py"
-sys.path.insert(0, str(SCRIPT.parent))
+from semcl_benchmark.protocol import load_protocol
+from semcl_benchmark.runner import Benchmark
 
-from benchmark import ALL_ARMS, ARMS, SIZES, STUDY_ARMS, Benchmark  # noqa: E402
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "benchmark.py"
+PROTOCOL = load_protocol()
 
 pytestmark = pytest.mark.slow
 
@@ -87,18 +88,18 @@ def test_quick_benchmark_writes_results_and_a_report_and_resumes(tmp_path):
     assert "12 runs planned, 12 finished already, 0 to do now" in second.stdout
 
 
-@pytest.mark.parametrize("name", sorted(SIZES))
+@pytest.mark.parametrize("name", sorted(PROTOCOL.sizes))
 def test_every_planned_workflow_call_is_valid(tmp_path, name):
     """Arms that only the --full size (GPU) or the study runs, such as `semcl_weighted`, are checked here on CPU."""
-    size = SIZES[name]
+    size = PROTOCOL.sizes[name]
     benchmark = Benchmark(size, tmp_path / "results", tmp_path / "work")
-    planned = benchmark.plan(list(ARMS), list(size.settings), list(size.seeds), study=list(STUDY_ARMS))
-    assert {run.config["arm"] for run in planned if run.config["stage"] == "finetune"} >= set(ALL_ARMS)
+    planned = benchmark.plan(PROTOCOL.main_arms, list(size.settings), list(size.seeds), study=PROTOCOL.study_arms)
+    assert {run.config["arm"] for run in planned if run.config["stage"] == "finetune"} >= set(PROTOCOL.arms)
     benchmark.check(planned)  # raises on an unknown setting or a value of the wrong kind
 
 
 def test_an_invalid_setting_stops_the_benchmark_before_any_work(tmp_path):
-    benchmark = Benchmark(SIZES["quick"], tmp_path / "results", tmp_path / "work")
+    benchmark = Benchmark(PROTOCOL.sizes["quick"], tmp_path / "results", tmp_path / "work")
     planned = benchmark.plan(["scratch"], ["finetune_1"], [0], study=[])
     planned[0].config["finetune"]["max_epoch"] = 5  # a typo of max_epochs
     with pytest.raises(ValueError, match=r"finetune__scratch__finetune_1__seed0: .*--max_epoch is not a setting .*"

@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-
-from benchmark_report import _diagnosis  # noqa: E402  (the report lives beside the benchmark script)
+from semcl_benchmark.report import diagnosis
 
 ORGANS = ["spleen", "gallbladder"]
 CASES = 3
@@ -63,7 +59,7 @@ def test_little_headroom_noise_and_a_ceiling_are_measured():
         "semcl_exact": {seed: {"silhouette_test": 0.6 + 0.02 * seed} for seed in range(4)},
         "scratch": {seed: {"silhouette_test": 0.2} for seed in range(4)},
     }
-    report = text(_diagnosis(finetunes, embeddings, ["scratch", "semcl_exact"], ["finetune_1", "finetune_2"], SIZE))
+    report = text(diagnosis(finetunes, embeddings, ["scratch", "semcl_exact"], ["finetune_1", "finetune_2"], SIZE))
     assert report.startswith("## Why the method misses the target")
     assert "is worth +0.005 [" in report and "10.0 times that" in report and "little for any initialisation" in report
     assert "`semcl_exact`, finetune_1: 1 of 4; `semcl_exact`, finetune_2: 4 of 4" in report
@@ -87,7 +83,7 @@ def test_headroom_and_the_target_met_change_the_wording():
         **arm_runs("scratch", "finetune_2", [b + 0.2 for b in base], gallbladder=0.9),
         **arm_runs("semcl_exact", "finetune_1", [b + g for b, g in zip(base, gains)], gallbladder=0.9),
     }
-    report = text(_diagnosis(finetunes, {}, ["scratch", "semcl_exact"], ["finetune_1", "finetune_2"], SIZE))
+    report = text(diagnosis(finetunes, {}, ["scratch", "semcl_exact"], ["finetune_1", "finetune_2"], SIZE))
     assert report.startswith("## What bounds the gain")  # +0.055 on every one of 8 seeds: p = 0.0078
     assert "more labels do help here" in report
     assert "`semcl_exact` +0.000 (0 of 8" in report and "speeds the start" not in report  # same curves: no lead
@@ -97,4 +93,4 @@ def test_headroom_and_the_target_met_change_the_wording():
 @pytest.mark.parametrize("arms", [["scratch"], ["semcl_exact"]])
 def test_no_diagnosis_without_both_sides(arms):
     finetunes = arm_runs(arms[0], "finetune_1", [0.5, 0.6])
-    assert _diagnosis(finetunes, {}, arms, ["finetune_1"], SIZE) == []
+    assert diagnosis(finetunes, {}, arms, ["finetune_1"], SIZE) == []

@@ -13,6 +13,11 @@ import pytest
 
 from conftest import run_captured
 
+from semcl_benchmark import demo
+from semcl_benchmark.protocol import load_protocol
+from semcl_benchmark.report import mean_dice
+from semcl_benchmark.runner import Benchmark
+
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,18 +54,14 @@ def test_demo_sets_its_run_beside_the_benchmarks_committed_runs(tmp_path):
     """At the default size the demo compares with the committed run of its seed and quotes the benchmark's finding."""
     import re
 
-    sys.path.insert(0, str(ROOT / "scripts"))
-    import demo
-    from benchmark import SIZES, Benchmark
-
     line = demo.benchmark_finding("default", "semcl_exact", "finetune_2")
     assert re.fullmatch(r"The benchmark \(\d+ paired seeds, docs/RESULTS.md\): semcl_exact minus scratch on finetune_2 = "
                         r"[+-]\d\.\d{3} mean Dice \[95% CI [+-]\d\.\d{3}, [+-]\d\.\d{3}\], Wilcoxon p = \d\.\d{3}: "
                         r"(no )?significant gain\.", line), line
-    bench = Benchmark(SIZES["default"], tmp_path / "results", tmp_path)
+    bench = Benchmark(load_protocol().sizes["default"], tmp_path / "results", tmp_path)
     planned = {r.key: r for r in bench.plan(["semcl_exact", "scratch"], ["finetune_2"], [0], study=[])}
     committed = demo.committed_run(planned["finetune__scratch__finetune_2__seed0"], "default")
-    assert committed is not None and committed["config"]["seed"] == 0 and 0.0 < demo.mean_dice(committed) < 1.0
+    assert committed is not None and committed["config"]["seed"] == 0 and 0.0 < mean_dice(committed) < 1.0
     changed = planned["finetune__scratch__finetune_2__seed0"]
     changed.config = {**changed.config, "seed": 99}  # another protocol or seed: nothing to compare with
     assert demo.committed_run(changed, "default") is None

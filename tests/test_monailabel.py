@@ -24,8 +24,7 @@ import torch
 
 from conftest import BUNDLE_DIR, run_captured
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-import monailabel_server  # noqa: E402
+from semcl_tools import monailabel as monailabel_server
 
 NAME = BUNDLE_DIR.name
 ORGANS = ["spleen", "right kidney", "left kidney", "gallbladder", "liver", "stomach", "aorta", "pancreas"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from semcl_components.statistics import hierarchical_bootstrap, paired_wilcoxon
+from semcl_benchmark.statistics import hierarchical_bootstrap, paired_wilcoxon
 
 
 def test_bootstrap_mean_and_interval_contain_the_truth():

@@ -1,0 +1,16 @@
+"""The low-label benchmark of the bundle: does semantic-aware contrastive pretraining help, and by how much?
+
+Beside ``semcl_components`` (what the bundle's configs use, shipped in the model-zoo zip), never shipped.
+
+Modules:
+    protocol: arms and sizes as data (``protocol.yaml``; ``--protocol FILE`` extends them).
+    plan: the runs of a size, their bundle workflow calls, and a check of every call before any work.
+    stages: how each stage's run is done and what its result holds.
+    runner: the schedule: unfinished runs in parallel, each after the runs it needs, resumable.
+    results: result files, the workflows' CSV outputs, provenance (code version, machine).
+    report: the Markdown report and plots, from the result files alone (verdict, diagnosis, tables, plots).
+    statistics: two-level bootstrap intervals and the paired Wilcoxon test, the training run as the unit.
+    step: the micro-benchmark of one training step of each embedding mode against a segmentation step.
+    demo: one seed of the benchmark's protocol, both arms side by side (the README's main command).
+    cli: the command line of ``scripts/benchmark.py`` and ``python -m semcl_benchmark``.
+"""

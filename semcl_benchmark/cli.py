@@ -1,0 +1,123 @@
+"""Low-label benchmark: does semantic-aware contrastive pretraining help, and by how much? Run through the bundle.
+
+Every stage is a ``python -m monai.bundle run`` of the bundle's own workflows (the commands are logged):
+
+    data       the phantom dataset of the size (deterministic; written once)
+    pretrain   one encoder per pretraining arm and seed: image-level SimCLR (``simclr``), supervised segmentation
+               on the pretraining pool with the same label masks as targets (``supervised``), semantic-aware
+               contrastive pretraining with exact (``semcl_exact``) or coarse, dilated masks (``semcl_coarse``), and
+               at the full size ``channel`` embedding and intensity weighting
+    finetune   every arm (and ``scratch``, random init) on each labelled setting (``finetune_1``, ``finetune_2``...)
+               and seed, to a validation plateau (early stopping with a patience; the same rule for every arm);
+               plus a frozen-encoder probe (decoder only) of every pretraining arm in one setting
+    evaluate   per-case, per-organ Dice and the voxel confusion matrix on the fixed test split
+    study      the shortcut study: variants of the method (stronger intensity changes between views, small and
+               strongly zoomed views, four times longer pretraining, organ x contrast-phase labels, a gentler
+               encoder learning rate or an encoder warm-up at fine-tuning) in one setting and a few seeds, beside
+               scratch and ``semcl_exact``
+
+Each seed pretrains and fine-tunes anew: the training run is the unit of every statistic. Every finished run writes
+a small JSON (its configuration and a hash of it, seed, per-case per-organ Dice, validation curve, wall time, peak
+memory) into the results folder (``docs/results/benchmark/<size>/``, committed); a run whose JSON exists with the same
+configuration hash is skipped, so the benchmark can be stopped and completed later, even on another machine. The
+report (``docs/RESULTS.md`` for the default size) is regenerated from these files alone, with whatever is finished.
+
+Usage:
+    python scripts/benchmark.py [--quick | --full | --size NAME] [--protocol FILE ...] [--jobs 2]
+                                [--settings finetune_1 ...] [--arms scratch ...] [--seeds 0 1 ...] [--max-runs N]
+                                [--report-only]
+
+Sizes: ``--quick`` (minutes; 2 seeds, 2 arms, tiny volumes: a smoke test of the whole path, not a result), the default
+(the 1- and 2-volume settings, 5 arms, 8 seeds, about 4 hours on 2 CPU cores; then the study's 6 variants on 1 volume,
+3 seeds, about 1.5 hours more; runnable in parts) and
+``--full`` (larger volumes and network, 1/2/4 volumes, 7 arms; meant for a GPU).
+Arms and sizes are data (``semcl_benchmark/protocol.yaml``): ``--protocol FILE`` adds or replaces arms and sizes
+from a YAML or JSON file of the same layout, and ``--size NAME`` runs one of its sizes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from semcl_tools.bundle_run import BundleRunError
+from semcl_tools.repository import ROOT
+
+from .protocol import load_protocol
+from .report import write_report
+from .results import results_folder
+from .runner import Benchmark
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--quick", action="store_const", dest="size", const="quick", help="minutes: a smoke test")
+    group.add_argument("--full", action="store_const", dest="size", const="full", help="the GPU size")
+    group.add_argument("--size", dest="size", help="a size of the protocol by name (e.g. one of a --protocol file)")
+    parser.set_defaults(size="default")
+    parser.add_argument("--protocol", nargs="+", type=Path, default=[], metavar="FILE",
+                        help="YAML/JSON files that add or replace arms and sizes (layout of semcl_benchmark/protocol.yaml)")
+    parser.add_argument("--jobs", type=int, default=2, help="runs at a time, one CPU thread each (default 2)")
+    parser.add_argument("--threads-per-job", type=int, default=1)
+    parser.add_argument("--arms", nargs="+",
+                        help="only these arms, study arms included (default: the size's arms and study arms)")
+    parser.add_argument("--settings", nargs="+", help="only these labelled settings (default: the size's)")
+    parser.add_argument("--seeds", nargs="+", type=int, help="only these seeds (default: the size's)")
+    parser.add_argument("--max-runs", type=int, help="stop after this many runs (the rest another time)")
+    parser.add_argument("--results", type=Path, help="result JSON folder (default docs/results/benchmark/<size>)")
+    parser.add_argument("--workdir", type=Path, help="runs, logs and data (default runs/benchmark/<size>)")
+    parser.add_argument("--report", type=Path, help="the report (default docs/RESULTS.md; <results>/RESULTS.md else)")
+    parser.add_argument("--report-only", action="store_true", help="only regenerate the report from the results")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        protocol = load_protocol(args.protocol)
+    except ValueError as error:
+        parser.error(str(error))
+    if args.size not in protocol.sizes:
+        parser.error(f"--size {args.size}: the protocol has the sizes {', '.join(protocol.sizes)}.")
+    unknown = [arm for arm in args.arms or [] if arm not in protocol.arms]
+    if unknown:
+        parser.error(f"--arms: unknown arm(s) {', '.join(unknown)}; the protocol has {', '.join(protocol.arms)}.")
+
+    size = protocol.sizes[args.size]
+    results = (args.results or results_folder(size.name)).absolute()
+    work = (args.workdir or ROOT / "runs" / "benchmark" / size.name).absolute()
+    report = args.report or (ROOT / "docs" / "RESULTS.md" if size.name == "default" and args.results is None
+                             else results / "RESULTS.md")
+    benchmark = Benchmark(size, results, work, jobs=args.jobs, threads_per_job=args.threads_per_job, protocol=protocol)
+    arms = args.arms or list(size.arms) + list(size.study_arms)
+    planned = benchmark.plan([a for a in arms if not protocol.arms[a].study], args.settings or list(size.settings),
+                             args.seeds if args.seeds is not None else list(size.seeds),
+                             study=[a for a in arms if protocol.arms[a].study])
+    failed: list[str] = []
+    if not args.report_only:
+        try:
+            failed = benchmark.run(planned, args.max_runs)
+        except ValueError as error:  # a planned workflow call with an invalid setting: nothing was run
+            print(f"[bench] {error}", file=sys.stderr)
+            return 2
+        except BundleRunError as error:
+            print(f"[bench] {error}", file=sys.stderr)
+            return 1
+    option = {"default": "", "quick": " --quick", "full": " --full"}.get(size.name, f" --size {size.name}")
+    protocols = f" --protocol {' '.join(map(str, args.protocol))}" if args.protocol else ""
+    command = "python scripts/benchmark.py" + option + protocols
+    write_report(size, planned, benchmark.store, report, command)
+    print(f"[bench] report: {report}")
+    if failed:
+        print(f"[bench] {len(failed)} runs failed: {', '.join(failed)}; their logs are in {work / 'logs'}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

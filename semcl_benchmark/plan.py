@@ -1,0 +1,201 @@
+"""The benchmark's plan: its runs, the bundle workflow calls of each run, and a check of every call before any work.
+
+A run is one pretraining, fine-tuning or embedding measurement of one arm and seed; its configuration (and the hash
+of it) holds everything that decides its result, so a result file counts only for exactly that configuration. Run
+keys name the stage, arm, labelled setting and seed: ``pretrain__<arm>__seed<s>``,
+``finetune__<arm>__<setting>__seed<s>[__probe]``, ``embedding__<arm>__seed<s>``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from semcl_tools.bundle_run import bundle_command
+from semcl_tools.repository import CONFIGS
+
+from .protocol import Protocol, Size
+
+__all__ = ["BundleCall", "Planner", "Run", "Workspace", "config_hash"]
+
+
+def config_hash(config: dict) -> str:
+    """A short hash of a run's configuration: a result file counts only for exactly this configuration."""
+    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+@dataclass
+class Run:
+    """One planned run: its key (and result file name), its configuration, and the runs it needs first."""
+
+    key: str
+    config: dict
+    needs: list[str] = field(default_factory=list)
+
+    @property
+    def hash(self) -> str:
+        return config_hash(self.config)
+
+
+@dataclass(frozen=True)
+class BundleCall:
+    """One ``python -m monai.bundle run`` of a run: a name for messages, config files, overrides and log file."""
+
+    name: str
+    configs: list[str]
+    overrides: dict
+    log: Path
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """Where a benchmark's runs write: ``<work>/data``, ``<work>/<stage>/<run key>`` and ``<work>/logs``."""
+
+    work: Path
+
+    @property
+    def data_dir(self) -> Path:
+        return self.work / "data"
+
+    def folder(self, run: Run) -> Path:
+        """Where a pretraining or fine-tuning run writes its checkpoints and outputs."""
+        return self.work / run.config["stage"] / run.key
+
+    def log(self, name: str) -> Path:
+        return self.work / "logs" / f"{name}.log"
+
+
+class Planner:
+    """The runs of one benchmark size and the bundle workflow calls that do them.
+
+    Args:
+        protocol: the arms (and sizes).
+        size: the size whose data, network and training settings the runs take.
+        workspace: where the runs write.
+    """
+
+    def __init__(self, protocol: Protocol, size: Size, workspace: Workspace) -> None:
+        self.protocol = protocol
+        self.size = size
+        self.workspace = workspace
+
+    def plan(self, arms: list[str], settings: list[str], seeds: list[int], study: list[str] | None = None) -> list[Run]:
+        """The runs of ``arms`` x ``settings`` x ``seeds`` (with the probe), then of the study arms ``study`` (default:
+        the size's) in the size's study setting and seeds, as far as ``settings`` and ``seeds`` hold them."""
+        size = self.size
+        runs: dict[str, Run] = {}
+        for seed in seeds:
+            for arm in arms:
+                self._add_arm(runs, arm, seed, settings)
+                probe = size.probe_setting in settings and seed in size.probe_seeds
+                if probe and self.protocol.arm(arm).source is not None:
+                    self._add_finetune(runs, arm, size.probe_setting, seed, probe=True)
+        study_settings = [s for s in settings if s == size.study_setting]
+        for seed in [s for s in size.study_seeds if s in seeds] if study_settings else []:
+            for arm in size.study_arms if study is None else study:
+                self._add_arm(runs, arm, seed, study_settings)
+        return list(runs.values())
+
+    def _pretrain_key(self, arm: str, seed: int) -> str | None:
+        source = self.protocol.arm(arm).source
+        return None if source is None else f"pretrain__{source}__seed{seed}"
+
+    def _add_arm(self, runs: dict[str, Run], arm: str, seed: int, settings: list[str]) -> None:
+        """An arm's pretraining (unless it has none of its own), fine-tuning in ``settings`` and embedding runs."""
+        size, source = self.size, self.protocol.arm(arm).source
+        pretrain = self._pretrain_key(arm, seed)
+        if pretrain is not None and pretrain not in runs:
+            config = {"stage": "pretrain", "arm": source, "arm_settings": self.protocol.arm(source).entry, "seed": seed,
+                      "data": size.data, "network": size.network, "pretrain": size.pretrain}
+            runs[pretrain] = Run(pretrain, config)
+        for setting in settings:
+            self._add_finetune(runs, arm, setting, seed, probe=False)
+        key = f"embedding__{source or arm}__seed{seed}"
+        if key not in runs:
+            config = {"stage": "embedding", "arm": source or arm, "seed": seed, "data": size.data,
+                      "network": size.network, "pretrain": None if pretrain is None else runs[pretrain].config}
+            runs[key] = Run(key, config, [] if pretrain is None else [pretrain])
+
+    def _add_finetune(self, runs: dict[str, Run], arm: str, setting: str, seed: int, probe: bool) -> None:
+        size = self.size
+        key = f"finetune__{arm}__{setting}__seed{seed}" + ("__probe" if probe else "")
+        pretrain = self._pretrain_key(arm, seed)
+        config = {"stage": "finetune", "arm": arm, "setting": setting, "seed": seed, "probe": probe,
+                  "data": size.data, "network": size.network,
+                  "finetune": {**size.finetune, **self.protocol.arm(arm).finetune},
+                  "pretrain": None if pretrain is None else runs[pretrain].config}
+        runs[key] = Run(key, config, [] if pretrain is None else [pretrain])
+
+    # -- bundle calls
+
+    def encoder_file(self, arm: str, seed: int) -> Path:
+        """The pretrained weights of an arm and seed (the whole segmentation network for supervised pretraining)."""
+        supervised = self.protocol.arm(arm).workflow == "train.yaml"
+        folder = self.workspace.work / "pretrain" / f"pretrain__{arm}__seed{seed}"
+        return folder / "models" / ("model.pt" if supervised else "encoder.pt")
+
+    def _common(self, seed: int, encoder_only: bool = False) -> dict:
+        """Overrides every run shares; pretraining builds only the encoder (no ``blocks_up``)."""
+        network = {k: v for k, v in self.size.network.items() if not (encoder_only and k == "blocks_up")}
+        return {"dataset_dir": self.workspace.data_dir, "seed": seed, "resume": "false", **network}
+
+    def bundle_calls(self, run: Run) -> list[BundleCall]:
+        """The bundle workflows a run calls, in order (none for an embedding run, which runs in this process)."""
+        config, folder, size = run.config, self.workspace.folder(run), self.size
+        seed, log = config["seed"], self.workspace.log(run.key)
+        outputs = {"ckpt_dir": folder / "models", "output_dir": folder / "eval"}
+        if config["stage"] == "pretrain":
+            arm = self.protocol.arm(config["arm"])
+            if arm.workflow == "train.yaml":  # supervised segmentation on the pretraining pool, as fine-tuning crops
+                finetune = size.finetune
+                overrides = {**self._common(seed), **outputs, "train_key": "pretrain",
+                             "max_epochs": size.pretrain["max_epochs"], "val_interval": size.pretrain["max_epochs"],
+                             "roi_size": finetune["roi_size"], "num_samples": finetune["num_samples"],
+                             "batch_size": finetune["batch_size"], "learning_rate": size.pretrain["learning_rate"]}
+                return [BundleCall(run.key, ["train.yaml"], overrides, log)]
+            configs = ["pretrain.yaml"] + ([arm.overlay] if arm.overlay else [])
+            overrides = {**self._common(seed, encoder_only=True), **outputs, "encoder_file": "encoder.pt",
+                         **size.pretrain, **arm.pretrain}
+            return [BundleCall(run.key, configs, {k: v for k, v in overrides.items() if v is not None}, log)]
+        if config["stage"] == "finetune":
+            source = self.protocol.arm(config["arm"]).source
+            encoder = "" if source is None else self.encoder_file(source, seed)
+            overrides = {**self._common(seed), **outputs, "train_key": config["setting"], "pretrained_encoder": encoder,
+                         "encoder_lr_multiplier": 1.0, **config["finetune"]}
+            if config["probe"]:
+                overrides["encoder_lr_multiplier"] = 0.0
+            evaluation = {**self._common(seed), "ckpt_dir": folder / "models", "output_dir": folder / "test",
+                          "roi_size": size.finetune["roi_size"]}
+            return [BundleCall(run.key, ["train.yaml"], overrides, log),
+                    BundleCall(f"{run.key} (test)", ["train.yaml", "evaluate.yaml"], evaluation,
+                               self.workspace.log(f"{run.key}__test"))]
+        return []
+
+    def check(self, runs: list[Run]) -> None:
+        """Stop before any work if a run would give a workflow an unknown setting or a value of the wrong kind.
+
+        The workflows check their command line themselves (``semcl_components.settings.check_overrides``), but only
+        when they start: in a long benchmark that may be hours after the first run.
+
+        Raises:
+            ValueError: naming every offending run and setting.
+        """
+        from monai.bundle import ConfigParser
+
+        from semcl_components.settings import check_overrides
+
+        configs: dict[tuple[str, ...], dict] = {}
+        problems = []
+        for run in runs:
+            for call in self.bundle_calls(run):
+                files = tuple(call.configs)
+                if files not in configs:
+                    configs[files] = ConfigParser.load_config_files([str(CONFIGS / f) for f in files])
+                try:
+                    check_overrides(bundle_command(CONFIGS, call.configs, call.overrides), configs[files])
+                except ValueError as error:
+                    problems.append(f"{call.name}: {error}")
+        if problems:
+            raise ValueError(f"{len(problems)} planned workflow calls would fail: " + " | ".join(problems))

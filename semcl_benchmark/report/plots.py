@@ -1,0 +1,111 @@
+"""The report's plots (PNG, written atomically) and the section that links them."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from semcl_components.atomic_io import atomic_write
+from semcl_components.embedding_quality import plot_embedding_projections
+from semcl_components.handlers.confusion_matrix import plot_confusion_matrix
+
+from ..statistics import hierarchical_bootstrap
+from .comparison import dice_grid
+
+
+def pyplot():
+    """``matplotlib.pyplot`` on the non-interactive Agg backend."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_embedding_pca(panels: dict, path: Path) -> None:
+    """PCA of organ features per arm: ``panels[title] = (xy, labels, held_out)``."""
+    plot_embedding_projections(panels, path,
+                               title="PCA of organ features: dots = pretraining pool, crosses = held-out subjects")
+
+
+def plot_knn_during_pretraining(curves: dict[str, list[list[tuple[int, float]]]], path: Path) -> None:
+    """Mean over seeds of kNN organ accuracy against the pretraining epoch: ``curves[arm]`` = one curve per seed."""
+    plt = pyplot()
+    figure, axes = plt.subplots(figsize=(5.5, 4))
+    for arm, runs in curves.items():
+        length = min(len(r) for r in runs)
+        axes.plot([e for e, _ in runs[0][:length]], np.mean([[v for _, v in r[:length]] for r in runs], axis=0),
+                  marker="o", label=f"{arm} ({len(runs)} seeds)")
+    axes.set_xlabel("pretraining epoch")
+    axes.set_ylabel("kNN organ accuracy, held-out subjects")
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    save_figure(figure, path)
+
+
+def plots_section(finetunes, arms, settings, plots: Path, report: Path) -> list[str]:
+    """Dice against labelled volumes, validation curves per setting, one confusion matrix per arm; their links."""
+    if not finetunes:
+        return []
+    plt = pyplot()
+    plots.mkdir(parents=True, exist_ok=True)
+    relative = os.path.relpath(plots, report.parent)
+    lines = ["## Plots", ""]
+    # Dice against the number of labelled volumes
+    figure, axes = plt.subplots(figsize=(5.5, 4))
+    volumes = {s: int(s.rsplit("_", 1)[-1]) if s.rsplit("_", 1)[-1].isdigit() else i for i, s in enumerate(settings)}
+    for arm in arms:
+        points = [(volumes[s], hierarchical_bootstrap(dice_grid(r, sorted(r)))) for s in settings
+                  if (r := finetunes.get((arm, s, False)))]
+        if points:
+            x = [p[0] for p in points]
+            y = np.array([[e.mean, e.mean - e.low, e.high - e.mean] for _, e in points])
+            axes.errorbar(x, y[:, 0], yerr=y[:, 1:].T, marker="o", capsize=3, label=arm)
+    axes.set_xlabel("labelled volumes")
+    axes.set_ylabel("test Dice (mean, 95% CI)")
+    axes.set_xticks(sorted(set(volumes.values())))
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    save_figure(figure, plots / "dice_vs_labelled_volumes.png")
+    lines.append(f"![Dice vs labelled volumes]({relative}/dice_vs_labelled_volumes.png)")
+    # validation Dice against fine-tuning steps
+    for setting in settings:
+        figure, axes = plt.subplots(figsize=(5.5, 4))
+        for arm in arms:
+            runs = finetunes.get((arm, setting, False), {})
+            curves = [np.array(r["validation_curve"], dtype=np.float64) for r in runs.values() if r["validation_curve"]]
+            if not curves:
+                continue
+            steps = next(iter(runs.values()))["steps_per_epoch"]
+            length = min(len(c) for c in curves)
+            mean = np.nanmean([c[:length, 1] for c in curves], axis=0)
+            axes.plot(curves[0][:length, 0] * steps, mean, label=f"{arm} ({len(curves)} seeds)")
+        axes.set_xlabel("fine-tuning steps")
+        axes.set_ylabel("validation Dice (mean over seeds)")
+        axes.legend(fontsize=8)
+        figure.tight_layout()
+        save_figure(figure, plots / f"validation_curve_{setting}.png")
+        lines.append(f"![validation Dice, {setting}]({relative}/validation_curve_{setting}.png)")
+    # confusion matrices of one run per arm
+    for arm in arms:
+        for setting in settings:
+            runs = finetunes.get((arm, setting, False), {})
+            if runs:
+                seed = min(runs)
+                matrix = runs[seed]["confusion_matrix"]
+                name = f"confusion_{arm}_{setting}_seed{seed}.png"
+                plot_confusion_matrix(np.array(matrix["counts"]), matrix["classes"], plots / name,
+                                      title=f"{arm}, {setting}, seed {seed}")
+                lines.append(f"![confusion {arm}]({relative}/{name})")
+                break
+    return lines + [""]
+
+
+def save_figure(figure, path: Path) -> None:
+    """Write ``figure`` as a PNG (atomically) and close it."""
+    with atomic_write(path) as tmp:
+        figure.savefig(tmp, dpi=100)
+    pyplot().close(figure)

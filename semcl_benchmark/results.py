@@ -1,0 +1,152 @@
+"""Result files: one JSON per finished run, what the workflows' outputs hold, and where a run was made.
+
+A run's result counts only while its file holds the run's configuration hash (:func:`semcl_benchmark.plan.config_hash`):
+a changed protocol makes the affected runs count as not done.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import platform
+import subprocess
+from collections import defaultdict
+from collections.abc import Iterable
+from pathlib import Path
+
+from semcl_components.atomic_io import write_json_atomic
+from semcl_tools.repository import ROOT
+
+from .plan import Run
+
+__all__ = [
+    "ResultStore",
+    "by_stage",
+    "code_version",
+    "cpu_model",
+    "machine",
+    "read_case_dice",
+    "read_confusion",
+    "read_json",
+    "results_folder",
+]
+
+
+def results_folder(size_name: str) -> Path:
+    """Where a size's result files are committed: ``docs/results/benchmark/<size>``."""
+    return ROOT / "docs" / "results" / "benchmark" / size_name
+
+
+class ResultStore:
+    """The result files of one benchmark in ``folder``: ``<run key>.json``."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def file(self, run: Run) -> Path:
+        return self.folder / f"{run.key}.json"
+
+    def read(self, run: Run) -> dict | None:
+        """The run's result if its file exists with the run's configuration hash, else ``None``."""
+        path = self.file(run)
+        if not path.is_file():
+            return None
+        try:
+            result = json.loads(path.read_text())
+        except ValueError:
+            return None
+        return result if result.get("config_hash") == run.hash else None
+
+    def finished(self, run: Run) -> bool:
+        return self.read(run) is not None
+
+    def load(self, planned: Iterable[Run]) -> dict[str, dict]:
+        """The result of every finished run among ``planned``, by run key."""
+        return {run.key: result for run in planned if (result := self.read(run)) is not None}
+
+    def write(self, run: Run, result: dict) -> None:
+        write_json_atomic(result, self.file(run))
+
+
+def by_stage(results: dict[str, dict]) -> tuple[dict, dict, dict]:
+    """Results by stage: ``(finetunes, pretrains, embeddings)``.
+
+    ``finetunes[arm, setting, probe][seed]``, ``pretrains[arm][seed]`` and ``embeddings[arm][seed]`` are result dicts.
+    """
+    finetunes: dict[tuple[str, str, bool], dict[int, dict]] = defaultdict(dict)
+    pretrains: dict[str, dict[int, dict]] = defaultdict(dict)
+    embeddings: dict[str, dict[int, dict]] = defaultdict(dict)
+    for result in results.values():
+        config = result["config"]
+        if config["stage"] == "finetune":
+            finetunes[config["arm"], config["setting"], config["probe"]][config["seed"]] = result
+        else:
+            (pretrains if config["stage"] == "pretrain" else embeddings)[config["arm"]][config["seed"]] = result
+    return finetunes, pretrains, embeddings
+
+
+# ------------------------------------------------------------------------------------------- workflow outputs
+
+
+def read_json(path: Path) -> dict:
+    """A JSON file's content; ``{}`` if there is no such file."""
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def read_case_dice(path: Path) -> dict:
+    """``{"cases": [...], "classes": [...], "dice": [[per class] per case]}`` from MONAI ``MetricsSaver``'s CSV."""
+    with open(path, newline="") as stream:
+        rows = list(csv.reader(stream))
+    header, body = rows[0], rows[1:]
+    classes = [name for name in header[1:] if name != "mean"]
+    dice = [[_number(v) for v in row[1 : 1 + len(classes)]] for row in body]
+    return {"cases": [Path(row[0]).name for row in body], "classes": classes, "dice": dice}
+
+
+def read_confusion(path: Path) -> dict:
+    """``{"classes": [...], "counts": [[...]]}`` from ``ConfusionMatrixWriter``'s CSV (rows: true class)."""
+    with open(path, newline="") as stream:
+        rows = list(csv.reader(stream))
+    return {"classes": rows[0][1:], "counts": [[int(v) for v in row[1:]] for row in rows[1:]]}
+
+
+def _number(value: str) -> float | None:
+    try:
+        number = float(value)
+    except ValueError:
+        return None
+    return None if number != number else number
+
+
+# ------------------------------------------------------------------------------------------------- provenance
+
+
+def code_version() -> str:
+    """The repository's commit, with ``+changes`` when tracked files differ from it ('unknown' outside git)."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                                check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                               capture_output=True, text=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return commit + ("+changes" if dirty else "")
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), else what ``platform`` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine() -> dict:
+    """The CPU model, core count and torch and Python versions of this machine."""
+    import torch
+
+    return {"cpu": cpu_model(), "cores": os.cpu_count(), "torch": torch.__version__, "python": platform.python_version()}

@@ -1,0 +1,8 @@
+"""The repository's tools that neither ship in the bundle nor belong to the benchmark.
+
+Modules:
+    repository: where the bundle and its configs are in the source checkout.
+    bundle_run: running bundle workflows as a user types them (``python -m monai.bundle run``), logged and measured.
+    zoo_export: the model-zoo artifact (``scripts/export_bundle.py``).
+    monailabel: serving the bundle with MONAI Label's stock app (``scripts/monailabel_server.py``).
+"""

@@ -1,0 +1,99 @@
+"""The benchmark's protocol as data: the committed results still count, and a user's file adds arms and sizes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from semcl_benchmark.cli import main
+from semcl_benchmark.protocol import load_protocol
+from semcl_benchmark.results import results_folder
+from semcl_benchmark.runner import Benchmark
+
+USER_PROTOCOL = """
+arms:
+  semcl_wide: {mask_mode: dilate, dilate_radius: 6}
+study_arms:
+  semcl_wide_warmup: {encoder_of: semcl_wide, finetune: {encoder_warmup_epochs: 40}}
+sizes:
+  mine:
+    base: quick
+    pretrain: {max_epochs: 3}
+    arms: [scratch, semcl_wide]
+    study_arms: [semcl_wide_warmup]
+"""
+
+
+def plan(size_name: str, tmp_path: Path, protocol=None) -> tuple[Benchmark, list]:
+    protocol = protocol or load_protocol()
+    size = protocol.sizes[size_name]
+    benchmark = Benchmark(size, results_folder(size.name), tmp_path / "work", protocol=protocol)
+    return benchmark, benchmark.plan(list(size.arms), list(size.settings), list(size.seeds), study=list(size.study_arms))
+
+
+def test_every_committed_run_of_the_default_size_counts(tmp_path):
+    """The protocol's data gives the configuration hashes of the committed result files: nothing is planned anew."""
+    benchmark, planned = plan("default", tmp_path)
+    committed = sorted(results_folder("default").glob("*.json"))
+    assert len(planned) == len(committed) == 206
+    assert [run for run in planned if not benchmark.finished(run)] == []
+
+
+def test_a_user_file_adds_an_arm_a_study_arm_and_a_size(tmp_path):
+    path = tmp_path / "mine.yaml"
+    path.write_text(USER_PROTOCOL)
+    protocol = load_protocol([path])
+    assert "semcl_exact" in protocol.arms and protocol.arms["semcl_wide_warmup"].study
+    size = protocol.sizes["mine"]
+    quick = protocol.sizes["quick"]
+    assert size.pretrain == {**quick.pretrain, "max_epochs": 3} and size.network == quick.network
+    assert size.seeds == quick.seeds and size.arms == ("scratch", "semcl_wide")
+    _, planned = plan("mine", tmp_path, protocol)
+    runs = {run.key: run for run in planned}
+    pretrain = runs["pretrain__semcl_wide__seed0"].config
+    assert pretrain["arm_settings"] == {"mask_mode": "dilate", "dilate_radius": 6} and pretrain["pretrain"]["max_epochs"] == 3
+    study = runs["finetune__semcl_wide_warmup__finetune_1__seed0"].config
+    assert study["pretrain"] == pretrain and study["finetune"]["encoder_warmup_epochs"] == 40
+
+
+def test_changing_an_arm_makes_its_runs_count_as_not_done(tmp_path):
+    path = tmp_path / "changed.json"
+    path.write_text(json.dumps({"arms": {"semcl_coarse": {"mask_mode": "dilate", "dilate_radius": 2}}}))
+    benchmark, planned = plan("default", tmp_path, load_protocol([path]))
+    redo = {run.key for run in planned if not benchmark.finished(run)}
+    # its pretraining, embedding, fine-tuning and probe runs: 8 seeds x (1 + 1 + 2 settings) + 3 probes
+    assert len(redo) == 35 and all("semcl_coarse" in key for key in redo)
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("sizes: {mine: {base: quick, arms: [scratch, semcl_typo]}}", r"mine.yaml: size 'mine': unknown arm 'semcl_typo'"),
+        ("sizes: {mine: {base: tiny}}", r"size 'mine': base 'tiny' is not another size"),
+        ("sizes: {mine: {arms: [scratch]}}", r"size 'mine': .*missing .* required"),
+        ("arms: {semcl_x: {encoder_of: scratch}}", r"arm 'semcl_x': encoder_of must name an arm that pretrains"),
+        ("arms: {semcl_x: {workflow: infer.yaml}}", r"arm 'semcl_x': workflow must be one of"),
+        ("arm: {semcl_x: {}}", r"unknown section\(s\) \['arm'\]"),
+    ],
+)
+def test_a_malformed_user_file_is_refused_naming_file_and_entry(tmp_path, content, message):
+    path = tmp_path / "mine.yaml"
+    path.write_text(content)
+    with pytest.raises(ValueError, match=message):
+        load_protocol([path])
+
+
+def test_the_command_line_plans_and_reports_a_size_of_a_user_file(tmp_path, capsys):
+    path = tmp_path / "mine.yaml"
+    path.write_text(USER_PROTOCOL)
+    results = tmp_path / "results"
+    arguments = ["--protocol", str(path), "--size", "mine", "--results", str(results), "--workdir", str(tmp_path)]
+    assert main([*arguments, "--report-only"]) == 0
+    report = (results / "RESULTS.md").read_text()
+    assert report.startswith("# Benchmark results: mine size") and "Runs finished: 0 of 12 planned" in report
+    assert f"`python scripts/benchmark.py --size mine --protocol {path}`" in report
+    with pytest.raises(SystemExit):
+        main([*arguments, "--arms", "semcl_nothing", "--report-only"])
+    assert "unknown arm(s) semcl_nothing" in capsys.readouterr().err
