@@ -11,10 +11,12 @@ import json
 import os
 import platform
 import subprocess
+import sys
 from collections import defaultdict
 from collections.abc import Iterable
 from pathlib import Path
 
+from semcl_components.atomic_io import read_json as read_json_file
 from semcl_components.atomic_io import write_json_atomic
 from semcl_tools.repository import ROOT
 
@@ -48,15 +50,20 @@ class ResultStore:
         return self.folder / f"{run.key}.json"
 
     def read(self, run: Run) -> dict | None:
-        """The run's result if its file exists with the run's configuration hash, else ``None``."""
+        """The run's result if its file exists with the run's configuration hash, else ``None``.
+
+        A damaged file (cut short by a copy or a sync) counts as not finished: it is named on stderr, left out of a
+        report, and replaced when the run is repeated.
+        """
         path = self.file(run)
         if not path.is_file():
             return None
         try:
-            result = json.loads(path.read_text())
-        except ValueError:
+            result = read_json_file(path, fix="The run counts as not finished: a benchmark run repeats it.")
+        except ValueError as error:
+            print(f"[benchmark] warning: {error}", file=sys.stderr, flush=True)
             return None
-        return result if result.get("config_hash") == run.hash else None
+        return result if isinstance(result, dict) and result.get("config_hash") == run.hash else None
 
     def finished(self, run: Run) -> bool:
         return self.read(run) is not None

@@ -97,3 +97,19 @@ def test_the_command_line_plans_and_reports_a_size_of_a_user_file(tmp_path, caps
     with pytest.raises(SystemExit):
         main([*arguments, "--arms", "semcl_nothing", "--report-only"])
     assert "unknown arm(s) semcl_nothing" in capsys.readouterr().err
+
+
+def test_a_cut_result_file_counts_as_unfinished_and_is_named(tmp_path, capsys):
+    """Issue 19, finding 11: ``--report-only`` with one truncated result file crashed naming no file."""
+    from semcl_benchmark.results import ResultStore
+
+    benchmark, planned = plan("default", tmp_path)
+    store = ResultStore(tmp_path / "results")
+    store.folder.mkdir()
+    run = planned[0]
+    committed = results_folder("default") / store.file(run).name
+    store.file(run).write_text(committed.read_text()[:100])
+    assert store.read(run) is None
+    assert f"{store.file(run)} is not valid JSON" in capsys.readouterr().err
+    store.file(run).write_text(committed.read_text())
+    assert store.read(run)["config_hash"] == run.hash
