@@ -1,7 +1,7 @@
 """Micro-benchmark: cost of one contrastive training step against one plain segmentation step, on CPU.
 
-Three arms train on the SAME batch of patches with the same SegResNet backbone (``init_filters``, MONAI's default
-``blocks_down=(1, 2, 2, 4)``), each through MONAI's ``SupervisedTrainer``:
+Three arms train on the SAME batch of patches with the same SegResNet backbone (the bundle's network size and HU window,
+read from ``configs/common.yaml``; ``--init-filters`` overrides the width), each through MONAI's ``SupervisedTrainer``:
 
 - ``pool``:    ObjectEmbeddingModel(embedding_mode="pool") + SemanticSupConLoss via ContrastiveIteration (one encoder pass
                per patch);
@@ -65,12 +65,14 @@ from semcl_components.engines import ContrastiveIteration
 from semcl_components.losses import SemanticSupConLoss
 from semcl_components.networks import ObjectEmbeddingModel, SegResNetEncoder
 from semcl_components.transforms import DropEmptyMasksd, GenerateAttentionMasksd, RandMultiViewd
-from semcl_tools.repository import ROOT
+from semcl_components.bundle_utils import read_settings
+from semcl_tools.repository import CONFIGS, ROOT
 
 from .results import cpu_model
 
 ARMS = ("pool", "channel", "seg")
-HU_WINDOW = (-175.0, 250.0)  # abdominal soft-tissue window -> [0, 1]
+SHARED = read_settings(CONFIGS / "common.yaml")  # the bundle's HU window and network size, read from the one place
+HU_WINDOW = (float(SHARED["hu_min"]), float(SHARED["hu_max"]))  # -> [0, 1]
 MIN_OBJECT_VOXELS = 10
 MEMORY_STEPS = 2  # the first step creates Adam's state; the second repeats the step with it in place
 
@@ -82,7 +84,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--repeats", type=int, default=5, help="timed steps per arm (median reported)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps per arm before timing")
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads (and OMP_NUM_THREADS)")
-    parser.add_argument("--init-filters", type=int, default=16, help="SegResNet init_filters of every arm")
+    parser.add_argument(
+        "--init-filters", type=int, default=SHARED["init_filters"], help="SegResNet init_filters of every arm"
+    )
     parser.add_argument("--object-crop", type=int, default=None, help="channel mode: object-centred crop edge")
     parser.add_argument("--phantom-size", type=int, default=None, help="phantom edge (default 2 * size)")
     parser.add_argument("--seed", type=int, default=0)
@@ -141,10 +145,21 @@ def build_trainer(arm: str, batch: dict, args: argparse.Namespace, max_epochs: i
     common = {"device": torch.device("cpu"), "max_epochs": max_epochs, "train_data_loader": [batch], "decollate": False}
     if arm == "seg":
         num_classes = len(LABEL_NAMES)  # background + the phantom's organs
-        network = SegResNet(spatial_dims=3, in_channels=1, out_channels=num_classes, init_filters=args.init_filters)
+        network = SegResNet(
+            spatial_dims=3,
+            in_channels=1,
+            out_channels=num_classes,
+            init_filters=args.init_filters,
+            blocks_down=SHARED["blocks_down"],
+            blocks_up=SHARED["blocks_up"],
+        )
         loss, iteration = DiceCELoss(to_onehot_y=True, softmax=True), None
     else:
-        encoder = SegResNetEncoder(in_channels=2 if arm == "channel" else 1, init_filters=args.init_filters)
+        encoder = SegResNetEncoder(
+            in_channels=2 if arm == "channel" else 1,
+            init_filters=args.init_filters,
+            blocks_down=SHARED["blocks_down"],
+        )
         crop = (args.object_crop,) * 3 if arm == "channel" and args.object_crop else None
         network = ObjectEmbeddingModel(encoder, embedding_mode=arm, object_crop_size=crop)
         loss, iteration = SemanticSupConLoss(), ContrastiveIteration(positives="class")

@@ -87,10 +87,10 @@ def read_settings(path: str | os.PathLike) -> dict[str, Any]:
 
 def ensure_phantom_dataset(
     folder: str | os.PathLike,
-    num: int = 24,
-    seed: int = 0,
-    size: Sequence[int] = (96, 96, 96),
-    preset: str = "simple",
+    num: int | None = None,
+    seed: int | None = None,
+    size: Sequence[int] | None = None,
+    preset: str | None = None,
     phantom_folder: str | os.PathLike | None = None,
 ) -> str:
     """Return ``folder``, writing the embedded phantom dataset there first if it is the bundle's phantom folder and
@@ -119,8 +119,11 @@ def ensure_phantom_dataset(
                 "phantoms are written only into a missing or empty folder. Give your data's folder as --dataset_dir "
                 "(with its datalist.json), or move those files away to have the phantoms written there."
             )
-        from .data.phantoms import write_phantom_dataset
+        from .data.phantoms import PHANTOM_SETS, write_phantom_dataset
 
+        default = PHANTOM_SETS["bundle"]
+        num, seed = default.num if num is None else num, default.seed if seed is None else seed
+        size, preset = default.size if size is None else size, default.preset if preset is None else preset
         print(
             f"[semcl] no dataset at {folder}: writing {num} {preset} phantoms of {tuple(size)} voxels there", flush=True
         )

@@ -110,12 +110,12 @@ def stop_server(process: subprocess.Popen) -> None:
             process.wait()
 
 
-def write_phantom_studies(studies: Path, num: int = 4) -> None:
-    """``num`` phantom CT volumes (64^3) as studies, for a first look without data."""
-    from semcl_components.data.phantoms import write_phantom_dataset
+def write_phantom_studies(studies: Path) -> None:
+    """The ``annotation`` phantom set's CT volumes as studies, for a first look without data."""
+    from semcl_components.data.phantoms import write_phantom_set
 
     scratch = studies.parent / "phantom_source"
-    write_phantom_dataset(scratch, num=num, seed=0, size=(64, 64, 64), spacing=1.5, preview=False, verbose=False)
+    write_phantom_set(scratch, "annotation", preview=False, verbose=False)
     studies.mkdir(parents=True, exist_ok=True)
     for image in sorted((scratch / "imagesTr").glob("*.nii.gz")):
         shutil.copy2(image, studies / image.name)

@@ -229,12 +229,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if args.set and len(args.set) % 2:
         parser.error("--set takes KEY VALUE pairs")
     if args.dataset_dir is None:
-        from semcl_components.data.phantoms import write_phantom_dataset
+        from semcl_components.data.phantoms import write_phantom_set
 
         args.dataset_dir = args.workdir.absolute() / "phantoms"
         if not (args.dataset_dir / "datalist.json").is_file():
-            write_phantom_dataset(args.dataset_dir, num=16, seed=0, size=(64, 64, 64), spacing=1.5, preview=False,
-                                  verbose=False)
+            write_phantom_set(args.dataset_dir, "export", preview=False, verbose=False)
     args.dataset_dir = args.dataset_dir.absolute()
     return args
 

@@ -157,14 +157,14 @@ def run_bundle(workdir: Path, tmp_path_factory: pytest.TempPathFactory) -> Calla
 
 @pytest.fixture(scope="session")
 def phantom_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """8 phantoms of 32^3 voxels at 1.5 mm (the bundle's pixdim, so no resampling) in MSD layout with datalist.json.
+    """The ``tests`` phantom set (8 simple phantoms of 32^3 at the bundle's pixdim, so no resampling) in MSD layout.
 
     Splits: pretrain 2, finetune_1/2/4, validation 1, test 1.
     """
-    from semcl_components.data.phantoms import write_phantom_dataset
+    from semcl_components.data.phantoms import write_phantom_set
 
     folder = tmp_path_factory.mktemp("phantoms") / "dataset"
-    write_phantom_dataset(folder, num=8, seed=0, size=(32, 32, 32), spacing=1.5, preview=False, verbose=False)
+    write_phantom_set(folder, "tests", preview=False, verbose=False)
     return folder
 
 

@@ -41,6 +41,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import nibabel as nib
@@ -53,11 +54,50 @@ from .realistic_phantom import generate_realistic_phantom
 from .realistic_preset import REALISTIC
 from .simple_phantom import generate_simple_phantom
 
-__all__ = ["PRESETS", "PhantomSubject", "generate_phantom", "write_phantom_dataset", "main"]
+__all__ = [
+    "PHANTOM_SETS",
+    "PRESETS",
+    "PhantomSet",
+    "PhantomSubject",
+    "generate_phantom",
+    "write_phantom_dataset",
+    "write_phantom_set",
+    "main",
+]
 
 GENERATOR_VERSION = 1
 PRESETS: tuple[str, ...] = ("simple", "realistic")
-SIMPLE_SPACING_MM = 1.5
+SIMPLE_SPACING_MM = 1.5  # the simple preset's isotropic spacing: the bundle's default pixdim, so no resampling
+
+
+@dataclass(frozen=True)
+class PhantomSet:
+    """How many phantoms of which size a use of the embedded data writes (``write_phantom_set``)."""
+
+    num: int
+    size: tuple[int, int, int]
+    seed: int = 0
+    preset: str = "simple"
+
+
+PHANTOM_SETS: dict[str, PhantomSet] = {
+    "bundle": PhantomSet(24, (96, 96, 96)),  # a bundle workflow's default dataset_dir (<bundle>/data/phantoms)
+    "export": PhantomSet(16, (64, 64, 64)),  # what the model-zoo export trains its shipped weights on
+    "annotation": PhantomSet(4, (64, 64, 64)),  # the MONAI Label helper's studies when none are given
+    "tests": PhantomSet(8, (32, 32, 32)),  # the test suite's bundle runs
+}
+"""The phantom datasets the project writes, by use; the benchmark's sizes carry their own (semcl_benchmark)."""
+
+
+def write_phantom_set(out: str | os.PathLike, name: str, **kwargs) -> dict:
+    """``write_phantom_dataset`` with the count, size, seed and preset of ``PHANTOM_SETS[name]``.
+
+    ``kwargs`` go to :func:`write_phantom_dataset` (``preview``, ``verbose``, ``overwrite``).
+    """
+    if name not in PHANTOM_SETS:
+        raise ValueError(f"phantom set must be one of {sorted(PHANTOM_SETS)}, got {name!r}.")
+    chosen = PHANTOM_SETS[name]
+    return write_phantom_dataset(out, num=chosen.num, seed=chosen.seed, size=chosen.size, preset=chosen.preset, **kwargs)
 
 
 def generate_phantom(
@@ -365,7 +405,7 @@ def _parser() -> argparse.ArgumentParser:
         help="simple (default; earlier results) or realistic (docs/PHANTOMS.md)",
     )
     parser.add_argument(
-        "--spacing", type=float, default=None, help="simple preset: isotropic voxel spacing in mm (default 1.5)"
+        "--spacing", type=float, default=None, help=f"simple preset: isotropic voxel spacing in mm (default {SIMPLE_SPACING_MM})"
     )
     parser.add_argument("--preview", action="store_true", help="also write preview.png (realistic: six subjects)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing folder with other contents")
