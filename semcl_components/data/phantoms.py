@@ -97,7 +97,9 @@ def write_phantom_set(out: str | os.PathLike, name: str, **kwargs) -> dict:
     if name not in PHANTOM_SETS:
         raise ValueError(f"phantom set must be one of {sorted(PHANTOM_SETS)}, got {name!r}.")
     chosen = PHANTOM_SETS[name]
-    return write_phantom_dataset(out, num=chosen.num, seed=chosen.seed, size=chosen.size, preset=chosen.preset, **kwargs)
+    return write_phantom_dataset(
+        out, num=chosen.num, seed=chosen.seed, size=chosen.size, preset=chosen.preset, **kwargs
+    )
 
 
 def generate_phantom(
@@ -405,7 +407,10 @@ def _parser() -> argparse.ArgumentParser:
         help="simple (default; earlier results) or realistic (docs/PHANTOMS.md)",
     )
     parser.add_argument(
-        "--spacing", type=float, default=None, help=f"simple preset: isotropic voxel spacing in mm (default {SIMPLE_SPACING_MM})"
+        "--spacing",
+        type=float,
+        default=None,
+        help=f"simple preset: isotropic voxel spacing in mm (default {SIMPLE_SPACING_MM})",
     )
     parser.add_argument("--preview", action="store_true", help="also write preview.png (realistic: six subjects)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing folder with other contents")
