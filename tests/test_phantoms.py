@@ -300,12 +300,14 @@ def test_realistic_distractors_are_drawn_but_labelled_background(realistic_cohor
         assert ((subject.image < -600) & body & background).sum() > 0  # bowel gas or lung bases inside the body
 
 
-def test_realistic_datalist_entries_record_contrast_time_and_phase(realistic_dataset):
+def test_realistic_datalist_entries_record_phase_and_dataset_json_the_contrast_time(realistic_dataset):
     meta = json.loads((realistic_dataset / "dataset.json").read_text())
     splits = json.loads((realistic_dataset / "datalist.json").read_text())
+    times = meta["generator"]["contrast_times_s"]
     for item in meta["training"] + [i for v in splits.values() for i in v]:
         assert item["contrast_phase"] in PHASE_BUCKETS
-        time_s = item["contrast_time_s"]
+        assert None not in item.values()  # a None in an entry reaches the batches, which cannot collate it
+        time_s = times[Path(item["image"]).name.split(".")[0]]
         assert item["contrast_phase"] == phase_bucket(time_s, REALISTIC.arterial_end_s, REALISTIC.portal_venous_end_s)
     case = Path(meta["training"][0]["image"]).name.split(".")[0]
     assert meta["generator"]["contrast_phases"][case] == meta["training"][0]["contrast_phase"]

@@ -21,8 +21,9 @@ Two presets (``--preset``; the choice is recorded in ``dataset.json``):
   isotropic ``--spacing`` (1.5 mm by default) that does not match the anatomy's size.
 - ``realistic`` (:mod:`.realistic_phantom`): anatomy, habitus, organ shapes, gut gas, distractor structures and
   contrast timing varying like patients', at a physical scale: the spacing is the preset's field of view (360 x 360 x
-  270 mm) divided by ``--size``. Each case's contrast time and phase bucket are recorded in ``dataset.json`` and in
-  every datalist entry (``contrast_time_s``, ``contrast_phase``); the preview shows six subjects side by side.
+  270 mm) divided by ``--size``. Each case's phase bucket is recorded in every ``dataset.json`` and datalist entry
+  (``contrast_phase``), its contrast time in ``dataset.json``'s ``generator.contrast_times_s`` (null: native); the
+  preview shows six subjects side by side.
   Parameters, sources and the testbed's difficulty criteria: ``docs/PHANTOMS.md``.
 
 The dataset is written into a hidden sibling folder and renamed into place only when complete, so an interrupted run
@@ -168,9 +169,18 @@ def _write_nifti(array: np.ndarray, affine: np.ndarray, path: Path) -> None:
 def _dataset_json(
     num: int, seed: int, size: Sequence[int], spacing: float | list[float], preset: str, subjects: dict[str, dict]
 ) -> dict:
-    """MSD metadata; ``subjects`` maps each case to its ``contrast_phase`` (and ``contrast_time_s``, realistic)."""
+    """MSD metadata; ``subjects`` maps each case to its ``contrast_phase`` (and ``contrast_time_s``, realistic).
+
+    Training entries (and so the datalist's) carry the phase bucket, a string every entry has; the contrast times,
+    ``None`` for native subjects, stay in ``generator.contrast_times_s``: a ``None`` in an entry would reach the
+    workflows' batches, which cannot collate it.
+    """
     training = [
-        {"image": f"./imagesTr/{c}.nii.gz", "label": f"./labelsTr/{c}.nii.gz", **(info if preset != "simple" else {})}
+        {
+            "image": f"./imagesTr/{c}.nii.gz",
+            "label": f"./labelsTr/{c}.nii.gz",
+            **({"contrast_phase": info["contrast_phase"]} if preset != "simple" else {}),
+        }
         for c, info in subjects.items()
     ]
     generator = {
@@ -325,9 +335,10 @@ def _write_preview(folder: Path, cohort: int = 6) -> None:
         write_preview(*read(dataset["training"][0]), LABEL_NAMES, folder / "preview.png")
         return
     subjects = []
+    times = dataset["generator"].get("contrast_times_s", {})
     for item in items[:cohort]:
         case = Path(item["image"]).name.split(".")[0]
-        timing = "" if item.get("contrast_time_s") is None else f" {item['contrast_time_s']:g} s"
+        timing = "" if times.get(case) is None else f" {times[case]:g} s"
         subjects.append((*read(item), f"{case[-3:]} {item.get('contrast_phase', '')}{timing}"))
     spacing = np.broadcast_to(np.asarray(dataset["generator"]["spacing_mm"], dtype=float), (3,))
     write_cohort_preview(subjects, spacing, LABEL_NAMES, folder / "preview.png")
