@@ -168,15 +168,12 @@ def outcome_table(outcomes: Sequence[Outcome], first: str = "setting") -> list[s
 
 def per_phase(finetunes, tests: Sequence[Test]) -> list[str]:
     """The primary tests within each phase bucket of the test cases (one family: all phases and tests)."""
-    phases = sorted({p for runs in finetunes.values() for r in runs.values() for p in case_phases(r) or []})
-    if not phases:
+    example = next((phases for runs in finetunes.values() for r in runs.values() if (phases := case_phases(r))), None)
+    if example is None:
         return []
+    phases = sorted(set(example))  # the test set is fixed: every run names the same cases and phases
     outcomes = run_family(finetunes, [Test(t.method, t.baseline, t.setting, phase=p) for p in phases for t in tests])
-    counts = {}
-    for runs in finetunes.values():
-        for run in runs.values():
-            counts.update({p: (case_phases(run) or []).count(p) for p in phases})
-            break
+    counts = {p: example.count(p) for p in phases}
     return ["## Per phase bucket (secondary; test cases grouped by `contrast_phase`)", "",
             "Test cases per phase: " + ", ".join(f"{p} {counts.get(p, 0)}" for p in phases)
             + f". Holm over the {len(outcomes)} tests of this table.", "",
