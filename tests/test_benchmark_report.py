@@ -1,7 +1,9 @@
-"""The benchmark report's diagnosis: each point computed from the result files, its wording following the numbers."""
+"""The benchmark report: v1's diagnosis and unchanged report, and v2's sections, each wording following the numbers."""
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -94,3 +96,295 @@ def test_headroom_and_the_target_met_change_the_wording():
 def test_no_diagnosis_without_both_sides(arms):
     finetunes = arm_runs(arms[0], "finetune_1", [0.5, 0.6])
     assert diagnosis(finetunes, {}, arms, ["finetune_1"], SIZE) == []
+
+
+# ------------------------------------------------------------------------------------------------ benchmark v2
+
+PHASES = ["arterial", "arterial", "native", "venous"]
+V2 = SimpleNamespace(name="v2test", report="v2", deviations=(), probe_setting="finetune_2", study_arms=(),
+                     study_setting=None, arms=("scratch", "simclr", "semcl_exact", "semcl_coarse"), notes="fabricated")
+
+
+def v2_run(arm, setting, seed, cases, probe=False, curve=None, epochs=200, best_epoch=100, max_epochs=400, **extra):
+    """A v2 fine-tuning result: one Dice per test case (both organs alike), phases, a validation curve of dicts
+    (``[epoch, dice, seconds]`` given; 2 steps per epoch), and its budget (patience 2 x interval 50 = 100 epochs)."""
+    dice = [[d, d] for d in cases]
+    points = curve or [[50, 0.3, 10.0], [100, 0.5, 20.0], [150, 0.45, 30.0], [200, 0.44, 40.0]]
+    return {
+        "key": f"finetune__{arm}__{setting}__seed{seed}" + ("__probe" if probe else ""),
+        "config": {"stage": "finetune", "arm": arm, "setting": setting, "probe": probe, "seed": seed,
+                   "pretrain": None if arm == "scratch" else {"arm": arm},
+                   "finetune": {"max_epochs": max_epochs, "val_interval": 50, "early_stop_patience": 2}},
+        "test": {"classes": ORGANS, "cases": [f"case{i}" for i in range(len(cases))], "dice": dice,
+                 "contrast_phase": PHASES[: len(cases)]},
+        "validation_curve": [{"epoch": e, "step": 2 * e, "seconds": s, "dice": d} for e, d, s in points],
+        "steps_per_epoch": 2,
+        "epochs": epochs,
+        "best_metric_epoch": best_epoch,
+        "code": "abc1234",
+        **extra,
+    }
+
+
+def v2_arm(arm, setting, per_seed, probe=False, **kwargs) -> dict:
+    """``{(arm, setting, probe): {seed: run}}`` from one list of case Dice per seed."""
+    return {(arm, setting, probe): {s: v2_run(arm, setting, s, cases, probe, **kwargs) for s, cases in
+                                    enumerate(per_seed)}}
+
+
+def base_cases(seed: int) -> list[float]:
+    return [0.60 + 0.01 * seed, 0.65 + 0.01 * seed, 0.40 + 0.01 * seed, 0.55]
+
+
+def shifted(shift_by_case, seeds=8) -> list[list[float]]:
+    return [[b + s for b, s in zip(base_cases(seed), shift_by_case)] for seed in range(seeds)]
+
+
+def v2_results(gain_1: float, gain_2: float) -> dict:
+    """scratch and both primary methods at 1 and 2 volumes over 8 seeds; each method's gain on every case and seed."""
+    finetunes = {}
+    for setting, gain in (("finetune_1", gain_1), ("finetune_2", gain_2)):
+        finetunes.update(v2_arm("scratch", setting, shifted([0.0] * 4)))
+        for method in ("semcl_exact", "semcl_coarse"):
+            finetunes.update(v2_arm(method, setting, shifted([gain] * 4)))
+    return finetunes
+
+
+def test_primary_verdict_reports_holm_next_to_raw_p_when_the_method_wins():
+    from semcl_benchmark.report.endpoints import primary_family, run_family
+    from semcl_benchmark.report.verdict import primary_verdict
+
+    report = text(primary_verdict(run_family(v2_results(0.06, 0.06), primary_family())))
+    # ahead on all 8 seeds: p = 2/2**8 = 0.0078 each; Holm over 4: 4 x 0.0078 = 0.0312 for all (monotone)
+    assert report.count("**gain**, difference +0.060 [+0.060, +0.060], p = 0.0078, Holm p = 0.0312, 8 paired") == 4
+    assert "the estimate reaches the +0.05 target" in report
+    assert "Of 4 primary tests, 4 show a significant gain and 0 a significant loss (Holm p < 0.05)." in report
+
+
+def test_primary_verdict_when_the_method_loses_or_is_not_told_apart():
+    from semcl_benchmark.report.endpoints import primary_family, run_family
+    from semcl_benchmark.report.verdict import primary_verdict
+
+    finetunes = v2_results(-0.03, 0.0)
+    mixed = [[0.02] * 4 if seed % 2 else [-0.02] * 4 for seed in range(8)]  # ahead on half the seeds
+    finetunes["semcl_coarse", "finetune_2", False] = {
+        s: v2_run("semcl_coarse", "finetune_2", s, [b + d for b, d in zip(base_cases(s), mixed[s])]) for s in range(8)}
+    report = text(primary_verdict(run_family(finetunes, primary_family())))
+    assert "finetune_1: `semcl_exact` vs `scratch`: **loss**, difference -0.030" in report
+    assert "finetune_2: `semcl_coarse` vs `scratch`: **no significant difference**" in report
+    assert "0 show a significant gain and 2 a significant loss" in report
+    assert "the estimate is below the +0.05 target" in report
+    # no test at all: no verdict, and the declared family's size is named
+    assert "none of the 4 primary tests" in text(primary_verdict([]))
+
+
+def test_too_few_seeds_for_holm_is_said():
+    from semcl_benchmark.report.endpoints import primary_family, run_family
+    from semcl_benchmark.report.verdict import primary_verdict
+
+    finetunes = {key: {s: r for s, r in runs.items() if s < 5} for key, runs in v2_results(0.06, 0.06).items()}
+    report = text(primary_verdict(run_family(finetunes, primary_family())))
+    # 5 seeds: smallest p 0.0625, x 4 tests = 0.25
+    assert "With 5 seeds and 4 tests the smallest possible Holm p is 0.2500" in report
+    assert "**no significant difference**" in report and "**gain**" not in report
+
+
+def test_per_phase_groups_test_cases_by_contrast_phase():
+    from semcl_benchmark.report.endpoints import per_phase, primary_family
+
+    finetunes = {**v2_arm("scratch", "finetune_1", shifted([0.0] * 4)),
+                 **v2_arm("semcl_exact", "finetune_1", shifted([0.1, 0.1, -0.2, 0.0]))}
+    report = text(per_phase(finetunes, primary_family()))
+    assert "Test cases per phase: arterial 2, native 1, venous 1. Holm over the 3 tests of this table." in report
+    assert "| arterial | `semcl_exact` | `scratch` | +0.100 [+0.100, +0.100] | 0.0078 | 0.0234 | 8 | gain |" in report
+    assert "| native | `semcl_exact` | `scratch` | -0.200 [-0.200, -0.200] | 0.0078 | 0.0234 | 8 | loss |" in report
+    assert "| venous | `semcl_exact` | `scratch` | +0.000" in report
+    assert per_phase({key: {s: {**r, "test": {k: v for k, v in r["test"].items() if k != "contrast_phase"}}
+                            for s, r in runs.items()} for key, runs in finetunes.items()}, primary_family()) == []
+
+
+def test_diagnosis_v2_claims_headroom_only_from_an_upper_bound_and_reads_atlases():
+    from semcl_benchmark.report import diagnosis_v2
+
+    finetunes = {**v2_results(0.01, 0.01), **v2_arm("atlas_vote", "finetune_1", shifted([-0.2] * 4)),
+                 **v2_arm("atlas_copy", "finetune_1", shifted([0.05] * 4))}
+    arms = ["scratch", "semcl_exact", "semcl_coarse", "atlas_vote", "atlas_copy"]
+    report = text(diagnosis_v2(finetunes, {}, arms, ["finetune_1", "finetune_2"], V2))
+    assert "**Headroom not measured.** No upper-bound run (`scratch` on `finetune_all`)" in report
+    assert "eadroom." not in report.replace("Headroom not measured.", "") and "Little headroom" not in report
+    assert "finetune_1: `scratch` minus `atlas_vote` +0.200 [+0.200, +0.200] (p = 0.0078; training beats the atlas)" \
+        in report
+    assert "`scratch` minus `atlas_copy` -0.050 [-0.050, -0.050] (p = 0.0078; the atlas beats training)" in report
+    # the gallbladder-like organ: both organs alike here, so nothing is below 0.5 in every arm and setting
+    assert "Organs below" not in report
+    finetunes.update(v2_arm("scratch", "finetune_all", shifted([0.2] * 4)))
+    report = text(diagnosis_v2(finetunes, {}, arms, ["finetune_1", "finetune_2", "finetune_all"], V2))
+    assert "**Headroom.** `scratch` with every training volume labelled (`finetune_all`) reaches 0.776 [" in report
+    assert "over `finetune_1` +0.200 [+0.200, +0.200] (p = 0.0078, 8 seeds)" in report
+
+
+def test_diagnosis_v2_names_organs_below_and_what_the_upper_bound_reaches():
+    from semcl_benchmark.report import diagnosis_v2
+
+    low = v2_results(0.0, 0.0)
+    low.update(v2_arm("scratch", "finetune_all", shifted([0.0] * 4)))
+    for runs in low.values():
+        for run in runs.values():
+            run["test"]["dice"] = [[0.8, 0.3] for _ in run["test"]["dice"]]  # the second organ stays at 0.3
+    low["scratch", "finetune_all", False] = {s: {**r, "test": {**r["test"], "dice": [[0.9, 0.7]] * 4}}
+                                             for s, r in low["scratch", "finetune_all", False].items()}
+    report = text(diagnosis_v2(low, {}, ["scratch", "semcl_exact"], ["finetune_1", "finetune_2", "finetune_all"], V2))
+    assert "**Organs below 0.5 in every trained arm and setting:** gallbladder (nan voxels per test case, Dice " \
+           "0.30-0.30). With every training volume labelled, `scratch` reaches gallbladder 0.70." in report
+    assert "small at this image size" not in report and "whatever the" not in report
+
+
+def test_time_to_accuracy_pairs_seeds_and_counts_those_not_reached():
+    from semcl_benchmark.report.time_to_accuracy import time_to_accuracy
+
+    scratch_curve = [[50, 0.3, 10.0], [100, 0.5, 20.0], [150, 0.45, 30.0]]  # best 0.5 at step 200, 20 s
+    fast = [[50, 0.5, 12.0], [100, 0.6, 24.0]]  # reaches 0.5 at step 100, 12 s
+    never = [[50, 0.3, 12.0], [100, 0.4, 24.0]]
+    finetunes = {**v2_arm("scratch", "finetune_1", shifted([0.0] * 4, seeds=4), curve=scratch_curve)}
+    finetunes["semcl_exact", "finetune_1", False] = {
+        s: v2_run("semcl_exact", "finetune_1", s, base_cases(s), curve=fast if s < 3 else never) for s in range(4)}
+    report = text(time_to_accuracy(finetunes, ["scratch", "semcl_exact"], ["finetune_1"]))
+    assert "| finetune_1 | `semcl_exact` | 3 of 4 (not reached: 1) | 100 | 12 s | 200 | 20 s | 0.50 |" in report
+    assert "`scratch` |" not in report.split("| --- |")[-1]  # scratch is the reference, not a row
+
+
+def test_time_to_accuracy_reads_test_dice_at_budget_fractions():
+    from semcl_benchmark.report.time_to_accuracy import time_to_accuracy
+
+    def with_fraction(arm, gain):
+        runs = v2_arm(arm, "finetune_1", shifted([0.0] * 4))
+        for seed, run in runs[arm, "finetune_1", False].items():
+            cases = [c + gain - 0.2 for c in base_cases(seed)]
+            run["test_at_budget_fraction"] = {"0.25": {**run["test"], "dice": [[c, c] for c in cases]}}
+        return runs
+
+    finetunes = {**with_fraction("scratch", 0.0), **with_fraction("semcl_exact", 0.1)}
+    report = text(time_to_accuracy(finetunes, ["scratch", "semcl_exact"], ["finetune_1"]))
+    assert "Holm over the 1 tests of this table" in report
+    assert "| finetune_1 @ 0.25 | `semcl_exact` | `scratch` | +0.100 [+0.100, +0.100] | 0.0078 | 0.0078 | 8 | gain |" \
+        in report
+
+
+def test_runs_at_their_cap_while_improving_collapse_and_supervised_plateau():
+    from semcl_benchmark.report.baselines import baselines_at_their_best
+
+    finetunes = {("scratch", "finetune_1", False): {
+        0: v2_run("scratch", "finetune_1", 0, base_cases(0), epochs=400, best_epoch=350),  # improving at the cap
+        1: v2_run("scratch", "finetune_1", 1, base_cases(1), epochs=400, best_epoch=300),  # stopped by patience
+        2: v2_run("scratch", "finetune_1", 2, base_cases(2), epochs=250, best_epoch=150),  # early stop before cap
+    }}
+    monitors = {0: (0.95, 1.1), 1: (0.6, 8.0), 2: (0.1, 3.0), 3: (0.1, 9.0)}
+    pretrains = {
+        "simclr": {s: {"summary": {"final_negative_cosine": c, "final_effective_rank": r}} for s, (c, r) in
+                   monitors.items()},
+        "supervised": {s: {"config": {"pretrain": {"max_epochs": 60}}, "summary": {
+            "best_metric_epoch": b, "epochs_completed": 60, "max_epochs": 60, "best_metric": 0.5}} for s, b in
+            enumerate([60, 40])},
+    }
+    report = text(baselines_at_their_best(finetunes, pretrains))
+    assert "| finetune_1 | `scratch` | 3 | 2 | 1 | 0 |" in report
+    assert "Still improving at the cap (2; " in report and "`scratch` finetune_1 seed 0" in report
+    assert "seed 1," not in report and "`supervised` pretraining seed 0" in report
+    assert "| `simclr` | 1.1 / 0.95 | 8.0 / 0.60 | 3.0 / 0.10 | 9.0 / 0.10 | 1 of 4 | 2 of 4 |" in report
+    assert "| `supervised` | 1 of 2 | 50 | 60 | 0.500 | 2 |" in report
+
+
+def test_deviations_are_listed_and_checked():
+    from semcl_benchmark.report.endpoints import deviations_section
+
+    assert "None recorded" in text(deviations_section(V2))
+    entry = {"text": "fine-tuning max_epochs 400 -> 800", "date": "2026-12-02", "reason": "3 runs improving at cap"}
+    size = SimpleNamespace(**{**V2.__dict__, "deviations": [entry]})
+    assert "| 2026-12-02 | fine-tuning max_epochs 400 -> 800 | 3 runs improving at cap |" in text(deviations_section(size))
+    bad = SimpleNamespace(**{**V2.__dict__, "deviations": [{"text": "x", "date": "2026-12-02"}]})
+    with pytest.raises(ValueError, match=r"size 'v2test': deviations\[0\] lacks reason"):
+        deviations_section(bad)
+
+
+def test_file_provenance_counts_dirty_trees_and_partial_encoder_loads():
+    from semcl_benchmark.report.provenance import file_provenance
+
+    results = {
+        "a": {"code": "abc1234"},
+        "b": {"code": "abc1234+changes"},  # v1's mark of a dirty tree
+        "c": {"code": "def5678", "allow_dirty": True, "encoder": {"sha256": "f" * 64, "loaded_fraction": 0.5}},
+        "d": {"encoder": {"sha256": "e" * 64, "loaded_fraction": 1.0}},
+    }
+    report = text(file_provenance(results))
+    assert "- 4 files from 2 commit(s): abc1234, def5678." in report
+    assert "- From a working tree with uncommitted changes: 2 (b, c)." in report
+    assert "- Without a recorded commit: 1." in report
+    assert "Encoder recorded (SHA-256 and loaded share of its keys): 2 files; loaded less than all keys: 1 (c)." in report
+    assert "| c | def5678 | yes | ffffffffffffffff | 0.500 |" in report
+
+
+def test_probe_against_a_frozen_random_encoder():
+    from semcl_benchmark.report.endpoints import probe_section
+
+    finetunes = {**v2_arm("scratch", "finetune_2", shifted([-0.3] * 4), probe=True),
+                 **v2_arm("semcl_exact", "finetune_2", shifted([-0.1] * 4), probe=True)}
+    report = text(probe_section(finetunes, V2))
+    assert "| `scratch` (frozen random encoder) |" in report
+    assert "| finetune_2 | `semcl_exact` | `scratch` | +0.200 [+0.200, +0.200] | 0.0078 | 0.0078 | 8 | gain |" in report
+    del finetunes["scratch", "finetune_2", True]
+    assert "no control yet" in text(probe_section(finetunes, V2))
+
+
+def test_the_size_decides_which_report(tmp_path):
+    from semcl_benchmark.report import report_v1, report_v2
+    from semcl_benchmark.report.records import is_v2
+
+    assert is_v2(V2) and not is_v2(SimpleNamespace(name="v1"))
+    finetunes = v2_results(0.06, 0.06)
+    results = {run["key"]: run for runs in finetunes.values() for run in runs.values()}
+    size = SimpleNamespace(**{**V2.__dict__, "data": {}, "network": {}, "pretrain": {}, "finetune": {},
+                              "settings": ("finetune_1", "finetune_2"), "study_seeds": ()})
+    for result in results.values():
+        result.update(machine={"cpu": "x", "cores": 2, "torch": "2"}, finished="2026-12-01 10:00:00",
+                      cost={"train": {"seconds": 1.0, "peak_memory_mb": 1.0}})
+    report = text(report_v2(size, [None] * len(results), results, tmp_path / "plots", tmp_path / "R.md", "cmd"))
+    assert report.startswith("# Benchmark results: v2test size (protocol v2, `docs/PROTOCOL.md`)\n\n## Verdict (primary")
+    for heading in ("## Deviations from the protocol", "## Diagnosis", "## Primary endpoint",
+                    "## Per phase bucket", "## Time to accuracy", "## Were the arms trained to their best?",
+                    "## Provenance of the result files"):
+        assert heading in report
+    assert "Holm" not in text(report_v1(size, [None] * len(results), results, tmp_path / "p1", tmp_path / "R1.md",
+                                        "cmd"))
+
+
+def committed_v1_reports() -> list[tuple[Path, str]]:
+    """``(report, size name)`` of every committed report of a v1 size (``docs/RESULTS*.md``, named in its title)."""
+    from semcl_tools.repository import ROOT
+
+    found = []
+    for report in sorted((ROOT / "docs").glob("RESULTS*.md")):
+        match = re.fullmatch(r"# Benchmark results: (\S+) size", report.read_text().splitlines()[0])
+        if match:
+            found.append((report, match.group(1)))
+    return found
+
+
+@pytest.mark.parametrize("report, size_name", committed_v1_reports())
+def test_v1_report_regenerates_unchanged(tmp_path, report, size_name):
+    from semcl_benchmark.protocol import load_protocol
+    from semcl_benchmark.report import report_v1
+    from semcl_benchmark.results import results_folder
+    from semcl_benchmark.runner import Benchmark
+    from semcl_tools.repository import ROOT
+
+    protocol = load_protocol()
+    size = protocol.sizes[size_name]
+    folder = results_folder(size_name)
+    benchmark = Benchmark(size, folder, tmp_path / "work", protocol=protocol)
+    planned = benchmark.plan(list(size.arms), list(size.settings), list(size.seeds), study=list(size.study_arms))
+    committed = report.read_text().splitlines()
+    command = next(line for line in committed if line.startswith("- Command: `")).split("`")[1]
+    plots, copy = tmp_path / folder.relative_to(ROOT) / "plots", tmp_path / report.relative_to(ROOT)
+    lines = report_v1(size, planned, benchmark.store.load(planned), plots, copy, command)
+    undated = [line for line in "\n".join(lines).splitlines() if not line.startswith("- Report written")]
+    assert undated == [line for line in committed if not line.startswith("- Report written")]

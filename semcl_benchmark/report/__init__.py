@@ -5,6 +5,12 @@ report's first lines say so (:mod:`.verdict`), followed by what bounds the gain,
 (:mod:`.diagnosis`: what a second labelled volume is worth, run-to-run noise, early lead, whether organ separation
 predicts Dice, the shortcut study, organs that no arm learns); then the tables (:mod:`.tables`, :mod:`.study`) and
 plots (:mod:`.plots`).
+
+A size whose protocol entry says ``report: v2`` (:func:`.records.is_v2`) gets benchmark v2's report instead: the
+endpoints declared in ``docs/PROTOCOL.md`` with Holm-adjusted p and crossed bootstrap intervals (:mod:`.endpoints`),
+deviations from the protocol, time to accuracy (:mod:`.time_to_accuracy`), whether every arm was trained to its
+best (:mod:`.baselines`) and every result file's provenance (:mod:`.provenance`); what it reads from the result
+files beyond v1's fields, and in which format, is in :mod:`.records`.
 """
 
 from __future__ import annotations
@@ -17,18 +23,26 @@ from semcl_components.atomic_io import atomic_write
 from ..plan import Run
 from ..protocol import Size
 from ..results import ResultStore, by_stage
-from . import tables
+from ..statistics import crossed_bootstrap
+from . import endpoints, tables
+from .baselines import baselines_at_their_best
 from .comparison import compare, mean_dice
-from .diagnosis import diagnosis
+from .diagnosis import diagnosis, diagnosis_v2
 from .plots import plots_section
+from .provenance import file_provenance
+from .records import is_v2
 from .study import study
-from .verdict import verdict
+from .time_to_accuracy import time_to_accuracy
+from .verdict import primary_verdict, verdict
 
-__all__ = ["compare", "diagnosis", "mean_dice", "verdict", "write_report"]
+__all__ = ["compare", "diagnosis", "diagnosis_v2", "mean_dice", "report_v1", "report_v2", "verdict", "write_report"]
 
 
 def write_report(size: Size, planned: Sequence[Run], store: ResultStore, report: Path, command: str) -> None:
     """Write ``report`` (Markdown) and its plots (``<results folder>/plots``) from the finished runs of ``planned``.
+
+    A size whose protocol entry says ``report: v2`` gets the v2 report (:func:`report_v2`), every other size v1's
+    (:func:`report_v1`), so v1's committed report regenerates unchanged.
 
     Args:
         size: the benchmark size (its arms, settings and study give the report's rows and columns).
@@ -38,8 +52,15 @@ def write_report(size: Size, planned: Sequence[Run], store: ResultStore, report:
         command: the command that makes (and completes) the runs, for the provenance section.
     """
     results = store.load(planned)
+    write = report_v2 if is_v2(size) else report_v1
+    lines = write(size, planned, results, store.folder / "plots", report, command)
+    with atomic_write(report) as tmp:
+        tmp.write_text("\n".join(lines) + "\n")
+
+
+def report_v1(size: Size, planned: Sequence[Run], results: dict, plots: Path, report: Path, command: str) -> list[str]:
+    """Benchmark v1's report: every method arm against every baseline, two-level bootstrap intervals."""
     finetunes, pretrains, embeddings = by_stage(results)
-    plots = store.folder / "plots"
     arms = [arm for arm in size.arms if any(key[0] == arm for key in finetunes)]
     settings = [s for s in size.settings if any(key[1] == s for key in finetunes)]
     pretrained = [a for a in size.arms if a in pretrains]
@@ -59,5 +80,49 @@ def write_report(size: Size, planned: Sequence[Run], store: ResultStore, report:
     lines += study(finetunes, pretrains, embeddings, size, planned)
     lines += plots_section(finetunes, arms, settings, plots, report)
     lines += tables.provenance(results, command, size)
-    with atomic_write(report) as tmp:
-        tmp.write_text("\n".join(lines) + "\n")
+    return lines
+
+
+def report_v2(size: Size, planned: Sequence[Run], results: dict, plots: Path, report: Path, command: str) -> list[str]:
+    """Benchmark v2's report: the endpoints declared in ``docs/PROTOCOL.md`` with Holm p, crossed bootstrap intervals.
+
+    Rows are the size's arms, then any other arm with fine-tuning results (atlases, the paper's setting); columns the
+    size's settings, then any other setting with results (the upper bound).
+    """
+    finetunes, pretrains, embeddings = by_stage(results)
+    main = {key: runs for key, runs in finetunes.items() if key[0] not in size.study_arms}
+    present_arms = {key[0] for key in main}
+    present_settings = {key[1] for key in main}
+    arms = [a for a in size.arms if a in present_arms] + sorted(present_arms - set(size.arms))
+    settings = [s for s in size.settings if s in present_settings] + sorted(present_settings - set(size.settings))
+    trained = [a for a in arms if not endpoints.is_atlas(a)]
+    pretrained = [a for a in size.arms if a in pretrains]
+    primary = endpoints.run_family(finetunes, endpoints.primary_family())
+    lines: list[str] = [f"# Benchmark results: {size.name} size (protocol v2, `docs/PROTOCOL.md`)", ""]
+    lines += primary_verdict(primary)
+    lines += ["", f"Runs finished: {len(results)} of {len(planned)} planned ({size.notes}).", ""]
+    lines += endpoints.deviations_section(size)
+    lines += diagnosis_v2(finetunes, pretrains, arms, settings, size)
+    lines += tables.headline(finetunes, arms, settings, crossed_bootstrap,
+                             "95% CI: crossed bootstrap over seeds and the shared test cases")
+    if primary:
+        lines += ["## Primary endpoint", "", f"Holm over the {len(primary)} primary tests.", "",
+                  *endpoints.outcome_table(primary), ""]
+    for title, tests in endpoints.secondary_families(arms).items():
+        outcomes = endpoints.run_family(finetunes, tests)
+        if outcomes:
+            lines += [f"## Secondary: {title}", "", f"Holm over the {len(outcomes)} tests of this table.", "",
+                      *endpoints.outcome_table(outcomes), ""]
+    lines += endpoints.per_phase(finetunes, endpoints.primary_family())
+    lines += time_to_accuracy(finetunes, trained, settings)
+    lines += endpoints.probe_section(finetunes, size)
+    lines += baselines_at_their_best(finetunes, pretrains)
+    lines += tables.per_organ(finetunes, arms, settings)
+    lines += tables.cost(finetunes, pretrains, trained)
+    lines += tables.embedding(embeddings, [a for a in size.arms if a in embeddings], plots, report)
+    lines += tables.embedding_during_pretraining(pretrains, pretrained, plots, report)
+    lines += study(finetunes, pretrains, embeddings, size, planned)
+    lines += plots_section(finetunes, trained, settings, plots, report, crossed_bootstrap)
+    lines += tables.provenance(results, command, size)
+    lines += file_provenance(results)
+    return lines

@@ -1,8 +1,10 @@
 """The numbers every part of the report shares: a run's mean Dice, paired comparisons by seed, and their formats.
 
-Statistics take the training run as the unit: per arm and setting, the mean test Dice with a two-level bootstrap 95%
-interval over seeds and test cases; each method arm against each baseline, the paired difference (same seeds, same
-cases) with its interval and a two-sided Wilcoxon signed-rank p-value over seeds.
+Statistics take the training run as the unit: per arm and setting, the mean test Dice with a bootstrap 95% interval
+over seeds and test cases (v1: two-level, :func:`~semcl_benchmark.statistics.hierarchical_bootstrap`; v2: crossed,
+:func:`~semcl_benchmark.statistics.crossed_bootstrap`, passed as ``bootstrap``); each method arm against each
+baseline, the paired difference (same seeds, same cases) with its interval and a two-sided Wilcoxon signed-rank
+p-value over seeds.
 """
 
 from __future__ import annotations
@@ -74,9 +76,9 @@ def format_estimate(estimate: Estimate, seeds: int) -> str:
     return f"{estimate.mean:.3f} [{estimate.low:.3f}, {estimate.high:.3f}]"
 
 
-def format_mean_dice(runs: dict[int, dict]) -> str:
-    """The mean test Dice of an arm's runs (by seed) with its two-level bootstrap interval."""
-    return format_estimate(hierarchical_bootstrap(dice_grid(runs, sorted(runs))), len(runs))
+def format_mean_dice(runs: dict[int, dict], bootstrap=hierarchical_bootstrap) -> str:
+    """The mean test Dice of an arm's runs (by seed) with its bootstrap interval (``bootstrap``: see the module)."""
+    return format_estimate(bootstrap(dice_grid(runs, sorted(runs))), len(runs))
 
 
 def format_difference(estimate: Estimate, seeds: int) -> str:
@@ -89,18 +91,20 @@ def format_p(p: float) -> str:
     return "n/a" if p != p else f"{p:.4f}"
 
 
-def compare(finetunes, method: str, baseline: str, setting: str, probe: bool = False):
+def compare(
+    finetunes, method: str, baseline: str, setting: str, probe: bool = False, bootstrap=hierarchical_bootstrap
+):
     """``method`` against ``baseline`` in ``setting``, paired by seed: ``(difference, Wilcoxon p, seeds)`` or ``None``.
 
-    ``difference`` is the two-level bootstrap estimate (mean and 95% interval over seeds and test cases) of the
-    difference in case-mean test Dice; ``p`` is NaN with one seed.
+    ``difference`` is the bootstrap estimate (mean and 95% interval over seeds and test cases; ``bootstrap``: see the
+    module) of the difference in case-mean test Dice; ``p`` is NaN with one seed.
     """
     a, b = finetunes.get((method, setting, probe), {}), finetunes.get((baseline, setting, probe), {})
     seeds = sorted(set(a) & set(b))
     if not seeds:
         return None
     grid_a, grid_b = dice_grid(a, seeds), dice_grid(b, seeds)
-    difference = hierarchical_bootstrap(grid_a, grid_b)
+    difference = bootstrap(grid_a, grid_b)
     p = paired_wilcoxon(np.nanmean(grid_a, axis=1), np.nanmean(grid_b, axis=1)) if len(seeds) > 1 else float("nan")
     return difference, p, len(seeds)
 

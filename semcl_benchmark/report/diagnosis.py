@@ -1,4 +1,7 @@
-"""What bounds the method's gain, each point a measurement from the finished runs (the report's second section)."""
+"""What bounds the method's gain, each point a measurement from the finished runs (the report's second section).
+
+:func:`diagnosis` is v1's; :func:`diagnosis_v2` makes no claim that the runs do not measure (issue 21, item 6).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +9,8 @@ from collections import defaultdict
 
 import numpy as np
 
-from ..statistics import paired_wilcoxon
+from ..statistics import crossed_bootstrap, paired_wilcoxon
+from .baselines import capped_counts, collapse, pretrain_budget
 from .comparison import (
     MIN_SEEDS_FOR_INTERVAL,
     TARGET_GAIN,
@@ -14,13 +18,17 @@ from .comparison import (
     compare,
     dice_grid,
     format_difference,
+    format_mean_dice,
     format_p,
     is_method,
     mean_dice,
     seed_differences,
 )
+from .endpoints import UPPER_BOUND_SETTING, is_atlas, probe_family, run_family
+from .records import validation_points
+from .time_to_accuracy import reach
 
-__all__ = ["SMALL_ORGAN_DICE", "diagnosis"]
+__all__ = ["SMALL_ORGAN_DICE", "diagnosis", "diagnosis_v2"]
 
 SMALL_ORGAN_DICE = 0.5  # organs below this in every arm and setting are named in the diagnosis
 
@@ -59,6 +67,16 @@ def diagnosis(finetunes, embeddings, arms, settings, size) -> list[str]:
             + ("on this data the low-label regime leaves little for any initialisation to add."
                if little else "more labels do help here, so there is room for pretraining.")
         )
+    lines += _noise(finetunes, methods, settings, scratch)
+    lines += _early_lead(finetunes, arms, settings)
+    lines += _transfer(finetunes, embeddings, methods, size.study_setting or settings[0])
+    lines += _study_summary(finetunes, size)
+    lines += _organs_below(finetunes, arms, settings)
+    return lines + [""]
+
+
+def _noise(finetunes, methods, settings, scratch) -> list[str]:
+    """On how many seeds each method is ahead of ``scratch``, the spread of the paired difference, the smallest p."""
     wins, spreads, seeds = [], [], 0
     for method in methods:
         for setting in settings:
@@ -68,17 +86,18 @@ def diagnosis(finetunes, embeddings, arms, settings, size) -> list[str]:
                 spreads.append(float(np.std(differences, ddof=1)))
                 seeds = max(seeds, len(differences))
     if wins:
-        lines.append(
+        return [
             f"- **Run-to-run noise.** Seeds on which the method is ahead of `scratch`: "
             f"{'; '.join(wins)}. The paired difference varies between seeds with a standard deviation of "
             f"{min(spreads):.3f}-{max(spreads):.3f}. With {seeds} seeds the smallest two-sided Wilcoxon p is "
             f"{2 / 2 ** seeds:.4f}, reached only when the method is ahead on every seed."
-        )
-    lines += _early_lead(finetunes, arms, settings)
-    lines += _transfer(finetunes, embeddings, methods, size.study_setting or settings[0])
-    lines += _study_summary(finetunes, size)
-    lines += _organs_below(finetunes, arms, settings)
-    return lines + [""]
+        ]
+    return []
+
+
+def _curve(result: dict) -> dict[int, float | None]:
+    """A fine-tuning run's validation Dice by epoch."""
+    return {point.epoch: point.dice for point in validation_points(result)}
 
 
 def _early_lead(finetunes, arms, settings) -> list[str]:
@@ -90,8 +109,8 @@ def _early_lead(finetunes, arms, settings) -> list[str]:
     """
     parts, fades = [], False
     for setting in settings:
-        scratch = {s: dict(r["validation_curve"]) for s, r in finetunes.get(("scratch", setting, False), {}).items()
-                   if r.get("validation_curve")}
+        scratch = {s: curve for s, r in finetunes.get(("scratch", setting, False), {}).items()
+                   if (curve := _curve(r))}
         if len(scratch) < MIN_SEEDS_FOR_INTERVAL:
             continue
         epochs = sorted(set.intersection(*(set(c) for c in scratch.values())))
@@ -102,7 +121,7 @@ def _early_lead(finetunes, arms, settings) -> list[str]:
         cells = []
         for arm in [a for a in arms if a != "scratch"]:
             runs = finetunes.get((arm, setting, False), {})
-            pairs = [(dict(runs[s]["validation_curve"]).get(early), scratch[s][early])
+            pairs = [(_curve(runs[s]).get(early), scratch[s][early])
                      for s in sorted(set(runs) & set(scratch))]
             pairs = [(a, b) for a, b in pairs if a is not None and b is not None]
             if len(pairs) < MIN_SEEDS_FOR_INTERVAL:
@@ -172,8 +191,9 @@ def _study_summary(finetunes, size) -> list[str]:
             + (f": no change brings the method near the +{TARGET_GAIN:.2f} target." if short else ".")]
 
 
-def _organs_below(finetunes, arms, settings) -> list[str]:
-    """Organs below :data:`SMALL_ORGAN_DICE` in every arm and setting, with their size in the test cases."""
+def _low_organs(finetunes, arms, settings) -> tuple[list[str], dict[str, list[float]], dict[str, float]]:
+    """Organs below :data:`SMALL_ORGAN_DICE` in every arm and setting: names, their means per arm and setting, and
+    their voxels per test case."""
     means: dict[str, list[float]] = defaultdict(list)
     voxels: dict[str, float] = {}
     classes: list[str] = []
@@ -186,14 +206,105 @@ def _organs_below(finetunes, arms, settings) -> list[str]:
             classes = example["test"]["classes"]
             for organ, name in enumerate(classes):
                 means[name].append(float(np.nanmean(dice_grid(runs, sorted(runs), organ))))
-            matrix = example["confusion_matrix"]
-            counts = np.asarray(matrix["counts"]).sum(axis=1) / len(example["test"]["cases"])
-            voxels.update(zip(matrix["classes"], counts))
-    low = [name for name in classes if means[name] and max(means[name]) < SMALL_ORGAN_DICE]
+            matrix = example.get("confusion_matrix")
+            if matrix:
+                counts = np.asarray(matrix["counts"]).sum(axis=1) / len(example["test"]["cases"])
+                voxels.update(zip(matrix["classes"], counts))
+    return [name for name in classes if means[name] and max(means[name]) < SMALL_ORGAN_DICE], means, voxels
+
+
+def _organs_named(low, means, voxels) -> str:
+    return ", ".join(f"{name} ({voxels.get(name, float('nan')):.0f} voxels per test case, Dice "
+                     f"{min(means[name]):.2f}-{max(means[name]):.2f})" for name in low)
+
+
+def _organs_below(finetunes, arms, settings) -> list[str]:
+    """Organs below :data:`SMALL_ORGAN_DICE` in every arm and setting, with their size in the test cases."""
+    low, means, voxels = _low_organs(finetunes, arms, settings)
     if not low:
         return []
-    named = ", ".join(f"{name} ({voxels.get(name, float('nan')):.0f} voxels per test case, Dice "
-                      f"{min(means[name]):.2f}-{max(means[name]):.2f})" for name in low)
     return [f"- **A ceiling that labels and initialisation do not lift.** Below {SMALL_ORGAN_DICE} in every arm and "
-            f"setting: {named}. They stay low whatever the initialisation and the number of labelled volumes; they are "
-            "small at this image size, where a voxel of boundary weighs heavily in Dice."]
+            f"setting: {_organs_named(low, means, voxels)}. They stay low whatever the initialisation and the number of "
+            "labelled volumes; they are small at this image size, where a voxel of boundary weighs heavily in Dice."]
+
+
+def diagnosis_v2(finetunes, pretrains, arms, settings, size) -> list[str]:
+    """The v2 diagnosis: each point a measurement, and no claim the runs do not measure (issue 21, item 6).
+
+    - headroom only from the upper-bound row (``scratch`` with every training volume labelled), else "not measured";
+    - each atlas against ``scratch``: whether the labelled maps alone already hold the answer;
+    - run-to-run noise; time to accuracy; the frozen probes against a frozen random encoder (Holm p);
+    - whether the baselines were trained to their best (budget caps, contrastive collapse, supervised plateau);
+    - organs below :data:`SMALL_ORGAN_DICE` in every trained arm and setting, with the upper bound's Dice for them.
+    """
+    methods = [a for a in arms if is_method(a)]
+    if "scratch" not in arms or not methods:
+        return []
+    trained = [a for a in arms if not is_atlas(a)]
+    limited = [s for s in settings if s != UPPER_BOUND_SETTING]
+    scratch = {s: finetunes.get(("scratch", s, False), {}) for s in settings}
+    lines = ["## Diagnosis", "", "Each point is computed from the same result files as the tables below.", ""]
+    upper = finetunes.get(("scratch", UPPER_BOUND_SETTING, False), {})
+    if upper:
+        gaps = []
+        for s in limited:
+            pair = {("all", s, False): upper, ("scratch", s, False): scratch[s]}
+            if (comparison := compare(pair, "all", "scratch", s, bootstrap=crossed_bootstrap)) is not None:
+                d, p, n = comparison
+                gaps.append(f"over `{s}` {format_difference(d, n)} (p = {format_p(p)}, {n} seeds)")
+        lines.append(f"- **Headroom.** `scratch` with every training volume labelled (`{UPPER_BOUND_SETTING}`) reaches "
+                     f"{format_mean_dice(upper, crossed_bootstrap)} test Dice; " + "; ".join(gaps) + ".")
+    else:
+        lines.append(f"- **Headroom not measured.** No upper-bound run (`scratch` on `{UPPER_BOUND_SETTING}`) has "
+                     "finished, so this report says nothing about how much room labels or initialisation leave.")
+    for atlas in [a for a in arms if is_atlas(a)]:
+        parts = []
+        for s in limited:
+            comparison = compare(finetunes, "scratch", atlas, s, bootstrap=crossed_bootstrap)
+            if comparison is None:
+                continue
+            d, p, n = comparison
+            relation = ("training beats the atlas" if d.low > 0 else "the atlas beats training" if d.high < 0
+                        else "the interval includes 0")
+            parts.append(f"{s}: `scratch` minus `{atlas}` {format_difference(d, n)} (p = {format_p(p)}; {relation})")
+        if parts:
+            lines.append(f"- **Atlas `{atlas}` (no training).** " + "; ".join(parts) + ".")
+    lines += _noise(finetunes, methods, limited, scratch)
+    reaches = [r for s in limited for m in methods if (r := reach(finetunes, m, s)) is not None and r.paired > 1]
+    if reaches:
+        lines.append("- **Time to accuracy.** Seeds on which the method's validation Dice reaches `scratch`'s best: "
+                     + "; ".join(f"`{r.arm}`, {r.setting}: {r.reached} of {r.paired}"
+                                 + (f" (median step ratio {np.median(r.ratios):.2f})" if r.ratios else "")
+                                 + f", p = {format_p(r.p)}" for r in reaches) + " (table below).")
+    probes = run_family(finetunes, probe_family(finetunes, size.probe_setting))
+    if probes:
+        lines.append(f"- **Frozen probe.** Decoder trained on a frozen encoder, against a frozen *random* encoder "
+                     f"({size.probe_setting}): " + "; ".join(
+                         f"`{o.test.method}` {format_difference(o.difference, o.seeds)} (Holm p = {format_p(o.holm_p)}"
+                         f", {o.direction})" for o in probes) + ".")
+    total, capped, improving = capped_counts(finetunes)
+    best = [f"{improving} of {total} fine-tuning runs ended at their budget cap while still improving ({capped} at "
+            "the cap)"]
+    for arm, runs in pretrains.items():
+        summaries = [r["summary"] for r in runs.values()]
+        if summaries and all("final_negative_cosine" in s for s in summaries) and not is_method(arm):
+            states = [collapse(s) for s in summaries]
+            best.append(f"`{arm}` collapsed in {states.count('collapsed')} and was near collapse in "
+                        f"{states.count('near collapse')} of {len(states)} seeds")
+        validating = [r["summary"] for r in runs.values() if pretrain_budget(r)]
+        if validating:
+            last = sum(s["best_metric_epoch"] >= s["epochs_completed"] for s in validating)
+            best.append(f"`{arm}` pretraining had its best validation at its last epoch in {last} of {len(validating)} "
+                        "seeds")
+    lines.append("- **Baselines at their best?** " + "; ".join(best) + ". A comparison against a run that was still "
+                 "improving, or an encoder that collapsed, is against less than that arm's best (table below).")
+    low, means, voxels = _low_organs(finetunes, trained, limited)
+    if low:
+        lift = ""
+        if upper:
+            classes = next(iter(upper.values()))["test"]["classes"]
+            lift = " With every training volume labelled, `scratch` reaches " + ", ".join(
+                f"{name} {np.nanmean(dice_grid(upper, sorted(upper), classes.index(name))):.2f}" for name in low) + "."
+        lines.append(f"- **Organs below {SMALL_ORGAN_DICE} in every trained arm and setting:** "
+                     f"{_organs_named(low, means, voxels)}.{lift}")
+    return lines + [""]

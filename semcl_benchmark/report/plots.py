@@ -13,6 +13,7 @@ from semcl_components.handlers.confusion_matrix import plot_confusion_matrix
 
 from ..statistics import hierarchical_bootstrap
 from .comparison import dice_grid
+from .records import validation_points
 
 
 def pyplot():
@@ -46,8 +47,9 @@ def plot_knn_during_pretraining(curves: dict[str, list[list[tuple[int, float]]]]
     save_figure(figure, path)
 
 
-def plots_section(finetunes, arms, settings, plots: Path, report: Path) -> list[str]:
-    """Dice against labelled volumes, validation curves per setting, one confusion matrix per arm; their links."""
+def plots_section(finetunes, arms, settings, plots: Path, report: Path, bootstrap=hierarchical_bootstrap) -> list[str]:
+    """Dice against labelled volumes (intervals by ``bootstrap``), validation curves per setting, one confusion matrix
+    per arm; their links."""
     if not finetunes:
         return []
     plt = pyplot()
@@ -58,7 +60,7 @@ def plots_section(finetunes, arms, settings, plots: Path, report: Path) -> list[
     figure, axes = plt.subplots(figsize=(5.5, 4))
     volumes = {s: int(s.rsplit("_", 1)[-1]) if s.rsplit("_", 1)[-1].isdigit() else i for i, s in enumerate(settings)}
     for arm in arms:
-        points = [(volumes[s], hierarchical_bootstrap(dice_grid(r, sorted(r)))) for s in settings
+        points = [(volumes[s], bootstrap(dice_grid(r, sorted(r)))) for s in settings
                   if (r := finetunes.get((arm, s, False)))]
         if points:
             x = [p[0] for p in points]
@@ -76,13 +78,13 @@ def plots_section(finetunes, arms, settings, plots: Path, report: Path) -> list[
         figure, axes = plt.subplots(figsize=(5.5, 4))
         for arm in arms:
             runs = finetunes.get((arm, setting, False), {})
-            curves = [np.array(r["validation_curve"], dtype=np.float64) for r in runs.values() if r["validation_curve"]]
+            curves = [np.array([(p.step, np.nan if p.dice is None else p.dice) for p in points], dtype=np.float64)
+                      for r in runs.values() if (points := validation_points(r))]
             if not curves:
                 continue
-            steps = next(iter(runs.values()))["steps_per_epoch"]
             length = min(len(c) for c in curves)
             mean = np.nanmean([c[:length, 1] for c in curves], axis=0)
-            axes.plot(curves[0][:length, 0] * steps, mean, label=f"{arm} ({len(curves)} seeds)")
+            axes.plot(curves[0][:length, 0], mean, label=f"{arm} ({len(curves)} seeds)")
         axes.set_xlabel("fine-tuning steps")
         axes.set_ylabel("validation Dice (mean over seeds)")
         axes.legend(fontsize=8)
@@ -93,7 +95,7 @@ def plots_section(finetunes, arms, settings, plots: Path, report: Path) -> list[
     for arm in arms:
         for setting in settings:
             runs = finetunes.get((arm, setting, False), {})
-            if runs:
+            if runs and runs[min(runs)].get("confusion_matrix"):
                 seed = min(runs)
                 matrix = runs[seed]["confusion_matrix"]
                 name = f"confusion_{arm}_{setting}_seed{seed}.png"

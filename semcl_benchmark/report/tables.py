@@ -11,19 +11,23 @@ import numpy as np
 
 from semcl_tools.repository import ROOT
 
+from ..statistics import hierarchical_bootstrap
 from . import plots as plotting
 from .comparison import compare, dice_grid, format_difference, format_mean_dice, format_p, is_method
+from .records import validation_points
 
 
-def headline(finetunes, arms, settings) -> list[str]:
-    lines = ["## Mean test Dice per arm (95% CI over seeds and test cases)", ""]
+def headline(finetunes, arms, settings, bootstrap=hierarchical_bootstrap,
+             interval: str = "95% CI over seeds and test cases") -> list[str]:
+    """Mean test Dice per arm (rows) and setting (columns), with the ``bootstrap``'s ``interval``."""
+    lines = [f"## Mean test Dice per arm ({interval})", ""]
     lines.append("| arm | " + " | ".join(settings) + " |")
     lines.append("| --- |" + " --- |" * len(settings))
     for arm in arms:
         cells = []
         for setting in settings:
             runs = finetunes.get((arm, setting, False), {})
-            cells.append(f"{format_mean_dice(runs)} (n={len(runs)})" if runs else "-")
+            cells.append(f"{format_mean_dice(runs, bootstrap)} (n={len(runs)})" if runs else "-")
         lines.append(f"| `{arm}` | " + " | ".join(cells) + " |")
     return lines + [""]
 
@@ -195,13 +199,14 @@ def steps_to_scratch(finetunes, arms, settings) -> list[str]:
             runs = finetunes.get((arm, setting, False), {})
             reached, paired = [], 0
             for seed, run in runs.items():
-                if seed not in scratch or not scratch[seed]["validation_curve"] or not run["validation_curve"]:
+                theirs, ours = validation_points(scratch[seed]) if seed in scratch else [], validation_points(run)
+                if not theirs or not ours:
                     continue
                 paired += 1
-                target = max(v for _, v in scratch[seed]["validation_curve"] if v is not None)
-                epochs = [e for e, v in run["validation_curve"] if v is not None and v >= target]
-                if epochs:
-                    reached.append(epochs[0] * run["steps_per_epoch"])
+                target = max(p.dice for p in theirs if p.dice is not None)
+                steps = [p.step for p in ours if p.dice is not None and p.dice >= target]
+                if steps:
+                    reached.append(steps[0])
             cell = f"{np.median(reached):.0f} ({len(reached)} of {paired} seeds)" if reached else f"never (0 of {paired})"
             rows[arm].append(cell if paired else "-")
     return lines + [f"| `{arm}` | " + " | ".join(cells) + " |" for arm, cells in rows.items()] + [""]

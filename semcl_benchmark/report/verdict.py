@@ -1,14 +1,17 @@
-"""The report's first lines: whether each method arm beats each baseline, setting by setting.
+"""The report's first lines: whether the method beats its baselines.
 
-A method arm (name ``semcl...``) beats ``scratch`` when it gains at least :data:`TARGET_GAIN` test Dice, and any other
-baseline when it gains anything, with the 95% interval above 0 and p < :data:`ALPHA` (see :func:`beats`).
+v1 (:func:`verdict`): a method arm (name ``semcl...``) beats ``scratch`` when it gains at least :data:`TARGET_GAIN`
+test Dice, and any other baseline when it gains anything, with the 95% interval above 0 and p < :data:`ALPHA` (see
+:func:`beats`). v2 (:func:`primary_verdict`): the primary endpoint declared in ``docs/PROTOCOL.md``, each test with its
+Holm-adjusted p over the primary family (:mod:`.endpoints`).
 """
 
 from __future__ import annotations
 
+from . import endpoints
 from .comparison import ALPHA, TARGET_GAIN, beats, compare, format_difference, format_p, is_method
 
-__all__ = ["verdict"]
+__all__ = ["primary_verdict", "verdict"]
 
 
 def verdict(finetunes, arms, settings) -> list[str]:
@@ -34,4 +37,34 @@ def verdict(finetunes, arms, settings) -> list[str]:
                 )
     if len(lines) == 2:
         lines.append("No paired comparison is complete yet.")
+    return lines
+
+
+def primary_verdict(outcomes, target: float = TARGET_GAIN) -> list[str]:
+    """The primary endpoint's verdict (v2): one line per declared test, with its raw and Holm-adjusted p.
+
+    A test shows a gain (or a loss) when its Holm-adjusted p over the primary family is below
+    :data:`~.endpoints.ALPHA` (v1's :data:`ALPHA` applies to v1's verdict only); each line also says whether the
+    estimate reaches the ``target`` gain.
+    """
+    declared = len(endpoints.primary_family())
+    if not outcomes:
+        return ["## Verdict (primary endpoint)", "",
+                f"**No verdict yet**: none of the {declared} primary tests (`docs/PROTOCOL.md`) has paired runs."]
+    lines = ["## Verdict (primary endpoint)", "",
+             f"Mean test Dice at the validation plateau, method against `scratch`, paired by seed; two-sided Wilcoxon "
+             f"p, Holm-adjusted over the {len(outcomes)} primary tests with results (of {declared} declared); 95% "
+             "intervals by crossed bootstrap over seeds and the shared test cases.", ""]
+    for o in outcomes:
+        t = o.test
+        reach = "reaches" if o.difference.mean >= target else "is below"
+        disagree = (" (the bootstrap interval still includes 0)"
+                    if o.significant and o.difference.low <= 0 <= o.difference.high else "")
+        lines.append(f"- {t.setting}: `{t.method}` vs `{t.baseline}`: **{o.direction}**{disagree}, difference "
+                     f"{format_difference(o.difference, o.seeds)}, p = {format_p(o.p)}, Holm p = "
+                     f"{format_p(o.holm_p)}, {o.seeds} paired seeds; the estimate {reach} the +{target:.2f} target.")
+    gains = sum(o.direction == "gain" for o in outcomes)
+    losses = sum(o.direction == "loss" for o in outcomes)
+    lines += ["", f"Of {len(outcomes)} primary tests, {gains} show a significant gain and {losses} a significant loss "
+                  f"(Holm p < {endpoints.ALPHA})." + endpoints.too_few_seeds(outcomes)]
     return lines

@@ -1,0 +1,167 @@
+"""Whether every arm was trained to its best: runs stopped at their budget cap while still improving, contrastive
+pretraining that collapsed, supervised pretraining's best epoch against its last.
+
+A run *ends at its cap while still improving* when it used all its epochs and its best validation came after the start
+of the last patience window (later than ``epochs - early_stop_patience * val_interval``: early stopping had not yet
+ended it; without early stopping, at the last epoch).
+The protocol (``docs/PROTOCOL.md``) forbids such runs in a finished benchmark: size the budget, or rerun them larger.
+
+A contrastive pretraining *collapsed* when different samples embed almost alike (final negative cosine at least
+:data:`COLLAPSED_NEGATIVE_COSINE`), and is *near collapse* when the negative cosine is at least
+:data:`NEAR_COLLAPSE_NEGATIVE_COSINE` or the embeddings span fewer than :data:`NEAR_COLLAPSE_RANK` effective
+dimensions; the thresholds are declared in the protocol.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = [
+    "COLLAPSED_NEGATIVE_COSINE",
+    "NEAR_COLLAPSE_NEGATIVE_COSINE",
+    "NEAR_COLLAPSE_RANK",
+    "Budget",
+    "baselines_at_their_best",
+    "capped_while_improving",
+    "collapse",
+    "finetune_budget",
+    "pretrain_budget",
+]
+
+COLLAPSED_NEGATIVE_COSINE = 0.9
+NEAR_COLLAPSE_NEGATIVE_COSINE = 0.5
+NEAR_COLLAPSE_RANK = 4.0
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How a run used its epoch budget: epochs done, the cap, the best validation's epoch, the patience window."""
+
+    epochs: int | None
+    max_epochs: int | None
+    best_epoch: int | None
+    window: int  # epochs before the end in which a best validation means "still improving" (0: the last one)
+
+
+def finetune_budget(result: dict) -> Budget:
+    """A fine-tuning run's budget from its result and configuration."""
+    settings = result["config"].get("finetune") or {}  # an atlas has none
+    patience = settings.get("early_stop_patience")
+    window = patience * settings.get("val_interval", 1) if patience else 0
+    return Budget(result.get("epochs"), settings.get("max_epochs"), result.get("best_metric_epoch"), window)
+
+
+def pretrain_budget(result: dict) -> Budget | None:
+    """A pretraining run's budget when it validates (supervised pretraining); ``None`` otherwise."""
+    summary = result["summary"]
+    if summary.get("best_metric_epoch") is None:
+        return None
+    settings = result["config"].get("pretrain", {})
+    patience, interval = settings.get("early_stop_patience"), settings.get("val_interval", 1)
+    return Budget(summary.get("epochs_completed"), summary.get("max_epochs", settings.get("max_epochs")),
+                  summary["best_metric_epoch"], patience * interval if patience else 0)
+
+
+def capped_while_improving(budget: Budget) -> tuple[bool, bool]:
+    """``(ended at its cap, still improving there)`` of a run's budget."""
+    if budget.epochs is None or budget.max_epochs is None:
+        return False, False
+    capped = budget.epochs >= budget.max_epochs
+    if not capped or budget.best_epoch is None:
+        return capped, False
+    # with a patience window, a best validation at its very start would have stopped the run at this epoch anyway
+    improving = budget.best_epoch > budget.epochs - budget.window if budget.window else budget.best_epoch >= budget.epochs
+    return capped, improving
+
+
+def collapse(summary: dict) -> str:
+    """``collapsed``, ``near collapse`` or ``no`` from a contrastive pretraining's final monitors."""
+    negative, rank = summary["final_negative_cosine"], summary.get("final_effective_rank", np.inf)
+    if negative >= COLLAPSED_NEGATIVE_COSINE:
+        return "collapsed"
+    if negative >= NEAR_COLLAPSE_NEGATIVE_COSINE or rank < NEAR_COLLAPSE_RANK:
+        return "near collapse"
+    return "no"
+
+
+def _caps(finetunes, pretrains) -> list[str]:
+    rows, improving_keys = [], []
+    groups = [((arm, setting, probe), runs, finetune_budget) for (arm, setting, probe), runs in finetunes.items()]
+    groups += [((arm, "pretraining", False), runs, pretrain_budget) for arm, runs in pretrains.items()]
+    for (arm, setting, probe), runs, budget_of in sorted(groups, key=lambda g: (g[0][1], g[0][0], g[0][2])):
+        flags = [(seed, capped_while_improving(b)) for seed, r in sorted(runs.items()) if (b := budget_of(r))]
+        if not flags:
+            continue
+        capped = sum(c for _, (c, _) in flags)
+        improving = [seed for seed, (_, i) in flags if i]
+        at_last = sum(b.best_epoch is not None and b.best_epoch >= b.epochs for s, r in runs.items()
+                      if (b := budget_of(r)) and capped_while_improving(b)[0])
+        improving_keys += [f"`{arm}` {setting}{' probe' if probe else ''} seed {s}" for s in improving]
+        if capped:
+            rows.append(f"| {setting} | `{arm}`{' (probe)' if probe else ''} | {len(flags)} | {capped} | "
+                        f"{len(improving)} | {at_last} |")
+    total = sum(len(runs) for runs in finetunes.values())
+    lines = ["Runs that used their whole epoch budget, and those whose best validation came within the last patience "
+             "window (still improving at the cap).", ""]
+    if not rows:
+        return lines + [f"None of the {total} fine-tuning runs (nor a validating pretraining) ended at its cap.", ""]
+    lines += ["| setting | arm | runs | at the cap | still improving | best at the last epoch |",
+              "| --- | --- | --- | --- | --- | --- |", *rows, ""]
+    if improving_keys:
+        lines += [f"Still improving at the cap ({len(improving_keys)}; the protocol asks for a rerun with a larger "
+                  f"budget): {', '.join(improving_keys)}.", ""]
+    else:
+        lines += ["None was still improving at its cap.", ""]
+    return lines
+
+
+def _collapse_table(pretrains) -> list[str]:
+    contrastive = {arm: runs for arm, runs in pretrains.items()
+                   if runs and all("final_negative_cosine" in r["summary"] for r in runs.values())}
+    if not contrastive:
+        return []
+    seeds = sorted({s for runs in contrastive.values() for s in runs})
+    lines = [f"Contrastive pretraining per seed at its last epoch: effective rank / negative cosine (collapsed: "
+             f"negative cosine >= {COLLAPSED_NEGATIVE_COSINE}; near collapse: >= {NEAR_COLLAPSE_NEGATIVE_COSINE} or "
+             f"effective rank < {NEAR_COLLAPSE_RANK:g}).", "",
+             "| arm | " + " | ".join(f"seed {s}" for s in seeds) + " | collapsed | near collapse |",
+             "| --- |" + " --- |" * (len(seeds) + 2)]
+    for arm, runs in contrastive.items():
+        cells = [f"{runs[s]['summary'].get('final_effective_rank', float('nan')):.1f} / "
+                 f"{runs[s]['summary']['final_negative_cosine']:.2f}" if s in runs else "-" for s in seeds]
+        states = [collapse(r["summary"]) for r in runs.values()]
+        lines.append(f"| `{arm}` | " + " | ".join(cells) + f" | {states.count('collapsed')} of {len(runs)} | "
+                     f"{states.count('near collapse')} of {len(runs)} |")
+    return lines + [""]
+
+
+def _supervised_table(pretrains) -> list[str]:
+    validating = {arm: {s: r for s, r in runs.items() if pretrain_budget(r)} for arm, runs in pretrains.items()}
+    validating = {arm: runs for arm, runs in validating.items() if runs}
+    if not validating:
+        return []
+    lines = ["Pretraining that validates (supervised): best validation epoch against the last epoch.", "",
+             "| arm | best epoch = last epoch | best epoch (median) | epochs done (median) | best validation Dice "
+             "(mean) | seeds |", "| --- | --- | --- | --- | --- | --- |"]
+    for arm, runs in validating.items():
+        summaries = [r["summary"] for r in runs.values()]
+        last = sum(s["best_metric_epoch"] >= s["epochs_completed"] for s in summaries)
+        lines.append(f"| `{arm}` | {last} of {len(summaries)} | "
+                     f"{np.median([s['best_metric_epoch'] for s in summaries]):.0f} | "
+                     f"{np.median([s['epochs_completed'] for s in summaries]):.0f} | "
+                     f"{np.mean([s['best_metric'] for s in summaries]):.3f} | {len(summaries)} |")
+    return lines + [""]
+
+
+def baselines_at_their_best(finetunes, pretrains) -> list[str]:
+    """The section: budget caps, contrastive collapse per seed, supervised pretraining's best epoch vs its last."""
+    return (["## Were the arms trained to their best?", ""] + _caps(finetunes, pretrains)
+            + _collapse_table(pretrains) + _supervised_table(pretrains))
+
+
+def capped_counts(finetunes) -> tuple[int, int, int]:
+    """``(fine-tuning runs, at their cap, still improving there)`` over all fine-tuning runs."""
+    flags = [capped_while_improving(finetune_budget(r)) for runs in finetunes.values() for r in runs.values()]
+    return len(flags), sum(c for c, _ in flags), sum(i for _, i in flags)

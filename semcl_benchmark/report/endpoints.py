@@ -1,0 +1,221 @@
+"""The endpoints that ``docs/PROTOCOL.md`` declares for benchmark v2, tested as families with Holm's correction.
+
+The primary endpoint: mean test Dice at the validation plateau, each of :data:`PRIMARY_METHODS` against
+:data:`REFERENCE`, in each of :data:`PRIMARY_SETTINGS` (a family of 4 tests). Secondary: the same methods against
+:data:`SECONDARY_BASELINES`; every arm against ``scratch`` at :data:`MORE_LABELS_SETTING`; the paper's own setting
+(:data:`PAPER_ARM`, pretrained on the labelled volumes themselves); each of these per phase bucket of the test cases.
+
+Every test is a paired two-sided Wilcoxon signed-rank test over seeds on the runs' mean test Dice; every interval a
+crossed bootstrap over seeds and the shared test cases (:func:`~semcl_benchmark.statistics.crossed_bootstrap`);
+every table's p-values are Holm-adjusted over the tests of that table (its family), shown next to the raw p.
+
+Roles of arms and settings are named here once; the size's protocol entry plans runs under these names:
+:data:`ATLAS_PREFIX` (arms that copy or vote labelled maps, no training), :data:`UPPER_BOUND_SETTING` (``scratch``
+with all training volumes labelled), the probe of :data:`REFERENCE` (a frozen *random* encoder: the probes' control).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..statistics import Estimate, crossed_bootstrap, holm, paired_wilcoxon
+from .comparison import MIN_SEEDS_FOR_INTERVAL, case_means, format_difference, format_mean_dice, format_p
+from .records import case_phases, deviations
+
+__all__ = [
+    "ALPHA",
+    "ATLAS_PREFIX",
+    "Outcome",
+    "PAPER_ARM",
+    "PRIMARY_METHODS",
+    "PRIMARY_SETTINGS",
+    "REFERENCE",
+    "Test",
+    "UPPER_BOUND_SETTING",
+    "deviations_section",
+    "is_atlas",
+    "outcome_table",
+    "per_phase",
+    "primary_family",
+    "probe_section",
+    "probe_family",
+    "run_family",
+    "secondary_families",
+    "too_few_seeds",
+]
+
+ALPHA = 0.05
+"""Family-wise level: a test is significant when its Holm-adjusted p is below it. With 8 seeds the smallest two-sided
+Wilcoxon p is 2/2**8 = 0.0078, so the smallest Holm p over the 4 primary tests is 0.031: 0.01 could never be met."""
+
+REFERENCE = "scratch"
+PRIMARY_METHODS = ("semcl_exact", "semcl_coarse")
+PRIMARY_SETTINGS = ("finetune_1", "finetune_2")
+SECONDARY_BASELINES = ("simclr", "supervised")
+MORE_LABELS_SETTING = "finetune_4"
+PAPER_ARM = "semcl_on_labelled"
+"""The paper's own setting: semantic-aware pretraining on the labelled volumes of the seed, then fine-tuning on them."""
+UPPER_BOUND_SETTING = "finetune_all"
+ATLAS_PREFIX = "atlas"
+
+
+def is_atlas(arm: str) -> bool:
+    """Whether ``arm`` is an atlas baseline (labelled maps copied or voted onto the test case, no training)."""
+    return arm.startswith(ATLAS_PREFIX)
+
+
+@dataclass(frozen=True)
+class Test:
+    """One declared comparison: ``method`` against ``baseline`` in ``setting`` (probe runs, one phase bucket)."""
+
+    method: str
+    baseline: str
+    setting: str
+    probe: bool = False
+    phase: str | None = None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A test's result: paired difference (crossed bootstrap), raw and Holm-adjusted Wilcoxon p, paired seeds."""
+
+    test: Test
+    difference: Estimate
+    p: float
+    holm_p: float
+    seeds: int
+
+    @property
+    def significant(self) -> bool:
+        return self.holm_p < ALPHA
+
+    @property
+    def direction(self) -> str:
+        """``gain``, ``loss`` (significant at :data:`ALPHA` after Holm) or ``no significant difference``."""
+        if not self.significant:
+            return "no significant difference"
+        return "gain" if self.difference.mean > 0 else "loss"
+
+
+def case_grid(runs: dict[int, dict], seeds: Sequence[int], phase: str | None = None) -> np.ndarray:
+    """``(seeds, cases)`` case-mean test Dice; only the cases of ``phase`` when given (empty if not recorded)."""
+    rows = []
+    for seed in seeds:
+        means = case_means(runs[seed])
+        if phase is not None:
+            means = means[np.asarray(case_phases(runs[seed]) or [None] * len(means)) == phase]
+        rows.append(means)
+    return np.asarray(rows, dtype=np.float64)
+
+
+def _outcome(finetunes, test: Test) -> tuple[Estimate, float, int] | None:
+    a = finetunes.get((test.method, test.setting, test.probe), {})
+    b = finetunes.get((test.baseline, test.setting, test.probe), {})
+    seeds = sorted(set(a) & set(b))
+    if not seeds:
+        return None
+    grid_a, grid_b = case_grid(a, seeds, test.phase), case_grid(b, seeds, test.phase)
+    if grid_a.size == 0:
+        return None
+    p = paired_wilcoxon(np.nanmean(grid_a, axis=1), np.nanmean(grid_b, axis=1)) if len(seeds) > 1 else float("nan")
+    return crossed_bootstrap(grid_a, grid_b), p, len(seeds)
+
+
+def run_family(finetunes, tests: Sequence[Test]) -> list[Outcome]:
+    """The tests of one family that have paired runs, each with its Holm-adjusted p over those tests."""
+    done = [(test, result) for test in tests if (result := _outcome(finetunes, test)) is not None]
+    adjusted = holm([p for _, (_, p, _) in done])
+    return [Outcome(test, difference, p, holm_p, n) for (test, (difference, p, n)), holm_p in zip(done, adjusted)]
+
+
+def primary_family() -> list[Test]:
+    """The 4 primary tests: each primary method against ``scratch`` at 1 and 2 labelled volumes."""
+    return [Test(m, REFERENCE, s) for s in PRIMARY_SETTINGS for m in PRIMARY_METHODS]
+
+
+def secondary_families(arms: Sequence[str]) -> dict[str, list[Test]]:
+    """The secondary families by title: against the other pretraining baselines, and at 4 labelled volumes."""
+    pretrained = [a for a in arms if a != REFERENCE and not is_atlas(a) and a != PAPER_ARM]
+    return {
+        "against the other pretraining baselines": [
+            Test(m, b, s) for s in PRIMARY_SETTINGS for m in PRIMARY_METHODS for b in SECONDARY_BASELINES if b in arms
+        ],
+        f"{MORE_LABELS_SETTING}, and the paper's own setting (`{PAPER_ARM}`)": [
+            Test(a, REFERENCE, MORE_LABELS_SETTING) for a in [*pretrained, PAPER_ARM]
+        ],
+    }
+
+
+def probe_family(finetunes, setting: str | None) -> list[Test]:
+    """Every pretrained arm's frozen-encoder probe against the probe of a frozen random encoder (``scratch``)."""
+    return [Test(arm, REFERENCE, setting, probe=True) for (arm, s, probe) in finetunes
+            if probe and s == setting and arm != REFERENCE]
+
+
+def outcome_table(outcomes: Sequence[Outcome], first: str = "setting") -> list[str]:
+    """A Markdown table of a family's outcomes: difference [95% CI], raw p, Holm p, seeds, what it shows."""
+    lines = [f"| {first} | method | baseline | difference [95% CI] | Wilcoxon p | Holm p | seeds | at {ALPHA} (Holm) |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for o in outcomes:
+        where = o.test.phase if first == "phase" else o.test.setting
+        lines.append(f"| {where} | `{o.test.method}` | `{o.test.baseline}` | {format_difference(o.difference, o.seeds)} "
+                     f"| {format_p(o.p)} | {format_p(o.holm_p)} | {o.seeds} | {o.direction} |")
+    return lines
+
+
+def per_phase(finetunes, tests: Sequence[Test]) -> list[str]:
+    """The primary tests within each phase bucket of the test cases (one family: all phases and tests)."""
+    example = next((phases for runs in finetunes.values() for r in runs.values() if (phases := case_phases(r))), None)
+    if example is None:
+        return []
+    phases = sorted(set(example))  # the test set is fixed: every run names the same cases and phases
+    outcomes = run_family(finetunes, [Test(t.method, t.baseline, t.setting, phase=p) for p in phases for t in tests])
+    counts = {p: example.count(p) for p in phases}
+    return ["## Per phase bucket (secondary; test cases grouped by `contrast_phase`)", "",
+            "Test cases per phase: " + ", ".join(f"{p} {counts.get(p, 0)}" for p in phases)
+            + f". Holm over the {len(outcomes)} tests of this table.", "",
+            *outcome_table(outcomes, first="phase"), ""]
+
+
+def deviations_section(size) -> list[str]:
+    """The size's recorded deviations from ``docs/PROTOCOL.md``: what changed after results existed, when, why."""
+    entries = deviations(size)
+    lines = ["## Deviations from the protocol", ""]
+    if not entries:
+        return lines + ["None recorded: the size's protocol entry lists no deviation from `docs/PROTOCOL.md`.", ""]
+    lines += ["| date | what changed | reason |", "| --- | --- | --- |"]
+    lines += [f"| {e['date']} | {e['text']} | {e['reason']} |" for e in entries]
+    return lines + [""]
+
+
+def too_few_seeds(outcomes: Sequence[Outcome]) -> str:
+    """A note when no test of the family could reach :data:`ALPHA` after Holm with its seeds; else empty."""
+    if not outcomes:
+        return ""
+    seeds = max(o.seeds for o in outcomes)
+    smallest = min(1.0, len(outcomes) * 2 / 2**seeds) if seeds >= MIN_SEEDS_FOR_INTERVAL else 1.0
+    if smallest < ALPHA:
+        return ""
+    return (f" With {seeds} seeds and {len(outcomes)} tests the smallest possible Holm p is {smallest:.4f}: this "
+            f"family cannot reach p < {ALPHA} until more seeds finish.")
+
+
+def probe_section(finetunes, size) -> list[str]:
+    """The frozen-encoder probes (decoder trained only) of every pretrained arm against a frozen random encoder."""
+    setting = size.probe_setting
+    runs_by_arm = {arm: runs for (arm, s, probe), runs in finetunes.items() if probe and s == setting}
+    if not runs_by_arm:
+        return []
+    lines = [f"## Frozen-encoder probe ({setting}: only the decoder trains; secondary)", "",
+             f"The control is `{REFERENCE}`'s probe: a decoder trained on a frozen *random* encoder. Holm over the "
+             "probe tests.", "", "| arm | test Dice [95% CI] | seeds |", "| --- | --- | --- |"]
+    for arm, runs in sorted(runs_by_arm.items(), key=lambda item: item[0] != REFERENCE):
+        label = f"`{arm}` (frozen random encoder)" if arm == REFERENCE else f"`{arm}`"
+        lines.append(f"| {label} | {format_mean_dice(runs, crossed_bootstrap)} | {len(runs)} |")
+    outcomes = run_family(finetunes, probe_family(finetunes, setting))
+    if REFERENCE not in runs_by_arm:
+        return lines + ["", f"No probe of a frozen random encoder (`{REFERENCE}`) has finished: no control yet.", ""]
+    return lines + ["", *outcome_table(outcomes), ""]
