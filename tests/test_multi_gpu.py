@@ -146,7 +146,7 @@ def test_two_process_finetuning_writes_a_model_that_single_process_inference_loa
                 "--max_epochs",
                 "1",
                 "--val_key",
-                "finetune_2",  # 2 volumes: MONAI's sampler needs one per process at least
+                "pretrain",  # 2 volumes, none trained on: MONAI's sampler needs one per process at least
                 "--val_interval",
                 "1",
                 *TINY_TRAIN_ARGS,
@@ -175,7 +175,7 @@ def test_two_process_evaluation_gathers_the_cases_of_both_processes(trained_mode
         "--ckpt_dir",
         trained_model.ckpt_dir,
         "--eval_key",
-        "finetune_2",
+        "pretrain",  # 2 volumes the model did not train on (a training image would be refused)
         *TINY_NETWORK_ARGS,
         "--roi_size",
         "[32,32,32]",
