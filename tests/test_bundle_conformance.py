@@ -1,8 +1,9 @@
 """The bundle against MONAI's own bundle tools, all offline: workflow properties, metadata schema, network I/O, export.
 
 ``verify_metadata`` normally downloads the schema named in metadata.json; ``monai.apps.utils.download_url`` returns
-early when ``--filepath`` already exists (and no hash is asked for), so the schema kept in ``bundles/meta_schema.json``
-is used and nothing is fetched. The subprocesses also get an unreachable proxy, so any download attempt would fail.
+early when ``--filepath`` already exists (and no hash is asked for), so the model zoo's own schema file
+(``conftest.ZOO_SCHEMA``, in ``shared/zoo-ci``) is used and nothing is fetched. The subprocesses also get an
+unreachable proxy, so any download attempt would fail.
 """
 
 from __future__ import annotations
@@ -17,10 +18,9 @@ import torch
 from monai.bundle import ConfigWorkflow
 from monai.networks.nets import SegResNet
 
-from conftest import BUNDLE_DIR, CONFIGS, bundle_env
+from conftest import BUNDLE_DIR, CONFIGS, ZOO_SCHEMA, bundle_env
 
 META_FILE = CONFIGS / "metadata.json"
-SCHEMA_FILE = BUNDLE_DIR.parent / "meta_schema.json"
 
 
 def run_offline(*args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -68,10 +68,11 @@ def test_config_defines_every_required_workflow_property(config, workflow_type, 
 
 def test_metadata_verifies_against_offline_schema(workdir):
     pytest.importorskip("jsonschema", reason="verify_metadata needs jsonschema (monai[jsonschema])")
-    result = run_offline("verify_metadata", "--meta_file", str(META_FILE), "--filepath", str(SCHEMA_FILE), cwd=workdir)
+    assert metadata()["schema"].rsplit("/", 1)[-1] == ZOO_SCHEMA.name  # the schema the zoo's CI checks against
+    result = run_offline("verify_metadata", "--meta_file", str(META_FILE), "--filepath", str(ZOO_SCHEMA), cwd=workdir)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-3000:]
-    assert f"File exists: {SCHEMA_FILE}, skipped downloading." in output
+    assert f"File exists: {ZOO_SCHEMA}, skipped downloading." in output
     assert "metadata is verified with no error." in output
 
 
@@ -81,7 +82,7 @@ def test_metadata_without_mandatory_key_fails_verification(workdir, tmp_path):
     del broken["network_data_format"]
     (tmp_path / "metadata.json").write_text(json.dumps(broken))
     result = run_offline(
-        "verify_metadata", "--meta_file", str(tmp_path / "metadata.json"), "--filepath", str(SCHEMA_FILE), cwd=workdir
+        "verify_metadata", "--meta_file", str(tmp_path / "metadata.json"), "--filepath", str(ZOO_SCHEMA), cwd=workdir
     )
     assert result.returncode != 0
     assert "'network_data_format' is a required property" in result.stdout + result.stderr
