@@ -362,6 +362,7 @@ import torch
 from monai.bundle import ConfigParser, ConfigWorkflow, ckpt_export
 
 bundle, dataset, scratch = sys.argv[1], sys.argv[2], sys.argv[3]
+sys.path.insert(0, bundle)  # as the zoo's verify_bundle.py does: a Python caller's bundle code is found from there
 path = lambda *p: os.path.join(bundle, *p)
 common = dict(meta_file=path("configs", "metadata.json"), config_file=path("configs", "inference.yaml"),
               bundle_root=bundle)
