@@ -276,11 +276,11 @@ def _file_identity(path: str | os.PathLike) -> tuple[int, int] | str:
 def check_dataset_classes(dataset_dir: str | os.PathLike, names: Sequence[str]) -> None:
     """Stop if the ``labels`` of ``dataset_dir/dataset.json`` give the class ids other meanings than ``names``.
 
-    ``names`` are the run's foreground classes (``class_names``, from ``metadata.json``'s ``channel_def`` unless
-    given), id 1 first. A dataset of the same class count whose id 2 is another organ would otherwise train silently
-    under the bundle's names, with left/right flips swapping the wrong labels. Names are compared ignoring case,
-    ``_`` and ``-``. A folder without ``dataset.json``, or one whose ``dataset.json`` has no ``labels``, is not
-    checked.
+    ``names`` are the run's foreground classes (``class_names``: ``metadata.json``'s ``channel_def``, or the labels
+    of the ``labels_json`` setting), id 1 first. A dataset of the same class count whose id 2 is another organ would
+    otherwise train silently under the bundle's names, with left/right flips swapping the wrong labels. Names are
+    compared ignoring case, ``_`` and ``-``. A folder without ``dataset.json``, or one whose ``dataset.json`` has no
+    ``labels``, is not checked.
 
     Raises:
         ValueError: listing the ids that differ and both class lists, and how to run with the dataset's classes.
@@ -309,10 +309,25 @@ def check_dataset_classes(dataset_dir: str | os.PathLike, names: Sequence[str]) 
     )
     raise ValueError(
         f"{path} names its classes differently from this run's class_names: {', '.join(differ) or 'the shared ids agree'}"
-        f"{count}. Dataset: {theirs}; class_names: {ours}. To train on this dataset's classes, run with --class_names "
-        f"\"$@semcl_components.bundle_utils.class_names('{path}')\" (a model of other classes); or correct the "
-        "labels of dataset.json if it names them wrongly."
+        f"{count}. Dataset: {theirs}; class_names: {ours}. To train a model of this dataset's classes, run with "
+        f"--labels_json {path} (and give the same --labels_json to evaluation and inference); or correct the labels "
+        "of dataset.json if it names them wrongly."
     )
+
+
+def _labels_of_file(path: Path) -> Mapping[str, str]:
+    """The ``labels`` map of a JSON file (``labels_json``), or an error that names the file and the fix."""
+    hint = 'a JSON file with a "labels" map such as an MSD dataset.json: {"labels": {"0": "background", "1": ...}}'
+    if not path.is_file():
+        raise FileNotFoundError(f"labels_json {path} does not exist or is not a file; give {hint}.")
+    try:
+        content = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as error:
+        raise ValueError(f"labels_json {path} is not valid JSON ({error}); give {hint}.") from error
+    labels = content.get("labels") if isinstance(content, Mapping) else None
+    if not isinstance(labels, Mapping) or not labels:
+        raise ValueError(f"labels_json {path} has no labels; give {hint}.")
+    return labels
 
 
 def _name_key(name: str) -> str:
@@ -417,14 +432,18 @@ def _check_one_dicom_series(folder: Path) -> None:
 def class_names(labels: Mapping[str, str] | str | os.PathLike) -> list[str]:
     """Foreground class names in label order from a ``{"0": "background", "1": "spleen", ...}`` map.
 
-    ``labels`` is such a map (the bundle's ``metadata.json`` ``channel_def``) or the path of an MSD ``dataset.json``
-    whose ``labels`` map is used, so a dataset brings its own classes: ``--class_names
-    "$@semcl_components.bundle_utils.class_names('/data/btcv/dataset.json')"``.
+    ``labels`` is such a map (the bundle's ``metadata.json`` ``channel_def``) or the path of a JSON file with a
+    ``labels`` map, such as an MSD ``dataset.json``, so a dataset brings its own classes: the configs' ``labels_json``
+    setting (``--labels_json /data/btcv/dataset.json``).
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ValueError: the file is not JSON or has no ``labels`` map; the ids are not 0..K without gaps.
     """
     source = "channel_def"
     if not isinstance(labels, Mapping):
         source = str(labels)
-        labels = json.loads(Path(labels).read_text())["labels"]
+        labels = _labels_of_file(Path(labels))
     ordered = sorted(((int(k), v) for k, v in labels.items()), key=lambda kv: kv[0])
     ids = [k for k, _ in ordered]
     if ids != list(range(len(ids))):

@@ -34,8 +34,8 @@ __all__ = [
     "projection_panel",
 ]
 
+#: The entries of :func:`embedding_quality`'s result.
 EMBEDDING_QUALITY_KEYS = ("knn_accuracy", "silhouette_held_out", "silhouette_reference")
-"""The entries of :func:`embedding_quality`'s result."""
 
 
 @torch.no_grad()

@@ -48,9 +48,10 @@ from .metrics import embedding_collapse_stats
 
 __all__ = ["COLLAPSE_MONITOR_KEYS", "POSITIVES", "CollapseMonitors", "ContrastiveIteration", "step_output_dict"]
 
+#: What makes two samples positives in :class:`ContrastiveIteration`: the same class id, or the same object.
 POSITIVES = ("class", "instance")
-"""What makes two samples positives in :class:`ContrastiveIteration`: the same class id, or the same object."""
 
+#: Entries of the step output that :class:`CollapseMonitors` passes to the stats handlers by default.
 COLLAPSE_MONITOR_KEYS = (
     "positive_cosine",
     "negative_cosine",
@@ -60,7 +61,6 @@ COLLAPSE_MONITOR_KEYS = (
     "num_positive_pairs",
     "skipped_step",
 )
-"""Entries of the step output that :class:`CollapseMonitors` passes to the stats handlers by default."""
 
 _DECOLLATE_HINT = (
     "a handler of IterationEvents.MODEL_COMPLETED failed. If it is MONAI's decollate (SupervisedTrainer's default "

@@ -118,10 +118,7 @@ class SemanticSupConLoss(_Loss):
         self.gather_distributed = _boolean("gather_distributed", gather_distributed)
 
     def forward(
-        self,
-        embeddings: torch.Tensor,
-        labels: torch.Tensor,
-        intensities: torch.Tensor | None = None,
+        self, embeddings: torch.Tensor, labels: torch.Tensor, intensities: torch.Tensor | None = None
     ) -> torch.Tensor:
         """
         Args:
@@ -222,10 +219,7 @@ class SemanticSupConLoss(_Loss):
         return -(self.temperature / self.base_temperature) * (mean_positive_logit - log_partition)
 
     def _check_inputs(
-        self,
-        embeddings: torch.Tensor,
-        labels: torch.Tensor,
-        intensities: torch.Tensor | None,
+        self, embeddings: torch.Tensor, labels: torch.Tensor, intensities: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         if embeddings.ndim != 2:
             raise ValueError(f"embeddings must be (N, D), got shape {tuple(embeddings.shape)}.")

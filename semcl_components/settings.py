@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ast
 import difflib
+import re
 import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -20,6 +21,9 @@ __all__ = ["as_bool", "check_overrides", "check_pretraining_settings", "parse_cl
 
 _TRUE, _FALSE = ("true", "yes", "1", "on"), ("false", "no", "0", "off")
 
+# ``semcl_components.`` in an expression without the ``@`` of a reference: the form from before the bundle carried
+# the components, when configs imported the package; now that name is undefined there (``NameError``)
+_PACKAGE_AS_NAME = re.compile(r"(?<![@\w.])semcl_components\.")
 # arguments of `python -m monai.bundle run` itself, not config overrides
 _RUN_ARGUMENTS = {"config_file", "meta_file", "logging_file", "args_file", "tracking", "run_id", "init_id", "final_id"}
 
@@ -68,6 +72,12 @@ def typed_cli_value(raw: str) -> Any:
 
 def _type_error(key: str, default: Any, value: Any) -> str | None:
     """Why ``value`` cannot stand for a setting whose config default is ``default``; None if it can."""
+    if isinstance(value, str) and value.startswith("$") and _PACKAGE_AS_NAME.search(value):
+        fix = "; for the classes of a dataset, give --labels_json PATH instead" if key == "class_names" else ""
+        return (
+            f"--{key} {value!r} names semcl_components as a module, which the configs reach as the item "
+            f"@semcl_components: write '$@semcl_components.' instead of '$semcl_components.'{fix}"
+        )
     if isinstance(value, str) and value.startswith(("$", "@", "%")):
         return None  # an expression or reference: the user takes charge of its type
     if isinstance(default, bool):

@@ -3,8 +3,9 @@
 The zip holds one top-level folder named after the bundle with its configs, docs and LICENSE, the components the
 configs use (a copy of ``semcl_components`` in ``scripts/``, found by the configs' ``semcl_components`` item from any
 working directory), ``models/model.pt`` and ``models/pretrained_encoder.pt``, ``large_files.yml`` (each weight file's
-path, URL and SHA-256) and ``configs/metadata.json`` with the used packages pinned and ``eval_metrics`` holding the
-test-split numbers of the shipped weights. The weights are trained by the bundle's own workflows (pretrain, then
+path, URL and SHA-256) and ``configs/metadata.json`` with the used packages pinned (in releases that install on the
+zoo CI's Python 3.10: :func:`pinned_version`) and ``eval_metrics`` holding the test-split numbers of the shipped
+weights. The weights are trained by the bundle's own workflows (pretrain, then
 train from the pretrained encoder) on phantoms, unless ``--weights-from`` gives a folder that has both files; either
 way they are evaluated on the test split by ``train.yaml + evaluate.yaml``.
 
@@ -26,8 +27,10 @@ import shutil
 import sys
 import zipfile
 from collections.abc import Mapping, Sequence
-from importlib.metadata import PackageNotFoundError, version
+from importlib.metadata import PackageNotFoundError, metadata, version
 from pathlib import Path
+
+from packaging.specifiers import SpecifierSet
 
 from semcl_components.atomic_io import atomic_write
 
@@ -42,6 +45,12 @@ WEIGHTS = ("models/model.pt", "models/pretrained_encoder.pt")
 PINNED_PACKAGES = ("nibabel", "itk", "pytorch-ignite", "einops", "tensorboard", "tqdm", "fire", "pyyaml", "scipy",
                    "pillow", "matplotlib")
 """What the workflows import besides monai, torch and numpy (pinned in metadata.json's required_packages_version)."""
+
+ZOO_PYTHON = "3.10"
+"""The oldest Python of the model zoo's CI: its premerge job installs metadata.json's pins there."""
+ZOO_PYTHON_RELEASES = {"numpy": "2.2.6", "scipy": "1.15.3", "matplotlib": "3.10.9", "pillow": "12.3.0"}
+"""For a package whose installed release needs a newer Python than ``ZOO_PYTHON``: the newest release that has
+wheels for ``ZOO_PYTHON`` (checked against PyPI by ``tests/test_zoo_artifact.py``)."""
 
 SKIPPED = ("__pycache__", ".lock", ".pyc", ".DS_Store")
 """Names (or suffixes) never exported: caches and run locks."""
@@ -87,16 +96,39 @@ def installed_version(name: str) -> str:
         raise SystemExit(f"export: {name} is not installed, so its version cannot be pinned in metadata.json.") from error
 
 
+def pinned_version(name: str, installed: str, requires_python: str | None) -> str:
+    """The version of ``name`` that metadata.json pins, so that the zoo's CI can install it on ``ZOO_PYTHON``.
+
+    The installed release (what the export was tested with) when its ``Requires-Python`` admits ``ZOO_PYTHON``, else
+    the newest release that does (``ZOO_PYTHON_RELEASES``).
+    """
+    if not requires_python or SpecifierSet(requires_python).contains(ZOO_PYTHON):
+        return installed
+    if name in ZOO_PYTHON_RELEASES:
+        return ZOO_PYTHON_RELEASES[name]
+    raise SystemExit(
+        f"export: {name} {installed} requires Python {requires_python}, but the model zoo's CI installs metadata.json's "
+        f"pins on Python {ZOO_PYTHON}. Add the newest {name} release with Python {ZOO_PYTHON} wheels to "
+        "ZOO_PYTHON_RELEASES in semcl_tools/zoo_export.py, or install such a release before exporting."
+    )
+
+
+def zoo_pin(name: str) -> str:
+    """:func:`pinned_version` of the installed distribution ``name`` (a local build tag such as ``+cpu`` dropped)."""
+    installed = installed_version(name).split("+")[0]
+    return pinned_version(name, installed, metadata(name).get("Requires-Python"))
+
+
 def exported_metadata(metadata: Mapping, bundle_version: str, changelog: str, eval_metrics: Mapping) -> dict:
     """``metadata.json`` of the artifact: version and changelog entry, every used package pinned, eval metrics."""
     result = dict(metadata)
     result["version"] = bundle_version
     result["changelog"] = {bundle_version: changelog, **{k: v for k, v in metadata["changelog"].items() if k != bundle_version}}
-    result["monai_version"] = installed_version("monai")
-    result["pytorch_version"] = installed_version("torch").split("+")[0]
-    result["numpy_version"] = installed_version("numpy")
+    result["monai_version"] = zoo_pin("monai")
+    result["pytorch_version"] = zoo_pin("torch")
+    result["numpy_version"] = zoo_pin("numpy")
     # the components are inside the bundle (scripts/semcl_components), not a package to install
-    result["required_packages_version"] = {name: installed_version(name) for name in PINNED_PACKAGES}
+    result["required_packages_version"] = {name: zoo_pin(name) for name in PINNED_PACKAGES}
     result["eval_metrics"] = dict(eval_metrics)
     return result
 

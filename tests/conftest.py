@@ -20,6 +20,11 @@ import pytest
 
 BUNDLE_DIR = Path(__file__).resolve().parents[1] / "bundles" / "abdomen_ct_semcl_segmentation"
 CONFIGS = BUNDLE_DIR / "configs"
+ZOO_CI = Path(os.environ.get("SEMCL_ZOO_CI", Path(__file__).resolve().parents[2] / "shared" / "zoo-ci"))
+"""The model zoo's own CI scripts, settings and metadata schema, unmodified (``shared/zoo-ci`` beside the repository,
+see its ``SOURCE.md``): the tests run them from there and never copy them into the project."""
+ZOO_SCHEMA = ZOO_CI / "schema" / "meta_schema_20240725.json"
+"""The schema that metadata.json's ``schema`` URL names, as the zoo's CI validates against it."""
 
 # a network small enough for 2 CPU threads: 8 filters, 3 resolution levels (train/inference: blocks_up one shorter)
 TINY_ENCODER_ARGS = ["--init_filters", "8", "--blocks_down", "[1,1,1]"]

@@ -1,8 +1,9 @@
 """The bundle against MONAI's own bundle tools, all offline: workflow properties, metadata schema, network I/O, export.
 
 ``verify_metadata`` normally downloads the schema named in metadata.json; ``monai.apps.utils.download_url`` returns
-early when ``--filepath`` already exists (and no hash is asked for), so the schema kept in ``bundles/meta_schema.json``
-is used and nothing is fetched. The subprocesses also get an unreachable proxy, so any download attempt would fail.
+early when ``--filepath`` already exists (and no hash is asked for), so the model zoo's own schema file
+(``conftest.ZOO_SCHEMA``, in ``shared/zoo-ci``) is used and nothing is fetched. The subprocesses also get an
+unreachable proxy, so any download attempt would fail.
 """
 
 from __future__ import annotations
@@ -17,10 +18,9 @@ import torch
 from monai.bundle import ConfigWorkflow
 from monai.networks.nets import SegResNet
 
-from conftest import BUNDLE_DIR, CONFIGS, bundle_env
+from conftest import BUNDLE_DIR, CONFIGS, ZOO_SCHEMA, bundle_env
 
 META_FILE = CONFIGS / "metadata.json"
-SCHEMA_FILE = BUNDLE_DIR.parent / "meta_schema.json"
 
 
 def run_offline(*args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -68,10 +68,11 @@ def test_config_defines_every_required_workflow_property(config, workflow_type, 
 
 def test_metadata_verifies_against_offline_schema(workdir):
     pytest.importorskip("jsonschema", reason="verify_metadata needs jsonschema (monai[jsonschema])")
-    result = run_offline("verify_metadata", "--meta_file", str(META_FILE), "--filepath", str(SCHEMA_FILE), cwd=workdir)
+    assert metadata()["schema"].rsplit("/", 1)[-1] == ZOO_SCHEMA.name  # the schema the zoo's CI checks against
+    result = run_offline("verify_metadata", "--meta_file", str(META_FILE), "--filepath", str(ZOO_SCHEMA), cwd=workdir)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-3000:]
-    assert f"File exists: {SCHEMA_FILE}, skipped downloading." in output
+    assert f"File exists: {ZOO_SCHEMA}, skipped downloading." in output
     assert "metadata is verified with no error." in output
 
 
@@ -81,7 +82,7 @@ def test_metadata_without_mandatory_key_fails_verification(workdir, tmp_path):
     del broken["network_data_format"]
     (tmp_path / "metadata.json").write_text(json.dumps(broken))
     result = run_offline(
-        "verify_metadata", "--meta_file", str(tmp_path / "metadata.json"), "--filepath", str(SCHEMA_FILE), cwd=workdir
+        "verify_metadata", "--meta_file", str(tmp_path / "metadata.json"), "--filepath", str(ZOO_SCHEMA), cwd=workdir
     )
     assert result.returncode != 0
     assert "'network_data_format' is a required property" in result.stdout + result.stderr
@@ -250,8 +251,44 @@ def test_a_backbone_registered_in_encoders_is_built_by_name(monkeypatch):
         assert model(torch.rand(1, 1, 8, 8, 8), [torch.ones(2, 8, 8, 8)]).shape == (2, 4)
 
 
-def test_class_names_override_from_a_dataset_json_as_the_btcv_recipe_writes_it(tmp_path):
-    """The README's BTCV recipe: ``--class_names "$@semcl_components.bundle_utils.class_names('<dataset.json>')"``."""
+def test_labels_json_gives_every_workflow_the_classes_of_a_dataset_json(tmp_path):
+    """The README's BTCV recipe: ``--labels_json <dataset.json>``; without it, the metadata's channel_def."""
+    labels = {"0": "background", "1": "spleen", "2": "right kidney", "3": "left kidney", "4": "gallbladder"}
+    (tmp_path / "dataset.json").write_text(json.dumps({"name": "four organs", "labels": labels}))
+    channel_def = metadata()["network_data_format"]["outputs"]["pred"]["channel_def"]
+    for config in SHARED_WORKFLOWS:
+        keys = ("class_names", "num_classes", "lateral_pairs")
+        values = parsed_settings(CONFIGS.parent, config, keys, labels_json=str(tmp_path / "dataset.json"))
+        assert values["class_names"] == ["spleen", "right kidney", "left kidney", "gallbladder"], config
+        assert values["num_classes"] == 5, config
+        if "lateral_pairs" in values:
+            assert values["lateral_pairs"] == [(2, 3)], config
+        default = parsed_settings(CONFIGS.parent, config, ("class_names",))["class_names"]
+        assert default == [channel_def[str(i)] for i in range(1, len(channel_def))], config
+
+
+def test_the_classes_of_labels_json_pass_the_check_against_that_dataset(tmp_path):
+    """The dataset.json check compares the dataset with the run's classes: given as its own file, they agree."""
+    from semcl_components.bundle_utils import load_datalist
+
+    labels = {"0": "background", "1": "liver", "2": "tumour"}
+    (tmp_path / "dataset.json").write_text(json.dumps({"labels": labels}))
+    for sub in ("imagesTr", "labelsTr"):
+        (tmp_path / sub).mkdir()
+        (tmp_path / sub / "a.nii.gz").write_bytes(b"")
+    (tmp_path / "datalist.json").write_text(
+        json.dumps({"train": [{"image": "imagesTr/a.nii.gz", "label": "labelsTr/a.nii.gz"}]})
+    )
+    given = parsed_settings(CONFIGS.parent, "train.yaml", ("class_names",), labels_json=str(tmp_path / "dataset.json"))
+    assert len(load_datalist(tmp_path / "datalist.json", "train", tmp_path, class_names=given["class_names"])) == 1
+    default = parsed_settings(CONFIGS.parent, "train.yaml", ("class_names",))  # the bundle's 8 organs
+    with pytest.raises(ValueError, match=f"run with --labels_json {tmp_path / 'dataset.json'}"):
+        load_datalist(tmp_path / "datalist.json", "train", tmp_path, class_names=default["class_names"])
+
+
+def test_class_names_override_from_a_dataset_json_as_the_btcv_recipe_wrote_it(tmp_path):
+    """The expression form of the BTCV recipe before ``labels_json`` still works:
+    ``--class_names "$@semcl_components.bundle_utils.class_names('<dataset.json>')"``."""
     labels = {"0": "background", "1": "spleen", "2": "right kidney", "3": "left kidney", "4": "gallbladder"}
     (tmp_path / "dataset.json").write_text(json.dumps({"labels": labels}))
     expression = f"$@semcl_components.bundle_utils.class_names('{tmp_path / 'dataset.json'}')"
@@ -265,7 +302,7 @@ def test_workflows_find_the_bundle_and_its_components_alike():
     import yaml
 
     contents = [yaml.safe_load((CONFIGS / config).read_text()) for config in SHARED_WORKFLOWS]
-    for key in ("bundle_root", "semcl_components", "metadata", "image_channels", "class_names"):
+    for key in ("bundle_root", "semcl_components", "metadata", "image_channels", "labels_json", "class_names"):
         assert len({content[key] for content in contents}) == 1, key
     # no config imports the package itself: a failed import would become a stub before sys.path is set
     for config in CONFIGS.glob("*.yaml"):

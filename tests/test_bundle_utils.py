@@ -46,7 +46,7 @@ def test_dataset_whose_ids_mean_other_organs_is_refused_with_both_lists(tmp_path
     assert str(folder / "dataset.json") in message
     assert "2: 'gallbladder' (dataset) vs 'right kidney' (class_names)" in message
     assert str(swapped) in message and str(BUNDLE_CLASSES) in message
-    assert "--class_names" in message
+    assert f"run with --labels_json {folder / 'dataset.json'}" in message
 
 
 def test_dataset_with_more_classes_is_refused(tmp_path):
@@ -71,6 +71,29 @@ def test_label_ids_with_gaps_name_the_file(tmp_path):
     path = tmp_path / "dataset.json"
     path.write_text(json.dumps({"labels": {"0": "background", "1": "spleen", "2": "liver", "5": "aorta"}}))
     with pytest.raises(ValueError, match=rf"{path}: label ids must be 0..K without gaps, got \[0, 1, 2, 5\]"):
+        class_names(path)
+
+
+def test_classes_of_a_dataset_json_are_its_labels_in_id_order(tmp_path):
+    path = tmp_path / "dataset.json"
+    path.write_text(json.dumps({"name": "BTCV", "labels": {"2": "right kidney", "0": "background", "1": "spleen"}}))
+    assert class_names(path) == ["spleen", "right kidney"]
+
+
+@pytest.mark.parametrize(
+    "content, error, message",
+    [
+        (None, FileNotFoundError, "does not exist or is not a file"),
+        ("{not json", ValueError, "is not valid JSON"),
+        (json.dumps({"name": "no labels"}), ValueError, "has no labels"),
+        (json.dumps(["background", "spleen"]), ValueError, "has no labels"),
+    ],
+)
+def test_a_labels_json_that_is_missing_or_has_no_labels_is_named_with_the_fix(tmp_path, content, error, message):
+    path = tmp_path / "classes.json"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(error, match=rf"labels_json {path} {message}.*such as an MSD dataset.json"):
         class_names(path)
 
 

@@ -715,6 +715,20 @@ def test_dataset_whose_class_ids_mean_other_organs_is_refused(run_bundle, phanto
     assert not (tmp_path / "models" / "model.pt").exists()
 
 
+def test_labels_json_trains_a_model_of_the_datasets_own_classes(run_bundle, phantom_dataset, tmp_path):
+    """Issue 22, point 15: ``--labels_json <dataset.json>`` (the BTCV recipe's form) names the run's classes."""
+    renamed = ["organ a", "organ b", "organ c", "organ d", "organ e", "organ f", "organ g", "organ h"]
+    labels = {"0": "background", **{str(i + 1): name for i, name in enumerate(renamed)}}
+    dataset = _dataset_variant(phantom_dataset, tmp_path / "data", labels=labels)
+    run_bundle(["train"], [
+        "--dataset_dir", dataset, "--labels_json", dataset / "dataset.json", "--ckpt_dir", tmp_path / "models",
+        "--output_dir", tmp_path / "eval", "--max_epochs", "1", "--val_interval", "1", *TINY_TRAIN_ARGS,
+    ])
+    summary = json.loads((tmp_path / "eval" / "run_summary.json").read_text())
+    assert list(summary["per_class"]["val_mean_dice"]) == renamed
+    assert (tmp_path / "models" / "model.pt").is_file()
+
+
 def _respelled(entry: dict) -> dict:
     """The entry's paths spelled another way: ``<folder>/../<folder>/<name>``."""
     return {k: str(Path(v).parent / ".." / Path(v).parent.name / Path(v).name) for k, v in entry.items()}

@@ -7,7 +7,7 @@ import pytest
 from semcl_components.settings import as_bool, check_overrides, check_pretraining_settings, parse_cli_overrides
 
 CONFIG = {"max_epochs": 40, "val_interval": 5, "resume": True, "learning_rate": 0.001, "roi_size": [64, 64, 64],
-          "train": {"handlers": []}, "pretrained_encoder": "", "_meta_": {}}
+          "train": {"handlers": []}, "pretrained_encoder": "", "labels_json": "", "class_names": "$[]", "_meta_": {}}
 
 
 @pytest.mark.parametrize("value, expected", [(True, True), ("false", False), ("False", False), ("TRUE", True),
@@ -44,6 +44,17 @@ def test_bad_overrides_are_named(argv, message):
         check_overrides(argv, CONFIG)
 
 
+def test_the_package_named_as_a_module_in_an_expression_is_refused_naming_both_fixes():
+    """The form documented before the bundle carried the components (a NameError in the configs since)."""
+    argv = ["--class_names", "$semcl_components.bundle_utils.class_names('/data/btcv/dataset.json')"]
+    with pytest.raises(ValueError) as error:
+        check_overrides(argv, CONFIG)
+    message = str(error.value)
+    assert "--class_names \"$semcl_components.bundle_utils.class_names('/data/btcv/dataset.json')\"" in message
+    assert "write '$@semcl_components.' instead of '$semcl_components.'" in message
+    assert "give --labels_json PATH instead" in message
+
+
 def test_all_problems_are_listed_at_once():
     with pytest.raises(ValueError, match="--max_epoch is not .*; --resume must be"):
         check_overrides(["--max_epoch", "1", "--resume", "x"], CONFIG)
@@ -56,6 +67,8 @@ def test_all_problems_are_listed_at_once():
         ["--train#handlers", "[]", "--pretrained_encoder", "/x/encoder.pt", "--max_epochs", "$2 * 3"],
         ["--config_file", "x.yaml", "--meta_file", "m.json", "--logging_file", "l.conf"],
         ["--learning_rate", "1"],  # an integer is a number
+        ["--labels_json", "/data/btcv/dataset.json"],
+        ["--class_names", "$@semcl_components.bundle_utils.class_names('/data/btcv/dataset.json')"],  # a reference
     ],
 )
 def test_good_overrides_pass(argv):

@@ -15,11 +15,11 @@ from monai.data.utils import list_data_collate
 
 __all__ = ["DEFAULT_OBJECT_KEYS", "SAMPLE_INDEX_KEY", "object_list_collate", "ObjectListCollate"]
 
+#: Per-object keys written by ``GenerateAttentionMasksd``: masks ``(K, *spatial)``, class and object ids ``(K,)``.
 DEFAULT_OBJECT_KEYS = ("masks", "class_ids", "object_ids")
-"""Per-object keys written by ``GenerateAttentionMasksd``: masks ``(K, *spatial)``, class and object ids ``(K,)``."""
 
+#: Key of the ``(B,)`` index of the source sample of each batch item.
 SAMPLE_INDEX_KEY = "sample_index"
-"""Key of the ``(B,)`` index of the source sample of each batch item."""
 
 
 def _view_groups(batch: Sequence[Any], where: str = "batch") -> list[list[Mapping[Hashable, Any]]]:

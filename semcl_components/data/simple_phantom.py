@@ -104,11 +104,7 @@ def _paint_body(canvas: _Canvas, rng: np.random.Generator) -> np.ndarray:
     identity = np.eye(3, dtype=np.float32)
     body_axes = np.array([0.90, 0.70, 1.0], dtype=np.float32) * rng.uniform(0.88, 1.04, 3).astype(np.float32)
     fat = rng.uniform(0.04, 0.12)
-    layers = (
-        ("subcutaneous_fat", 0.0),
-        ("muscle", fat),
-        ("visceral_fat", fat + 0.045),
-    )
+    layers = (("subcutaneous_fat", 0.0), ("muscle", fat), ("visceral_fat", fat + 0.045))
     centre = np.array([0.0, 0.0, 0.0], dtype=np.float32)
     cavity = None
     for tissue, inset in layers:

@@ -11,8 +11,8 @@ from ..distributed import is_rank_zero
 
 __all__ = ["RANK_ZERO_ONLY", "handlers_for_rank"]
 
+#: MONAI handlers that write logs or files from every process they run in, so only rank 0 attaches them.
 RANK_ZERO_ONLY = (StatsHandler, TensorBoardStatsHandler)
-"""MONAI handlers that write logs or files from every process they run in, so only rank 0 attaches them."""
 
 
 def handlers_for_rank(handlers: Sequence[Any] | None) -> list[Any]:

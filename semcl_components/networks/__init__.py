@@ -23,12 +23,7 @@ from .object_embedding import (
     encoder_in_channels,
     masked_average_pool,
 )
-from .weight_transfer import (
-    ENCODER_PREFIXES,
-    EncoderLoadReport,
-    encoder_parameter_groups,
-    load_pretrained_encoder,
-)
+from .weight_transfer import ENCODER_PREFIXES, EncoderLoadReport, encoder_parameter_groups, load_pretrained_encoder
 
 __all__ = [
     "EMBEDDING_MODES",

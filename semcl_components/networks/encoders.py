@@ -26,8 +26,8 @@ __all__ = [
     "check_init_filters",
 ]
 
+#: Groups of ``SegResNet``'s default normalisation (``("GROUP", {"num_groups": 8})``).
 SEGRESNET_NORM_GROUPS = 8
-"""Groups of ``SegResNet``'s default normalisation (``("GROUP", {"num_groups": 8})``)."""
 
 
 def check_init_filters(init_filters: int, num_groups: int = SEGRESNET_NORM_GROUPS) -> int:
@@ -164,8 +164,8 @@ class SwinUNETREncoder(nn.Module):
         return self.swinViT(x, self.normalize)[-1]
 
 
+#: Encoder classes by backbone name; a new backbone is one class here and one entry in this registry.
 ENCODERS: dict[str, type[nn.Module]] = {"segresnet": SegResNetEncoder, "swinunetr": SwinUNETREncoder}
-"""Encoder classes by backbone name; a new backbone is one class here and one entry in this registry."""
 
 
 def build_encoder(

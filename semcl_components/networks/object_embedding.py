@@ -15,16 +15,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = [
-    "EMBEDDING_MODES",
-    "ObjectEmbeddingModel",
-    "ProjectionHead",
-    "encoder_in_channels",
-    "masked_average_pool",
-]
+__all__ = ["EMBEDDING_MODES", "ObjectEmbeddingModel", "ProjectionHead", "encoder_in_channels", "masked_average_pool"]
 
+#: Supported ``embedding_mode`` values of :class:`ObjectEmbeddingModel`.
 EMBEDDING_MODES = ("pool", "channel")
-"""Supported ``embedding_mode`` values of :class:`ObjectEmbeddingModel`."""
 
 
 def encoder_in_channels(image_channels: int, embedding_mode: str) -> int:

@@ -54,8 +54,8 @@ class EncoderLoadReport:
         return "\n".join(lines)
 
 
+#: Top-level module names of the encoder inside MONAI's SegResNet and SwinUNETR (what the encoders above keep).
 ENCODER_PREFIXES: tuple[str, ...] = ("convInit", "down_layers", "swinViT")
-"""Top-level module names of the encoder inside MONAI's SegResNet and SwinUNETR (what the encoders above keep)."""
 
 _STATE_DICT_KEYS = ("encoder", "state_dict", "model")
 

@@ -23,8 +23,8 @@ from monai.utils import TransformBackends, convert_to_dst_type, convert_to_tenso
 
 __all__ = ["MASK_MODES", "DropEmptyMasks", "DropEmptyMasksd", "GenerateAttentionMasks", "GenerateAttentionMasksd"]
 
+#: Supported ``mask_mode`` values of :class:`GenerateAttentionMasks`.
 MASK_MODES = ("exact", "dilate", "blur", "bbox", "whole")
-"""Supported ``mask_mode`` values of :class:`GenerateAttentionMasks`."""
 
 _MAX_VALUES_IN_MESSAGE = 10
 
