@@ -287,6 +287,28 @@ def test_zoo_user_downloads_fetches_weights_and_segments_from_any_folder(
         np.testing.assert_array_equal(labels, repository[0])
         np.testing.assert_allclose(affine, repository[1])
     assert set(np.unique(repository[0])) <= set(range(9))
+    # the README's TorchScript export, with the bundle's paths given from another folder (--bundle_root not needed)
+    exported_ts = run(
+        [
+            zoo_python,
+            "-m",
+            "monai.bundle",
+            "ckpt_export",
+            "network_def",
+            "--filepath",
+            tmp_path / "model.ts",
+            "--ckpt_file",
+            bundle / "models" / "model.pt",
+            "--meta_file",
+            bundle / "configs" / "metadata.json",
+            "--config_file",
+            bundle / "configs" / "inference.yaml",
+        ],
+        cwd=elsewhere,
+        env=env,
+    )
+    assert exported_ts.returncode == 0, exported_ts.stdout[-3000:] + exported_ts.stderr[-3000:]
+    assert (tmp_path / "model.ts").is_file()
 
 
 def readme_download_lines() -> list[str]:
