@@ -35,14 +35,19 @@ NAME = BUNDLE.name
 ZOO_VENV = Path(os.environ.get("SEMCL_ZOO_VENV", ROOT / ".venv-zoo"))
 
 
+def readme_block_lines(marker: str, prefix: str) -> list[str]:
+    """The lines of the bundle README's ``bash`` block after ``<!-- marker: ... -->``; each must start with ``prefix``."""
+    text = (BUNDLE / "docs" / "README.md").read_text()
+    block = re.search(rf"<!-- {marker}:.*?-->\s*```bash\n(.*?)```", text, re.S)
+    assert block, f"the bundle README has no {marker} block"
+    lines = [line.strip() for line in block.group(1).splitlines() if line.strip()]
+    assert lines and all(line.startswith(prefix) for line in lines), lines
+    return lines
+
+
 def readme_install_lines() -> list[str]:
     """The ``pip install`` lines of the bundle README's zoo-install block."""
-    text = (BUNDLE / "docs" / "README.md").read_text()
-    block = re.search(r"<!-- zoo-install:.*?-->\s*```bash\n(.*?)```", text, re.S)
-    assert block, "the bundle README has no zoo-install block"
-    lines = [line.strip() for line in block.group(1).splitlines() if line.strip()]
-    assert lines and all(line.startswith("pip install ") for line in lines), lines
-    return lines
+    return readme_block_lines("zoo-install", "pip install ")
 
 
 def run(command: list, cwd: Path, env: dict | None = None, timeout: float = 900) -> subprocess.CompletedProcess:
@@ -313,12 +318,7 @@ def test_zoo_user_downloads_fetches_weights_and_segments_from_any_folder(
 
 def readme_download_lines() -> list[str]:
     """The lines of the bundle README's zoo-download block (download a released zip, run inference)."""
-    text = (BUNDLE / "docs" / "README.md").read_text()
-    block = re.search(r"<!-- zoo-download:.*?-->\s*```bash\n(.*?)```", text, re.S)
-    assert block, "the bundle README has no zoo-download block"
-    lines = [line.strip() for line in block.group(1).splitlines() if line.strip()]
-    assert lines and all(line.startswith("python -m monai.bundle ") for line in lines), lines
-    return lines
+    return readme_block_lines("zoo-download", "python -m monai.bundle ")
 
 
 @pytest.mark.parametrize("form", ["exported", "published"])
