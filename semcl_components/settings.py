@@ -5,8 +5,8 @@ for the default number of epochs; ``--resume false`` hands the config the *strin
 true; ``--max_epochs abc`` fails deep inside ignite without naming the setting. :func:`check_overrides` (the first
 step of every workflow's ``initialize``) stops such a command before any work, naming the setting and the closest
 known key (in MONAI Label's training process, whose options come as a request instead of a command line, it checks
-that request: ``monailabel_training``); :func:`as_bool` is how every boolean setting is read. :func:`check_pretraining_settings` stops settings
-that are each valid but meaningless together.
+that request: ``monailabel_training``); :func:`as_bool` is how every boolean setting is read.
+:func:`check_pretraining_settings` stops settings that are each valid but meaningless together.
 """
 
 from __future__ import annotations
