@@ -24,6 +24,7 @@ import json
 import logging
 import os
 import sys
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -172,13 +173,14 @@ def _innermost(error: BaseException) -> BaseException:
         error = nxt
 
 
-def report_errors_last() -> None:
+def report_errors_last(drain_seconds: float = 2.0) -> None:
     """Make an uncaught error end the process's output with its innermost cause's message (once per process).
 
     MONAI wraps an error of a config item in ``RuntimeError("Failed to evaluate ...")`` or ``"Failed to instantiate
     ..."`` with the item's configuration, so the traceback's last lines, the only ones MONAI Label keeps, do not hold
     the message that names the file or setting. After the usual traceback, this prints ``<Type>: <message>`` of the
-    error at the bottom of the chain.
+    error at the bottom of the chain, then waits ``drain_seconds`` before the process ends: MONAI Label stops
+    reading the output as soon as the process has ended, so lines still in the pipe would never reach the status.
     """
     previous = sys.excepthook
     if getattr(previous, "_reports_errors_last", False):
@@ -190,6 +192,7 @@ def report_errors_last() -> None:
         cause = _innermost(error)
         if cause is not error:
             print(f"{type(cause).__name__}: {cause}", file=sys.stderr, flush=True)
+        time.sleep(drain_seconds)
 
     hook._reports_errors_last = True  # type: ignore[attr-defined]
     sys.excepthook = hook

@@ -104,8 +104,8 @@ def test_the_innermost_error_ends_the_output():
     code = textwrap.dedent(
         """
         from semcl_components.monailabel_training import report_errors_last
-        report_errors_last()
-        report_errors_last()  # once per process
+        report_errors_last(drain_seconds=0)
+        report_errors_last(drain_seconds=0)  # once per process
         try:
             raise ValueError("phantom_004.nii.gz: the label map holds background only")
         except ValueError as error:
@@ -122,7 +122,7 @@ def test_the_innermost_error_ends_the_output():
 def test_report_errors_last_keeps_the_previous_hook(monkeypatch):
     calls = []
     monkeypatch.setattr(sys, "excepthook", lambda *args: calls.append(args))
-    report_errors_last()
+    report_errors_last(drain_seconds=0)
     error = ValueError("plain")
     sys.excepthook(ValueError, error, None)
     assert calls == [(ValueError, error, None)]
