@@ -9,8 +9,9 @@ kept), and ``--weights`` fills a copy that has none, (4) no start without ``mode
 no model, answer inference with an unrelated HTTP 500, and serve a model trained later only after a restart), (5)
 ``monailabel start_server`` with the settings that keep it offline: ``zoo_source github`` (``monaihosting`` would
 fetch the model zoo's index even for a local bundle) and ``sam2 false`` (else it downloads SAM2 weights), on
-127.0.0.1 only and with cross-origin callers refused (``MONAI_LABEL_CORS_ORIGINS`` its own origin; MONAI Label's
-default lets any web page the annotator opens call it with credentials). Stopping this script (Ctrl-C, ``kill``,
+127.0.0.1 only and with requests from web pages of other origins refused (``semcl_tools.monailabel_origins``; MONAI
+Label's default lets any web page the annotator opens call it, and setting its ``MONAI_LABEL_CORS_ORIGINS`` makes it
+fail at start-up). Stopping this script (Ctrl-C, ``kill``,
 closing its terminal) stops the server and its training process.
 
 Usage:
@@ -64,22 +65,19 @@ def carries_components(bundle: Path) -> bool:
     return (bundle / "scripts" / "semcl_components" / "__init__.py").is_file()
 
 
-def server_environment(bundle: Path | None = None, port: int | None = None) -> dict[str, str]:
+def server_environment(with_checkout: bool = False) -> dict[str, str]:
     """The environment of MONAI Label's commands.
 
-    MONAI Label's venv first on ``PATH`` (its ``monailabel`` script runs ``python``). For a bundle without its own
-    copy of the components (the repository's folder) this checkout first on ``PYTHONPATH``, so that the server runs
-    the components of the checkout it serves, whichever checkout the environment was built from. With ``port``, only
-    the server's own origin may call it from a web page (``MONAI_LABEL_CORS_ORIGINS``; MONAI Label's default allows
-    every origin, with credentials).
+    MONAI Label's venv first on ``PATH`` (its ``monailabel`` script runs ``python``). ``with_checkout``: this
+    checkout first on ``PYTHONPATH``, for the origin guard of :func:`server_command` and for a bundle without its own
+    copy of the components (the repository's folder), so that the server runs the code of the checkout it serves,
+    whichever checkout the environment was built from.
     """
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     env["PATH"] = f"{VENV / 'bin'}{os.pathsep}{env.get('PATH', '')}"
     env.setdefault("OMP_NUM_THREADS", "2")
-    if bundle is not None and not carries_components(bundle):
+    if with_checkout:
         env["PYTHONPATH"] = str(ROOT)
-    if port is not None:
-        env["MONAI_LABEL_CORS_ORIGINS"] = f'["http://127.0.0.1:{port}"]'
     return env
 
 
@@ -134,10 +132,16 @@ def prepare_app(app_dir: Path, bundle: Path = BUNDLE, weights: Path | None = Non
 
 
 def server_command(app: Path, studies: Path, model: str, port: int) -> list[str]:
-    """``monailabel start_server`` for ``app`` serving the bundle ``model`` offline on 127.0.0.1:``port``."""
-    return [str(VENV / "bin" / "monailabel"), "start_server", "--app", str(app), "--studies", str(studies),
+    """``monailabel start_server`` for ``app`` serving the bundle ``model`` offline on 127.0.0.1:``port``, behind
+    the origin guard (``semcl_tools.monailabel_origins``; needs :func:`server_environment` ``with_checkout``).
+
+    The environment's Python runs MONAI Label's CLI module directly: its ``monailabel`` script puts the folder two
+    levels above itself first on ``PYTHONPATH``, i.e. the checkout that holds the environment, not necessarily this
+    one."""
+    return [str(VENV / "bin" / "python"), "-m", "monailabel.main", "start_server", "--app", str(app), "--studies",
+            str(studies),
             "--conf", "models", model, "--conf", "zoo_source", "github", "--conf", "sam2", "false",
-            "--host", "127.0.0.1", "--port", str(port)]
+            "--host", "127.0.0.1", "--port", str(port), "--uvicorn_app", "semcl_tools.monailabel_origins:app"]
 
 
 def start_server(
@@ -152,7 +156,8 @@ def start_server(
     offset = log_file.stat().st_size if log_file.exists() else 0  # a restart appends to the log
     with open(log_file, "a", encoding="utf-8") as log:
         process = subprocess.Popen(list(command), stdout=log, stderr=subprocess.STDOUT, cwd=cwd,
-                                   env=server_environment() if env is None else env, start_new_session=True)
+                                   env=server_environment(with_checkout=True) if env is None else env,
+                                   start_new_session=True)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         text = log_file.read_bytes()[offset:].decode("utf-8", errors="replace")
@@ -166,7 +171,7 @@ def start_server(
     raise RuntimeError(f"MONAI Label did not start within {timeout:.0f} s (log {log_file}):\n{tail}")
 
 
-def stop_server(process: subprocess.Popen, timeout: float = 30) -> None:
+def stop_server(process: subprocess.Popen, timeout: float = 10) -> None:
     """Stop the server and every process of its group (training runs in a child process)."""
     for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, None)):
         try:
@@ -181,25 +186,31 @@ def stop_server(process: subprocess.Popen, timeout: float = 30) -> None:
 
 
 def run_server(command: Sequence[str], env: dict[str, str]) -> int:
-    """Run the server in the foreground until it ends or this process is told to stop; its exit status.
+    """Run the server in the foreground until it ends or this process is told to stop; its exit status (128 + the
+    signal's number when stopped).
 
     The server gets its own process group, which SIGINT (Ctrl-C), SIGTERM and SIGHUP to this process end as a whole,
-    training included: stopping the helper never leaves an orphaned server.
+    training included: stopping the helper never leaves an orphaned server. (MONAI Label's server does not end on
+    SIGTERM by itself, its background threads keep it alive: :func:`stop_server` kills what is left.)
     """
     process = subprocess.Popen(list(command), env=env, start_new_session=True)
+    received: list[int] = []
 
-    def stop(signum: int, frame: object) -> None:
-        print(f"[monailabel] {signal.Signals(signum).name}: stopping the server (pid {process.pid})", flush=True)
-        stop_server(process)
-        raise SystemExit(128 + signum)
+    def note(signum: int, frame: object) -> None:
+        received.append(signum)
 
-    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    previous = {sig: signal.signal(sig, note) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     try:
-        return process.wait()
+        while process.poll() is None and not received:
+            time.sleep(0.5)
     finally:
+        if received:
+            print(f"[monailabel] {signal.Signals(received[0]).name}: stopping the server (pid {process.pid})",
+                  flush=True)
+        stop_server(process)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        stop_server(process)
+    return 128 + received[0] if received else process.returncode
 
 
 def write_phantom_studies(studies: Path, num: int = 4) -> None:
@@ -212,7 +223,7 @@ def write_phantom_studies(studies: Path, num: int = 4) -> None:
         "preview=False, verbose=False)\n"
     )
     subprocess.run([str(VENV / "bin" / "python"), "-c", code, str(scratch), str(num)], check=True,
-                   env=server_environment(BUNDLE))
+                   env=server_environment(with_checkout=True))
     studies.mkdir(parents=True, exist_ok=True)
     for image in sorted((scratch / "imagesTr").glob("*.nii.gz")):
         shutil.copy2(image, studies / image.name)
@@ -242,7 +253,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         write_phantom_studies(studies)
     command = server_command(app, studies, bundle.name, args.port)
     print(f"[monailabel] {' '.join(command)}", flush=True)
-    return run_server(command, server_environment(bundle, args.port))
+    return run_server(command, server_environment(with_checkout=True))
 
 
 if __name__ == "__main__":

@@ -86,7 +86,7 @@ class Server:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.command = command or monailabel_server.server_command(app, studies, NAME, self.port)
-        self.env = env or monailabel_server.server_environment(self.bundle, self.port)
+        self.env = env or monailabel_server.server_environment(with_checkout=True)
         self.cwd = cwd
         self.start()
 
@@ -105,6 +105,13 @@ class Server:
     def log_since(self, marker: str) -> str:
         """The log after the last line holding ``marker``."""
         return self.log_text().split(marker)[-1]
+
+    def wait_for_log(self, text: str, marker: str, timeout: float = 60) -> str:
+        """The log after the last ``marker`` once it holds ``text`` (the server's output reaches the file late)."""
+        deadline = time.monotonic() + timeout
+        while text not in self.log_since(marker) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        return self.log_since(marker)
 
     def add_study(self, path: Path, image_id: str) -> int:
         body, headers = multipart("file", path)
@@ -199,8 +206,9 @@ def test_inference_returns_organ_labels_in_the_input_geometry(zoo_server, phanto
 def test_inference_on_an_unknown_image_id_names_the_problem(zoo_server):
     status, _ = zoo_server.infer("no_such_study")
     assert status == 500  # MONAI Label answers every error in an inference task so; the log says what it was
-    log = zoo_server.log_since("Infer Request")
-    assert "no input file: the path is empty (in MONAI Label: the image id is not one of the studies" in log
+    message = "no input file: the path is empty (in MONAI Label: the image id is not one of the studies"
+    log = zoo_server.wait_for_log(message, "Infer Request: ")
+    assert message in log
     assert "DICOM" not in log  # the working folder is never read as a DICOM series
     assert zoo_server.infer("phantom_001")[0] == 200
 
@@ -412,7 +420,11 @@ def test_readme_commands_serve_train_and_survive_a_restart(
     assert "monailabel start_server" in start and f"--port {port}" in start
     work = tmp_path / "work"
     work.mkdir()
-    env = monailabel_server.server_environment(bundle)  # MONAI Label's environment (and this checkout's components)
+    # MONAI Label's environment; this checkout's components for the repository's folder (the README's install line)
+    env = monailabel_server.server_environment(with_checkout=not monailabel_server.carries_components(bundle))
+    if env.get("PYTHONPATH") and monailabel_server.VENV.resolve().parent != Path(monailabel_server.ROOT):
+        # an environment shared from another checkout: its `monailabel` script puts that checkout first on the path
+        env["MONAILABEL_PYEXE"] = f"env PYTHONPATH={env['PYTHONPATH']} python"
     for line in setup:
         result = subprocess.run(["bash", "-c", line], cwd=work, env=env, capture_output=True, text=True, timeout=300)
         assert result.returncode == 0, f"{line}\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}"
@@ -431,11 +443,12 @@ def test_readme_commands_serve_train_and_survive_a_restart(
         task = server.train(max_epochs=1)  # MONAI Label's default val_split 0.2 of 1 labelled study: 0 validation
         record_time(f"MONAI Label training (README commands, 1 epoch, 1 volume, {source})", time.perf_counter() - start_time)
         assert task["status"] == "DONE", "\n".join(task.get("details", []))
-        assert "no validation cases (1 training cases): training without validation" in server.log_text()
+        no_validation = "no validation cases (1 training cases): training without validation"
+        assert no_validation in server.wait_for_log(no_validation, "Train Request")
         trained = sha256(model)
         assert trained != shipped
         served = label_map(server, second, tmp_path)
-        assert "Reload model from cache" in server.log_since("Infer Request")  # the new model.pt, no restart
+        assert "Reload model from cache" in server.wait_for_log("Reload model from cache", "Infer Request: ")
         server.stop()
         server.start()  # the README's restart: the start_server line again
         assert sha256(model) == trained
@@ -508,9 +521,12 @@ def test_helper_script_runs_with_a_bare_python_refuses_other_origins_keeps_a_tra
     record_time("MONAI Label helper start-up (environment reused, phantoms written)", time.perf_counter() - start)
     try:
         url = f"http://127.0.0.1:{port}"
-        assert request(f"{url}/info/")[0] == 200
+        assert request(f"{url}/info/")[0] == 200  # 3D Slicer sends no Origin
+        assert request(f"{url}/info/", headers={"Origin": url})[0] == 200  # the server's own pages
         evil = {"Origin": "http://evil.example"}
-        assert "access-control-allow-origin" not in response_headers(f"{url}/info/", headers=evil)
+        status, body = request(f"{url}/info/", headers=evil)
+        assert status == 403 and b"cross-origin request from http://evil.example refused" in body
+        assert request(f"{url}/train/{NAME}", "POST", b"{}", evil)[0] == 403  # a "simple" request: no preflight
         preflight = {**evil, "Access-Control-Request-Method": "PUT"}
         assert "access-control-allow-origin" not in response_headers(f"{url}/datastore/image", "OPTIONS", preflight)
         served = tmp_path / "app" / "monaibundle" / "model" / NAME / "models" / "model.pt"
