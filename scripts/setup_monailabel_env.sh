@@ -6,8 +6,10 @@
 # (on these machines pip takes both from local files; the project's .venv keeps torch 2.13.0), then monailabel
 # without its dependencies, then those dependencies except sam2 (the app runs with `--conf sam2 false`; its build
 # would fetch another torch), mlflow and openslide (not used by a segmentation bundle), with the pins it needs to
-# import (pydicom<3, pynetdicom<3, dicomweb-client<0.60). The project's components are installed without dependencies, so
-# the repository's bundle folder works too (a model-zoo zip carries them itself).
+# import (pydicom<3, pynetdicom<3, dicomweb-client<0.60). The project's components are installed without dependencies
+# (editable, from this checkout) when the environment has none, so the repository's bundle folder works too (a
+# model-zoo zip carries them itself); an environment that has them from another checkout keeps them (the server
+# helper, scripts/monailabel_server.py, puts the checkout it serves first on PYTHONPATH).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${SEMCL_MONAILABEL_VENV:-$ROOT/.venv-monailabel}"
@@ -37,5 +39,8 @@ else
     "${PIP[@]}" install "${TORCH[@]}" "${REQUIREMENTS[@]}" 2>&1 | grep -v "is ignored: it is neither" || true
     echo "$WANTED" > "$STAMP"
 fi
-"$VENV/bin/python" -m pip --disable-pip-version-check -q install --no-deps -e "$ROOT" 2>&1 | grep -v "is ignored: it is neither" || true
-"$VENV/bin/python" -c "import torch, torchvision, monai, monailabel, numpy, semcl_components; print(f'[monailabel-env] ok: monailabel {monailabel.__version__}, monai {monai.__version__}, torch {torch.__version__}, numpy {numpy.__version__}')"
+# (checked from / without PYTHONPATH: only what is installed counts)
+if ! (cd / && env -u PYTHONPATH "$VENV/bin/python" -c "import semcl_components" 2>/dev/null); then
+    "$VENV/bin/python" -m pip --disable-pip-version-check -q install --no-deps -e "$ROOT" 2>&1 | grep -v "is ignored: it is neither" || true
+fi
+(cd / && env -u PYTHONPATH "$VENV/bin/python" -c "import torch, torchvision, monai, monailabel, numpy, semcl_components; print(f'[monailabel-env] ok: monailabel {monailabel.__version__}, monai {monai.__version__}, torch {torch.__version__}, numpy {numpy.__version__}, semcl_components from {semcl_components.__path__[0]}')")

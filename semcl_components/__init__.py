@@ -6,7 +6,8 @@ Modules:
     networks: encoders, object-embedding model, encoder -> segmentation transfer.
     engines: the contrastive training step for MONAI/ignite trainers.
     data: the embedded multi-organ CT phantom generator and its datalists.
-    handlers, input_checks, settings, bundle_utils, atomic_io: what the bundle's workflows need besides.
+    handlers, input_checks, settings, monailabel_training, bundle_utils, atomic_io: what the bundle's workflows
+        need besides.
 
 Importing the package imports the modules the bundle configs use, so that a config reaches all of them through one
 item (``semcl_components: "$...pkgutil.resolve_name('semcl_components')"``), whether the package is installed or
@@ -25,6 +26,7 @@ from . import (  # noqa: E402  (after __version__, which the submodules may read
     input_checks,
     losses,
     metrics,
+    monailabel_training,
     networks,
     settings,
     transforms,
@@ -40,6 +42,7 @@ __all__ = [
     "input_checks",
     "losses",
     "metrics",
+    "monailabel_training",
     "networks",
     "settings",
     "transforms",

@@ -136,12 +136,19 @@ class CheckFile(Transform):
     NRRD...) are only checked for existence; their readers report damage themselves.
 
     Raises:
-        FileNotFoundError: the path does not exist.
+        FileNotFoundError: the path is empty or does not exist. An empty path would name the working folder (``.``),
+            which a DICOM reader would then try to read; MONAI Label passes one for an image id that is not in its
+            studies folder.
         ValueError: a NIfTI file is truncated, its gzip stream is damaged, or a voxel is NaN or infinite (the
             message names the file).
     """
 
     def __call__(self, path: str | os.PathLike) -> str | os.PathLike:  # type: ignore[override]
+        if not os.fspath(path).strip():
+            raise FileNotFoundError(
+                "no input file: the path is empty (in MONAI Label: the image id is not one of the studies; "
+                "GET /datastore/?output=all lists them)."
+            )
         file = Path(path)
         if not file.exists():
             raise FileNotFoundError(f"{file}: no such file or folder.")

@@ -4,8 +4,9 @@
 for the default number of epochs; ``--resume false`` hands the config the *string* ``'false'``, which Python takes as
 true; ``--max_epochs abc`` fails deep inside ignite without naming the setting. :func:`check_overrides` (the first
 step of every workflow's ``initialize``) stops such a command before any work, naming the setting and the closest
-known key; :func:`as_bool` is how every boolean setting is read. :func:`check_pretraining_settings` stops settings
-that are each valid but meaningless together.
+known key (in MONAI Label's training process, whose options come as a request instead of a command line, it checks
+that request: ``monailabel_training``); :func:`as_bool` is how every boolean setting is read.
+:func:`check_pretraining_settings` stops settings that are each valid but meaningless together.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import re
 import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+from .monailabel_training import check_training_request, training_request
 
 __all__ = ["as_bool", "check_overrides", "check_pretraining_settings", "parse_cli_overrides", "typed_cli_value"]
 
@@ -100,8 +103,10 @@ def check_overrides(argv: Sequence[str] | None = None, config: Mapping[str, Any]
 
     Every ``--key value`` of the command line (``sys.argv`` by default) must name a top-level key of the workflow's
     config files (``--a#b``: its first part), and a value must fit the kind of the key's literal default in those
-    files (true/false, integer, number, list). A command line without ``--config_file`` (MONAI Label and other
-    Python callers, which pass their overrides otherwise) is not checked.
+    files (true/false, integer, number, list). A command line without ``--config_file`` (Python callers, which pass
+    their overrides otherwise) is not checked, except MONAI Label's training process: there the options of its
+    training request are checked (``monailabel_training.check_training_request``: ``max_epoch`` is refused naming
+    ``max_epochs``).
 
     Args:
         argv: the command line.
@@ -113,6 +118,9 @@ def check_overrides(argv: Sequence[str] | None = None, config: Mapping[str, Any]
     overrides = parse_cli_overrides(sys.argv[1:] if argv is None else argv)
     if config is None:
         if "config_file" not in overrides:
+            request = training_request() if argv is None else None
+            if request is not None:
+                check_training_request(request)
             return
         from monai.bundle import ConfigParser
 

@@ -5,4 +5,5 @@ Modules:
     bundle_run: running bundle workflows as a user types them (``python -m monai.bundle run``), logged and measured.
     zoo_export: the model-zoo artifact (``scripts/export_bundle.py``).
     monailabel: serving the bundle with MONAI Label's stock app (``scripts/monailabel_server.py``).
+    monailabel_origins: MONAI Label's server app with requests from other web origins refused (the helper's guard).
 """

@@ -3,16 +3,26 @@
 Steps: (1) the MONAI Label environment ``.venv-monailabel`` (``scripts/setup_monailabel_env.sh``; reused when
 present), (2) the ``monaibundle`` sample app copied from the installed MONAI Label wheel (no network), (3) a writable
 copy of the bundle in ``<app>/model/<bundle>`` (the server writes ``models/model.pt`` and ``eval/`` there when it
-trains), with the weights of ``--weights`` if given, (4) ``monailabel start_server`` with the settings that keep it
-offline: ``zoo_source github`` (``monaihosting`` would fetch the model zoo's index even for a local bundle) and
-``sam2 false`` (else it downloads SAM2 weights).
+trains): its configs, docs and code are refreshed at every start, but a copy whose ``models/`` holds a ``model.pt``
+keeps its ``models/`` and ``eval/`` (a model trained through MONAI Label survives a restart; the output says what is
+kept), and ``--weights`` fills a copy that has none, (4) no start without ``models/model.pt`` (MONAI Label would list
+no model, answer inference with an unrelated HTTP 500, and serve a model trained later only after a restart), (5)
+``monailabel start_server`` with the settings that keep it offline: ``zoo_source github`` (``monaihosting`` would
+fetch the model zoo's index even for a local bundle) and ``sam2 false`` (else it downloads SAM2 weights), on
+127.0.0.1 only and with requests from web pages of other origins refused (``semcl_tools.monailabel_origins``; MONAI
+Label's default lets any web page the annotator opens call it, and setting its ``MONAI_LABEL_CORS_ORIGINS`` makes it
+fail at start-up). Stopping this script (Ctrl-C, ``kill``,
+closing its terminal) stops the server and its training process.
 
 Usage:
     python scripts/monailabel_server.py [--bundle DIR] [--weights DIR] [--studies DIR] [--app-dir DIR] [--port 8000]
 
-``--bundle`` is the repository's bundle folder (default; the MONAI Label environment has the components installed)
-or an unpacked model-zoo zip (which carries them). ``--studies`` defaults to ``<app-dir>/studies`` with 4 phantom
-volumes written into it if it is empty. Then open 3D Slicer's MONAI Label module on http://127.0.0.1:<port>.
+Any Python >= 3.10 runs it (standard library only; the phantom studies are written by the MONAI Label environment's
+Python). ``--bundle`` is the repository's bundle folder (default; the server imports the components from this
+checkout) or an unpacked model-zoo zip (which carries them). ``--weights`` is a folder with ``model.pt`` (and
+``pretrained_encoder.pt``), e.g. an export's output folder or an unpacked zip's ``models/``. ``--studies`` defaults to
+``<app-dir>/studies`` with 4 phantom volumes written into it if it is empty. Then open 3D Slicer's MONAI Label module
+on http://127.0.0.1:<port>.
 """
 
 from __future__ import annotations
@@ -20,6 +30,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -33,6 +44,14 @@ READY = "Uvicorn running on"
 """The server's last start-up log line (uvicorn's), printed once the socket is bound."""
 COPIED = ("configs", "docs", "scripts", "models", "LICENSE", "large_files.yml")
 """What of a bundle folder the app gets (no eval/, data/ or run locks)."""
+SERVED_OUTPUTS = ("models", "eval")
+"""What the server writes into its copy of the bundle; kept across starts once ``models/`` holds a ``model.pt``."""
+WEIGHT_FILES = ("model.pt", "pretrained_encoder.pt")
+"""The weight files ``--weights`` provides."""
+NO_MODEL = """no models/model.pt in {bundle}: MONAI Label would list no model, answer every inference with HTTP 500, and
+serve a model trained later only after a restart. Give the weights: --weights DIR (a folder with model.pt, e.g. the
+output folder of scripts/export_bundle.py or an unpacked model-zoo zip's models/), serve an unpacked zip
+(--bundle DIR), or train the bundle once first (python -m monai.bundle run --config_file {bundle_configs}/train.yaml)."""
 
 
 def setup_environment() -> Path:
@@ -41,54 +60,107 @@ def setup_environment() -> Path:
     return VENV / "bin" / "monailabel"
 
 
+def carries_components(bundle: Path) -> bool:
+    """Whether a bundle folder carries its own copy of the components (a model-zoo zip's ``scripts/``)."""
+    return (bundle / "scripts" / "semcl_components" / "__init__.py").is_file()
+
+
+def server_environment(with_checkout: bool = False) -> dict[str, str]:
+    """The environment of MONAI Label's commands.
+
+    MONAI Label's venv first on ``PATH`` (its ``monailabel`` script runs ``python``). ``with_checkout``: this
+    checkout first on ``PYTHONPATH``, for the origin guard of :func:`server_command` and for a bundle without its own
+    copy of the components (the repository's folder), so that the server runs the code of the checkout it serves,
+    whichever checkout the environment was built from.
+    """
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    env["PATH"] = f"{VENV / 'bin'}{os.pathsep}{env.get('PATH', '')}"
+    env.setdefault("OMP_NUM_THREADS", "2")
+    if with_checkout:
+        env["PYTHONPATH"] = str(ROOT)
+    return env
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink()
+
+
 def prepare_app(app_dir: Path, bundle: Path = BUNDLE, weights: Path | None = None) -> Path:
-    """The ``monaibundle`` app in ``app_dir`` with a fresh copy of ``bundle`` (and ``weights``); the app folder."""
+    """The ``monaibundle`` app in ``app_dir`` with an up-to-date copy of ``bundle``; the app folder.
+
+    The copy's configs, docs and code are replaced by the bundle's. Its ``models/`` and ``eval/`` are kept when
+    ``models/model.pt`` exists (trained through MONAI Label, or placed on an earlier start), else taken from the
+    bundle, and then ``weights`` (a folder with ``model.pt`` and/or ``pretrained_encoder.pt``) fill ``models/``.
+    What is kept or placed is printed.
+    """
     app = app_dir / "monaibundle"
     if not (app / "main.py").is_file():
         app_dir.mkdir(parents=True, exist_ok=True)
         subprocess.run([str(VENV / "bin" / "monailabel"), "apps", "--download", "--name", "monaibundle", "--output",
-                        str(app_dir)], check=True, env=_environment())
+                        str(app_dir)], check=True, env=server_environment())
     target = app / "model" / bundle.name
-    shutil.rmtree(target, ignore_errors=True)
-    target.mkdir(parents=True)
+    served_model = target / "models" / "model.pt"
+    keep = served_model.is_file()
+    if target.exists():
+        for entry in target.iterdir():
+            if not (keep and entry.name in SERVED_OUTPUTS):
+                _remove(entry)
+    target.mkdir(parents=True, exist_ok=True)
     for name in COPIED:
         source = bundle / name
+        if keep and name in SERVED_OUTPUTS:
+            continue
         if source.is_dir():
             shutil.copytree(source, target / name, ignore=shutil.ignore_patterns("__pycache__", ".lock", "*.pyc"))
         elif source.is_file():
             shutil.copy2(source, target / name)
-    if weights is not None:
+    if keep:
+        stamp = time.strftime("%Y-%m-%d %H:%M", time.localtime(served_model.stat().st_mtime))
+        print(f"[monailabel] keeping the served models/ and eval/ of {target} (model.pt of {stamp}); delete "
+              f"{target / 'models'} to serve the bundle's own weights or --weights again", flush=True)
+    elif weights is not None:
         (target / "models").mkdir(exist_ok=True)
-        for name in ("model.pt", "pretrained_encoder.pt"):
-            if (weights / name).is_file():
-                shutil.copy2(weights / name, target / "models" / name)
+        placed = [name for name in WEIGHT_FILES if (weights / name).is_file()]
+        for name in placed:
+            shutil.copy2(weights / name, target / "models" / name)
+        print(f"[monailabel] placed {', '.join(placed) or 'no weight file'} from {weights} in {target / 'models'}",
+              flush=True)
     return app
 
 
 def server_command(app: Path, studies: Path, model: str, port: int) -> list[str]:
-    """``monailabel start_server`` for ``app`` serving the bundle ``model`` offline on 127.0.0.1:``port``."""
-    return [str(VENV / "bin" / "monailabel"), "start_server", "--app", str(app), "--studies", str(studies),
+    """``monailabel start_server`` for ``app`` serving the bundle ``model`` offline on 127.0.0.1:``port``, behind
+    the origin guard (``semcl_tools.monailabel_origins``; needs :func:`server_environment` ``with_checkout``).
+
+    The environment's Python runs MONAI Label's CLI module directly: its ``monailabel`` script puts the folder two
+    levels above itself first on ``PYTHONPATH``, i.e. the checkout that holds the environment, not necessarily this
+    one."""
+    return [str(VENV / "bin" / "python"), "-m", "monailabel.main", "start_server", "--app", str(app), "--studies",
+            str(studies),
             "--conf", "models", model, "--conf", "zoo_source", "github", "--conf", "sam2", "false",
-            "--host", "127.0.0.1", "--port", str(port)]
+            "--host", "127.0.0.1", "--port", str(port), "--uvicorn_app", "semcl_tools.monailabel_origins:app"]
 
 
-def _environment() -> dict[str, str]:
-    """The server's environment: MONAI Label's venv first on PATH (its ``monailabel`` script runs ``python``)."""
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
-    env["PATH"] = f"{VENV / 'bin'}{os.pathsep}{env.get('PATH', '')}"
-    env.setdefault("OMP_NUM_THREADS", "2")
-    return env
-
-
-def start_server(command: Sequence[str], log_file: Path, timeout: float = 180) -> subprocess.Popen:
+def start_server(
+    command: Sequence[str],
+    log_file: Path,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+    timeout: float = 180,
+) -> subprocess.Popen:
     """Start the server (own process group), wait until it listens; raise with the log's tail if it does not."""
     log_file.parent.mkdir(parents=True, exist_ok=True)
-    log = open(log_file, "w", encoding="utf-8")
-    process = subprocess.Popen(list(command), stdout=log, stderr=subprocess.STDOUT, env=_environment(),
-                               start_new_session=True)
+    offset = log_file.stat().st_size if log_file.exists() else 0  # a restart appends to the log
+    with open(log_file, "a", encoding="utf-8") as log:
+        process = subprocess.Popen(list(command), stdout=log, stderr=subprocess.STDOUT, cwd=cwd,
+                                   env=server_environment(with_checkout=True) if env is None else env,
+                                   start_new_session=True)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        text = log_file.read_text(encoding="utf-8", errors="replace")
+        text = log_file.read_bytes()[offset:].decode("utf-8", errors="replace")
         if READY in text:
             return process
         if process.poll() is not None or "Application startup failed" in text:
@@ -99,23 +171,63 @@ def start_server(command: Sequence[str], log_file: Path, timeout: float = 180) -
     raise RuntimeError(f"MONAI Label did not start within {timeout:.0f} s (log {log_file}):\n{tail}")
 
 
-def stop_server(process: subprocess.Popen) -> None:
-    """Stop the server and its children (training runs in a child process)."""
-    if process.poll() is None:
-        os.killpg(process.pid, 15)
+def stop_server(process: subprocess.Popen, timeout: float = 10) -> None:
+    """Stop the server and every process of its group (training runs in a child process)."""
+    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, None)):
         try:
-            process.wait(timeout=30)
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            break  # the group is gone
+        try:
+            process.wait(timeout=wait)
+            break
         except subprocess.TimeoutExpired:
-            os.killpg(process.pid, 9)
-            process.wait()
+            continue
+
+
+def run_server(command: Sequence[str], env: dict[str, str]) -> int:
+    """Run the server in the foreground until it ends or this process is told to stop; its exit status (128 + the
+    signal's number when stopped).
+
+    The server gets its own process group, which SIGINT (Ctrl-C), SIGTERM and SIGHUP to this process end as a whole,
+    training included: stopping the helper never leaves an orphaned server. (MONAI Label's server does not end on
+    SIGTERM by itself, its background threads keep it alive: :func:`stop_server` kills what is left.)
+    """
+    process = subprocess.Popen(list(command), env=env, start_new_session=True)
+    received: list[int] = []
+
+    def note(signum: int, frame: object) -> None:
+        received.append(signum)
+
+    previous = {sig: signal.signal(sig, note) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    try:
+        while process.poll() is None and not received:
+            time.sleep(0.5)
+    finally:
+        if received:
+            print(f"[monailabel] {signal.Signals(received[0]).name}: stopping the server (pid {process.pid})",
+                  flush=True)
+        stop_server(process)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 128 + received[0] if received else process.returncode
 
 
 def write_phantom_studies(studies: Path) -> None:
-    """The ``annotation`` phantom set's CT volumes as studies, for a first look without data."""
-    from semcl_components.data.phantoms import write_phantom_set
-
+    """The ``annotation`` phantom set's CT volumes as studies, for a first look without data (written by MONAI Label's
+    Python)."""
     scratch = studies.parent / "phantom_source"
-    write_phantom_set(scratch, "annotation", preview=False, verbose=False)
+    code = (
+        "import sys
+"
+        "from semcl_components.data.phantoms import write_phantom_set
+"
+        "write_phantom_set(sys.argv[1], 'annotation', preview=False, verbose=False)
+"
+    )
+    subprocess.run(
+        [str(VENV / "bin" / "python"), "-c", code, str(scratch)], check=True, env=server_environment(with_checkout=True)
+    )
     studies.mkdir(parents=True, exist_ok=True)
     for image in sorted((scratch / "imagesTr").glob("*.nii.gz")):
         shutil.copy2(image, studies / image.name)
@@ -124,22 +236,28 @@ def write_phantom_studies(studies: Path) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--bundle", type=Path, default=BUNDLE, help="a bundle folder (default: the repository's)")
-    parser.add_argument("--weights", type=Path, help="a folder with model.pt and pretrained_encoder.pt to serve")
+    parser.add_argument("--weights", type=Path, help="a folder with model.pt (and pretrained_encoder.pt) to serve")
     parser.add_argument("--app-dir", type=Path, default=ROOT / "runs" / "monailabel", help="where the app goes")
     parser.add_argument("--studies", type=Path, help="the studies folder (default <app-dir>/studies, phantoms)")
     parser.add_argument("--port", type=int, default=8000)
     args = parser.parse_args(argv)
+    bundle = args.bundle.absolute()
+    if not (bundle / "configs" / "inference.yaml").is_file():
+        parser.error(f"--bundle {bundle}: not a bundle folder (no configs/inference.yaml)")
+    if args.weights is not None and not (args.weights / "model.pt").is_file():
+        parser.error(f"--weights {args.weights}: no model.pt in that folder")
     setup_environment()
-    app = prepare_app(args.app_dir.absolute(), args.bundle.absolute(), args.weights)
+    app = prepare_app(args.app_dir.absolute(), bundle, args.weights)
+    if not (app / "model" / bundle.name / "models" / "model.pt").is_file():
+        print(f"[monailabel] error: {NO_MODEL.format(bundle=bundle, bundle_configs=bundle / 'configs')}",
+              file=sys.stderr, flush=True)
+        return 2
     studies = (args.studies or args.app_dir / "studies").absolute()
     if args.studies is None and not any(studies.glob("*.nii*")):
         write_phantom_studies(studies)
-    if not (app / "model" / args.bundle.name / "models" / "model.pt").is_file():
-        print("[monailabel] note: no models/model.pt in the served bundle: inference needs one (--weights DIR, or "
-              "train once through MONAI Label)", flush=True)
-    command = server_command(app, studies, args.bundle.name, args.port)
+    command = server_command(app, studies, bundle.name, args.port)
     print(f"[monailabel] {' '.join(command)}", flush=True)
-    return subprocess.call(command, env=_environment())
+    return run_server(command, server_environment(with_checkout=True))
 
 
 if __name__ == "__main__":

@@ -146,6 +146,26 @@ def test_train_from_scratch_writes_model_and_summary(trained_model):
     assert list(summary["per_class"]["val_mean_dice"]) == ORGANS
 
 
+def test_train_without_validation_cases_writes_the_last_model(run_bundle, phantom_dataset, tmp_path):
+    """MONAI Label's val_split 0.2 of one labelled study leaves no validation case: model.pt is the last epoch's."""
+    run = run_bundle(["train"], [
+        "--dataset_dir", phantom_dataset, "--ckpt_dir", tmp_path / "models", "--output_dir", tmp_path / "eval",
+        "--max_epochs", "1", "--validate#dataset#data", "[]", *TINY_TRAIN_ARGS,
+    ])
+    assert "no validation cases (4 training cases): training without validation" in run.log
+    assert (tmp_path / "models" / "model.pt").is_file()
+
+
+def test_train_without_training_cases_stops_naming_the_fix(run_bundle, phantom_dataset, tmp_path):
+    run = run_bundle(["train"], [
+        "--dataset_dir", phantom_dataset, "--ckpt_dir", tmp_path / "models", "--output_dir", tmp_path / "eval",
+        "--train#dataset#data", "[]", *TINY_TRAIN_ARGS,
+    ], expect_success=False)
+    assert run.returncode != 0
+    assert "no training cases: the training list is empty (1 validation cases)" in run.log
+    assert not (tmp_path / "models" / "model.pt").exists()
+
+
 def test_train_from_pretrained_encoder_reports_loaded_weights(run_bundle, phantom_dataset, pretrained_pool, tmp_path):
     encoder_file = pretrained_pool.ckpt_dir / "pretrained_encoder.pt"
     run = run_bundle(["train"], [

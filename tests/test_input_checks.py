@@ -72,6 +72,13 @@ def test_gzip_whose_content_is_too_short_for_its_header_is_named(tmp_path):
         CheckFile()(path)
 
 
+@pytest.mark.parametrize("path", ["", " "])
+def test_empty_path_is_refused_not_read_as_the_working_folder(path):
+    """MONAI Label passes an empty path for an unknown image id; as a Path it would be ".", which exists."""
+    with pytest.raises(FileNotFoundError, match="no input file: the path is empty .*the image id is not one of"):
+        CheckFile()(path)
+
+
 def test_missing_file_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match=str(tmp_path / "nope.nii.gz")):
         CheckFile()(tmp_path / "nope.nii.gz")

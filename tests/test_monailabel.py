@@ -1,14 +1,21 @@
 """The bundle in MONAI Label's stock ``monaibundle`` app: a real server on loopback, inference, training, bad input.
 
 The server runs from the MONAI Label environment (``.venv-monailabel``, created by ``scripts/setup_monailabel_env.sh``
-and reused while its requirements are unchanged), started and stopped here with ``scripts/monailabel_server.py``.
+and reused while its requirements are unchanged; ``SEMCL_MONAILABEL_VENV`` names another). The bundle README's own
+commands are run as written (``test_readme_commands_*``); the other tests start and stop the server with the helpers
+of ``scripts/monailabel_server.py``, and run that script itself as the root README documents it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import re
 import shutil
+import signal
 import socket
+import subprocess
 import sys
 import time
 import urllib.error
@@ -63,16 +70,29 @@ def multipart(field: str, path: Path) -> tuple[bytes, dict]:
 
 
 class Server:
-    """A running MONAI Label server and its folders."""
+    """A running MONAI Label server and its folders (started with ``command``, default the helper's)."""
 
-    def __init__(self, app: Path, studies: Path, log: Path) -> None:
+    def __init__(
+        self,
+        app: Path,
+        studies: Path,
+        log: Path,
+        command: list[str] | None = None,
+        port: int | None = None,
+        env: dict[str, str] | None = None,
+        cwd: Path | None = None,
+    ) -> None:
         self.app, self.studies, self.log = app, studies, log
-        self.port = free_port()
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.command = command or monailabel_server.server_command(app, studies, NAME, self.port)
+        self.env = env or monailabel_server.server_environment(with_checkout=True)
+        self.cwd = cwd
+        self.start()
+
+    def start(self) -> None:
         start = time.perf_counter()
-        self.process = monailabel_server.start_server(
-            monailabel_server.server_command(app, studies, NAME, self.port), log
-        )
+        self.process = monailabel_server.start_server(self.command, self.log, self.env, self.cwd)
         self.startup_seconds = time.perf_counter() - start
 
     @property
@@ -81,6 +101,17 @@ class Server:
 
     def infer(self, image_id: str) -> tuple[int, bytes]:
         return request(f"{self.url}/infer/{NAME}?image={image_id}&output=image", method="POST")
+
+    def log_since(self, marker: str) -> str:
+        """The log after the last line holding ``marker``."""
+        return self.log_text().split(marker)[-1]
+
+    def wait_for_log(self, text: str, marker: str, timeout: float = 60) -> str:
+        """The log after the last ``marker`` once it holds ``text`` (the server's output reaches the file late)."""
+        deadline = time.monotonic() + timeout
+        while text not in self.log_since(marker) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        return self.log_since(marker)
 
     def add_study(self, path: Path, image_id: str) -> int:
         body, headers = multipart("file", path)
@@ -93,9 +124,7 @@ class Server:
     def train(self, timeout: float = 600, **params) -> dict:
         """Run one training request to its end; the final task record."""
         status, body = request(
-            f"{self.url}/train/{NAME}?run_sync=false",
-            "POST",
-            json.dumps(params).encode(),
+            f"{self.url}/train/{NAME}?run_sync=false", "POST", json.dumps(params).encode(),
             {"Content-Type": "application/json"},
         )
         assert status == 200, body[-2000:]
@@ -169,8 +198,36 @@ def test_inference_returns_organ_labels_in_the_input_geometry(zoo_server, phanto
     source = nib.load(str(zoo_server.studies / "phantom_000.nii.gz"))
     assert result.shape == source.shape
     np.testing.assert_allclose(result.affine, source.affine, atol=1e-4)
+    assert result.get_data_dtype() == np.uint8  # the README's Output section
     values = set(np.unique(np.asarray(result.dataobj)).astype(int).tolist())
     assert values <= set(range(len(ORGANS) + 1)) and values - {0}
+
+
+def test_inference_on_an_unknown_image_id_names_the_problem(zoo_server):
+    status, _ = zoo_server.infer("no_such_study")
+    assert status == 500  # MONAI Label answers every error in an inference task so; the log says what it was
+    message = "no input file: the path is empty (in MONAI Label: the image id is not one of the studies"
+    log = zoo_server.wait_for_log(message, "Infer Request: ")
+    assert message in log
+    assert "DICOM" not in log  # the working folder is never read as a DICOM series
+    assert zoo_server.infer("phantom_001")[0] == 200
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"max_epoch": 1}, "'max_epoch' is not a training option (did you mean 'max_epochs'?)"),
+        ({"max_epochs": -1}, "max_epochs must be a whole number of at least 1, got -1"),
+        ({"max_epochs": "abc"}, "max_epochs must be a whole number of at least 1, got 'abc'"),
+    ],
+)
+def test_bad_training_options_are_named_in_the_task_status(zoo_server, options, message):
+    model = zoo_server.bundle / "models" / "model.pt"
+    before = model.stat().st_mtime_ns
+    task = zoo_server.train(**options)
+    assert task["status"] == "ERROR"
+    assert message in task["details"][-1], task["details"]
+    assert model.stat().st_mtime_ns == before
 
 
 def test_bad_studies_get_an_error_and_the_server_keeps_serving(zoo_server, tmp_path):
@@ -241,15 +298,15 @@ def test_empty_label_fails_training_with_its_name_and_the_server_keeps_serving(z
     task = zoo_server.train(max_epochs=1, val_split=0.0)
     details = "\n".join(task.get("details", []))
     assert task["status"] == "ERROR", details
-    # MONAI Label reports the last lines of the training output (MONAI's "Failed to instantiate" wrapper); the
-    # bundle's message naming the file is in the full output, in the server's log
-    assert "phantom_004.nii.gz: the label map holds background only" in zoo_server.log_text()
+    # MONAI Label keeps the last 20 lines of the training output, where MONAI's "Failed to instantiate" wrapper
+    # would stand: the bundle repeats its own message as the last line
+    assert "phantom_004.nii.gz: the label map holds background only" in task["details"][-1], details
     status, _ = request(f"{zoo_server.url}/info/")
     assert status == 200
 
 
 def test_repository_bundle_folder_serves_too(monailabel_env, exported, phantom_dataset, tmp_path, record_time):
-    """The repository's bundle folder (components from the installed package) with the exported weights."""
+    """The repository's bundle folder (components from this checkout) with the exported weights."""
     app = monailabel_server.prepare_app(tmp_path / "apps", BUNDLE_DIR, weights=exported["out"])
     phantom_studies(phantom_dataset, tmp_path / "studies", 1)
     server = Server(app, tmp_path / "studies", tmp_path / "server.log")
@@ -267,8 +324,6 @@ def test_repository_bundle_folder_serves_too(monailabel_env, exported, phantom_d
 
 def package_names(text: str) -> set[str]:
     """Lower-case package names in pip requirement strings (extras and version specifiers dropped)."""
-    import re
-
     names = set()
     for token in re.findall(r'"[^"]+"|\S+', text):
         token = token.strip('"\\')
@@ -280,13 +335,220 @@ def package_names(text: str) -> set[str]:
 
 def test_readme_install_lines_match_the_setup_script():
     """The bundle README's MONAI Label install lines name the packages scripts/setup_monailabel_env.sh installs."""
-    import re
-
     script = (Path(monailabel_server.ROOT) / "scripts" / "setup_monailabel_env.sh").read_text()
     requirements = re.search(r"REQUIREMENTS=\((.*?)\n\)", script, re.S).group(1)
     torch_pins = re.search(r"TORCH=\((.*?)\)", script).group(1)
     readme = (BUNDLE_DIR / "docs" / "README.md").read_text()
     block = re.search(r"### Annotating with MONAI Label.*?```bash\n(.*?)```", readme, re.S).group(1)
-    lines = [line for line in block.replace("\\\n", " ").splitlines() if line.startswith("pip install")]
+    lines = [line.split("#")[0] for line in block.replace("\\\n", " ").splitlines() if line.startswith("pip install")]
     assert package_names(" ".join(lines)) == package_names(requirements + " " + torch_pins) | {"monailabel"}
+    # the repository's bundle folder needs the components installed from the checkout, as the script does
+    assert any(re.match(r"pip install --no-deps -e \S+", line) for line in lines), lines
+    assert 'install --no-deps -e "$ROOT"' in script
     assert "torch==2.14.1" in block and "torchvision==0.29.1" in block and "monailabel==0.8.5" in script
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# the bundle README's MONAI Label commands, run as written
+# ---------------------------------------------------------------------------------------------------------------------
+
+BUNDLE_PLACEHOLDER, STUDIES_PLACEHOLDER, README_PORT = "/path/to/abdomen_ct_semcl_segmentation", "/path/to/ct_folder", "8000"
+
+
+def readme_server_lines() -> list[str]:
+    """The commands of the bundle README's monailabel-start block, continuation lines joined."""
+    text = (BUNDLE_DIR / "docs" / "README.md").read_text()
+    block = re.search(r"<!-- monailabel-start:.*?-->\s*```bash\n(.*?)```", text, re.S)
+    assert block, "the bundle README has no monailabel-start block"
+    return [" ".join(line.split()) for line in block.group(1).replace("\\\n", " ").splitlines() if line.strip()]
+
+
+def filled_in(line: str, bundle: Path, studies: Path, port: int) -> str:
+    """A README line with its placeholders replaced: the bundle folder, the studies folder and (where it says the
+    server's port) a free port."""
+    line = line.replace(BUNDLE_PLACEHOLDER, str(bundle)).replace(STUDIES_PLACEHOLDER, str(studies))
+    return line.replace(README_PORT, str(port)) if "start_server" in line else line
+
+
+def unpacked_zip(exported: dict, folder: Path) -> Path:
+    """The exported zip unpacked as a zoo user gets it; its bundle folder."""
+    with zipfile.ZipFile(exported["zip"]) as archive:
+        archive.extractall(folder)
+    return folder / NAME
+
+
+def checkout_bundle(exported: dict, folder: Path, weights: bool = True) -> Path:
+    """The repository's bundle folder as a fresh clone has it (no data, runs or weights), with the exported model.pt
+    and encoder placed in its models/ when ``weights`` (as the README says: train once, or copy a model.pt)."""
+    target = folder / NAME
+    shutil.copytree(BUNDLE_DIR, target, ignore=shutil.ignore_patterns(
+        "data", "eval", "runs", "*.pt", "*.ts", "*.onnx", "__pycache__", ".lock"))  # fmt: skip
+    if weights:
+        for name in ("model.pt", "pretrained_encoder.pt"):
+            shutil.copy2(exported["out"] / name, target / "models" / name)
+    return target
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def label_map(server: Server, image_id: str, folder: Path) -> np.ndarray:
+    """The server's segmentation of a study, checked for the README's Output: uint8 in the study's geometry."""
+    status, body = server.infer(image_id)
+    assert status == 200, server.log_text()[-3000:]
+    result = segmentation(body, folder, f"{image_id}_{time.monotonic_ns()}")
+    source = nib.load(str(server.studies / f"{image_id}.nii.gz"))
+    assert result.shape == source.shape and result.get_data_dtype() == np.uint8
+    np.testing.assert_allclose(result.affine, source.affine, atol=1e-4)
+    return np.asarray(result.dataobj)
+
+
+@pytest.mark.parametrize("source", ["zip", "repository"])
+def test_readme_commands_serve_train_and_survive_a_restart(
+    source, monailabel_env, exported, phantom_dataset, tmp_path, record_time
+):
+    """The README's lines, run as written from a fresh folder: infer, submit one label, train with MONAI Label's
+    default split (no validation case), infer with the new model without a restart, restart, infer again."""
+    bundle = unpacked_zip(exported, tmp_path / "download") if source == "zip" else checkout_bundle(exported, tmp_path)
+    studies = tmp_path / "ct_folder"
+    first, second = phantom_studies(phantom_dataset, studies, 2)
+    port = free_port()
+    lines = readme_server_lines()
+    assert BUNDLE_PLACEHOLDER in " ".join(lines) and STUDIES_PLACEHOLDER in " ".join(lines)
+    *setup, start = [filled_in(line, bundle, studies, port) for line in lines]
+    assert "monailabel start_server" in start and f"--port {port}" in start
+    work = tmp_path / "work"
+    work.mkdir()
+    # MONAI Label's environment; this checkout's components for the repository's folder (the README's install line)
+    env = monailabel_server.server_environment(with_checkout=not monailabel_server.carries_components(bundle))
+    if env.get("PYTHONPATH") and monailabel_server.VENV.resolve().parent != Path(monailabel_server.ROOT):
+        # an environment shared from another checkout: its `monailabel` script puts that checkout first on the path
+        env["MONAILABEL_PYEXE"] = f"env PYTHONPATH={env['PYTHONPATH']} python"
+    for line in setup:
+        result = subprocess.run(["bash", "-c", line], cwd=work, env=env, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, f"{line}\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}"
+    app = work / "apps" / "monaibundle"
+    assert (app / "model" / NAME / "configs" / "inference.yaml").is_file()  # the bundle, not model/ itself
+    server = Server(app, studies, tmp_path / "server.log", command=["bash", "-c", start], port=port, env=env, cwd=work)
+    record_time(f"MONAI Label server start-up (README commands, {source})", server.startup_seconds)
+    try:
+        status, body = request(f"{server.url}/info/")
+        assert status == 200 and list(json.loads(body)["models"][NAME]["labels"]) == ORGANS
+        label_map(server, first, tmp_path)
+        assert server.add_label(phantom_dataset / "labelsTr" / f"{first}.nii.gz", first) == 200
+        model = server.bundle / "models" / "model.pt"
+        shipped = sha256(model)
+        start_time = time.perf_counter()
+        task = server.train(max_epochs=1)  # MONAI Label's default val_split 0.2 of 1 labelled study: 0 validation
+        record_time(f"MONAI Label training (README commands, 1 epoch, 1 volume, {source})", time.perf_counter() - start_time)
+        assert task["status"] == "DONE", "\n".join(task.get("details", []))
+        no_validation = "no validation cases (1 training cases): training without validation"
+        assert no_validation in server.wait_for_log(no_validation, "Train Request")
+        trained = sha256(model)
+        assert trained != shipped
+        served = label_map(server, second, tmp_path)
+        assert "Reload model from cache" in server.wait_for_log("Reload model from cache", "Infer Request: ")
+        server.stop()
+        server.start()  # the README's restart: the start_server line again
+        assert sha256(model) == trained
+        np.testing.assert_array_equal(label_map(server, second, tmp_path), served)
+    finally:
+        server.stop()
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# the helper script, run as the root README documents it
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def response_headers(url: str, method: str = "GET", headers: dict | None = None) -> dict[str, str]:
+    """The lower-cased headers of a response (of an error response too)."""
+    req = urllib.request.Request(url, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=60) as response:
+            return {k.lower(): v for k, v in response.headers.items()}
+    except urllib.error.HTTPError as error:
+        return {k.lower(): v for k, v in error.headers.items()}
+
+
+def helper_command(bundle: Path, app_dir: Path, port: int, *args: str) -> list[str]:
+    """``python scripts/monailabel_server.py`` with a bare Python: ``-S``, no site-packages, nothing installed."""
+    script = Path(monailabel_server.ROOT) / "scripts" / "monailabel_server.py"
+    return [sys.executable, "-S", str(script), "--bundle", str(bundle), "--app-dir", str(app_dir), "--port",
+            str(port), *args]  # fmt: skip
+
+
+def helper_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+
+
+def start_helper(command: list[str], log: Path, cwd: Path) -> subprocess.Popen:
+    """Start the helper like a user in a terminal; return once its server listens."""
+    offset = log.stat().st_size if log.exists() else 0
+    with open(log, "a") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=cwd, env=helper_env())
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        text = log.read_bytes()[offset:].decode(errors="replace")
+        if monailabel_server.READY in text:
+            return process
+        assert process.poll() is None, text[-4000:]
+        time.sleep(0.5)
+    process.kill()
+    raise AssertionError(f"the helper's server did not start:\n{log.read_text()[-4000:]}")
+
+
+def stop_helper(process: subprocess.Popen, sig: int, log: Path, port: int) -> None:
+    """Signal the helper as a user would; its server (and the server's process group) must end with it."""
+    process.send_signal(sig)
+    assert process.wait(timeout=60) == 128 + sig
+    pid = int(re.findall(r"stopping the server \(pid (\d+)\)", log.read_text())[-1])
+    with pytest.raises(ProcessLookupError):
+        os.killpg(pid, 0)  # no process of the server's group is left
+    with socket.socket() as s, pytest.raises(ConnectionRefusedError):
+        s.connect(("127.0.0.1", port))
+
+
+def test_helper_script_runs_with_a_bare_python_refuses_other_origins_keeps_a_trained_model_and_stops_its_server(
+    monailabel_env, exported, tmp_path, record_time
+):
+    bundle = unpacked_zip(exported, tmp_path / "download")
+    port, log = free_port(), tmp_path / "helper.log"
+    command = helper_command(bundle, tmp_path / "app", port)
+    start = time.perf_counter()
+    helper = start_helper(command, log, cwd=tmp_path)
+    record_time("MONAI Label helper start-up (environment reused, phantoms written)", time.perf_counter() - start)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        assert request(f"{url}/info/")[0] == 200  # 3D Slicer sends no Origin
+        assert request(f"{url}/info/", headers={"Origin": url})[0] == 200  # the server's own pages
+        evil = {"Origin": "http://evil.example"}
+        status, body = request(f"{url}/info/", headers=evil)
+        assert status == 403 and b"cross-origin request from http://evil.example refused" in body
+        assert request(f"{url}/train/{NAME}", "POST", b"{}", evil)[0] == 403  # a "simple" request: no preflight
+        preflight = {**evil, "Access-Control-Request-Method": "PUT"}
+        assert "access-control-allow-origin" not in response_headers(f"{url}/datastore/image", "OPTIONS", preflight)
+        served = tmp_path / "app" / "monaibundle" / "model" / NAME / "models" / "model.pt"
+        weights = torch.load(served, map_location="cpu", weights_only=True)
+        weights[next(iter(weights))] += 0.01  # what a training through MONAI Label does: another model.pt
+        torch.save(weights, served)
+        trained = sha256(served)
+    finally:
+        stop_helper(helper, signal.SIGTERM, log, port)  # `kill PID`
+    helper = start_helper(command, log, cwd=tmp_path)  # the same command again: a restart
+    try:
+        assert "[monailabel] keeping the served models/ and eval/" in log.read_text()
+        assert sha256(served) == trained
+        assert request(f"http://127.0.0.1:{port}/info/")[0] == 200
+    finally:
+        stop_helper(helper, signal.SIGINT, log, port)  # Ctrl-C
+
+
+def test_helper_script_without_weights_stops_naming_the_fix(monailabel_env, exported, tmp_path):
+    bundle = checkout_bundle(exported, tmp_path / "checkout", weights=False)
+    command = helper_command(bundle, tmp_path / "app", free_port())
+    result = subprocess.run(command, cwd=tmp_path, env=helper_env(), capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-2000:]
+    assert f"no models/model.pt in {bundle}" in result.stderr and "--weights DIR" in result.stderr
+    assert "Uvicorn" not in result.stdout + result.stderr
