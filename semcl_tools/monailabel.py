@@ -218,12 +218,9 @@ def write_phantom_studies(studies: Path) -> None:
     Python)."""
     scratch = studies.parent / "phantom_source"
     code = (
-        "import sys
-"
-        "from semcl_components.data.phantoms import write_phantom_set
-"
-        "write_phantom_set(sys.argv[1], 'annotation', preview=False, verbose=False)
-"
+        "import sys\n"
+        "from semcl_components.data.phantoms import write_phantom_set\n"
+        "write_phantom_set(sys.argv[1], 'annotation', preview=False, verbose=False)\n"
     )
     subprocess.run(
         [str(VENV / "bin" / "python"), "-c", code, str(scratch)], check=True, env=server_environment(with_checkout=True)
