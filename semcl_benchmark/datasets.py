@@ -25,6 +25,12 @@ from .splits import fixed_splits, labelled_counts, seed_datalist
 
 __all__ = ["BenchmarkData"]
 
+DATALIST_KEYS = ("image", "label", "contrast_phase")
+"""What a case's datalist entry holds (``contrast_phase``: the phase bucket, for stratification and phase labels)."""
+
+CASE_RECORD = ("contrast_phase", "contrast_time_s")
+"""What a result file records of each labelled case besides its name (where the dataset records it)."""
+
 
 class BenchmarkData:
     """The dataset of one benchmark: where it is, what it holds, and every seed's datalist.
@@ -112,13 +118,14 @@ class BenchmarkData:
             data["splits"] = dict(self.size.splits)
         return data
 
-    def entries(self) -> list[dict]:
-        """The dataset's cases: ``dataset.json``'s ``training`` entries."""
+    def entries(self, keys: Sequence[str] = DATALIST_KEYS) -> list[dict]:
+        """The dataset's cases: ``dataset.json``'s ``training`` entries, with only ``keys`` (those a datalist holds:
+        a data loader cannot batch a ``null``, such as a native phantom's ``contrast_time_s``)."""
         dataset = json.loads((self.folder / "dataset.json").read_text(encoding="utf-8"))
         entries = dataset.get("training")
         if not isinstance(entries, list) or not entries:
             raise ValueError(f"{self.folder / 'dataset.json'}: no 'training' list of image/label entries.")
-        return entries
+        return [{k: entry[k] for k in keys if k in entry} for entry in entries]
 
     def datalist_file(self, seed: int) -> Path:
         """The datalist of ``seed``: drawn for it (a size with ``splits``), else the dataset's ``datalist.json``."""
@@ -153,6 +160,7 @@ class BenchmarkData:
 
     def labelled_cases(self, seed: int, setting: str) -> list[dict]:
         """The labelled cases of a seed and setting: case name and, where recorded, contrast phase and time."""
-        entries = self.datalist(seed)[setting]
+        recorded = {e["image"]: e for e in self.entries(keys=("image", *CASE_RECORD))}
         return [{"case": os.path.basename(e["image"]).split(".")[0],
-                 **{k: e[k] for k in ("contrast_phase", "contrast_time_s") if k in e}} for e in entries]
+                 **{k: v for k, v in recorded.get(e["image"], {}).items() if k in CASE_RECORD}}
+                for e in self.datalist(seed)[setting]]

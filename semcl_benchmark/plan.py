@@ -161,7 +161,17 @@ class Planner:
                   "data": self.data.config(), "network": size.network,
                   "finetune": {**size.finetune, **self.arm(arm).finetune},
                   "pretrain": None if pretrain is None else runs[pretrain].config}
-        runs[key] = Run(key, self._with_extensions(config), [] if pretrain is None else [pretrain])
+        needs = [] if pretrain is None else [pretrain]
+        if size.budget_fractions and not probe:  # test Dice at fractions of scratch's budget: scratch's run first
+            config["budget_fractions"] = list(size.budget_fractions)
+            scratch = self.scratch_key(setting, seed)
+            needs += [scratch] if scratch in runs and scratch != key else []
+        runs[key] = Run(key, self._with_extensions(config), needs)
+
+    @staticmethod
+    def scratch_key(setting: str, seed: int) -> str:
+        """The run whose best epoch is the budget of ``setting`` and ``seed`` (``budget_fractions``)."""
+        return f"finetune__scratch__{setting}__seed{seed}"
 
     def _with_extensions(self, config: dict) -> dict:
         """``config`` with the size's ``budget_extensions`` (recorded only where there are any: v1 had none)."""
@@ -217,6 +227,8 @@ class Planner:
                          "encoder_lr_multiplier": 1.0, **config["finetune"]}
             if config["probe"]:
                 overrides["encoder_lr_multiplier"] = 0.0
+            if config.get("budget_fractions"):  # weights at every validation, for test Dice part-way
+                overrides["snapshot_interval"] = config["finetune"]["val_interval"]
             evaluation = {**self._common(seed), "ckpt_dir": folder / "models", "output_dir": folder / "test",
                           "roi_size": size.finetune["roi_size"]}
             return [self._call(run.key, ["train.yaml"], overrides, log),

@@ -42,7 +42,10 @@ ATLAS_REGISTRATIONS = ("as_is", "body_box", "centroid")
 SIZE_MAPPINGS = ("data", "network", "pretrain", "finetune", "splits")
 """The settings of a size that decide a run's result (updated key by key from a ``base`` size)."""
 
-SIZE_LISTS = ("arms", "settings", "seeds", "probe_seeds", "study_arms", "study_seeds", "probe_arms")
+OWN_KEYS = ("report",)
+"""Settings of a size that a size based on it does not take over (its report is its own)."""
+
+SIZE_LISTS = ("arms", "settings", "seeds", "probe_seeds", "study_arms", "study_seeds", "probe_arms", "budget_fractions")
 """The settings of a size that list what it plans."""
 
 
@@ -123,6 +126,7 @@ class Size:
     probe_arms: tuple[str, ...] | None = None
     report: str | None = None
     budget_extensions: int = 0
+    budget_fractions: tuple[float, ...] = ()
 
     def plans(self, arm: Arm, setting: str) -> bool:
         """Whether ``arm`` is planned in ``setting`` (its own ``settings`` and the size's ``setting_arms`` allow it)."""
@@ -231,8 +235,8 @@ def _size(name: str, entries: dict[str, dict], protocol: Protocol, seen: tuple[s
     if base is not None:
         if base not in entries or base in seen:
             raise ValueError(f"{where}: base {base!r} is not another size of the protocol ({', '.join(entries)}).")
-        parent = _size(base, entries, protocol, (*seen, name)).__dict__
-        entry = {**parent, **entry, **{k: {**(parent[k] or {}), **entry[k]} for k in SIZE_MAPPINGS if k in entry}}
+        parent = {k: v for k, v in _size(base, entries, protocol, (*seen, name)).__dict__.items() if k not in OWN_KEYS}
+        entry = {**parent, **entry, **{k: {**(parent.get(k) or {}), **entry[k]} for k in SIZE_MAPPINGS if k in entry}}
     entry["name"] = name
     entry.update({k: tuple(entry[k]) for k in SIZE_LISTS if k in entry})
     try:

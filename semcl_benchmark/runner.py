@@ -62,8 +62,9 @@ class Benchmark:
         self.workspace = Workspace(work)
         data = BenchmarkData(size, self.workspace.work, dataset_dir, pixdim)
         self.planner = Planner(protocol or load_protocol(), size, self.workspace, data, device, processes)
-        self.stages = Stages(self.planner, threads_per_job=threads_per_job, prefix=prefix)
         self.store = ResultStore(results)
+        self._planned: dict[str, Run] = {}
+        self.stages = Stages(self.planner, threads_per_job=threads_per_job, prefix=prefix, finished=self._result)
         self._print_lock = threading.Lock()
 
     @property
@@ -77,6 +78,11 @@ class Benchmark:
     def check(self, runs: list[Run]) -> None:
         """See :meth:`semcl_benchmark.plan.Planner.check`."""
         self.planner.check(runs)
+
+    def _result(self, key: str) -> dict | None:
+        """The result of a finished planned run by key (``None``: not planned now or not finished)."""
+        run = self._planned.get(key)
+        return None if run is None else self.store.read(run)
 
     def result_file(self, run: Run) -> Path:
         return self.store.file(run)
@@ -119,6 +125,7 @@ class Benchmark:
         return todo if max_runs is None else todo[:max_runs]
 
     def _run_all(self, planned: list[Run], max_runs: int | None) -> list[str]:
+        self._planned = {run.key: run for run in planned}
         todo = self._todo(planned, max_runs)
         self.check(todo)
         self.stages.data(sorted({run.config["seed"] for run in planned}))

@@ -23,7 +23,7 @@ import shutil
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from semcl_tools.bundle_run import bundle_command, run_logged
@@ -75,10 +75,18 @@ class Stages:
         planner: the plan whose runs these are (their bundle calls, folders and encoder files).
         threads_per_job: CPU threads of each run (``OMP_NUM_THREADS`` of its workflows).
         prefix: put before every line printed.
+        finished: the result of a finished run by key, else ``None`` (scratch's budget for ``budget_fractions``).
     """
 
-    def __init__(self, planner: Planner, threads_per_job: int = 1, prefix: str = "[bench]") -> None:
+    def __init__(
+        self,
+        planner: Planner,
+        threads_per_job: int = 1,
+        prefix: str = "[bench]",
+        finished: Callable[[str], dict | None] = lambda key: None,
+    ) -> None:
         self.planner = planner
+        self.finished = finished
         self.threads_per_job = threads_per_job
         self.prefix = prefix
         # embedding runs share this process: seeding and building a random encoder must not interleave between them
@@ -168,7 +176,38 @@ class Stages:
             result["labelled_cases"] = data.labelled_cases(config["seed"], config["setting"])
             result["encoder"] = self._encoder_record(train, summary)
             result["budget"] = budget
+        if config.get("budget_fractions"):
+            result["budget_fractions"] = self._budget_fractions(run, train, result)
         return result
+
+    def _budget_fractions(self, run: Run, call: BundleCall, result: dict) -> dict:
+        """Test Dice at fractions of scratch's budget (:mod:`semcl_benchmark.snapshots`); the snapshots are deleted."""
+        from .snapshots import budget_epochs, evaluate_snapshots, snapshot_files
+
+        config, folder = run.config, self.planner.workspace.folder(run) / "models"
+        if config["arm"] == "scratch":
+            scratch = result
+        else:
+            scratch = self.finished(self.planner.scratch_key(config["setting"], config["seed"]))
+        scratch_epoch = None if scratch is None else scratch.get("best_metric_epoch")
+        snapshots = snapshot_files(folder / "snapshots")
+        record: dict = {"scratch_best_epoch": scratch_epoch, "points": []}
+        if scratch_epoch is not None:
+            chosen = budget_epochs(config["budget_fractions"], scratch_epoch, list(snapshots))
+            files = {epoch: snapshots[epoch] for epoch in set(chosen.values()) if epoch is not None}
+            if None in chosen.values():  # stopped before that fraction's epoch: its final best model
+                files["best"] = folder / "model.pt"
+            scores = evaluate_snapshots(files, call.overrides, self.threads_per_job)
+            classes = result["test"]["classes"]
+            for fraction, snapshot in chosen.items():
+                epoch = result["best_metric_epoch"] if snapshot is None else snapshot
+                record["points"].append({"fraction": fraction, "epoch": epoch, "step": epoch * result["steps_per_epoch"],
+                                         "model": "best" if snapshot is None else "snapshot",
+                                         "test": {**scores["best" if snapshot is None else snapshot], "classes": classes}})
+        else:
+            record["note"] = "scratch's run of this seed and setting had not finished: no budget to take fractions of"
+        shutil.rmtree(folder / "snapshots", ignore_errors=True)
+        return record
 
     @staticmethod
     def _encoder_record(call: BundleCall, summary: dict) -> dict | None:
