@@ -136,7 +136,7 @@ class Planner:
             for setting in settings:
                 key = f"atlas__{arm}__{setting}__seed{seed}"
                 runs[key] = Run(key, {"stage": "atlas", "arm": arm, "atlas": self.arm(arm).atlas, "setting": setting,
-                                      "seed": seed, "probe": False, "data": self.data.config()})
+                                      "seed": seed, "probe": False, "data": self.data.config(), "pretrain": None})
             return
         if not settings and self.arm(arm).settings is not None:
             return  # none of the arm's own settings is planned

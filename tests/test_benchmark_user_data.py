@@ -66,7 +66,14 @@ def test_the_benchmark_runs_on_a_users_dataset_with_its_classes_and_spacing(tmp_
     assert run["test"]["classes"] == ["core", "shell", "vessel"] and len(run["test"]["cases"]) == 3
     assert run["config"]["data"]["pixdim"] == list(SPACING) and run["config"]["data"]["dataset_dir"] == str(data)
     assert run["allow_dirty"] is True and run["encoder"] is None  # random initialisation loads no encoder
-    assert [p["step"] for p in run["validation_points"]] == [1, 2] and run["validation_points"][-1]["seconds"] > 0
+    points = run["validation_points"]  # one labelled volume, batch 2: one step per epoch; 2 epochs, 4 if extended
+    assert [p["step"] for p in points] == [p["epoch"] for p in points] == list(range(1, run["epochs"] + 1))
+    assert run["epochs"] == run["budget"]["max_epochs"][-1] and points[-1]["seconds"] > points[0]["seconds"] > 0
+    fractions = run["budget_fractions"]  # scratch's own budget: its best epoch
+    assert fractions["scratch_best_epoch"] == run["best_metric_epoch"]
+    assert [p["fraction"] for p in fractions["points"]] == [0.25, 0.5, 1.0]
+    # the snapshot of its best epoch is its model.pt: the same Dice as the bundle's evaluation
+    assert np.allclose(fractions["points"][-1]["test"]["dice"], run["test"]["dice"], atol=1e-5)
     assert run["labelled_cases"][0]["case"].startswith("case_")
     atlas = json.loads((results / "atlas__atlas_body_box__finetune_1__seed0.json").read_text())
     assert atlas["test"]["cases"] == run["test"]["cases"] and atlas["labelled_cases"] == run["labelled_cases"]
