@@ -34,8 +34,9 @@ Usage:
 
 Sizes (``semcl_benchmark/protocol.yaml``): the default (v2: realistic phantoms, seeds as draws, 1, 2 and 4 labelled
 volumes, the upper bound, atlases, the paper's own setting; ``docs/PROTOCOL.md``), ``--size difficulty`` (issue 20's
-criteria: scratch and atlases only), ``--quick`` (minutes: a smoke test of every path, not a result), ``--size v1``
-(the first protocol, its committed runs) and ``--full`` (96^3 crops; meant for a GPU).
+criteria: scratch and atlases only), ``--size calibration`` (the default size's cost per epoch: the basis of its cost
+estimate), ``--quick`` (minutes: a smoke test of every path, not a result), ``--size v1`` (the first protocol, its
+committed runs) and ``--full`` (96^3 crops; meant for a GPU).
 
 The user's own data: ``--dataset_dir DIR`` runs the same protocol on an MSD-style dataset (``dataset.json`` with
 ``labels`` and a ``training`` list; the classes are its labels, the spacing its images' or ``--pixdim``), with the

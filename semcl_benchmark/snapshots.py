@@ -49,13 +49,14 @@ def budget_epochs(fractions: Sequence[float], scratch_epoch: int, snapshots: Seq
     return chosen
 
 
-def evaluate_snapshots(files: dict[int, Path], overrides: dict, threads: int = 1) -> dict[int, dict]:
+def evaluate_snapshots(files: dict, overrides: dict, threads: int = 1, device: str | None = None) -> dict:
     """Test Dice of each snapshot in ``files`` (``{epoch: weights file}``): ``{epoch: {"cases", "dice"}}``.
 
     Args:
-        files: the snapshots (or a run's ``model.pt``) to evaluate.
+        files: the snapshots (or a run's ``model.pt``) to evaluate, by any key.
         overrides: the run's bundle settings (data, datalist, network, ``roi_size``); the split is ``test``.
         threads: CPU threads.
+        device: ``cpu`` or ``cuda`` (default: a GPU if there is one).
     """
     import torch
     from monai.bundle import ConfigParser
@@ -63,25 +64,26 @@ def evaluate_snapshots(files: dict[int, Path], overrides: dict, threads: int = 1
     from monai.networks.utils import one_hot
 
     torch.set_num_threads(threads)
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     parser = ConfigParser()
     parser.read_config(str(CONFIGS / "train.yaml"))
     parser.read_meta(str(CONFIGS / "metadata.json"))
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in overrides.items()}
-    parser.update({"bundle_root": str(CONFIGS.parent), **settings, "val_key": "test", "device": "$torch.device('cpu')"})
-    network = parser.get_parsed_content("network_def").eval()
+    parser.update({"bundle_root": str(CONFIGS.parent), **settings, "val_key": "test"})
+    network = parser.get_parsed_content("network_def").to(device).eval()
     inferer = parser.get_parsed_content("validate#inferer")
     cases = list(parser.get_parsed_content("validate#dataset"))
     num_classes = parser.get_parsed_content("num_classes")
     metric = DiceMetric(include_background=False, reduction="none")
     results = {}
     for epoch, path in files.items():
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location=device, weights_only=True)
         network.load_state_dict(state.get("model", state))
         dice = []
         with torch.no_grad():
             for case in cases:
-                logits = inferer(case["image"][None].as_tensor(), network)
-                prediction = one_hot(logits.argmax(1, keepdim=True), num_classes)
+                logits = inferer(case["image"][None].as_tensor().to(device), network)
+                prediction = one_hot(logits.argmax(1, keepdim=True).cpu(), num_classes)
                 label = one_hot(case["label"][None].as_tensor().round().long(), num_classes)
                 dice.append([None if torch.isnan(v) else round(float(v), 6) for v in metric(prediction, label)[0]])
         results[epoch] = {"cases": [Path(case["image"].meta["filename_or_obj"]).name for case in cases], "dice": dice}

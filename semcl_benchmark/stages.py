@@ -197,7 +197,7 @@ class Stages:
             files = {epoch: snapshots[epoch] for epoch in set(chosen.values()) if epoch is not None}
             if None in chosen.values():  # stopped before that fraction's epoch: its final best model
                 files["best"] = folder / "model.pt"
-            scores = evaluate_snapshots(files, call.overrides, self.threads_per_job)
+            scores = evaluate_snapshots(files, call.overrides, self.threads_per_job, self.planner.device)
             classes = result["test"]["classes"]
             for fraction, snapshot in chosen.items():
                 epoch = result["best_metric_epoch"] if snapshot is None else snapshot

@@ -137,3 +137,21 @@ def test_an_invalid_setting_stops_the_benchmark_before_any_work(tmp_path):
                                          r"did you mean --max_epochs\?"):
         benchmark.run(planned)
     assert not (tmp_path / "work").exists() and not list((tmp_path / "results").glob("*.json"))
+
+
+def test_gpu_runs_under_torchrun_take_each_workflows_multi_process_overlay(tmp_path):
+    """``--nproc_per_node 2``: every bundle call has its workflow's multi_gpu overlay and is started by torchrun."""
+    benchmark = Benchmark(PROTOCOL.sizes["full"], tmp_path / "results", tmp_path / "work", device="cuda", processes=2)
+    planned = benchmark.plan(["scratch", "semcl_exact", "supervised"], ["finetune_1"], [0], study=[])
+    calls = [call for run in planned for call in benchmark.planner.bundle_calls(run)]
+    assert {tuple(call.configs) for call in calls} == {
+        ("pretrain.yaml", "multi_gpu_pretrain.yaml"),
+        ("train.yaml", "multi_gpu_train.yaml"),
+        ("train.yaml", "evaluate.yaml", "multi_gpu_evaluate.yaml"),
+    }
+    assert all(call.processes == 2 and "device" not in call.overrides for call in calls)  # each rank picks its GPU
+    assert all(call.overrides["roi_size"] == [96, 96, 96] for call in calls if "roi_size" in call.overrides)
+    benchmark.check(planned)
+    single = Benchmark(PROTOCOL.sizes["full"], tmp_path / "results", tmp_path / "work", device="cuda")
+    (call, *_) = single.planner.bundle_calls(planned[0])
+    assert call.overrides["device"] == "$torch.device('cuda')" and call.processes == 1
