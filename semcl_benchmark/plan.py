@@ -54,7 +54,7 @@ class BundleCall:
 
 MULTI_PROCESS_OVERLAYS = {"pretrain.yaml": "multi_gpu_pretrain.yaml", "train.yaml": "multi_gpu_train.yaml",
                           "evaluate.yaml": "multi_gpu_evaluate.yaml"}
-"""The overlay of each workflow (by the last config of its call) for a run under ``torchrun``."""
+"""The overlay of each workflow for a run under ``torchrun`` (by the last config of its call, else its first)."""
 
 
 @dataclass(frozen=True)
