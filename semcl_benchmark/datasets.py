@@ -158,6 +158,12 @@ class BenchmarkData:
             if not path.is_file() or json.loads(path.read_text(encoding="utf-8")) != datalist:
                 write_json_atomic(datalist, path)
 
+    def test_phases(self, cases: Sequence[str]) -> list[str | None] | None:
+        """The contrast phase bucket of each test case (file names), for per-phase tables; ``None`` if none known."""
+        phases = {os.path.basename(e["image"]): e.get("contrast_phase") for e in self.entries()}
+        found = [phases.get(case) for case in cases]
+        return found if any(found) else None
+
     def labelled_cases(self, seed: int, setting: str) -> list[dict]:
         """The labelled cases of a seed and setting: case name and, where recorded, contrast phase and time."""
         recorded = {e["image"]: e for e in self.entries(keys=("image", *CASE_RECORD))}

@@ -174,6 +174,7 @@ class Stages:
                 {"epoch": h["epoch"], "step": h.get("iteration"), "seconds": h.get("wall_time_s"),
                  "val_mean_dice": h["val"].get("val_mean_dice")} for h in validated]
             result["labelled_cases"] = data.labelled_cases(config["seed"], config["setting"])
+            result["test"]["contrast_phases"] = data.test_phases(test["cases"])
             result["encoder"] = self._encoder_record(train, summary)
             result["budget"] = budget
         if config.get("budget_fractions"):
@@ -234,6 +235,7 @@ class Stages:
             names = class_names(metadata["network_data_format"]["outputs"]["pred"]["channel_def"])
         result = evaluate_atlas(config["atlas"], datalist[config["setting"]], datalist["test"], data.folder,
                                 data.pixdim, names)
+        result["test"]["contrast_phases"] = data.test_phases(result["test"]["cases"])
         seconds = round(time.perf_counter() - start, 1)
         return {"stage": "atlas", **result, "cost": {"train": {"seconds": 0.0, "peak_memory_mb": 0.0},
                                                      "evaluate": {"seconds": seconds, "peak_memory_mb": 0.0}},

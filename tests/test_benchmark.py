@@ -6,6 +6,7 @@ continued, test Dice at fractions of scratch's budget, and the study."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -84,6 +85,8 @@ def test_quick_benchmark_writes_results_and_a_report_and_resumes(tmp_path):
     assert {e["contrast_phase"] for e in datalist["test"]} == {"native", "arterial", "portal_venous", "delayed"}
     atlas = json.loads((tmp_path / "results" / "atlas__atlas_body_box__finetune_1__seed0.json").read_text())
     assert atlas["test"]["cases"] == run["test"]["cases"] and atlas["labelled_cases"] == run["labelled_cases"]
+    phases = {e["image"].rsplit("/", 1)[-1]: e["contrast_phase"] for e in datalist["test"]}
+    assert run["test"]["contrast_phases"] == atlas["test"]["contrast_phases"] == [phases[c] for c in run["test"]["cases"]]
     pretrain = json.loads((tmp_path / "results" / "pretrain__semcl_exact__seed0.json").read_text())
     assert set(pretrain["collapse"]) >= {"effective_rank", "negative_cosine", "collapsed"}
     report = (tmp_path / "results" / "RESULTS.md").read_text()
@@ -121,7 +124,7 @@ def test_quick_benchmark_writes_results_and_a_report_and_resumes(tmp_path):
 def test_every_planned_workflow_call_is_valid(tmp_path, name):
     """Arms that only the --full size (GPU) or the study runs, such as `semcl_weighted`, are checked here on CPU, with
     the size's arm settings (e.g. supervised pretraining's own budget), in every setting an arm may be planned in."""
-    size = PROTOCOL.sizes[name]
+    size = dataclasses.replace(PROTOCOL.sizes[name], setting_arms={})  # every arm in every setting it may be in
     benchmark = Benchmark(size, tmp_path / "results", tmp_path / "work")
     settings = list(dict.fromkeys([*size.settings, *(s for arm in PROTOCOL.arms.values() for s in arm.settings or ())]))
     planned = benchmark.plan(list(PROTOCOL.arms), settings, list(size.seeds), study=[])  # study arms as main arms

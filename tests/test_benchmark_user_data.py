@@ -74,7 +74,8 @@ def test_the_benchmark_runs_on_a_users_dataset_with_its_classes_and_spacing(tmp_
     assert [p["fraction"] for p in fractions["points"]] == [0.25, 0.5, 1.0]
     # the snapshot of its best epoch is its model.pt: the same Dice as the bundle's evaluation
     assert np.allclose(fractions["points"][-1]["test"]["dice"], run["test"]["dice"], atol=1e-5)
-    assert run["labelled_cases"][0]["case"].startswith("case_")
+    assert run["labelled_cases"][0]["case"].startswith("case_") and "contrast_phase" not in run["labelled_cases"][0]
+    assert run["test"]["contrast_phases"] is None  # the dataset records no phases: nothing to stratify or tabulate
     atlas = json.loads((results / "atlas__atlas_body_box__finetune_1__seed0.json").read_text())
     assert atlas["test"]["cases"] == run["test"]["cases"] and atlas["labelled_cases"] == run["labelled_cases"]
     assert min(d for row in atlas["test"]["dice"] for d in row[:2]) > 0.5  # core and shell line up after registration
