@@ -5,9 +5,13 @@ Beside ``semcl_components`` (what the bundle's configs use, shipped in the model
 Modules:
     protocol: arms and sizes as data (``protocol.yaml``; ``--protocol FILE`` extends them).
     plan: the runs of a size, their bundle workflow calls, and a check of every call before any work.
+    datasets: the size's phantoms or the user's own dataset (``--dataset_dir``), and every seed's datalist.
+    splits: seeds as draws: a fixed test and validation set, each seed's labelled volumes and pretraining pool.
     stages: how each stage's run is done and what its result holds.
+    atlas: the atlas baseline (a majority vote of the seed's labelled maps, registered; no training).
+    snapshots: test Dice at fixed fractions of scratch's budget (time to accuracy).
     runner: the schedule: unfinished runs in parallel, each after the runs it needs, resumable.
-    results: result files, the workflows' CSV outputs, provenance (code version, machine).
+    results: result files, the workflows' CSV outputs, provenance (code version, a clean tree, machine).
     report: the Markdown report and plots, from the result files alone (verdict, diagnosis, tables, plots).
     statistics: two-level bootstrap intervals and the paired Wilcoxon test, the training run as the unit.
     step: the micro-benchmark of one training step of each embedding mode against a segmentation step.

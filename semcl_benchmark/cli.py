@@ -11,26 +11,36 @@ Every stage is a ``python -m monai.bundle run`` of the bundle's own workflows (t
                and seed, to a validation plateau (early stopping with a patience; the same rule for every arm);
                plus a frozen-encoder probe (decoder only) of every pretraining arm in one setting
     evaluate   per-case, per-organ Dice and the voxel confusion matrix on the fixed test split
+    atlas      no training: a majority vote of the seed's labelled maps on the test split (three registrations)
     study      the shortcut study: variants of the method (stronger intensity changes between views, small and
                strongly zoomed views, four times longer pretraining, organ x contrast-phase labels, a gentler
                encoder learning rate or an encoder warm-up at fine-tuning) in one setting and a few seeds, beside
                scratch and ``semcl_exact``
 
-Each seed pretrains and fine-tunes anew: the training run is the unit of every statistic. Every finished run writes
+Each seed pretrains and fine-tunes anew, and (v2) draws its own labelled volumes and pretraining pool around one fixed
+test set (``semcl_benchmark/splits.py``): the training run is the unit of every statistic. Every finished run writes
 a small JSON (its configuration and a hash of it, seed, per-case per-organ Dice, validation curve, wall time, peak
-memory) into the results folder (``docs/results/benchmark/<size>/``, committed); a run whose JSON exists with the same
-configuration hash is skipped, so the benchmark can be stopped and completed later, even on another machine. The
-report (``docs/RESULTS.md`` for the default size) is regenerated from these files alone, with whatever is finished.
+memory, the commit it ran from) into the results folder (``docs/results/benchmark/<size>/``, committed); a run whose
+JSON exists with the same configuration hash is skipped, so the benchmark can be stopped and completed later, even on
+another machine. A run refuses to start from a working tree with uncommitted changes unless ``--allow-dirty`` (which
+every result file records). The report (``docs/RESULTS.md`` for the default size, ``docs/RESULTS_v1.md`` for v1) is
+regenerated from these files alone, with whatever is finished.
 
 Usage:
     python scripts/benchmark.py [--quick | --full | --size NAME] [--protocol FILE ...] [--jobs 2]
                                 [--settings finetune_1 ...] [--arms scratch ...] [--seeds 0 1 ...] [--max-runs N]
-                                [--report-only]
+                                [--dataset_dir DIR [--pixdim X Y Z]] [--device cpu|cuda] [--nproc_per_node N]
+                                [--allow-dirty] [--report-only]
 
-Sizes: ``--quick`` (minutes; 2 seeds, 2 arms, tiny volumes: a smoke test of the whole path, not a result), the default
-(the 1- and 2-volume settings, 5 arms, 8 seeds, about 4 hours on 2 CPU cores; then the study's 6 variants on 1 volume,
-3 seeds, about 1.5 hours more; runnable in parts) and
-``--full`` (larger volumes and network, 1/2/4 volumes, 7 arms; meant for a GPU).
+Sizes (``semcl_benchmark/protocol.yaml``): the default (v2: realistic phantoms, seeds as draws, 1, 2 and 4 labelled
+volumes, the upper bound, atlases, the paper's own setting; ``docs/PROTOCOL.md``), ``--size difficulty`` (issue 20's
+criteria: scratch and atlases only), ``--size calibration`` (the default size's cost per epoch: the basis of its cost
+estimate), ``--quick`` (minutes: a smoke test of every path, not a result), ``--size v1`` (the first protocol, its
+committed runs) and ``--full`` (96^3 crops; meant for a GPU).
+
+The user's own data: ``--dataset_dir DIR`` runs the same protocol on an MSD-style dataset (``dataset.json`` with
+``labels`` and a ``training`` list; the classes are its labels, the spacing its images' or ``--pixdim``), with the
+seeds drawn from its cases; results and work go to ``runs/benchmark/<dataset folder name>/<size>/``.
 Arms and sizes are data (``semcl_benchmark/protocol.yaml``): ``--protocol FILE`` adds or replaces arms and sizes
 from a YAML or JSON file of the same layout, and ``--size NAME`` runs one of its sizes.
 """
@@ -46,7 +56,7 @@ from semcl_tools.repository import ROOT
 
 from .protocol import load_protocol
 from .report import write_report
-from .results import results_folder
+from .results import DirtyTreeError, results_folder
 from .runner import Benchmark
 
 __all__ = ["main"]
@@ -70,9 +80,33 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-runs", type=int, help="stop after this many runs (the rest another time)")
     parser.add_argument("--results", type=Path, help="result JSON folder (default docs/results/benchmark/<size>)")
     parser.add_argument("--workdir", type=Path, help="runs, logs and data (default runs/benchmark/<size>)")
-    parser.add_argument("--report", type=Path, help="the report (default docs/RESULTS.md; <results>/RESULTS.md else)")
+    parser.add_argument("--report", type=Path,
+                        help="the report (default: the size's, e.g. docs/RESULTS.md; <results>/RESULTS.md else)")
     parser.add_argument("--report-only", action="store_true", help="only regenerate the report from the results")
+    parser.add_argument("--dataset_dir", type=Path,
+                        help="your own labelled dataset (MSD layout: dataset.json with labels and training) instead "
+                             "of the phantoms")
+    parser.add_argument("--pixdim", type=float, nargs=3, metavar=("X", "Y", "Z"),
+                        help="the grid the workflows resample to, in mm (default: the dataset's spacing)")
+    parser.add_argument("--device", choices=["cpu", "cuda"], help="every workflow's device (default: a GPU if any)")
+    parser.add_argument("--nproc_per_node", type=int, default=1,
+                        help="processes per workflow call, started by torchrun with the multi_gpu overlays")
+    parser.add_argument("--allow-dirty", action="store_true",
+                        help="run from a working tree with uncommitted changes (recorded in every result file)")
     return parser
+
+
+def _folders(args: argparse.Namespace, size) -> tuple[Path, Path, Path]:
+    """The results folder, the work folder and the report of a benchmark (separate per dataset)."""
+    if args.dataset_dir is not None:
+        base = ROOT / "runs" / "benchmark" / args.dataset_dir.absolute().name / size.name
+        results, work = args.results or base / "results", args.workdir or base
+    else:
+        results = args.results or results_folder(size.name)
+        work = args.workdir or ROOT / "runs" / "benchmark" / size.name
+    committed = size.report is not None and args.results is None and args.dataset_dir is None
+    report = args.report or (ROOT / size.report if committed else results.absolute() / "RESULTS.md")
+    return results.absolute(), work.absolute(), report
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -89,11 +123,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--arms: unknown arm(s) {', '.join(unknown)}; the protocol has {', '.join(protocol.arms)}.")
 
     size = protocol.sizes[args.size]
-    results = (args.results or results_folder(size.name)).absolute()
-    work = (args.workdir or ROOT / "runs" / "benchmark" / size.name).absolute()
-    report = args.report or (ROOT / "docs" / "RESULTS.md" if size.name == "default" and args.results is None
-                             else results / "RESULTS.md")
-    benchmark = Benchmark(size, results, work, jobs=args.jobs, threads_per_job=args.threads_per_job, protocol=protocol)
+    results, work, report = _folders(args, size)
+    try:
+        benchmark = Benchmark(size, results, work, jobs=args.jobs, threads_per_job=args.threads_per_job,
+                              protocol=protocol, dataset_dir=args.dataset_dir, pixdim=args.pixdim, device=args.device,
+                              processes=args.nproc_per_node, allow_dirty=args.allow_dirty)
+    except ValueError as error:
+        parser.error(str(error))
     arms = args.arms or list(size.arms) + list(size.study_arms)
     planned = benchmark.plan([a for a in arms if not protocol.arms[a].study], args.settings or list(size.settings),
                              args.seeds if args.seeds is not None else list(size.seeds),
@@ -102,6 +138,9 @@ def main(argv: list[str] | None = None) -> int:
     if not args.report_only:
         try:
             failed = benchmark.run(planned, args.max_runs)
+        except DirtyTreeError as error:  # nothing was run
+            print(f"[bench] {error}", file=sys.stderr)
+            return 2
         except ValueError as error:  # a planned workflow call with an invalid setting: nothing was run
             print(f"[bench] {error}", file=sys.stderr)
             return 2
@@ -110,7 +149,9 @@ def main(argv: list[str] | None = None) -> int:
             return 1
     option = {"default": "", "quick": " --quick", "full": " --full"}.get(size.name, f" --size {size.name}")
     protocols = f" --protocol {' '.join(map(str, args.protocol))}" if args.protocol else ""
-    command = "python scripts/benchmark.py" + option + protocols
+    data = f" --dataset_dir {args.dataset_dir}" if args.dataset_dir else ""
+    data += f" --pixdim {' '.join(map(str, args.pixdim))}" if args.pixdim else ""
+    command = "python scripts/benchmark.py" + option + protocols + data
     write_report(size, planned, benchmark.store, report, command)
     print(f"[bench] report: {report}")
     if failed:

@@ -1,22 +1,23 @@
 """The main job: one seed of the low-label benchmark on the embedded phantom data, both arms side by side.
 
-It runs exactly the benchmark's protocol (``scripts/benchmark.py``, default size) for one seed, so its numbers can be
-set beside the benchmark's committed runs. Stages, each one a ``python -m monai.bundle run`` of the bundle as a user
-would type it (the exact commands are printed and logged):
-    1. data       the benchmark's phantom dataset (MSD layout + low-label datalist + preview PNG)
+It runs exactly the benchmark's protocol for one seed, so its numbers can be set beside the benchmark's committed
+runs: those of the first protocol (``--size v1``, ``docs/RESULTS_v1.md``) until the v2 protocol's runs
+(``docs/PROTOCOL.md``) are committed; the demo says which it compares with. Stages, each one a
+``python -m monai.bundle run`` of the bundle as a user would type it (the exact commands are printed and logged):
+    1. data       the size's phantom dataset (MSD layout + low-label datalist + preview PNG)
     2. pretrain   semantic-aware contrastive pretraining of the encoder on the ``pretrain`` split
     3. finetune   segmentation training on 2 labelled volumes, from the pretrained encoder and from random init, side
                   by side (one CPU thread each), each to a validation plateau (early stopping, the same rule for both);
                   then per-organ Dice, HD95 and surface Dice on the held-out ``test`` split
     4. infer      one test volume segmented with the pretrained arm's model
 and finally a per-organ Dice table of both arms; how far this machine's run lies from the benchmark's committed run
-of the same seed (made on another machine); and what the benchmark found over all its seeds (``docs/RESULTS.md``).
+of the same seed (made on another machine); and what the benchmark found over all its seeds (the size's report).
 
 Rerunning is safe: finished runs are reused (each writes a result file when done); an interrupted run starts again.
 Everything is written under --workdir (default runs/demo).
 
 Usage:
-    python scripts/demo.py [--workdir runs/demo] [--seed 0] [--arm semcl_exact] [--setting finetune_2]
+    python scripts/demo.py [--workdir runs/demo] [--seed 0] [--arm semcl_exact] [--setting finetune_2] [--size v1]
 
 About 10-15 minutes on 2 CPU cores: 48^3 phantoms, a SegResNet of width 8 (the bundle's default is 16), 60
 pretraining epochs, fine-tuning until validation Dice stops rising (at most 800 epochs). ``--size quick`` runs the
@@ -32,7 +33,7 @@ import sys
 import time
 from pathlib import Path
 
-from semcl_components.data.phantoms import format_summary, write_phantom_dataset
+from semcl_components.data.phantoms import format_summary, summarise_dataset
 from semcl_tools.bundle_run import BundleRunError, bundle_command, run_logged
 from semcl_tools.repository import CONFIGS, ROOT
 
@@ -43,6 +44,7 @@ from .results import ResultStore, by_stage, read_json, results_folder
 from .runner import Benchmark
 
 DEMO_ARM = "semcl_exact"  # the method's arm the demo sets beside scratch (choose another with --arm)
+DEMO_SIZE = "v1"  # the size whose committed runs the demo compares with: v1 until the v2 (default) runs are committed
 ARM_TITLES = {"scratch": "scratch (random init)"}
 
 
@@ -79,6 +81,7 @@ def benchmark_finding(size_name: str, arm: str, setting: str) -> str:
     """One line: what the benchmark's committed runs say about ``arm`` against scratch in ``setting``."""
     size = load_protocol().sizes[size_name]
     reference = Benchmark(size, results_folder(size.name), ROOT / "runs" / "benchmark" / size.name)
+    report = size.report or f"{results_folder(size.name).relative_to(ROOT)}/RESULTS.md"
     planned = reference.plan([arm, "scratch"], [setting], list(size.seeds), study=[])
     finetunes, _, _ = by_stage(reference.store.load(planned))
     compared = compare(finetunes, arm, "scratch", setting)
@@ -86,7 +89,7 @@ def benchmark_finding(size_name: str, arm: str, setting: str) -> str:
         return f"The benchmark has no paired runs of {arm} and scratch on {setting} at the {size_name} size yet."
     difference, p, seeds = compared
     verdict = "a significant gain" if difference.low > 0 and p < 0.01 else "no significant gain"
-    return (f"The benchmark ({seeds} paired seeds, docs/RESULTS.md): {arm} minus scratch on {setting} = "
+    return (f"The benchmark ({size_name} size, {seeds} paired seeds, {report}): {arm} minus scratch on {setting} = "
             f"{difference.mean:+.3f} mean Dice [95% CI {difference.low:+.3f}, {difference.high:+.3f}], "
             f"Wilcoxon p = {p:.3f}: {verdict}.")
 
@@ -98,20 +101,26 @@ def main(argv: list[str] | None = None) -> int:
     protocol = load_protocol()
     parser.add_argument("--arm", default=DEMO_ARM, choices=[a for a in protocol.main_arms if protocol.arms[a].source],
                         help="the pretraining arm set beside scratch")
-    parser.add_argument("--setting", default="finetune_2", help="the labelled subset of datalist.json to fine-tune on")
-    parser.add_argument("--size", default="default", choices=["default", "quick"], help="the benchmark size to run")
+    parser.add_argument("--setting", help="the labelled setting to fine-tune on (default finetune_2 where the size has "
+                                          "it, else its first)")
+    parser.add_argument("--size", default=DEMO_SIZE, choices=[DEMO_SIZE, "quick"],
+                        help=f"the benchmark size to run (default {DEMO_SIZE}: the size with committed runs)")
     parser.add_argument("--jobs", type=int, default=2, help="fine-tuning runs at a time (one CPU thread each)")
     args = parser.parse_args(argv)
 
     start = time.perf_counter()
     size = protocol.sizes[args.size]
     work = args.workdir.absolute()
-    bench = Benchmark(size, work / "results", work, jobs=args.jobs, prefix="[demo]", protocol=protocol)
-    data = size.data
-    print(f"[demo] 1/4 data: {data['num']} phantoms of {data['size']}^3 in {bench.data_dir}", flush=True)
-    summary = write_phantom_dataset(bench.data_dir, num=data["num"], seed=data["seed"], size=(data["size"],) * 3,
-                                    preview=True, verbose=False)
-    print(format_summary(summary), flush=True)
+    # the demo's results stay in its work folder, never among the committed ones: an edited checkout may run it
+    bench = Benchmark(size, work / "results", work, jobs=args.jobs, prefix="[demo]", protocol=protocol,
+                      allow_dirty=True)
+    if args.setting is None:
+        args.setting = "finetune_2" if "finetune_2" in size.settings else size.settings[0]
+    data = bench.planner.data
+    print(f"[demo] 1/4 data: {size.data['num']} phantoms of {' x '.join(map(str, data.shape))} in {bench.data_dir}",
+          flush=True)
+    data.prepare([args.seed])
+    print(format_summary(summarise_dataset(bench.data_dir)), flush=True)
 
     planned = bench.plan([args.arm, "scratch"], [args.setting], [args.seed], study=[])
     runs = [r for r in planned if r.config["stage"] == "pretrain" or (r.config["stage"] == "finetune"
@@ -124,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"[demo] failed: {', '.join(failed)}; the logs are in {work / 'logs'}")
     results = {arm: read_json(bench.result_file(finetunes[arm])) for arm in (args.arm, "scratch")}
 
-    test_image = read_json(bench.data_dir / "datalist.json")["test"][0]["image"]
+    test_image = data.datalist(args.seed)["test"][0]["image"]
     prediction_dir = work / "predictions"
     print(f"[demo] 4/4 infer: {test_image} with the {args.arm} arm's model", flush=True)
     infer = {
@@ -133,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         "output_dir": prediction_dir,
         "input_path": (bench.data_dir / test_image).resolve(),
         "roi_size": size.finetune["roi_size"],
+        "pixdim": data.pixdim,
         **size.network,
     }
     try:
@@ -149,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
         "",
     ]
     committed = {arm: committed_run(finetunes[arm], args.size) for arm in results}
+    report.append(f"Compared with the benchmark's committed runs of the {args.size} size"
+                  + (" (the v2 protocol's runs are not committed yet)." if args.size == "v1" else "."))
     if all(committed.values()):
         made = committed["scratch"]["machine"]["cpu"]
         gaps = ", ".join(f"{arm} {mean_dice(results[arm]) - mean_dice(committed[arm]):+.3f}" for arm in results)

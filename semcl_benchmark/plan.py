@@ -1,9 +1,9 @@
 """The benchmark's plan: its runs, the bundle workflow calls of each run, and a check of every call before any work.
 
-A run is one pretraining, fine-tuning or embedding measurement of one arm and seed; its configuration (and the hash
-of it) holds everything that decides its result, so a result file counts only for exactly that configuration. Run
-keys name the stage, arm, labelled setting and seed: ``pretrain__<arm>__seed<s>``,
-``finetune__<arm>__<setting>__seed<s>[__probe]``, ``embedding__<arm>__seed<s>``.
+A run is one pretraining, fine-tuning, atlas or embedding measurement of one arm and seed; its configuration (and the
+hash of it) holds everything that decides its result, so a result file counts only for exactly that configuration.
+Run keys name the stage, arm, labelled setting and seed: ``pretrain__<arm>__seed<s>``,
+``finetune__<arm>__<setting>__seed<s>[__probe]``, ``atlas__<arm>__<setting>__seed<s>``, ``embedding__<arm>__seed<s>``.
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ from pathlib import Path
 from semcl_tools.bundle_run import bundle_command
 from semcl_tools.repository import CONFIGS
 
-from .protocol import Protocol, Size
+from .datasets import BenchmarkData
+from .protocol import Arm, Protocol, Size
 
 __all__ = ["BundleCall", "Planner", "Run", "Workspace", "config_hash"]
 
@@ -41,12 +42,19 @@ class Run:
 
 @dataclass(frozen=True)
 class BundleCall:
-    """One ``python -m monai.bundle run`` of a run: a name for messages, config files, overrides and log file."""
+    """One ``python -m monai.bundle run`` of a run: a name for messages, config files, overrides and log file, and the
+    number of processes (``> 1``: started by ``torchrun``, with the workflow's ``multi_gpu_*`` overlay)."""
 
     name: str
     configs: list[str]
     overrides: dict
     log: Path
+    processes: int = 1
+
+
+MULTI_PROCESS_OVERLAYS = {"pretrain.yaml": "multi_gpu_pretrain.yaml", "train.yaml": "multi_gpu_train.yaml",
+                          "evaluate.yaml": "multi_gpu_evaluate.yaml"}
+"""The overlay of each workflow for a run under ``torchrun`` (by the last config of its call, else its first)."""
 
 
 @dataclass(frozen=True)
@@ -74,12 +82,30 @@ class Planner:
         protocol: the arms (and sizes).
         size: the size whose data, network and training settings the runs take.
         workspace: where the runs write.
+        data: the dataset (default: the size's phantoms in the workspace).
+        device: ``cpu`` or ``cuda`` for every workflow (default: the workflows' own choice, a GPU when there is one).
+        processes: processes per workflow call (``> 1``: ``torchrun`` with the ``multi_gpu_*`` overlays).
     """
 
-    def __init__(self, protocol: Protocol, size: Size, workspace: Workspace) -> None:
+    def __init__(
+        self,
+        protocol: Protocol,
+        size: Size,
+        workspace: Workspace,
+        data: BenchmarkData | None = None,
+        device: str | None = None,
+        processes: int = 1,
+    ) -> None:
         self.protocol = protocol
         self.size = size
         self.workspace = workspace
+        self.data = data or BenchmarkData(size, workspace.work)
+        self.device = device
+        self.processes = processes
+
+    def arm(self, name: str) -> Arm:
+        """The arm as this size runs it (its ``arm_settings`` applied)."""
+        return self.protocol.arm(name, self.size)
 
     def plan(self, arms: list[str], settings: list[str], seeds: list[int], study: list[str] | None = None) -> list[Run]:
         """The runs of ``arms`` x ``settings`` x ``seeds`` (with the probe), then of the study arms ``study`` (default:
@@ -88,9 +114,9 @@ class Planner:
         runs: dict[str, Run] = {}
         for seed in seeds:
             for arm in arms:
-                self._add_arm(runs, arm, seed, settings)
+                self._add_arm(runs, arm, seed, [s for s in settings if size.plans(self.arm(arm), s)])
                 probe = size.probe_setting in settings and seed in size.probe_seeds
-                if probe and self.protocol.arm(arm).source is not None:
+                if probe and size.probes(self.arm(arm)) and size.plans(self.arm(arm), size.probe_setting):
                     self._add_finetune(runs, arm, size.probe_setting, seed, probe=True)
         study_settings = [s for s in settings if s == size.study_setting]
         for seed in [s for s in size.study_seeds if s in seeds] if study_settings else []:
@@ -99,22 +125,31 @@ class Planner:
         return list(runs.values())
 
     def _pretrain_key(self, arm: str, seed: int) -> str | None:
-        source = self.protocol.arm(arm).source
+        source = self.arm(arm).source
         return None if source is None else f"pretrain__{source}__seed{seed}"
 
     def _add_arm(self, runs: dict[str, Run], arm: str, seed: int, settings: list[str]) -> None:
-        """An arm's pretraining (unless it has none of its own), fine-tuning in ``settings`` and embedding runs."""
-        size, source = self.size, self.protocol.arm(arm).source
+        """An arm's pretraining (unless it has none of its own), fine-tuning in ``settings`` and embedding runs; an
+        atlas arm's evaluation in ``settings``."""
+        size, source = self.size, self.arm(arm).source
+        if self.arm(arm).atlas is not None:
+            for setting in settings:
+                key = f"atlas__{arm}__{setting}__seed{seed}"
+                runs[key] = Run(key, {"stage": "atlas", "arm": arm, "atlas": self.arm(arm).atlas, "setting": setting,
+                                      "seed": seed, "probe": False, "data": self.data.config(), "pretrain": None})
+            return
+        if not settings and self.arm(arm).settings is not None:
+            return  # none of the arm's own settings is planned
         pretrain = self._pretrain_key(arm, seed)
         if pretrain is not None and pretrain not in runs:
-            config = {"stage": "pretrain", "arm": source, "arm_settings": self.protocol.arm(source).entry, "seed": seed,
-                      "data": size.data, "network": size.network, "pretrain": size.pretrain}
-            runs[pretrain] = Run(pretrain, config)
+            config = {"stage": "pretrain", "arm": source, "arm_settings": self.arm(source).entry, "seed": seed,
+                      "data": self.data.config(), "network": size.network, "pretrain": size.pretrain}
+            runs[pretrain] = Run(pretrain, self._with_extensions(config))
         for setting in settings:
             self._add_finetune(runs, arm, setting, seed, probe=False)
         key = f"embedding__{source or arm}__seed{seed}"
         if key not in runs:
-            config = {"stage": "embedding", "arm": source or arm, "seed": seed, "data": size.data,
+            config = {"stage": "embedding", "arm": source or arm, "seed": seed, "data": self.data.config(),
                       "network": size.network, "pretrain": None if pretrain is None else runs[pretrain].config}
             runs[key] = Run(key, config, [] if pretrain is None else [pretrain])
 
@@ -123,23 +158,48 @@ class Planner:
         key = f"finetune__{arm}__{setting}__seed{seed}" + ("__probe" if probe else "")
         pretrain = self._pretrain_key(arm, seed)
         config = {"stage": "finetune", "arm": arm, "setting": setting, "seed": seed, "probe": probe,
-                  "data": size.data, "network": size.network,
-                  "finetune": {**size.finetune, **self.protocol.arm(arm).finetune},
+                  "data": self.data.config(), "network": size.network,
+                  "finetune": {**size.finetune, **self.arm(arm).finetune},
                   "pretrain": None if pretrain is None else runs[pretrain].config}
-        runs[key] = Run(key, config, [] if pretrain is None else [pretrain])
+        needs = [] if pretrain is None else [pretrain]
+        if size.budget_fractions and not probe:  # test Dice at fractions of scratch's budget: scratch's run first
+            config["budget_fractions"] = list(size.budget_fractions)
+            scratch = self.scratch_key(setting, seed)
+            needs += [scratch] if scratch in runs and scratch != key else []
+        runs[key] = Run(key, self._with_extensions(config), needs)
+
+    @staticmethod
+    def scratch_key(setting: str, seed: int) -> str:
+        """The run whose best epoch is the budget of ``setting`` and ``seed`` (``budget_fractions``)."""
+        return f"finetune__scratch__{setting}__seed{seed}"
+
+    def _with_extensions(self, config: dict) -> dict:
+        """``config`` with the size's ``budget_extensions`` (recorded only where there are any: v1 had none)."""
+        return {**config, "budget_extensions": self.size.budget_extensions} if self.size.budget_extensions else config
 
     # -- bundle calls
 
     def encoder_file(self, arm: str, seed: int) -> Path:
         """The pretrained weights of an arm and seed (the whole segmentation network for supervised pretraining)."""
-        supervised = self.protocol.arm(arm).workflow == "train.yaml"
+        supervised = self.arm(arm).workflow == "train.yaml"
         folder = self.workspace.work / "pretrain" / f"pretrain__{arm}__seed{seed}"
         return folder / "models" / ("model.pt" if supervised else "encoder.pt")
 
     def _common(self, seed: int, encoder_only: bool = False) -> dict:
-        """Overrides every run shares; pretraining builds only the encoder (no ``blocks_up``)."""
+        """Overrides every run shares: the data (folder, grid, a user's classes), the seed's datalist, the device, the
+        network; pretraining builds only the encoder (no ``blocks_up``)."""
         network = {k: v for k, v in self.size.network.items() if not (encoder_only and k == "blocks_up")}
-        return {"dataset_dir": self.workspace.data_dir, "seed": seed, "resume": "false", **network}
+        device = {} if self.device is None else {"device": f"$torch.device('{self.device}')"}
+        return {**self.data.bundle_settings(), "data_list_file_path": self.data.datalist_file(seed), "seed": seed,
+                "resume": "false", **device, **network}
+
+    def _call(self, name: str, configs: list[str], overrides: dict, log: Path) -> BundleCall:
+        """A bundle call; under ``torchrun`` (``processes > 1``) with the workflow's multi-process overlay."""
+        if self.processes > 1:
+            configs = [*configs, MULTI_PROCESS_OVERLAYS[configs[-1] if configs[-1] in MULTI_PROCESS_OVERLAYS
+                                                        else configs[0]]]
+            overrides = {k: v for k, v in overrides.items() if k != "device"}  # the overlay picks each rank's device
+        return BundleCall(name, configs, overrides, log, self.processes)
 
     def bundle_calls(self, run: Run) -> list[BundleCall]:
         """The bundle workflows a run calls, in order (none for an embedding run, which runs in this process)."""
@@ -147,31 +207,34 @@ class Planner:
         seed, log = config["seed"], self.workspace.log(run.key)
         outputs = {"ckpt_dir": folder / "models", "output_dir": folder / "eval"}
         if config["stage"] == "pretrain":
-            arm = self.protocol.arm(config["arm"])
+            arm = self.arm(config["arm"])
             if arm.workflow == "train.yaml":  # supervised segmentation on the pretraining pool, as fine-tuning crops
                 finetune = size.finetune
                 overrides = {**self._common(seed), **outputs, "train_key": "pretrain",
                              "max_epochs": size.pretrain["max_epochs"], "val_interval": size.pretrain["max_epochs"],
                              "roi_size": finetune["roi_size"], "num_samples": finetune["num_samples"],
-                             "batch_size": finetune["batch_size"], "learning_rate": size.pretrain["learning_rate"]}
-                return [BundleCall(run.key, ["train.yaml"], overrides, log)]
+                             "batch_size": finetune["batch_size"], "learning_rate": size.pretrain["learning_rate"],
+                             **arm.pretrain}  # e.g. a budget and early stopping of its own (its validation plateau)
+                return [self._call(run.key, ["train.yaml"], overrides, log)]
             configs = ["pretrain.yaml"] + ([arm.overlay] if arm.overlay else [])
             overrides = {**self._common(seed, encoder_only=True), **outputs, "encoder_file": "encoder.pt",
                          **size.pretrain, **arm.pretrain}
-            return [BundleCall(run.key, configs, {k: v for k, v in overrides.items() if v is not None}, log)]
+            return [self._call(run.key, configs, {k: v for k, v in overrides.items() if v is not None}, log)]
         if config["stage"] == "finetune":
-            source = self.protocol.arm(config["arm"]).source
+            source = self.arm(config["arm"]).source
             encoder = "" if source is None else self.encoder_file(source, seed)
             overrides = {**self._common(seed), **outputs, "train_key": config["setting"], "pretrained_encoder": encoder,
                          "encoder_lr_multiplier": 1.0, **config["finetune"]}
             if config["probe"]:
                 overrides["encoder_lr_multiplier"] = 0.0
+            if config.get("budget_fractions"):  # weights at every validation, for test Dice part-way
+                overrides["snapshot_interval"] = config["finetune"]["val_interval"]
             evaluation = {**self._common(seed), "ckpt_dir": folder / "models", "output_dir": folder / "test",
                           "roi_size": size.finetune["roi_size"]}
-            return [BundleCall(run.key, ["train.yaml"], overrides, log),
-                    BundleCall(f"{run.key} (test)", ["train.yaml", "evaluate.yaml"], evaluation,
+            return [self._call(run.key, ["train.yaml"], overrides, log),
+                    self._call(f"{run.key} (test)", ["train.yaml", "evaluate.yaml"], evaluation,
                                self.workspace.log(f"{run.key}__test"))]
-        return []
+        return []  # embedding and atlas runs run in this process
 
     def check(self, runs: list[Run]) -> None:
         """Stop before any work if a run would give a workflow an unknown setting or a value of the wrong kind.

@@ -25,21 +25,27 @@ from pathlib import Path
 
 import yaml
 
-__all__ = ["Arm", "BUILTIN_PROTOCOL", "Protocol", "Size", "load_protocol"]
+__all__ = ["ATLAS_REGISTRATIONS", "Arm", "BUILTIN_PROTOCOL", "Protocol", "Size", "load_protocol"]
 
 BUILTIN_PROTOCOL = Path(__file__).with_name("protocol.yaml")
 """The arms and sizes of the committed benchmark."""
 
-ARM_KEYS = ("random_init", "workflow", "overlay", "encoder_of", "finetune")
+ARM_KEYS = ("random_init", "workflow", "overlay", "encoder_of", "finetune", "atlas", "settings")
 """Keys of an arm's entry that are not pretraining workflow settings."""
 
 PRETRAINING_WORKFLOWS = ("pretrain.yaml", "train.yaml")
 """Contrastive pretraining, or supervised segmentation on the pretraining pool."""
 
-SIZE_MAPPINGS = ("data", "network", "pretrain", "finetune")
+ATLAS_REGISTRATIONS = ("as_is", "body_box", "centroid")
+"""How an atlas arm moves each labelled map onto a test image (see :mod:`semcl_benchmark.atlas`)."""
+
+SIZE_MAPPINGS = ("data", "network", "pretrain", "finetune", "splits")
 """The settings of a size that decide a run's result (updated key by key from a ``base`` size)."""
 
-SIZE_LISTS = ("arms", "settings", "seeds", "probe_seeds", "study_arms", "study_seeds")
+OWN_KEYS = ("report",)
+"""Settings of a size that a size based on it does not take over (its report is its own)."""
+
+SIZE_LISTS = ("arms", "settings", "seeds", "probe_seeds", "study_arms", "study_seeds", "probe_arms", "budget_fractions")
 """The settings of a size that list what it plans."""
 
 
@@ -59,8 +65,21 @@ class Arm:
 
     @property
     def source(self) -> str | None:
-        """The arm whose pretraining gives this arm its encoders (``None``: random initialisation)."""
-        return None if self.entry.get("random_init", False) else self.entry.get("encoder_of", self.name)
+        """The arm whose pretraining gives this arm its encoders (``None``: random initialisation or an atlas)."""
+        if self.entry.get("random_init", False) or self.atlas is not None:
+            return None
+        return self.entry.get("encoder_of", self.name)
+
+    @property
+    def atlas(self) -> str | None:
+        """An atlas arm's registration (one of :data:`ATLAS_REGISTRATIONS`); ``None`` for a trained arm."""
+        return self.entry.get("atlas")
+
+    @property
+    def settings(self) -> tuple[str, ...] | None:
+        """The only labelled settings this arm is planned in (``None``: every setting of the size)."""
+        settings = self.entry.get("settings")
+        return None if settings is None else tuple(settings)
 
     @property
     def workflow(self) -> str:
@@ -101,6 +120,25 @@ class Size:
     study_setting: str | None = None
     study_seeds: tuple[int, ...] = ()
     notes: str = ""
+    splits: dict | None = None
+    arm_settings: dict = field(default_factory=dict)
+    setting_arms: dict = field(default_factory=dict)
+    probe_arms: tuple[str, ...] | None = None
+    report: str | None = None
+    budget_extensions: int = 0
+    budget_fractions: tuple[float, ...] = ()
+
+    def plans(self, arm: Arm, setting: str) -> bool:
+        """Whether ``arm`` is planned in ``setting`` (its own ``settings`` and the size's ``setting_arms`` allow it)."""
+        if arm.settings is not None and setting not in arm.settings:
+            return False
+        return setting not in self.setting_arms or arm.name in self.setting_arms[setting]
+
+    def probes(self, arm: Arm) -> bool:
+        """Whether the frozen-encoder probe runs for ``arm`` (default: every pretrained arm)."""
+        if arm.atlas is not None:
+            return False
+        return arm.source is not None if self.probe_arms is None else arm.name in self.probe_arms
 
 
 @dataclass(frozen=True)
@@ -118,11 +156,14 @@ class Protocol:
     def study_arms(self) -> list[str]:
         return [name for name, arm in self.arms.items() if arm.study]
 
-    def arm(self, name: str) -> Arm:
-        """The arm of that name; a ``KeyError`` that names the known arms."""
+    def arm(self, name: str, size: Size | None = None) -> Arm:
+        """The arm of that name, as ``size`` runs it (its ``arm_settings``); a ``KeyError`` naming the known arms."""
         if name not in self.arms:
             raise KeyError(f"unknown arm {name!r}; the protocol has {', '.join(self.arms)}.")
-        return self.arms[name]
+        arm = self.arms[name]
+        if size is None or name not in size.arm_settings:
+            return arm
+        return Arm(name, {**arm.entry, **size.arm_settings[name]}, arm.study)
 
 
 def load_protocol(files: Sequence[str | os.PathLike] = ()) -> Protocol:
@@ -174,6 +215,8 @@ def _check_arm(arm: Arm, protocol: Protocol) -> None:
         raise ValueError(f"{where}: workflow must be one of {PRETRAINING_WORKFLOWS}, got {arm.workflow!r}.")
     if not isinstance(arm.entry.get("finetune", {}), Mapping):
         raise ValueError(f"{where}: finetune must be a mapping of fine-tuning settings, got {arm.entry['finetune']!r}.")
+    if arm.atlas is not None and arm.atlas not in ATLAS_REGISTRATIONS:
+        raise ValueError(f"{where}: atlas must be one of {ATLAS_REGISTRATIONS}, got {arm.atlas!r}.")
     if "encoder_of" in arm.entry:
         source = protocol.arms.get(arm.entry["encoder_of"])
         if source is None or source.source != source.name:
@@ -192,8 +235,8 @@ def _size(name: str, entries: dict[str, dict], protocol: Protocol, seen: tuple[s
     if base is not None:
         if base not in entries or base in seen:
             raise ValueError(f"{where}: base {base!r} is not another size of the protocol ({', '.join(entries)}).")
-        parent = _size(base, entries, protocol, (*seen, name)).__dict__
-        entry = {**parent, **entry, **{k: {**parent[k], **entry[k]} for k in SIZE_MAPPINGS if k in entry}}
+        parent = {k: v for k, v in _size(base, entries, protocol, (*seen, name)).__dict__.items() if k not in OWN_KEYS}
+        entry = {**parent, **entry, **{k: {**(parent.get(k) or {}), **entry[k]} for k in SIZE_MAPPINGS if k in entry}}
     entry["name"] = name
     entry.update({k: tuple(entry[k]) for k in SIZE_LISTS if k in entry})
     try:
@@ -201,7 +244,11 @@ def _size(name: str, entries: dict[str, dict], protocol: Protocol, seen: tuple[s
     except TypeError as error:
         fields = ", ".join(Size.__dataclass_fields__)
         raise ValueError(f"{where}: {error} (a size has {fields}).") from error
-    for arm in size.arms + size.study_arms:
+    named = [*size.arms, *size.study_arms, *size.arm_settings, *(size.probe_arms or ())]
+    named += [arm for arms in size.setting_arms.values() for arm in arms]
+    for arm in named:
         if arm not in protocol.arms:
             raise ValueError(f"{where}: unknown arm {arm!r}; the protocol has {', '.join(protocol.arms)}.")
+    for key in ("arm_settings", "setting_arms"):
+        _mapping(getattr(size, key), f"{where}: {key}")
     return size

@@ -23,8 +23,11 @@ from semcl_tools.repository import ROOT
 from .plan import Run
 
 __all__ = [
+    "CODE_FOLDERS",
+    "DirtyTreeError",
     "ResultStore",
     "by_stage",
+    "check_clean_tree",
     "code_version",
     "cpu_model",
     "machine",
@@ -32,6 +35,7 @@ __all__ = [
     "read_confusion",
     "read_json",
     "results_folder",
+    "working_tree_changes",
 ]
 
 
@@ -80,13 +84,14 @@ def by_stage(results: dict[str, dict]) -> tuple[dict, dict, dict]:
     """Results by stage: ``(finetunes, pretrains, embeddings)``.
 
     ``finetunes[arm, setting, probe][seed]``, ``pretrains[arm][seed]`` and ``embeddings[arm][seed]`` are result dicts.
+    An atlas run counts as a fine-tuning run of its arm (its result has the same ``test`` layout, no training).
     """
     finetunes: dict[tuple[str, str, bool], dict[int, dict]] = defaultdict(dict)
     pretrains: dict[str, dict[int, dict]] = defaultdict(dict)
     embeddings: dict[str, dict[int, dict]] = defaultdict(dict)
     for result in results.values():
         config = result["config"]
-        if config["stage"] == "finetune":
+        if config["stage"] in ("finetune", "atlas"):
             finetunes[config["arm"], config["setting"], config["probe"]][config["seed"]] = result
         else:
             (pretrains if config["stage"] == "pretrain" else embeddings)[config["arm"]][config["seed"]] = result
@@ -127,6 +132,43 @@ def _number(value: str) -> float | None:
 
 
 # ------------------------------------------------------------------------------------------------- provenance
+
+
+CODE_FOLDERS = ("semcl_components", "semcl_benchmark", "semcl_tools", "bundles", "scripts")
+"""Folders whose untracked files count as uncommitted code (a new module a run would import)."""
+
+
+class DirtyTreeError(ValueError):
+    """The benchmark would run from a working tree with uncommitted changes."""
+
+
+def working_tree_changes(root: Path = ROOT) -> list[str] | None:
+    """``git status`` lines of uncommitted changes to tracked files and of untracked files under :data:`CODE_FOLDERS`;
+    ``None`` outside a git checkout (nothing to compare with)."""
+    try:
+        tracked = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                                 capture_output=True, text=True, check=True).stdout.splitlines()
+        untracked = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all", "--", *CODE_FOLDERS],
+                                   cwd=root, capture_output=True, text=True, check=True).stdout.splitlines()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return tracked + [line for line in untracked if line.startswith("??")]
+
+
+def check_clean_tree(allow_dirty: bool, root: Path = ROOT) -> None:
+    """Refuse to run from a working tree with uncommitted changes, unless ``allow_dirty``.
+
+    Raises:
+        DirtyTreeError: naming the first changed files, how to commit them, and ``--allow-dirty``.
+    """
+    changes = working_tree_changes(root)
+    if allow_dirty or not changes:
+        return
+    shown = "; ".join(line.strip() for line in changes[:5]) + (f"; and {len(changes) - 5} more" if len(changes) > 5 else "")
+    raise DirtyTreeError(
+        f"the working tree {root} has uncommitted changes ({shown}): a result file must name the code that made it. "
+        "Commit (or stash) them first, or pass --allow-dirty, which every result file then records."
+    )
 
 
 def code_version() -> str:

@@ -13,9 +13,10 @@ from pathlib import Path
 
 from semcl_components.folder_lock import FolderLock
 
+from .datasets import BenchmarkData
 from .plan import Planner, Run, Workspace
 from .protocol import Protocol, Size, load_protocol
-from .results import ResultStore, code_version, machine
+from .results import ResultStore, check_clean_tree, code_version, machine
 from .stages import Stages
 
 __all__ = ["Benchmark"]
@@ -32,6 +33,11 @@ class Benchmark:
         threads_per_job: CPU threads of each run.
         prefix: put before every line printed.
         protocol: the arms (default: the built-in protocol).
+        dataset_dir: the user's own labelled dataset instead of the size's phantoms.
+        pixdim: the grid the workflows resample to (default: the dataset's spacing).
+        device: ``cpu`` or ``cuda`` for every workflow (default: a GPU when there is one).
+        processes: processes per workflow call (``> 1``: ``torchrun``).
+        allow_dirty: run from a working tree with uncommitted changes (recorded in every result file).
     """
 
     def __init__(
@@ -43,19 +49,27 @@ class Benchmark:
         threads_per_job: int = 1,
         prefix: str = "[bench]",
         protocol: Protocol | None = None,
+        dataset_dir: Path | None = None,
+        pixdim: list[float] | None = None,
+        device: str | None = None,
+        processes: int = 1,
+        allow_dirty: bool = False,
     ) -> None:
         self.size = size
         self.jobs = jobs
         self.prefix = prefix
+        self.allow_dirty = allow_dirty
         self.workspace = Workspace(work)
-        self.planner = Planner(protocol or load_protocol(), size, self.workspace)
-        self.stages = Stages(self.planner, threads_per_job=threads_per_job, prefix=prefix)
+        data = BenchmarkData(size, self.workspace.work, dataset_dir, pixdim)
+        self.planner = Planner(protocol or load_protocol(), size, self.workspace, data, device, processes)
         self.store = ResultStore(results)
+        self._planned: dict[str, Run] = {}
+        self.stages = Stages(self.planner, threads_per_job=threads_per_job, prefix=prefix, finished=self._result)
         self._print_lock = threading.Lock()
 
     @property
     def data_dir(self) -> Path:
-        return self.workspace.data_dir
+        return self.planner.data.folder
 
     def plan(self, arms: list[str], settings: list[str], seeds: list[int], study: list[str] | None = None) -> list[Run]:
         """See :meth:`semcl_benchmark.plan.Planner.plan`."""
@@ -64,6 +78,11 @@ class Benchmark:
     def check(self, runs: list[Run]) -> None:
         """See :meth:`semcl_benchmark.plan.Planner.check`."""
         self.planner.check(runs)
+
+    def _result(self, key: str) -> dict | None:
+        """The result of a finished planned run by key (``None``: not planned now or not finished)."""
+        run = self._planned.get(key)
+        return None if run is None else self.store.read(run)
 
     def result_file(self, run: Run) -> Path:
         return self.store.file(run)
@@ -82,7 +101,9 @@ class Benchmark:
 
         Raises:
             ValueError: a planned workflow call has an invalid setting (nothing was run).
+            DirtyTreeError: the working tree has uncommitted changes and ``allow_dirty`` is false (nothing was run).
         """
+        check_clean_tree(self.allow_dirty)
         lock = FolderLock(self.store.folder, "benchmark results folder")
         lock.acquire()
         try:
@@ -96,15 +117,18 @@ class Benchmark:
         needed = {need for run in todo for need in run.needs}
         for key in needed:  # a finished pretraining whose encoder file is gone (another machine) is run again
             run = by_key.get(key)
-            encoder = None if run is None else self.planner.encoder_file(run.config["arm"], run.config["seed"])
-            if run is not None and run not in todo and not encoder.is_file():
+            if run is None or run.config["stage"] != "pretrain":
+                continue
+            encoder = self.planner.encoder_file(run.config["arm"], run.config["seed"])
+            if run not in todo and not encoder.is_file():
                 todo.insert(0, run)
         return todo if max_runs is None else todo[:max_runs]
 
     def _run_all(self, planned: list[Run], max_runs: int | None) -> list[str]:
+        self._planned = {run.key: run for run in planned}
         todo = self._todo(planned, max_runs)
         self.check(todo)
-        self.stages.data()
+        self.stages.data(sorted({run.config["seed"] for run in planned}))
         total, done, failed = len(todo), 0, []
         self._say(f"{len(planned)} runs planned, {len(planned) - len([r for r in planned if not self.finished(r)])} "
                   f"finished already, {total} to do now with {self.jobs} parallel jobs")
@@ -139,7 +163,8 @@ class Benchmark:
         start = time.perf_counter()
         result = self.stages(run)
         result.update(key=run.key, config=run.config, config_hash=run.hash, machine=machine(), code=code_version(),
-                      finished=time.strftime("%Y-%m-%d %H:%M:%S"), total_seconds=round(time.perf_counter() - start, 1))
+                      allow_dirty=self.allow_dirty, finished=time.strftime("%Y-%m-%d %H:%M:%S"),
+                      total_seconds=round(time.perf_counter() - start, 1))
         self.store.write(run, result)
 
     def _say(self, message: str) -> None:

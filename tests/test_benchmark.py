@@ -1,7 +1,12 @@
-"""The benchmark's --quick size end to end: every stage through the bundle, a result file per run, a report, resume."""
+"""The benchmark's --quick size end to end: every stage through the bundle, a result file per run, a report, resume.
+
+The quick size exercises every path of the v2 protocol at a tiny size: realistic phantoms, seeds drawing their own
+labelled volumes, an atlas arm, the upper bound, probes of a pretrained and of a random encoder, a capped run
+continued, test Dice at fractions of scratch's budget, and the study."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -28,6 +33,7 @@ def run_benchmark(tmp_path: Path, *extra: str) -> subprocess.CompletedProcess:
         str(tmp_path / "results"),
         "--workdir",
         str(tmp_path / "work"),
+        "--allow-dirty",  # a developer's checkout; the refusal of a dirty tree is tested in test_benchmark_provenance
         *extra,
     ]
     return run_captured(command, cwd=tmp_path, timeout=900)
@@ -38,12 +44,19 @@ def test_quick_benchmark_writes_results_and_a_report_and_resumes(tmp_path):
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     results = sorted(p.name for p in (tmp_path / "results").glob("*.json"))
     assert results == [
+        "atlas__atlas_body_box__finetune_1__seed0.json",
+        "atlas__atlas_body_box__finetune_1__seed1.json",
+        "atlas__atlas_body_box__finetune_all__seed0.json",
+        "atlas__atlas_body_box__finetune_all__seed1.json",
         "embedding__scratch__seed0.json",
         "embedding__scratch__seed1.json",
         "embedding__semcl_exact__seed0.json",
         "embedding__semcl_exact__seed1.json",
         "finetune__scratch__finetune_1__seed0.json",
+        "finetune__scratch__finetune_1__seed0__probe.json",  # a frozen random encoder
         "finetune__scratch__finetune_1__seed1.json",
+        "finetune__scratch__finetune_all__seed0.json",  # the upper bound: scratch and the atlas only
+        "finetune__scratch__finetune_all__seed1.json",
         "finetune__semcl_exact__finetune_1__seed0.json",
         "finetune__semcl_exact__finetune_1__seed0__probe.json",
         "finetune__semcl_exact__finetune_1__seed1.json",
@@ -57,6 +70,25 @@ def test_quick_benchmark_writes_results_and_a_report_and_resumes(tmp_path):
     assert run["test"]["classes"][:3] == ["spleen", "right kidney", "left kidney"]
     assert run["cost"]["train"]["seconds"] > 0 and run["cost"]["train"]["peak_memory_mb"] > 100
     assert run["validation_curve"] and len(run["confusion_matrix"]["counts"]) == 9
+    # v2: what the run learned from, what it loaded, how its budget went, its time-to-accuracy data
+    other = json.loads((tmp_path / "results" / "finetune__semcl_exact__finetune_1__seed1.json").read_text())
+    assert len(run["labelled_cases"]) == 1 and run["labelled_cases"][0]["contrast_phase"]
+    assert run["labelled_cases"] != other["labelled_cases"]  # each seed draws its own labelled volume
+    assert run["encoder"]["loaded_fraction"] == 1.0 and len(run["encoder"]["sha256"]) == 64
+    assert run["allow_dirty"] is True and run["budget"]["max_epochs"][0] == 2
+    assert [p["fraction"] for p in run["budget_fractions"]["points"]] == [0.25, 0.5, 1.0]
+    scratch = json.loads((tmp_path / "results" / "finetune__scratch__finetune_1__seed0.json").read_text())
+    assert run["budget_fractions"]["scratch_best_epoch"] == scratch["best_metric_epoch"]
+    assert [p["step"] for p in run["validation_points"]][:2] == [1, 2] and run["validation_points"][0]["seconds"] > 0
+    datalist = json.loads((tmp_path / "work" / "datalists" / "datalist_seed0.json").read_text())
+    assert len(datalist["test"]) == 4 and len(datalist["finetune_all"]) == 4
+    assert {e["contrast_phase"] for e in datalist["test"]} == {"native", "arterial", "portal_venous", "delayed"}
+    atlas = json.loads((tmp_path / "results" / "atlas__atlas_body_box__finetune_1__seed0.json").read_text())
+    assert atlas["test"]["cases"] == run["test"]["cases"] and atlas["labelled_cases"] == run["labelled_cases"]
+    phases = {e["image"].rsplit("/", 1)[-1]: e["contrast_phase"] for e in datalist["test"]}
+    assert run["test"]["contrast_phases"] == atlas["test"]["contrast_phases"] == [phases[c] for c in run["test"]["cases"]]
+    pretrain = json.loads((tmp_path / "results" / "pretrain__semcl_exact__seed0.json").read_text())
+    assert set(pretrain["collapse"]) >= {"effective_rank", "negative_cosine", "collapsed"}
     report = (tmp_path / "results" / "RESULTS.md").read_text()
     assert report.startswith("# Benchmark results: quick size\n\n## Verdict\n\n- finetune_1: `semcl_exact`")
     embedding = json.loads((tmp_path / "results" / "embedding__semcl_exact__seed0.json").read_text())
@@ -85,24 +117,44 @@ def test_quick_benchmark_writes_results_and_a_report_and_resumes(tmp_path):
     # a second call finds every run finished and only rewrites the report; a changed protocol would rerun them
     second = run_benchmark(tmp_path)
     assert second.returncode == 0, second.stdout[-3000:]
-    assert "12 runs planned, 12 finished already, 0 to do now" in second.stdout
+    assert "19 runs planned, 19 finished already, 0 to do now" in second.stdout
 
 
 @pytest.mark.parametrize("name", sorted(PROTOCOL.sizes))
 def test_every_planned_workflow_call_is_valid(tmp_path, name):
-    """Arms that only the --full size (GPU) or the study runs, such as `semcl_weighted`, are checked here on CPU."""
-    size = PROTOCOL.sizes[name]
+    """Arms that only the --full size (GPU) or the study runs, such as `semcl_weighted`, are checked here on CPU, with
+    the size's arm settings (e.g. supervised pretraining's own budget), in every setting an arm may be planned in."""
+    size = dataclasses.replace(PROTOCOL.sizes[name], setting_arms={})  # every arm in every setting it may be in
     benchmark = Benchmark(size, tmp_path / "results", tmp_path / "work")
-    planned = benchmark.plan(PROTOCOL.main_arms, list(size.settings), list(size.seeds), study=PROTOCOL.study_arms)
-    assert {run.config["arm"] for run in planned if run.config["stage"] == "finetune"} >= set(PROTOCOL.arms)
+    settings = list(dict.fromkeys([*size.settings, *(s for arm in PROTOCOL.arms.values() for s in arm.settings or ())]))
+    planned = benchmark.plan(list(PROTOCOL.arms), settings, list(size.seeds), study=[])  # study arms as main arms
+    assert {run.config["arm"] for run in planned if run.config["stage"] in ("finetune", "atlas")} == set(PROTOCOL.arms)
     benchmark.check(planned)  # raises on an unknown setting or a value of the wrong kind
 
 
 def test_an_invalid_setting_stops_the_benchmark_before_any_work(tmp_path):
-    benchmark = Benchmark(PROTOCOL.sizes["quick"], tmp_path / "results", tmp_path / "work")
+    benchmark = Benchmark(PROTOCOL.sizes["quick"], tmp_path / "results", tmp_path / "work", allow_dirty=True)
     planned = benchmark.plan(["scratch"], ["finetune_1"], [0], study=[])
     planned[0].config["finetune"]["max_epoch"] = 5  # a typo of max_epochs
     with pytest.raises(ValueError, match=r"finetune__scratch__finetune_1__seed0: .*--max_epoch is not a setting .*"
                                          r"did you mean --max_epochs\?"):
         benchmark.run(planned)
     assert not (tmp_path / "work").exists() and not list((tmp_path / "results").glob("*.json"))
+
+
+def test_gpu_runs_under_torchrun_take_each_workflows_multi_process_overlay(tmp_path):
+    """``--nproc_per_node 2``: every bundle call has its workflow's multi_gpu overlay and is started by torchrun."""
+    benchmark = Benchmark(PROTOCOL.sizes["full"], tmp_path / "results", tmp_path / "work", device="cuda", processes=2)
+    planned = benchmark.plan(["scratch", "semcl_exact", "supervised"], ["finetune_1"], [0], study=[])
+    calls = [call for run in planned for call in benchmark.planner.bundle_calls(run)]
+    assert {tuple(call.configs) for call in calls} == {
+        ("pretrain.yaml", "multi_gpu_pretrain.yaml"),
+        ("train.yaml", "multi_gpu_train.yaml"),
+        ("train.yaml", "evaluate.yaml", "multi_gpu_evaluate.yaml"),
+    }
+    assert all(call.processes == 2 and "device" not in call.overrides for call in calls)  # each rank picks its GPU
+    assert all(call.overrides["roi_size"] == [96, 96, 96] for call in calls if "roi_size" in call.overrides)
+    benchmark.check(planned)
+    single = Benchmark(PROTOCOL.sizes["full"], tmp_path / "results", tmp_path / "work", device="cuda")
+    (call, *_) = single.planner.bundle_calls(planned[0])
+    assert call.overrides["device"] == "$torch.device('cuda')" and call.processes == 1

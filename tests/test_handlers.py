@@ -356,6 +356,20 @@ def test_run_summary_records_validation_only_for_epochs_it_ran(tmp_path):
     assert summary["final_val"] == {"val_mean_dice": 0.4} and summary["status"] == "completed"
 
 
+def test_run_summary_records_the_steps_and_seconds_at_each_epoch(tmp_path):
+    """The data of a time-to-accuracy curve: the iteration and wall time at the end of every epoch."""
+    import json
+
+    from semcl_components.handlers import RunSummaryWriter
+
+    engine = _engine()
+    RunSummaryWriter(tmp_path / "summary.json", "train").attach(engine)
+    engine.run([0, 1, 2], max_epochs=2)  # three iterations per epoch
+    history = json.loads((tmp_path / "summary.json").read_text())["history"]
+    assert [h["iteration"] for h in history] == [3, 6]
+    assert 0 <= history[0]["wall_time_s"] <= history[1]["wall_time_s"]
+
+
 def test_run_summary_says_failed_with_the_error(tmp_path):
     import json
 

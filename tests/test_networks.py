@@ -326,6 +326,10 @@ def test_partly_fitting_encoder_is_refused_below_the_threshold():
     assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
     report = load_pretrained_encoder(net, enc.state_dict(), min_loaded_fraction=0.5)
     assert report.loaded and report.missing
+    summary = report.summary()  # what train.yaml records in its run summary (encoder_load)
+    assert summary["loaded"] == len(report.loaded) and summary["missing"] == len(report.missing)
+    assert summary["loaded_fraction"] == pytest.approx(len(report.loaded) / (len(report.loaded) + len(report.missing)))
+    assert 0.5 <= summary["loaded_fraction"] < 1
 
 
 def test_file_that_is_not_a_checkpoint_is_named(tmp_path):

@@ -33,12 +33,26 @@ def plan(size_name: str, tmp_path: Path, protocol=None) -> tuple[Benchmark, list
     return benchmark, benchmark.plan(list(size.arms), list(size.settings), list(size.seeds), study=list(size.study_arms))
 
 
-def test_every_committed_run_of_the_default_size_counts(tmp_path):
+def test_every_committed_run_of_the_v1_size_counts(tmp_path):
     """The protocol's data gives the configuration hashes of the committed result files: nothing is planned anew."""
-    benchmark, planned = plan("default", tmp_path)
-    committed = sorted(results_folder("default").glob("*.json"))
+    benchmark, planned = plan("v1", tmp_path)
+    committed = sorted(results_folder("v1").glob("*.json"))
     assert len(planned) == len(committed) == 206
     assert [run for run in planned if not benchmark.finished(run)] == []
+
+
+def test_the_v1_report_is_regenerated_identical_apart_from_its_date(tmp_path):
+    """``--size v1 --report-only`` rewrites docs/RESULTS_v1.md from the committed v1 files, the same but for its date."""
+    import shutil
+
+    results = tmp_path / "docs" / "results" / "benchmark" / "v1"  # the committed layout: the same plot links
+    shutil.copytree(results_folder("v1"), results)
+    report = tmp_path / "docs" / "RESULTS_v1.md"
+    assert main(["--size", "v1", "--report-only", "--results", str(results), "--report", str(report)]) == 0
+    committed = (Path(__file__).resolve().parents[1] / "docs" / "RESULTS_v1.md").read_text().splitlines()
+    regenerated = report.read_text().splitlines()
+    differing = [(a, b) for a, b in zip(committed, regenerated) if a != b]
+    assert len(committed) == len(regenerated) and all(a.startswith("- Report written ") for a, _ in differing)
 
 
 def test_a_user_file_adds_an_arm_a_study_arm_and_a_size(tmp_path):
@@ -61,7 +75,7 @@ def test_a_user_file_adds_an_arm_a_study_arm_and_a_size(tmp_path):
 def test_changing_an_arm_makes_its_runs_count_as_not_done(tmp_path):
     path = tmp_path / "changed.json"
     path.write_text(json.dumps({"arms": {"semcl_coarse": {"mask_mode": "dilate", "dilate_radius": 2}}}))
-    benchmark, planned = plan("default", tmp_path, load_protocol([path]))
+    benchmark, planned = plan("v1", tmp_path, load_protocol([path]))
     redo = {run.key for run in planned if not benchmark.finished(run)}
     # its pretraining, embedding, fine-tuning and probe runs: 8 seeds x (1 + 1 + 2 settings) + 3 probes
     assert len(redo) == 35 and all("semcl_coarse" in key for key in redo)
@@ -92,7 +106,7 @@ def test_the_command_line_plans_and_reports_a_size_of_a_user_file(tmp_path, caps
     arguments = ["--protocol", str(path), "--size", "mine", "--results", str(results), "--workdir", str(tmp_path)]
     assert main([*arguments, "--report-only"]) == 0
     report = (results / "RESULTS.md").read_text()
-    assert report.startswith("# Benchmark results: mine size") and "Runs finished: 0 of 12 planned" in report
+    assert report.startswith("# Benchmark results: mine size") and "Runs finished: 0 of 14 planned" in report
     assert f"`python scripts/benchmark.py --size mine --protocol {path}`" in report
     with pytest.raises(SystemExit):
         main([*arguments, "--arms", "semcl_nothing", "--report-only"])
@@ -103,11 +117,11 @@ def test_a_cut_result_file_counts_as_unfinished_and_is_named(tmp_path, capsys):
     """Issue 19, finding 11: ``--report-only`` with one truncated result file crashed naming no file."""
     from semcl_benchmark.results import ResultStore
 
-    benchmark, planned = plan("default", tmp_path)
+    benchmark, planned = plan("v1", tmp_path)
     store = ResultStore(tmp_path / "results")
     store.folder.mkdir()
     run = planned[0]
-    committed = results_folder("default") / store.file(run).name
+    committed = results_folder("v1") / store.file(run).name
     store.file(run).write_text(committed.read_text()[:100])
     assert store.read(run) is None
     assert f"{store.file(run)} is not valid JSON" in capsys.readouterr().err

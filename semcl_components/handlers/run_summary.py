@@ -24,8 +24,9 @@ __all__ = ["RunSummaryWriter"]
 class RunSummaryWriter:
     """Write a run's key numbers to a JSON file in its output folder, updated every epoch and at the end.
 
-    Attached to a trainer, it records per epoch the mean of every scalar entry of the iteration output (``loss``,
-    and for contrastive runs e.g. ``num_objects`` or ``positive_cosine``) and, for the epochs after which ``evaluator``
+    Attached to a trainer, it records per epoch the iteration and the wall time at its end, the mean of every scalar
+    entry of the iteration output (``loss``, and for contrastive runs e.g. ``num_objects`` or ``positive_cosine``)
+    and, for the epochs after which ``evaluator``
     ran, its metrics (``val``) and their per-class means (``val_per_class``); a validation run when training ends
     (e.g. by ``FinalValidationHandler``) is added to the last epoch's record. It also records the best metric, epochs
     completed, wall time (summed over resumed sessions) and ``status`` (``running``, ``completed``, ``interrupted``
@@ -118,7 +119,10 @@ class RunSummaryWriter:
         self._count += 1
 
     def _epoch_completed(self, engine: Engine) -> None:
-        record: dict[str, Any] = {"epoch": engine.state.epoch}
+        # the iteration (optimizer steps so far) and wall time (summed over resumed sessions) at the epoch's end: with
+        # the validation that ran after it, the data of a time-to-accuracy curve
+        record: dict[str, Any] = {"epoch": engine.state.epoch, "iteration": engine.state.iteration,
+                                  "wall_time_s": round(self._elapsed(), 2)}
         record.update({f"mean_{k}": v / max(self._count, 1) for k, v in self._sums.items()})
         self._sums, self._count = {}, 0
         self._take_validation(record)
@@ -192,8 +196,12 @@ class RunSummaryWriter:
         # the epochs with a record: a run stopped part-way through an epoch has not completed it
         self.summary["epochs_completed"] = max((int(h["epoch"]) for h in self.summary.get("history", [])), default=0)
         self.summary["max_epochs"] = engine.state.max_epochs
-        self.summary["wall_time_s"] = round(self._previous_seconds + time.perf_counter() - self._session_start, 2)
+        self.summary["wall_time_s"] = round(self._elapsed(), 2)
         write_json_atomic(self.summary, self.output_file)
+
+    def _elapsed(self) -> float:
+        """Seconds of this run so far, summed over resumed sessions."""
+        return self._previous_seconds + time.perf_counter() - self._session_start
 
 
 def _scalar(value: Any) -> float | None:

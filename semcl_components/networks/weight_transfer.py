@@ -42,6 +42,18 @@ class EncoderLoadReport:
     unexpected: list[str] = field(default_factory=list)
     adapted: list[tuple[str, tuple, tuple]] = field(default_factory=list)
 
+    @property
+    def loaded_fraction(self) -> float:
+        """The share of the network's encoder tensors that were loaded (loaded / (loaded + skipped + missing))."""
+        encoder_tensors = len(self.loaded) + len(self.skipped) + len(self.missing)
+        return len(self.loaded) / encoder_tensors if encoder_tensors else 0.0
+
+    def summary(self) -> dict:
+        """The counts and the loaded fraction, for a run summary: ``{"loaded", "adapted", "skipped", "missing",
+        "unexpected", "loaded_fraction"}``."""
+        counts = {name: len(getattr(self, name)) for name in ("loaded", "adapted", "skipped", "missing", "unexpected")}
+        return {**counts, "loaded_fraction": round(self.loaded_fraction, 6)}
+
     def __str__(self) -> str:
         lines = [
             f"encoder weights: {len(self.loaded)} loaded ({len(self.adapted)} adapted), {len(self.skipped)} skipped "

@@ -1,0 +1,168 @@
+"""The atlas baseline: no training, a majority vote of the seed's labelled maps moved onto each test image.
+
+What a segmentation network has to beat to show that it learned anything: each labelled map of the setting is moved
+onto the test image's grid (nearest neighbour; outside the map is background) and every voxel takes the label most
+maps give it (a tie goes to the lower class id, background first). How a map is moved (``registration``):
+
+    as_is      scanner coordinates: the voxel at the same physical position (the images' affines)
+    body_box   the labelled image's body bounding box scaled, per axis, onto the test image's
+    centroid   the labelled image's body centroid moved onto the test image's (a translation)
+
+The body is every voxel above :data:`BODY_HU` (-500 HU: soft tissue, fat, bone; not air or lung), found in the
+images alone, so the registration never looks at a test label. Images and labels are read as the bundle's
+workflows read them (RAS, resampled to ``pixdim``), and Dice is MONAI's ``DiceMetric`` without background, as the
+bundle's ``MeanDice``: a class absent from a test label map scores NaN, left out of means.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+__all__ = ["BODY_HU", "atlas_registration", "evaluate_atlas", "majority_vote", "move_label_map"]
+
+BODY_HU = -500.0
+"""Voxels above this (HU) are the body: the organ-independent landmark of the ``body_box`` and ``centroid`` maps."""
+
+
+def _body(image: np.ndarray) -> np.ndarray:
+    body = image > BODY_HU
+    if not body.any():
+        raise ValueError(f"no voxel above {BODY_HU} HU: the image holds no body to register (is it CT in HU?).")
+    return body
+
+
+def atlas_registration(
+    registration: str,
+    atlas_image: np.ndarray,
+    test_image: np.ndarray,
+    atlas_affine: np.ndarray,
+    test_affine: np.ndarray,
+) -> np.ndarray:
+    """The 4 x 4 map from test voxel indices to atlas voxel indices.
+
+    Args:
+        registration: ``as_is``, ``body_box`` or ``centroid`` (module docstring).
+        atlas_image, test_image: (X, Y, Z) intensities in HU.
+        atlas_affine, test_affine: their voxel-to-world affines (4 x 4), used by ``as_is``.
+    """
+    if registration == "as_is":
+        return np.linalg.inv(np.asarray(atlas_affine, float)) @ np.asarray(test_affine, float)
+    atlas_body, test_body = _body(atlas_image), _body(test_image)
+    matrix = np.eye(4)
+    if registration == "centroid":
+        matrix[:3, 3] = np.argwhere(atlas_body).mean(0) - np.argwhere(test_body).mean(0)
+        return matrix
+    if registration == "body_box":
+        (a_low, a_high), (t_low, t_high) = (
+            (np.argwhere(body).min(0), np.argwhere(body).max(0)) for body in (atlas_body, test_body)
+        )
+        scale = (a_high - a_low) / np.maximum(t_high - t_low, 1)
+        matrix[:3, :3] = np.diag(scale)
+        matrix[:3, 3] = a_low - scale * t_low
+        return matrix
+    raise ValueError(f"atlas registration must be as_is, body_box or centroid, got {registration!r}.")
+
+
+def move_label_map(label: np.ndarray, test_to_atlas: np.ndarray, shape: Sequence[int]) -> np.ndarray:
+    """``label`` (X, Y, Z) sampled (nearest neighbour) on a grid of ``shape``; outside ``label`` is background (0)."""
+    grid = np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij"), -1).reshape(-1, 3).astype(float)
+    source = np.rint(grid @ test_to_atlas[:3, :3].T + test_to_atlas[:3, 3]).astype(int)
+    inside = np.all((source >= 0) & (source < np.asarray(label.shape)), axis=1)
+    moved = np.zeros(len(grid), dtype=label.dtype)
+    moved[inside] = label[tuple(source[inside].T)]
+    return moved.reshape(shape)
+
+
+def majority_vote(label_maps: Sequence[np.ndarray], num_classes: int) -> np.ndarray:
+    """Per voxel the class most of ``label_maps`` (each (X, Y, Z), ids 0..num_classes-1) give; ties: lower id."""
+    votes = np.zeros((num_classes, *label_maps[0].shape), dtype=np.int32)
+    for label_map in label_maps:
+        for k in range(num_classes):
+            votes[k] += label_map == k
+    return votes.argmax(0)
+
+
+def _load(entries: Sequence[dict], dataset_dir: str | os.PathLike, pixdim: Sequence[float]) -> list[dict]:
+    """Images and labels as the bundle's workflows read them: channel first, RAS, resampled to ``pixdim``."""
+    from monai.transforms import Compose, LoadImaged, Orientationd, Spacingd
+
+    load = Compose(
+        [
+            LoadImaged(keys=["image", "label"], ensure_channel_first=True, image_only=True),
+            Orientationd(keys=["image", "label"], axcodes="RAS"),
+            Spacingd(keys=["image", "label"], pixdim=list(pixdim), mode=["bilinear", "nearest"]),
+        ]
+    )
+    cases = []
+    for entry in entries:
+        data = load({key: os.path.join(dataset_dir, entry[key]) for key in ("image", "label")})
+        cases.append(
+            {
+                "name": os.path.basename(entry["image"]),
+                "image": data["image"][0].numpy(),
+                "label": np.rint(data["label"][0].numpy()).astype(np.int64),
+                "affine": np.asarray(data["image"].affine, dtype=float),
+            }
+        )
+    return cases
+
+
+def evaluate_atlas(
+    registration: str,
+    labelled: Sequence[dict],
+    test: Sequence[dict],
+    dataset_dir: str | os.PathLike,
+    pixdim: Sequence[float],
+    class_names: Sequence[str],
+) -> dict:
+    """Per-case, per-class test Dice and the voxel confusion matrix of the atlas of ``labelled`` on ``test``.
+
+    Args:
+        registration: ``as_is``, ``body_box`` or ``centroid``.
+        labelled, test: datalist entries (``image``, ``label`` relative to ``dataset_dir``).
+        dataset_dir: the dataset folder.
+        pixdim: the grid the bundle's workflows resample to (mm).
+        class_names: the foreground class names (ids 1..K).
+
+    Returns:
+        ``{"test": {"cases", "classes", "dice"}, "test_summary": {"val_mean_dice": {class: mean}},
+        "confusion_matrix": {"classes", "counts"}}``, laid out as a fine-tuning run's result.
+    """
+    from monai.metrics import DiceMetric
+    from monai.networks.utils import one_hot
+
+    num_classes = len(class_names) + 1
+    atlases = _load(labelled, dataset_dir, pixdim)
+    metric = DiceMetric(include_background=False, reduction="none")
+    counts = np.zeros((num_classes, num_classes), dtype=np.int64)
+    cases, dice = [], []
+    for case in _load(test, dataset_dir, pixdim):
+        moved = [
+            move_label_map(
+                atlas["label"],
+                atlas_registration(registration, atlas["image"], case["image"], atlas["affine"], case["affine"]),
+                case["label"].shape,
+            )
+            for atlas in atlases
+        ]
+        prediction = majority_vote(moved, num_classes)
+        as_one_hot = [one_hot(torch.as_tensor(x)[None, None], num_classes) for x in (prediction, case["label"])]
+        scores = metric(*as_one_hot)[0]
+        dice.append([None if torch.isnan(v) else round(float(v), 6) for v in scores])
+        cases.append(case["name"])
+        counts += np.bincount(
+            case["label"].ravel() * num_classes + prediction.ravel(), minlength=num_classes**2
+        ).reshape(num_classes, num_classes)
+    means = {
+        name: (None if not values else round(float(np.mean(values)), 4))
+        for name, values in ((n, [row[i] for row in dice if row[i] is not None]) for i, n in enumerate(class_names))
+    }
+    return {
+        "test": {"cases": cases, "classes": list(class_names), "dice": dice},
+        "test_summary": {"val_mean_dice": means},
+        "confusion_matrix": {"classes": ["background", *class_names], "counts": counts.tolist()},
+    }

@@ -1,0 +1,82 @@
+"""Provenance of the benchmark's runs: no run from uncommitted code unless --allow-dirty, which is recorded."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from semcl_benchmark import results as results_module
+from semcl_benchmark.protocol import load_protocol
+from semcl_benchmark.results import DirtyTreeError, check_clean_tree, working_tree_changes
+from semcl_benchmark.runner import Benchmark
+from semcl_benchmark.stages import file_sha256
+
+
+def git(folder: Path, *args: str) -> None:
+    subprocess.run(["git", "-c", "user.email=t@t", "-c", "user.name=t", *args], cwd=folder, check=True,
+                   capture_output=True)
+
+
+@pytest.fixture
+def repository(tmp_path) -> Path:
+    (tmp_path / "semcl_benchmark").mkdir()
+    (tmp_path / "semcl_benchmark" / "a.py").write_text("x = 1\n")
+    (tmp_path / "notes.txt").write_text("notes\n")
+    git(tmp_path, "init", "-q")
+    git(tmp_path, "add", "-A")
+    git(tmp_path, "commit", "-qm", "first")
+    return tmp_path
+
+
+def test_a_clean_tree_runs(repository):
+    assert working_tree_changes(repository) == []
+    check_clean_tree(allow_dirty=False, root=repository)
+
+
+def test_a_changed_tracked_file_is_refused_naming_it_and_the_way_out(repository):
+    (repository / "notes.txt").write_text("changed\n")
+    with pytest.raises(DirtyTreeError, match=r"uncommitted changes \(M notes.txt\).*--allow-dirty"):
+        check_clean_tree(allow_dirty=False, root=repository)
+    check_clean_tree(allow_dirty=True, root=repository)
+
+
+def test_an_untracked_module_counts_but_an_untracked_file_elsewhere_does_not(repository):
+    (repository / "scratchpad.txt").write_text("not code\n")
+    assert working_tree_changes(repository) == []
+    (repository / "semcl_benchmark" / "new.py").write_text("y = 2\n")
+    assert working_tree_changes(repository) == ["?? semcl_benchmark/new.py"]
+
+
+def test_outside_git_there_is_nothing_to_refuse(tmp_path):
+    assert working_tree_changes(tmp_path / "nowhere") is None
+    check_clean_tree(allow_dirty=False, root=tmp_path / "nowhere")
+
+
+def test_the_benchmark_refuses_a_dirty_tree_before_any_work(tmp_path, monkeypatch):
+    monkeypatch.setattr(results_module, "working_tree_changes", lambda root=None: [" M semcl_benchmark/plan.py"])
+    benchmark = Benchmark(load_protocol().sizes["quick"], tmp_path / "results", tmp_path / "work")
+    planned = benchmark.plan(["scratch"], ["finetune_1"], [0], study=[])
+    with pytest.raises(DirtyTreeError, match="M semcl_benchmark/plan.py"):
+        benchmark.run(planned)
+    assert not (tmp_path / "work").exists()
+
+
+def test_allow_dirty_is_recorded_in_every_result_file(tmp_path, monkeypatch):
+    monkeypatch.setattr(results_module, "working_tree_changes", lambda root=None: [" M semcl_benchmark/plan.py"])
+    benchmark = Benchmark(load_protocol().sizes["quick"], tmp_path / "results", tmp_path / "work", allow_dirty=True)
+    (run,) = benchmark.plan(["atlas_body_box"], ["finetune_1"], [0], study=[])
+    monkeypatch.setattr(benchmark.stages, "atlas", lambda run: {"stage": "atlas"})  # the stage itself: tested apart
+    monkeypatch.setattr(benchmark.stages, "data", lambda seeds: None)
+    assert benchmark.run([run]) == []
+    result = benchmark.store.read(run)
+    assert result["allow_dirty"] is True and result["code"]
+
+
+def test_file_sha256_is_the_hash_of_the_bytes(tmp_path):
+    import hashlib
+
+    path = tmp_path / "encoder.pt"
+    path.write_bytes(b"weights")
+    assert file_sha256(path) == hashlib.sha256(b"weights").hexdigest()
