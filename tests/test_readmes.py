@@ -1,0 +1,36 @@
+"""The READMEs keep the promises that users act on: the first screen's commands, the trust warning (issue 19, finding 12),
+and links that resolve."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BUNDLE_README = ROOT / "bundles" / "abdomen_ct_semcl_segmentation" / "docs" / "README.md"
+
+
+@pytest.mark.parametrize("readme", [ROOT / "README.md", BUNDLE_README], ids=["root", "bundle"])
+def test_readme_warns_that_bundle_configs_run_python(readme):
+    text = " ".join(readme.read_text().split())
+    assert "`$` expression" in text and "`$import`" in text
+    assert "only from a source you trust" in text or "only from sources you trust" in text
+    assert "weights_only=True" in text
+
+
+def test_root_readme_opens_with_the_two_commands_that_ci_runs():
+    first = ROOT.joinpath("README.md").read_text().split("\n## ")[0]
+    commands = re.search(r"```bash\n(.*?)```", first, re.S).group(1)
+    assert "bash scripts/setup_env.sh && .venv/bin/python scripts/demo.py" in commands
+    test_command = "bash scripts/setup_env.sh && .venv/bin/python -m pytest -q tests"
+    assert test_command in commands
+    assert test_command in ROOT.joinpath(".ci", "run").read_text()
+
+
+def test_root_readme_and_docs_link_only_files_that_exist():
+    for page in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        for target in re.findall(r"\]\(([^)#\s]+)\)", page.read_text()):
+            if "://" not in target:
+                assert (page.parent / target).exists(), f"{page.relative_to(ROOT)} links {target}, which is missing"
