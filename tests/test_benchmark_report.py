@@ -402,3 +402,79 @@ def test_v1_report_regenerates_unchanged(tmp_path, report, size_name):
     lines = report_v1(size, planned, benchmark.store.load(planned), plots, copy, command)
     undated = [line for line in "\n".join(lines).splitlines() if not line.startswith("- Report written")]
     assert undated == [line for line in committed if not line.startswith("- Report written")]
+
+
+# ------------------------------------------------------------------------------------------- difficulty criteria
+
+DIFFICULTY = SimpleNamespace(seeds=(0, 1, 2), settings=("finetune_1", "finetune_4", "finetune_8"),
+                             arms=("scratch", "atlas", "atlas_body_box", "atlas_centroid"))
+
+
+def difficulty_results(few: float, atlas: float, organ: float = 0.8, seconds: float = 300.0, seeds=(0, 1, 2)) -> dict:
+    """scratch at 1, 4 and 8 volumes (Dice ``few``, 0.7, and at 8 volumes 0.9 and ``organ`` for the second organ) and
+    three atlases at 4 volumes (the best at ``atlas``), on every test case; scratch trains ``seconds``, plateaus at 200."""
+
+    def runs(arm, setting, dice, second=None, **extra):
+        return {(arm, setting, False): {s: v2_run(arm, setting, s, [0.0] * 4, **extra) | {
+            "test": {"classes": ORGANS, "cases": [f"case{i}" for i in range(4)], "contrast_phases": PHASES,
+                     "dice": [[dice, dice if second is None else second] for _ in range(4)]}} for s in seeds}}
+
+    cost = {"cost": {"train": {"seconds": seconds, "peak_memory_mb": 1.0}}, "best_epoch": 200}
+    return {**runs("scratch", "finetune_1", few, **cost), **runs("scratch", "finetune_4", 0.7, **cost),
+            **runs("scratch", "finetune_8", 0.9, second=organ, **cost),
+            **runs("atlas", "finetune_4", atlas - 0.1), **runs("atlas_body_box", "finetune_4", atlas),
+            **runs("atlas_centroid", "finetune_4", atlas - 0.2)}
+
+
+def criteria_rows(report: str) -> dict[str, str]:
+    """``{criterion name's first word: its table row}``."""
+    return {line.split("|")[1].split()[0]: line for line in report.splitlines() if line.startswith("| ") and
+            line.split("|")[1].split() and line.split("|")[1].split()[0] in ("Headroom", "Learning", "Coverage", "Cost")}
+
+
+def test_difficulty_criteria_hold():
+    from semcl_benchmark.report.difficulty import difficulty_criteria
+
+    report = text(difficulty_criteria(difficulty_results(few=0.6, atlas=0.5), DIFFICULTY, reference=[150.0, 250.0]))
+    rows = criteria_rows(report)
+    assert "4 of 4 criteria hold, 0 fail, 0 not measured yet" in report
+    # scratch at 8 (mean of 0.9 and 0.8 = 0.85) minus at 1 (0.6), every seed
+    assert "+0.250 mean over 3 seeds (seed 0 +0.250, seed 1 +0.250, seed 2 +0.250)" in rows["Headroom"]
+    assert "best `atlas_body_box`" in rows["Learning"] and "+0.200 (`scratch` 0.700" in rows["Learning"]
+    assert "below 0.5: none" in rows["Coverage"] and "every organ in every phase" in rows["Coverage"]
+    assert "1.50 x v1 (300 s against 200 s per run, 9 runs)" in rows["Cost"]
+    assert all(row.endswith("| **holds** |") for row in rows.values())
+    assert "| finetune_8 | 3 | 300 | 1.50 | 200 (200-200) | 200 |" in report
+    assert "| 0.900 | 0.800 |" in report  # per-organ Dice of scratch at 8 volumes
+
+
+def test_difficulty_criteria_fail():
+    from semcl_benchmark.report.difficulty import difficulty_criteria
+
+    results = difficulty_results(few=0.8, atlas=0.65, organ=0.4, seconds=500.0)
+    for run in (r for runs in results.values() for r in runs.values()):  # no native test case holds the gallbladder
+        run["test"]["dice"][2][1] = None
+    report = text(difficulty_criteria(results, DIFFICULTY, reference=[200.0]))
+    rows = criteria_rows(report)
+    assert "0 of 4 criteria hold, 4 fail" in report
+    # 8 volumes: 3 cases at (0.9 + 0.4) / 2, the native case at 0.9 (no gallbladder) = 0.7125; minus 0.8
+    assert "-0.088 mean over 3 seeds" in rows["Headroom"]
+    assert "+0.050 (`scratch` 0.700" in rows["Learning"]
+    assert "below 0.5: gallbladder 0.400" in rows["Coverage"] and "absent: gallbladder in native" in rows["Coverage"]
+    assert "2.50 x v1" in rows["Cost"]
+    assert all(row.endswith("| **fails** |") for row in rows.values())
+
+
+def test_difficulty_criteria_wait_for_missing_runs():
+    from semcl_benchmark.report.difficulty import difficulty_criteria
+
+    results = difficulty_results(few=0.6, atlas=0.5, seeds=(0, 1))  # seed 2 has not finished
+    del results["atlas_centroid", "finetune_4", False]
+    report = text(difficulty_criteria(results, DIFFICULTY, reference=[200.0]))
+    rows = criteria_rows(report)
+    assert "0 of 4 criteria hold, 0 fail, 4 not measured yet" in report
+    assert "+0.250 mean over 2 seeds" in rows["Headroom"]  # the value so far is shown
+    assert "not measured yet (2 runs missing: `scratch` finetune_8 seed 2, `scratch` finetune_1 seed 2)" \
+        in rows["Headroom"]
+    assert "`atlas_centroid` finetune_4 seed 0" in rows["Learning"]
+    assert "**not measured yet" in rows["Coverage"] and "**not measured yet" in rows["Cost"]
