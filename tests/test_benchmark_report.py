@@ -209,15 +209,15 @@ def test_per_phase_groups_test_cases_by_contrast_phase():
 def test_diagnosis_v2_claims_headroom_only_from_an_upper_bound_and_reads_atlases():
     from semcl_benchmark.report import diagnosis_v2
 
-    finetunes = {**v2_results(0.01, 0.01), **v2_arm("atlas_vote", "finetune_1", shifted([-0.2] * 4)),
-                 **v2_arm("atlas_copy", "finetune_1", shifted([0.05] * 4))}
-    arms = ["scratch", "semcl_exact", "semcl_coarse", "atlas_vote", "atlas_copy"]
+    finetunes = {**v2_results(0.01, 0.01), **v2_arm("atlas", "finetune_1", shifted([-0.2] * 4)),
+                 **v2_arm("atlas_body_box", "finetune_1", shifted([0.05] * 4))}
+    arms = ["scratch", "semcl_exact", "semcl_coarse", "atlas", "atlas_body_box"]
     report = text(diagnosis_v2(finetunes, {}, arms, ["finetune_1", "finetune_2"], V2))
     assert "**Headroom not measured.** No upper-bound run (`scratch` on `finetune_all`)" in report
     assert "eadroom." not in report.replace("Headroom not measured.", "") and "Little headroom" not in report
-    assert "finetune_1: `scratch` minus `atlas_vote` +0.200 [+0.200, +0.200] (p = 0.0078; training beats the atlas)" \
+    assert "finetune_1: `scratch` minus `atlas` +0.200 [+0.200, +0.200] (p = 0.0078; training beats the atlas)" \
         in report
-    assert "`scratch` minus `atlas_copy` -0.050 [-0.050, -0.050] (p = 0.0078; the atlas beats training)" in report
+    assert "`scratch` minus `atlas_body_box` -0.050 [-0.050, -0.050] (p = 0.0078; the atlas beats training)" in report
     # the gallbladder-like organ: both organs alike here, so nothing is below 0.5 in every arm and setting
     assert "Organs below" not in report
     finetunes.update(v2_arm("scratch", "finetune_all", shifted([0.2] * 4)))

@@ -119,8 +119,9 @@ def report_v2(size: Size, planned: Sequence[Run], results: dict, plots: Path, re
     lines += ["", f"Runs finished: {len(results)} of {len(planned)} planned ({size.notes}).", ""]
     lines += endpoints.deviations_section(size)
     lines += diagnosis_v2(finetunes, pretrains, arms, settings, size)
-    lines += tables.headline(finetunes, arms, settings, crossed_bootstrap,
-                             "95% CI: crossed bootstrap over seeds and the shared test cases")
+    if finetunes:
+        lines += tables.headline(finetunes, arms, settings, crossed_bootstrap,
+                                 "95% CI: crossed bootstrap over seeds and the shared test cases")
     if primary:
         lines += ["## Primary endpoint", "", f"Holm over the {len(primary)} primary tests.", "",
                   *endpoints.outcome_table(primary), ""]

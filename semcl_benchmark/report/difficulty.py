@@ -114,7 +114,7 @@ def learning_needed(finetunes, atlases: Sequence[str], seeds: Sequence[int]) -> 
              if (runs := finetunes.get((a, MIDDLE, False)))}
     missing = [m for arm in [REFERENCE, *atlases] for m in _missing(finetunes, arm, MIDDLE, seeds)]
     if not means or not finetunes.get((REFERENCE, MIDDLE, False)):
-        return Criterion(f"Learning needed ({MIDDLE})", "-", target, _not_measured(missing))
+        return Criterion(f"Learning needed ({MIDDLE}, best atlas)", "-", target, _not_measured(missing))
     best = max(means, key=means.get)
     differences = _paired(finetunes, REFERENCE, best, MIDDLE, MIDDLE)
     scratch = np.mean([mean_dice(r) for r in finetunes[REFERENCE, MIDDLE, False].values()])
@@ -153,8 +153,8 @@ def coverage(finetunes, seeds: Sequence[int]) -> tuple[Criterion, list[str]]:
     else:
         buckets, gaps = presence
         cases = ", ".join(f"{b} {n}" for b, n in buckets.items())
-        parts.append(f"test cases per phase: {cases}; " + (f"absent: {', '.join(gaps)}" if gaps
-                                                            else "every organ in every phase"))
+        found = f"absent: {', '.join(gaps)}" if gaps else "every organ in every phase"
+        parts.append(f"test cases per phase: {cases}; {found}")
         absent = bool(gaps)  # the test set is fixed: decided by any one run
     runs = finetunes.get((REFERENCE, MANY, False), {})
     table: list[str] = []
@@ -234,7 +234,7 @@ def difficulty_criteria(finetunes, size, reference: Sequence[float] | None = Non
     atlases = [a for a in size.arms if is_atlas(a)]
     reference = reference_seconds() if reference is None else reference
     cover, organs = coverage(finetunes, seeds)
-    cost, costs = fine_tuning_cost(finetunes, [s for s in size.settings], seeds, reference)
+    cost, costs = fine_tuning_cost(finetunes, list(size.settings), seeds, reference)
     criteria = [headroom(finetunes, seeds), learning_needed(finetunes, atlases, seeds), cover, cost]
     held = sum(c.state == HOLDS for c in criteria)
     failed = sum(c.state == FAILS for c in criteria)
