@@ -64,10 +64,11 @@ def pretrain_budget(result: dict) -> Budget | None:
     if summary.get("best_metric_epoch") is None:
         return None
     config = result["config"]
-    settings = {**(config.get("pretrain") or {}), **(config.get("arm_settings") or {})}  # the arm's own budget first
+    settings = {**(config.get("pretrain") or {}), **(config.get("arm_settings") or {})}  # the arm's over the size's
     patience, interval = settings.get("early_stop_patience"), settings.get("val_interval", 1)
     cap = epoch_cap(result) or summary.get("max_epochs", settings.get("max_epochs"))
-    return Budget(summary.get("epochs_completed"), cap, summary["best_metric_epoch"], patience * interval if patience else 0)
+    window = patience * interval if patience else 0
+    return Budget(summary.get("epochs_completed"), cap, summary["best_metric_epoch"], window)
 
 
 def capped_while_improving(budget: Budget) -> tuple[bool, bool]:
