@@ -12,7 +12,8 @@ Modules:
     snapshots: test Dice at fixed fractions of scratch's budget (time to accuracy).
     runner: the schedule: unfinished runs in parallel, each after the runs it needs, resumable.
     results: result files, the workflows' CSV outputs, provenance (code version, a clean tree, machine).
-    report: the Markdown report and plots, from the result files alone (verdict, diagnosis, tables, plots).
+    report: the Markdown report and plots, from the result files alone (verdict, diagnosis, tables, plots; v2:
+        endpoints, time to accuracy, baselines at their best, provenance, the testbed's difficulty criteria).
     statistics: two-level bootstrap intervals and the paired Wilcoxon test, the training run as the unit.
     step: the micro-benchmark of one training step of each embedding mode against a segmentation step.
     demo: one seed of the benchmark's protocol, both arms side by side (the README's main command).

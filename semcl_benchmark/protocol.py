@@ -42,10 +42,11 @@ ATLAS_REGISTRATIONS = ("as_is", "body_box", "centroid")
 SIZE_MAPPINGS = ("data", "network", "pretrain", "finetune", "splits")
 """The settings of a size that decide a run's result (updated key by key from a ``base`` size)."""
 
-OWN_KEYS = ("report",)
+OWN_KEYS = ("report", "deviations", "difficulty_criteria")
 """Settings of a size that a size based on it does not take over (its report is its own)."""
 
-SIZE_LISTS = ("arms", "settings", "seeds", "probe_seeds", "study_arms", "study_seeds", "probe_arms", "budget_fractions")
+SIZE_LISTS = ("arms", "settings", "seeds", "probe_seeds", "study_arms", "study_seeds", "probe_arms", "budget_fractions",
+              "deviations")
 """The settings of a size that list what it plans."""
 
 
@@ -127,6 +128,8 @@ class Size:
     report: str | None = None
     budget_extensions: int = 0
     budget_fractions: tuple[float, ...] = ()
+    deviations: tuple[dict, ...] = ()
+    difficulty_criteria: bool = False
 
     def plans(self, arm: Arm, setting: str) -> bool:
         """Whether ``arm`` is planned in ``setting`` (its own ``settings`` and the size's ``setting_arms`` allow it)."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -90,21 +91,43 @@ def test_quick_benchmark_writes_results_and_a_report_and_resumes(tmp_path):
     pretrain = json.loads((tmp_path / "results" / "pretrain__semcl_exact__seed0.json").read_text())
     assert set(pretrain["collapse"]) >= {"effective_rank", "negative_cosine", "collapsed"}
     report = (tmp_path / "results" / "RESULTS.md").read_text()
-    assert report.startswith("# Benchmark results: quick size\n\n## Verdict\n\n- finetune_1: `semcl_exact`")
+    # a size with splits gets the v2 report, read from these very files: every section holds numbers
+    assert report.startswith("# Benchmark results: quick size (protocol v2, `docs/PROTOCOL.md`)\n\n## Verdict (primary "
+                             "endpoint)")
+    assert "- finetune_1: `semcl_exact` vs `scratch`: **" in report and "2 paired seeds" in report
     embedding = json.loads((tmp_path / "results" / "embedding__semcl_exact__seed0.json").read_text())
     assert 0.0 <= embedding["knn_accuracy"] <= 1.0 and len(embedding["pca"]["xy"]) == sum(embedding["objects"].values())
     for section in (
-        "## Why the method misses the target",  # 2 seeds cannot reach p < 0.01
+        "## Deviations from the protocol",
+        "## Diagnosis",
         "## Mean test Dice per arm",
-        "## Method against each baseline",
+        "## Primary endpoint",
+        "## Per phase bucket",
+        "## Time to accuracy",
         "## Frozen-encoder probe",
+        "## Were the arms trained to their best?",
         "## Cost per run",
         "## Embedding quality",
         "## Shortcut study (finetune_1, seeds 0)",
         "## Plots",
         "## How this was made",
+        "## Provenance of the result files",
     ):
         assert section in report
+    numbers = r"[-+]?\d\.\d{3} \[[-+]?\d\.\d{3}, [-+]?\d\.\d{3}\]"  # an estimate and its interval
+    assert re.search(r"- \*\*Headroom\.\*\* `scratch` with every training volume labelled \(`finetune_all`\) reaches "
+                     + numbers, report)
+    assert re.search(r"\*\*Atlas `atlas_body_box` \(no training\)\.\*\* finetune_1: `scratch` minus `atlas_body_box` "
+                     + numbers, report)
+    assert re.search(r"\| finetune_1 \| `semcl_exact` \| `scratch` \| " + numbers, report)  # the primary endpoint
+    for phase in ("native", "arterial", "portal_venous", "delayed"):  # one test case of each phase
+        assert re.search(rf"\| {phase} \| `semcl_exact` \| `scratch` \| " + numbers, report)
+    assert re.search(r"\| finetune_1 \| `semcl_exact` \| \d of 2 \(not reached: \d\) \|", report)  # steps to scratch's best
+    for fraction in ("0.25", "0.5", "1"):  # test Dice at fractions of scratch's budget
+        assert re.search(rf"\| finetune_1 @ {fraction} \| `semcl_exact` \| `scratch` \| " + numbers, report)
+    assert re.search(r"\| `semcl_exact` \| \d+\.\d / \d\.\d\d \| \d+\.\d / \d\.\d\d \| \d of 2 \|", report)  # collapse
+    assert "- 19 files from " in report and "Encoder recorded (SHA-256 and loaded share of its keys): 4 files" in report
+    assert "| finetune__semcl_exact__finetune_1__seed0 | " in report
     assert "a `channel`/`pool` ratio of" in report  # the step cost of the two embedding modes, quoted from its file
     # the study arm fine-tunes semcl_exact's encoder of the same seed with an encoder warm-up
     study = json.loads((tmp_path / "results" / "finetune__semcl_exact_warmup__finetune_1__seed0.json").read_text())

@@ -101,13 +101,15 @@ def test_no_diagnosis_without_both_sides(arms):
 # ------------------------------------------------------------------------------------------------ benchmark v2
 
 PHASES = ["arterial", "arterial", "native", "venous"]
-V2 = SimpleNamespace(name="v2test", report="v2", deviations=(), probe_setting="finetune_2", study_arms=(),
-                     study_setting=None, arms=("scratch", "simclr", "semcl_exact", "semcl_coarse"), notes="fabricated")
+V2 = SimpleNamespace(name="v2test", splits={"test": 4}, deviations=(), difficulty_criteria=False,
+                     probe_setting="finetune_2", study_arms=(), study_setting=None,
+                     arms=("scratch", "simclr", "semcl_exact", "semcl_coarse"), notes="fabricated")
 
 
 def v2_run(arm, setting, seed, cases, probe=False, curve=None, epochs=200, best_epoch=100, max_epochs=400, **extra):
-    """A v2 fine-tuning result: one Dice per test case (both organs alike), phases, a validation curve of dicts
-    (``[epoch, dice, seconds]`` given; 2 steps per epoch), and its budget (patience 2 x interval 50 = 100 epochs)."""
+    """A v2 fine-tuning result as ``semcl_benchmark.stages`` writes it: one Dice per test case (both organs alike), the
+    cases' phases, its validations (``[epoch, dice, seconds]`` given; 2 steps per epoch) and its budget (patience 2 x
+    interval 50 = 100 epochs)."""
     dice = [[d, d] for d in cases]
     points = curve or [[50, 0.3, 10.0], [100, 0.5, 20.0], [150, 0.45, 30.0], [200, 0.44, 40.0]]
     return {
@@ -116,8 +118,9 @@ def v2_run(arm, setting, seed, cases, probe=False, curve=None, epochs=200, best_
                    "pretrain": None if arm == "scratch" else {"arm": arm},
                    "finetune": {"max_epochs": max_epochs, "val_interval": 50, "early_stop_patience": 2}},
         "test": {"classes": ORGANS, "cases": [f"case{i}" for i in range(len(cases))], "dice": dice,
-                 "contrast_phase": PHASES[: len(cases)]},
-        "validation_curve": [{"epoch": e, "step": 2 * e, "seconds": s, "dice": d} for e, d, s in points],
+                 "contrast_phases": PHASES[: len(cases)]},
+        "validation_curve": [[e, d] for e, d, _ in points],
+        "validation_points": [{"epoch": e, "step": 2 * e, "seconds": s, "val_mean_dice": d} for e, d, s in points],
         "steps_per_epoch": 2,
         "epochs": epochs,
         "best_metric_epoch": best_epoch,
@@ -199,22 +202,22 @@ def test_per_phase_groups_test_cases_by_contrast_phase():
     assert "| arterial | `semcl_exact` | `scratch` | +0.100 [+0.100, +0.100] | 0.0078 | 0.0234 | 8 | gain |" in report
     assert "| native | `semcl_exact` | `scratch` | -0.200 [-0.200, -0.200] | 0.0078 | 0.0234 | 8 | loss |" in report
     assert "| venous | `semcl_exact` | `scratch` | +0.000" in report
-    assert per_phase({key: {s: {**r, "test": {k: v for k, v in r["test"].items() if k != "contrast_phase"}}
+    assert per_phase({key: {s: {**r, "test": {k: v for k, v in r["test"].items() if k != "contrast_phases"}}
                             for s, r in runs.items()} for key, runs in finetunes.items()}, primary_family()) == []
 
 
 def test_diagnosis_v2_claims_headroom_only_from_an_upper_bound_and_reads_atlases():
     from semcl_benchmark.report import diagnosis_v2
 
-    finetunes = {**v2_results(0.01, 0.01), **v2_arm("atlas_vote", "finetune_1", shifted([-0.2] * 4)),
-                 **v2_arm("atlas_copy", "finetune_1", shifted([0.05] * 4))}
-    arms = ["scratch", "semcl_exact", "semcl_coarse", "atlas_vote", "atlas_copy"]
+    finetunes = {**v2_results(0.01, 0.01), **v2_arm("atlas", "finetune_1", shifted([-0.2] * 4)),
+                 **v2_arm("atlas_body_box", "finetune_1", shifted([0.05] * 4))}
+    arms = ["scratch", "semcl_exact", "semcl_coarse", "atlas", "atlas_body_box"]
     report = text(diagnosis_v2(finetunes, {}, arms, ["finetune_1", "finetune_2"], V2))
     assert "**Headroom not measured.** No upper-bound run (`scratch` on `finetune_all`)" in report
     assert "eadroom." not in report.replace("Headroom not measured.", "") and "Little headroom" not in report
-    assert "finetune_1: `scratch` minus `atlas_vote` +0.200 [+0.200, +0.200] (p = 0.0078; training beats the atlas)" \
+    assert "finetune_1: `scratch` minus `atlas` +0.200 [+0.200, +0.200] (p = 0.0078; training beats the atlas)" \
         in report
-    assert "`scratch` minus `atlas_copy` -0.050 [-0.050, -0.050] (p = 0.0078; the atlas beats training)" in report
+    assert "`scratch` minus `atlas_body_box` -0.050 [-0.050, -0.050] (p = 0.0078; the atlas beats training)" in report
     # the gallbladder-like organ: both organs alike here, so nothing is below 0.5 in every arm and setting
     assert "Organs below" not in report
     finetunes.update(v2_arm("scratch", "finetune_all", shifted([0.2] * 4)))
@@ -260,7 +263,9 @@ def test_time_to_accuracy_reads_test_dice_at_budget_fractions():
         runs = v2_arm(arm, "finetune_1", shifted([0.0] * 4))
         for seed, run in runs[arm, "finetune_1", False].items():
             cases = [c + gain - 0.2 for c in base_cases(seed)]
-            run["test_at_budget_fraction"] = {"0.25": {**run["test"], "dice": [[c, c] for c in cases]}}
+            run["budget_fractions"] = {"scratch_best_epoch": 100, "points": [
+                {"fraction": 0.25, "epoch": 25, "step": 50, "model": "snapshot",
+                 "test": {**run["test"], "dice": [[c, c] for c in cases]}}]}
         return runs
 
     finetunes = {**with_fraction("scratch", 0.0), **with_fraction("semcl_exact", 0.1)}
@@ -272,26 +277,35 @@ def test_time_to_accuracy_reads_test_dice_at_budget_fractions():
 
 def test_runs_at_their_cap_while_improving_collapse_and_supervised_plateau():
     from semcl_benchmark.report.baselines import baselines_at_their_best
+    from semcl_benchmark.stages import collapse
 
+    extended = {"max_epochs": [400, 800], "capped_while_improving": False}  # a budget extension to 800 epochs
     finetunes = {("scratch", "finetune_1", False): {
         0: v2_run("scratch", "finetune_1", 0, base_cases(0), epochs=400, best_epoch=350),  # improving at the cap
         1: v2_run("scratch", "finetune_1", 1, base_cases(1), epochs=400, best_epoch=300),  # stopped by patience
         2: v2_run("scratch", "finetune_1", 2, base_cases(2), epochs=250, best_epoch=150),  # early stop before cap
+        3: v2_run("scratch", "finetune_1", 3, base_cases(3), epochs=600, best_epoch=450, budget=extended),  # below 800
     }}
-    monitors = {0: (0.95, 1.1), 1: (0.6, 8.0), 2: (0.1, 3.0), 3: (0.1, 9.0)}
+    monitors = {0: (0.95, 1.1), 1: (0.6, 8.0), 2: (0.1, 3.0), 3: (0.1, 9.0)}  # negative cosine, effective rank
     pretrains = {
-        "simclr": {s: {"summary": {"final_negative_cosine": c, "final_effective_rank": r}} for s, (c, r) in
-                   monitors.items()},
-        "supervised": {s: {"config": {"pretrain": {"max_epochs": 60}}, "summary": {
+        # as the benchmark records a contrastive pretraining: its collapse monitors and the writer's verdict
+        "simclr": {s: {"summary": {}, "collapse": collapse([{"mean_effective_rank": r, "mean_negative_cosine": c}])}
+                   for s, (c, r) in monitors.items()},
+        # supervised pretraining validates every 15 epochs with a patience of 2 (its arm's settings): a window of 30
+        "supervised": {s: {"config": {"pretrain": {"max_epochs": 60}, "arm_settings": {
+            "workflow": "train.yaml", "val_interval": 15, "early_stop_patience": 2}}, "summary": {
             "best_metric_epoch": b, "epochs_completed": 60, "max_epochs": 60, "best_metric": 0.5}} for s, b in
-            enumerate([60, 40])},
+            enumerate([60, 40, 20])},
     }
     report = text(baselines_at_their_best(finetunes, pretrains))
-    assert "| finetune_1 | `scratch` | 3 | 2 | 1 | 0 |" in report
-    assert "Still improving at the cap (2; " in report and "`scratch` finetune_1 seed 0" in report
-    assert "seed 1," not in report and "`supervised` pretraining seed 0" in report
+    assert "| finetune_1 | `scratch` | 4 | 2 | 1 | 0 |" in report
+    assert "`scratch` finetune_1 seed 0" in report and "`scratch` finetune_1 seed 1" not in report
+    assert "Still improving at the cap (3; " in report
+    assert "`supervised` pretraining seed 0" in report and "`supervised` pretraining seed 1" in report
+    assert "`supervised` pretraining seed 2" not in report
+    assert "effective rank < 1.5 or negative cosine > 0.9" in report
     assert "| `simclr` | 1.1 / 0.95 | 8.0 / 0.60 | 3.0 / 0.10 | 9.0 / 0.10 | 1 of 4 | 2 of 4 |" in report
-    assert "| `supervised` | 1 of 2 | 50 | 60 | 0.500 | 2 |" in report
+    assert "| `supervised` | 1 of 3 | 40 | 60 | 0.500 | 3 |" in report
 
 
 def test_deviations_are_listed_and_checked():
@@ -339,7 +353,7 @@ def test_the_size_decides_which_report(tmp_path):
     from semcl_benchmark.report import report_v1, report_v2
     from semcl_benchmark.report.records import is_v2
 
-    assert is_v2(V2) and not is_v2(SimpleNamespace(name="v1"))
+    assert is_v2(V2) and not is_v2(SimpleNamespace(name="v1", splits=None))
     finetunes = v2_results(0.06, 0.06)
     results = {run["key"]: run for runs in finetunes.values() for run in runs.values()}
     size = SimpleNamespace(**{**V2.__dict__, "data": {}, "network": {}, "pretrain": {}, "finetune": {},
@@ -388,3 +402,79 @@ def test_v1_report_regenerates_unchanged(tmp_path, report, size_name):
     lines = report_v1(size, planned, benchmark.store.load(planned), plots, copy, command)
     undated = [line for line in "\n".join(lines).splitlines() if not line.startswith("- Report written")]
     assert undated == [line for line in committed if not line.startswith("- Report written")]
+
+
+# ------------------------------------------------------------------------------------------- difficulty criteria
+
+DIFFICULTY = SimpleNamespace(seeds=(0, 1, 2), settings=("finetune_1", "finetune_4", "finetune_8"),
+                             arms=("scratch", "atlas", "atlas_body_box", "atlas_centroid"))
+
+
+def difficulty_results(few: float, atlas: float, organ: float = 0.8, seconds: float = 300.0, seeds=(0, 1, 2)) -> dict:
+    """scratch at 1, 4 and 8 volumes (Dice ``few``, 0.7, and at 8 volumes 0.9 and ``organ`` for the second organ) and
+    three atlases at 4 volumes (the best at ``atlas``), on every test case; scratch trains ``seconds``, plateaus at 200."""
+
+    def runs(arm, setting, dice, second=None, **extra):
+        return {(arm, setting, False): {s: v2_run(arm, setting, s, [0.0] * 4, **extra) | {
+            "test": {"classes": ORGANS, "cases": [f"case{i}" for i in range(4)], "contrast_phases": PHASES,
+                     "dice": [[dice, dice if second is None else second] for _ in range(4)]}} for s in seeds}}
+
+    cost = {"cost": {"train": {"seconds": seconds, "peak_memory_mb": 1.0}}, "best_epoch": 200}
+    return {**runs("scratch", "finetune_1", few, **cost), **runs("scratch", "finetune_4", 0.7, **cost),
+            **runs("scratch", "finetune_8", 0.9, second=organ, **cost),
+            **runs("atlas", "finetune_4", atlas - 0.1), **runs("atlas_body_box", "finetune_4", atlas),
+            **runs("atlas_centroid", "finetune_4", atlas - 0.2)}
+
+
+def criteria_rows(report: str) -> dict[str, str]:
+    """``{criterion name's first word: its table row}``."""
+    return {line.split("|")[1].split()[0]: line for line in report.splitlines() if line.startswith("| ") and
+            line.split("|")[1].split() and line.split("|")[1].split()[0] in ("Headroom", "Learning", "Coverage", "Cost")}
+
+
+def test_difficulty_criteria_hold():
+    from semcl_benchmark.report.difficulty import difficulty_criteria
+
+    report = text(difficulty_criteria(difficulty_results(few=0.6, atlas=0.5), DIFFICULTY, reference=[150.0, 250.0]))
+    rows = criteria_rows(report)
+    assert "4 of 4 criteria hold, 0 fail, 0 not measured yet" in report
+    # scratch at 8 (mean of 0.9 and 0.8 = 0.85) minus at 1 (0.6), every seed
+    assert "+0.250 mean over 3 seeds (seed 0 +0.250, seed 1 +0.250, seed 2 +0.250)" in rows["Headroom"]
+    assert "best `atlas_body_box`" in rows["Learning"] and "+0.200 (`scratch` 0.700" in rows["Learning"]
+    assert "below 0.5: none" in rows["Coverage"] and "every organ in every phase" in rows["Coverage"]
+    assert "1.50 x v1 (300 s against 200 s per run, 9 runs)" in rows["Cost"]
+    assert all(row.endswith("| **holds** |") for row in rows.values())
+    assert "| finetune_8 | 3 | 300 | 1.50 | 200 (200-200) | 200 |" in report
+    assert "| 0.900 | 0.800 |" in report  # per-organ Dice of scratch at 8 volumes
+
+
+def test_difficulty_criteria_fail():
+    from semcl_benchmark.report.difficulty import difficulty_criteria
+
+    results = difficulty_results(few=0.8, atlas=0.65, organ=0.4, seconds=500.0)
+    for run in (r for runs in results.values() for r in runs.values()):  # no native test case holds the gallbladder
+        run["test"]["dice"][2][1] = None
+    report = text(difficulty_criteria(results, DIFFICULTY, reference=[200.0]))
+    rows = criteria_rows(report)
+    assert "0 of 4 criteria hold, 4 fail" in report
+    # 8 volumes: 3 cases at (0.9 + 0.4) / 2, the native case at 0.9 (no gallbladder) = 0.7125; minus 0.8
+    assert "-0.088 mean over 3 seeds" in rows["Headroom"]
+    assert "+0.050 (`scratch` 0.700" in rows["Learning"]
+    assert "below 0.5: gallbladder 0.400" in rows["Coverage"] and "absent: gallbladder in native" in rows["Coverage"]
+    assert "2.50 x v1" in rows["Cost"]
+    assert all(row.endswith("| **fails** |") for row in rows.values())
+
+
+def test_difficulty_criteria_wait_for_missing_runs():
+    from semcl_benchmark.report.difficulty import difficulty_criteria
+
+    results = difficulty_results(few=0.6, atlas=0.5, seeds=(0, 1))  # seed 2 has not finished
+    del results["atlas_centroid", "finetune_4", False]
+    report = text(difficulty_criteria(results, DIFFICULTY, reference=[200.0]))
+    rows = criteria_rows(report)
+    assert "0 of 4 criteria hold, 0 fail, 4 not measured yet" in report
+    assert "+0.250 mean over 2 seeds" in rows["Headroom"]  # the value so far is shown
+    assert "not measured yet (2 runs missing: `scratch` finetune_8 seed 2, `scratch` finetune_1 seed 2)" \
+        in rows["Headroom"]
+    assert "`atlas_centroid` finetune_4 seed 0" in rows["Learning"]
+    assert "**not measured yet" in rows["Coverage"] and "**not measured yet" in rows["Cost"]

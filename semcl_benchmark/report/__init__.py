@@ -6,11 +6,12 @@ report's first lines say so (:mod:`.verdict`), followed by what bounds the gain,
 predicts Dice, the shortcut study, organs that no arm learns); then the tables (:mod:`.tables`, :mod:`.study`) and
 plots (:mod:`.plots`).
 
-A size whose protocol entry says ``report: v2`` (:func:`.records.is_v2`) gets benchmark v2's report instead: the
-endpoints declared in ``docs/PROTOCOL.md`` with Holm-adjusted p and crossed bootstrap intervals (:mod:`.endpoints`),
-deviations from the protocol, time to accuracy (:mod:`.time_to_accuracy`), whether every arm was trained to its
-best (:mod:`.baselines`) and every result file's provenance (:mod:`.provenance`); what it reads from the result
-files beyond v1's fields, and in which format, is in :mod:`.records`.
+A v2 size (one with ``splits``: :func:`.records.is_v2`) gets benchmark v2's report instead: the endpoints declared in
+``docs/PROTOCOL.md`` with Holm-adjusted p and crossed bootstrap intervals (:mod:`.endpoints`), deviations from the
+protocol, time to accuracy (:mod:`.time_to_accuracy`), whether every arm was trained to its best (:mod:`.baselines`)
+and every result file's provenance (:mod:`.provenance`); a size with ``difficulty_criteria: true`` also the testbed's
+difficulty criteria (:mod:`.difficulty`). What it reads from the result files beyond v1's fields, and in which
+format, is in :mod:`.records`.
 """
 
 from __future__ import annotations
@@ -26,8 +27,9 @@ from ..results import ResultStore, by_stage
 from ..statistics import crossed_bootstrap
 from . import endpoints, tables
 from .baselines import baselines_at_their_best
-from .comparison import compare, mean_dice
+from .comparison import compare, is_method, mean_dice
 from .diagnosis import diagnosis, diagnosis_v2
+from .difficulty import difficulty_criteria
 from .plots import plots_section
 from .provenance import file_provenance
 from .records import is_v2
@@ -35,14 +37,24 @@ from .study import study
 from .time_to_accuracy import time_to_accuracy
 from .verdict import primary_verdict, verdict
 
-__all__ = ["compare", "diagnosis", "diagnosis_v2", "mean_dice", "report_v1", "report_v2", "verdict", "write_report"]
+__all__ = [
+    "compare",
+    "diagnosis",
+    "diagnosis_v2",
+    "difficulty_criteria",
+    "mean_dice",
+    "report_v1",
+    "report_v2",
+    "verdict",
+    "write_report",
+]
 
 
 def write_report(size: Size, planned: Sequence[Run], store: ResultStore, report: Path, command: str) -> None:
     """Write ``report`` (Markdown) and its plots (``<results folder>/plots``) from the finished runs of ``planned``.
 
-    A size whose protocol entry says ``report: v2`` gets the v2 report (:func:`report_v2`), every other size v1's
-    (:func:`report_v1`), so v1's committed report regenerates unchanged.
+    A v2 size (with ``splits``) gets the v2 report (:func:`report_v2`), a v1 size v1's (:func:`report_v1`), so v1's
+    committed report regenerates unchanged.
 
     Args:
         size: the benchmark size (its arms, settings and study give the report's rows and columns).
@@ -87,7 +99,8 @@ def report_v2(size: Size, planned: Sequence[Run], results: dict, plots: Path, re
     """Benchmark v2's report: the endpoints declared in ``docs/PROTOCOL.md`` with Holm p, crossed bootstrap intervals.
 
     Rows are the size's arms, then any other arm with fine-tuning results (atlases, the paper's setting); columns the
-    size's settings, then any other setting with results (the upper bound).
+    size's settings, then any other setting with results (the upper bound). A size with ``difficulty_criteria`` starts
+    with the testbed's difficulty criteria; a size that plans no arm of the method has no verdict.
     """
     finetunes, pretrains, embeddings = by_stage(results)
     main = {key: runs for key, runs in finetunes.items() if key[0] not in size.study_arms}
@@ -99,12 +112,16 @@ def report_v2(size: Size, planned: Sequence[Run], results: dict, plots: Path, re
     pretrained = [a for a in size.arms if a in pretrains]
     primary = endpoints.run_family(finetunes, endpoints.primary_family())
     lines: list[str] = [f"# Benchmark results: {size.name} size (protocol v2, `docs/PROTOCOL.md`)", ""]
-    lines += primary_verdict(primary)
+    if size.difficulty_criteria:
+        lines += difficulty_criteria(finetunes, size)
+    if any(is_method(a) for a in size.arms):
+        lines += primary_verdict(primary)
     lines += ["", f"Runs finished: {len(results)} of {len(planned)} planned ({size.notes}).", ""]
     lines += endpoints.deviations_section(size)
     lines += diagnosis_v2(finetunes, pretrains, arms, settings, size)
-    lines += tables.headline(finetunes, arms, settings, crossed_bootstrap,
-                             "95% CI: crossed bootstrap over seeds and the shared test cases")
+    if finetunes:
+        lines += tables.headline(finetunes, arms, settings, crossed_bootstrap,
+                                 "95% CI: crossed bootstrap over seeds and the shared test cases")
     if primary:
         lines += ["## Primary endpoint", "", f"Holm over the {len(primary)} primary tests.", "",
                   *endpoints.outcome_table(primary), ""]

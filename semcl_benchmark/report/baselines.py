@@ -6,10 +6,13 @@ of the last patience window (later than ``epochs - early_stop_patience * val_int
 ended it; without early stopping, at the last epoch).
 The protocol (``docs/PROTOCOL.md``) forbids such runs in a finished benchmark: size the budget, or rerun them larger.
 
-A contrastive pretraining *collapsed* when different samples embed almost alike (final negative cosine at least
-:data:`COLLAPSED_NEGATIVE_COSINE`), and is *near collapse* when the negative cosine is at least
-:data:`NEAR_COLLAPSE_NEGATIVE_COSINE` or the embeddings span fewer than :data:`NEAR_COLLAPSE_RANK` effective
-dimensions; the thresholds are declared in the protocol.
+A run's cap is its last one: a run extended by the size's ``budget_extensions`` records its caps (``budget``, see
+:mod:`.records`).
+
+A contrastive pretraining *collapsed* as its result file says (``collapse``: the rule of
+:data:`semcl_benchmark.stages.COLLAPSE` on its last epoch's effective rank and negative cosine); it is *near collapse*
+when not collapsed but its negative cosine is at least :data:`NEAR_COLLAPSE_NEGATIVE_COSINE` or its embeddings span
+fewer than :data:`NEAR_COLLAPSE_RANK` effective dimensions.
 """
 
 from __future__ import annotations
@@ -18,19 +21,20 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .records import collapse_record, epoch_cap
+
 __all__ = [
-    "COLLAPSED_NEGATIVE_COSINE",
     "NEAR_COLLAPSE_NEGATIVE_COSINE",
     "NEAR_COLLAPSE_RANK",
     "Budget",
     "baselines_at_their_best",
     "capped_while_improving",
     "collapse",
+    "contrastive_runs",
     "finetune_budget",
     "pretrain_budget",
 ]
 
-COLLAPSED_NEGATIVE_COSINE = 0.9
 NEAR_COLLAPSE_NEGATIVE_COSINE = 0.5
 NEAR_COLLAPSE_RANK = 4.0
 
@@ -50,7 +54,8 @@ def finetune_budget(result: dict) -> Budget:
     settings = result["config"].get("finetune") or {}  # an atlas has none
     patience = settings.get("early_stop_patience")
     window = patience * settings.get("val_interval", 1) if patience else 0
-    return Budget(result.get("epochs"), settings.get("max_epochs"), result.get("best_metric_epoch"), window)
+    cap = epoch_cap(result) or settings.get("max_epochs")
+    return Budget(result.get("epochs"), cap, result.get("best_metric_epoch"), window)
 
 
 def pretrain_budget(result: dict) -> Budget | None:
@@ -58,10 +63,12 @@ def pretrain_budget(result: dict) -> Budget | None:
     summary = result["summary"]
     if summary.get("best_metric_epoch") is None:
         return None
-    settings = result["config"].get("pretrain", {})
+    config = result["config"]
+    settings = {**(config.get("pretrain") or {}), **(config.get("arm_settings") or {})}  # the arm's over the size's
     patience, interval = settings.get("early_stop_patience"), settings.get("val_interval", 1)
-    return Budget(summary.get("epochs_completed"), summary.get("max_epochs", settings.get("max_epochs")),
-                  summary["best_metric_epoch"], patience * interval if patience else 0)
+    cap = epoch_cap(result) or summary.get("max_epochs", settings.get("max_epochs"))
+    window = patience * interval if patience else 0
+    return Budget(summary.get("epochs_completed"), cap, summary["best_metric_epoch"], window)
 
 
 def capped_while_improving(budget: Budget) -> tuple[bool, bool]:
@@ -76,14 +83,21 @@ def capped_while_improving(budget: Budget) -> tuple[bool, bool]:
     return capped, improving
 
 
-def collapse(summary: dict) -> str:
-    """``collapsed``, ``near collapse`` or ``no`` from a contrastive pretraining's final monitors."""
-    negative, rank = summary["final_negative_cosine"], summary.get("final_effective_rank", np.inf)
-    if negative >= COLLAPSED_NEGATIVE_COSINE:
+def collapse(record: dict) -> str:
+    """``collapsed``, ``near collapse`` or ``no`` from a contrastive pretraining's ``collapse`` record."""
+    if record["collapsed"]:
         return "collapsed"
-    if negative >= NEAR_COLLAPSE_NEGATIVE_COSINE or rank < NEAR_COLLAPSE_RANK:
+    negative, rank = record.get("negative_cosine"), record["effective_rank"]
+    if (negative is not None and negative >= NEAR_COLLAPSE_NEGATIVE_COSINE) or rank < NEAR_COLLAPSE_RANK:
         return "near collapse"
     return "no"
+
+
+def contrastive_runs(pretrains) -> dict[str, dict[int, dict]]:
+    """``{arm: {seed: collapse record}}`` of the pretraining arms whose runs record their collapse monitors."""
+    records = {arm: {s: r for s, result in runs.items() if (r := collapse_record(result))}
+               for arm, runs in pretrains.items()}
+    return {arm: runs for arm, runs in records.items() if runs}
 
 
 def _caps(finetunes, pretrains) -> list[str]:
@@ -118,23 +132,28 @@ def _caps(finetunes, pretrains) -> list[str]:
 
 
 def _collapse_table(pretrains) -> list[str]:
-    contrastive = {arm: runs for arm, runs in pretrains.items()
-                   if runs and all("final_negative_cosine" in r["summary"] for r in runs.values())}
+    contrastive = contrastive_runs(pretrains)
     if not contrastive:
         return []
+    rule = next(iter(next(iter(contrastive.values())).values())).get("rule") or {}
     seeds = sorted({s for runs in contrastive.values() for s in runs})
-    lines = [f"Contrastive pretraining per seed at its last epoch: effective rank / negative cosine (collapsed: "
-             f"negative cosine >= {COLLAPSED_NEGATIVE_COSINE}; near collapse: >= {NEAR_COLLAPSE_NEGATIVE_COSINE} or "
-             f"effective rank < {NEAR_COLLAPSE_RANK:g}).", "",
+    lines = [f"Contrastive pretraining per seed at its last epoch: effective rank / negative cosine (collapsed, as the "
+             f"run recorded it: effective rank < {rule.get('min_effective_rank', '?')} or negative cosine > "
+             f"{rule.get('max_negative_cosine', '?')}; near collapse: negative cosine >= "
+             f"{NEAR_COLLAPSE_NEGATIVE_COSINE} or effective rank < {NEAR_COLLAPSE_RANK:g}).", "",
              "| arm | " + " | ".join(f"seed {s}" for s in seeds) + " | collapsed | near collapse |",
              "| --- |" + " --- |" * (len(seeds) + 2)]
     for arm, runs in contrastive.items():
-        cells = [f"{runs[s]['summary'].get('final_effective_rank', float('nan')):.1f} / "
-                 f"{runs[s]['summary']['final_negative_cosine']:.2f}" if s in runs else "-" for s in seeds]
-        states = [collapse(r["summary"]) for r in runs.values()]
+        cells = [_monitors(runs[s]) if s in runs else "-" for s in seeds]
+        states = [collapse(r) for r in runs.values()]
         lines.append(f"| `{arm}` | " + " | ".join(cells) + f" | {states.count('collapsed')} of {len(runs)} | "
                      f"{states.count('near collapse')} of {len(runs)} |")
     return lines + [""]
+
+
+def _monitors(record: dict) -> str:
+    negative = record.get("negative_cosine")
+    return f"{record['effective_rank']:.1f} / " + ("-" if negative is None else f"{negative:.2f}")
 
 
 def _supervised_table(pretrains) -> list[str]:

@@ -10,7 +10,7 @@ from collections import defaultdict
 import numpy as np
 
 from ..statistics import crossed_bootstrap, paired_wilcoxon
-from .baselines import capped_counts, collapse, pretrain_budget
+from .baselines import capped_counts, collapse, contrastive_runs, pretrain_budget
 from .comparison import (
     MIN_SEEDS_FOR_INTERVAL,
     TARGET_GAIN,
@@ -285,10 +285,10 @@ def diagnosis_v2(finetunes, pretrains, arms, settings, size) -> list[str]:
     total, capped, improving = capped_counts(finetunes)
     best = [f"{improving} of {total} fine-tuning runs ended at their budget cap while still improving ({capped} at "
             "the cap)"]
+    contrastive = contrastive_runs(pretrains)
     for arm, runs in pretrains.items():
-        summaries = [r["summary"] for r in runs.values()]
-        if summaries and all("final_negative_cosine" in s for s in summaries) and not is_method(arm):
-            states = [collapse(s) for s in summaries]
+        if arm in contrastive and not is_method(arm):
+            states = [collapse(record) for record in contrastive[arm].values()]
             best.append(f"`{arm}` collapsed in {states.count('collapsed')} and was near collapse in "
                         f"{states.count('near collapse')} of {len(states)} seeds")
         validating = [r["summary"] for r in runs.values() if pretrain_budget(r)]

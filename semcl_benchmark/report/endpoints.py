@@ -56,7 +56,7 @@ PRIMARY_METHODS = ("semcl_exact", "semcl_coarse")
 PRIMARY_SETTINGS = ("finetune_1", "finetune_2")
 SECONDARY_BASELINES = ("simclr", "supervised")
 MORE_LABELS_SETTING = "finetune_4"
-PAPER_ARM = "semcl_on_labelled"
+PAPER_ARM = "semcl_labelled"
 """The paper's own setting: semantic-aware pretraining on the labelled volumes of the seed, then fine-tuning on them."""
 UPPER_BOUND_SETTING = "finetune_all"
 ATLAS_PREFIX = "atlas"

@@ -1,28 +1,37 @@
-"""What the report reads from a result file beyond v1's fields, and the format it expects (benchmark v2, issue 21).
+"""What the v2 report reads from a result file beyond v1's fields, in the format the benchmark writes it (issue 21).
 
-The report is generated from the result files alone. Benchmark v2 adds these fields; each accessor below reads one,
-and a result without it (a v1 file, or a run made before the field existed) reads as "not recorded":
+The report is generated from the result files alone. Benchmark v2's runs (those of a size with ``splits``; see
+:func:`is_v2`) write these fields (:mod:`semcl_benchmark.stages`, :mod:`semcl_benchmark.runner`); each accessor below
+reads one, and a result without it (a v1 file) reads as "not recorded":
 
-``validation_curve`` (fine-tuning)
-    v1: ``[[epoch, validation Dice], ...]``; v2: ``[{"epoch": e, "step": s, "seconds": t, "dice": d}, ...]`` with the
-    optimiser steps and training wall-clock seconds since the start of fine-tuning at that validation
-    (:func:`validation_points`).
-``test["contrast_phase"]`` (fine-tuning)
-    the phase bucket of every test case, in the order of ``test["cases"]``, copied from the ``contrast_phase`` of
-    the test set's datalist entries (:func:`case_phases`).
-``test_at_budget_fraction`` (fine-tuning, optional)
-    ``{"0.25": {"cases": [...], "classes": [...], "dice": [[...]]}, ...}``: the test Dice (same layout as ``test``)
-    of the checkpoint at that fraction of ``scratch``'s fine-tuning budget (its ``max_epochs`` in optimiser steps)
-    (:func:`budget_fractions`).
+``validation_points`` (fine-tuning)
+    ``[{"epoch", "step", "seconds", "val_mean_dice"}, ...]``: each validation with the optimiser steps and training
+    wall-clock seconds since the start of fine-tuning. v1 has only ``validation_curve``: ``[[epoch, Dice], ...]``
+    (v2 writes it too) (:func:`validation_points`).
+``test["contrast_phases"]`` (fine-tuning and atlas)
+    the phase bucket of every test case, in the order of ``test["cases"]``, from the dataset's ``contrast_phase``;
+    ``null`` where the dataset records none (:func:`case_phases`).
+``budget_fractions`` (fine-tuning of a size with ``budget_fractions``)
+    ``{"scratch_best_epoch": e, "points": [{"fraction", "epoch", "step", "model", "test"}, ...]}``: the test Dice
+    (``test`` in the layout of the run's ``test``) of the snapshot nearest that fraction of the epoch of
+    ``scratch``'s best validation, or of the run's best model (``"model": "best"``) where it stopped before
+    (:func:`budget_fractions`, :mod:`semcl_benchmark.snapshots`).
+``budget`` (fine-tuning, supervised pretraining)
+    ``{"max_epochs": [cap, doubled cap, ...], "capped_while_improving": bool}``: the epoch caps the run had (one per
+    budget extension) and whether it still ended at its last cap while improving (:func:`epoch_cap`).
+``collapse`` (contrastive pretraining)
+    ``{"effective_rank", "negative_cosine", "collapsed", "rule"}`` of its last epoch (:func:`collapse_record`).
+``labelled_cases`` (fine-tuning and atlas)
+    the seed's labelled volumes of the setting: ``[{"case", "contrast_phase", "contrast_time_s"}, ...]``.
 ``code``, ``allow_dirty`` (every run)
-    the commit the run was made from (v1 appends ``+changes`` for a working tree with uncommitted changes), and
-    ``true`` when ``--allow-dirty`` let it start from such a tree (:func:`provenance_of`).
-``encoder`` (fine-tuning and embedding runs of a pretrained arm)
-    ``{"sha256": "<hex digest of the encoder file>", "loaded_fraction": <share of the encoder's keys loaded>}``
-    (:func:`provenance_of`).
+    the commit the run was made from (``+changes`` appended for a tree with uncommitted changes), and ``true`` when
+    ``--allow-dirty`` let it start from such a tree (:func:`provenance_of`).
+``encoder`` (fine-tuning of a pretrained arm; ``null`` otherwise)
+    ``{"file", "sha256", "loaded_fraction", "tensors"}``: the encoder file loaded and the share of its keys that
+    loaded (:func:`provenance_of`).
 
-Which report a size gets (:func:`is_v2`), and the size's recorded deviations from the protocol (:func:`deviations`),
-come from the size's protocol entry: ``report: v2`` and ``deviations: [{text, date, reason}, ...]``.
+The size's recorded deviations from the protocol come from its protocol entry (:func:`deviations`):
+``deviations: [{text, date, reason}, ...]``.
 """
 
 from __future__ import annotations
@@ -35,7 +44,9 @@ __all__ = [
     "ValidationPoint",
     "budget_fractions",
     "case_phases",
+    "collapse_record",
     "deviations",
+    "epoch_cap",
     "is_v2",
     "provenance_of",
     "validation_points",
@@ -46,11 +57,12 @@ DEVIATION_KEYS = ("text", "date", "reason")
 
 
 def is_v2(size) -> bool:
-    """Whether ``size`` is reported with the v2 protocol's sections: its protocol entry says ``report: v2``.
+    """Whether ``size`` is a v2 size: one with ``splits`` (seeds as draws). Its runs record v2's fields and its report
+    is v2's; a size without ``splits`` (v1) keeps v1's report, so v1's committed report regenerates unchanged.
 
-    A size without the key (every v1 size) keeps v1's report, so v1's committed report regenerates unchanged.
+    The same rule decides what a fine-tuning run records (:meth:`semcl_benchmark.stages.Stages.finetune`).
     """
-    return getattr(size, "report", "v1") == "v2"
+    return getattr(size, "splits", None) is not None
 
 
 def deviations(size) -> list[dict]:
@@ -81,32 +93,47 @@ class ValidationPoint:
 def validation_points(result: dict) -> list[ValidationPoint]:
     """A fine-tuning run's validations in order (empty when it has none, e.g. an atlas).
 
-    v1's ``[epoch, dice]`` pairs get ``step = epoch * steps_per_epoch`` and no seconds.
+    v2's ``validation_points``; else v1's ``validation_curve`` pairs, with ``step = epoch * steps_per_epoch`` and no
+    seconds (also where a v2 point lacks its step).
     """
-    points = []
-    for entry in result.get("validation_curve") or []:
-        if isinstance(entry, Mapping):
-            points.append(ValidationPoint(entry["epoch"], entry["step"], entry.get("seconds"), entry.get("dice")))
-        else:
-            epoch, dice = entry[:2]
-            points.append(ValidationPoint(epoch, epoch * result["steps_per_epoch"], None, dice))
-    return points
+    if result.get("validation_points") is not None:
+        return [ValidationPoint(p["epoch"], p["step"] if p.get("step") is not None
+                                else p["epoch"] * result["steps_per_epoch"], p.get("seconds"), p.get("val_mean_dice"))
+                for p in result["validation_points"]]
+    return [ValidationPoint(epoch, epoch * result["steps_per_epoch"], None, dice)
+            for epoch, dice in (entry[:2] for entry in result.get("validation_curve") or [])]
 
 
-def case_phases(result: dict) -> list[str] | None:
+def case_phases(result: dict) -> list[str | None] | None:
     """The phase bucket of each test case, in the order of ``result["test"]["cases"]``; ``None`` if not recorded."""
-    phases = result["test"].get("contrast_phase")
+    phases = result["test"].get("contrast_phases")
     if phases is None:
         return None
     if len(phases) != len(result["test"]["cases"]):
-        raise ValueError(f"result {result.get('key', '?')}: test.contrast_phase has {len(phases)} entries for "
+        raise ValueError(f"result {result.get('key', '?')}: test.contrast_phases has {len(phases)} entries for "
                          f"{len(result['test']['cases'])} test cases; it must name the phase of every case, in order.")
     return list(phases)
 
 
 def budget_fractions(result: dict) -> dict[float, dict]:
     """``{fraction of scratch's budget: test result}`` of a fine-tuning run; empty when not recorded."""
-    return {float(k): v for k, v in (result.get("test_at_budget_fraction") or {}).items()}
+    record = result.get("budget_fractions") or {}
+    return {float(point["fraction"]): point["test"] for point in record.get("points", [])}
+
+
+def epoch_cap(result: dict) -> int | None:
+    """The last epoch cap a run had (its ``budget``'s last, after any extension); ``None`` where the run records no
+    ``budget`` (no extensions planned, a v1 run): its configured ``max_epochs`` is its cap then."""
+    budget = result.get("budget") or {}
+    if budget.get("max_epochs"):
+        return budget["max_epochs"][-1]
+    return None
+
+
+def collapse_record(result: dict) -> dict | None:
+    """A contrastive pretraining run's collapse monitors at its last epoch and the writer's verdict (``collapsed``,
+    by its ``rule``); ``None`` for other pretraining or a run that did not record them."""
+    return result.get("collapse")
 
 
 @dataclass(frozen=True)
@@ -120,7 +147,7 @@ class FileProvenance:
 
 
 def provenance_of(result: dict) -> FileProvenance:
-    """A result's provenance fields; a v1 commit ending in ``+changes`` counts as from a dirty tree."""
+    """A result's provenance fields; a commit ending in ``+changes`` counts as from a dirty tree."""
     code = result.get("code")
     encoder = result.get("encoder") or {}
     dirty = bool(result.get("allow_dirty")) or (code is not None and code.endswith("+changes"))

@@ -6,8 +6,8 @@ that never reaches it counts as "not reached"). Beside it, ``scratch``'s own ste
 Wilcoxon test pairs the arm's steps with ``scratch``'s steps to its best; a run that never reaches the target enters
 with the steps of its last validation, which is fewer than it would need (so the test leans against the arm).
 
-Second part, when the result files carry it: the test Dice of each arm at fixed fractions of ``scratch``'s fine-tuning
-budget (``test_at_budget_fraction``, see :mod:`.records`), against ``scratch`` at the same fraction.
+Second part, when the result files carry it: the test Dice of each arm at fixed fractions of ``scratch``'s budget (the
+epoch of its best validation) (``budget_fractions``, see :mod:`.records`), against ``scratch`` at the same fraction.
 """
 
 from __future__ import annotations
@@ -118,7 +118,8 @@ def time_to_accuracy(finetunes, arms, settings) -> list[str]:
     tests = [Test(arm, REFERENCE, setting) for (arm, setting, _) in sorted(fractions) if arm in pretrained]
     outcomes: list[Outcome] = run_family(fractions, tests)
     if outcomes:
-        lines += ["Test Dice at fixed fractions of `scratch`'s fine-tuning budget (`setting @ fraction`), against "
+        lines += ["Test Dice at fixed fractions of `scratch`'s budget (the epoch of its best validation, same seed and "
+                  "setting; `setting @ fraction`), against "
                   f"`scratch` at the same fraction; Holm over the {len(outcomes)} tests of this table.", "",
                   *outcome_table(outcomes), ""]
     return lines

@@ -1,0 +1,246 @@
+"""Issue 20's difficulty criteria of a testbed, computed from the result files of ``scratch`` and the atlases alone.
+
+A testbed can show what pretraining adds only if labels still help (headroom), if the labelled volumes do not already
+hold the answer (learning needed), if the test set covers the variation (coverage), and if a run costs what the machine
+allows (cost). Each criterion is measured on random initialisation and atlases only, never on a pretrained arm
+(``docs/PHANTOMS.md``); a size asks for this section with ``difficulty_criteria: true`` (``--size difficulty``):
+
+headroom         ``scratch`` at :data:`MANY` minus at :data:`FEW` labelled volumes, paired by seed:
+                 mean >= :data:`HEADROOM_TARGET` over >= :data:`MIN_SEEDS` seeds
+learning needed  ``scratch`` minus the best atlas (highest mean test Dice) at :data:`MIDDLE`, paired by seed:
+                 >= :data:`LEARNING_TARGET`
+coverage         every organ's test Dice of ``scratch`` at :data:`MANY` (mean over seeds and cases) >=
+                 :data:`ORGAN_DICE_TARGET`, and every organ present (a test Dice recorded, not ``null``) in some test
+                 case of every phase bucket of the test set
+cost             ``scratch``'s fine-tuning seconds per run (``cost.train.seconds``) over v1's ``scratch`` runs'
+                 (:data:`V1_RESULTS`): at most :data:`COST_RATIO_TARGET` times; with the epochs to the plateau (the epoch
+                 of the best validation Dice) per setting
+
+A criterion holds or fails only when every run it needs (each of the size's seeds) has finished; until then it is "not
+measured yet", with the runs missing named and the value so far shown.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..results import results_folder
+from .comparison import dice_grid, mean_dice
+from .endpoints import REFERENCE, is_atlas
+from .records import case_phases
+
+__all__ = [
+    "COST_RATIO_TARGET",
+    "Criterion",
+    "HEADROOM_TARGET",
+    "LEARNING_TARGET",
+    "ORGAN_DICE_TARGET",
+    "V1_RESULTS",
+    "coverage",
+    "difficulty_criteria",
+    "fine_tuning_cost",
+    "headroom",
+    "learning_needed",
+]
+
+FEW, MIDDLE, MANY = "finetune_1", "finetune_4", "finetune_8"
+"""The labelled settings the criteria compare (1, 4 and 8 labelled volumes drawn per seed)."""
+HEADROOM_TARGET = 0.15
+MIN_SEEDS = 3
+LEARNING_TARGET = 0.15
+ORGAN_DICE_TARGET = 0.5
+COST_RATIO_TARGET = 2.0
+V1_RESULTS = results_folder("v1")
+"""v1's committed result files: the reference of the cost criterion ("within ~2x of today's")."""
+
+HOLDS, FAILS = "holds", "fails"
+
+
+@dataclass(frozen=True)
+class Criterion:
+    """One criterion: what was measured, the target, and ``holds``, ``fails`` or ``not measured yet (...)``."""
+
+    name: str
+    measured: str
+    target: str
+    state: str
+
+
+def _missing(finetunes, arm: str, setting: str, seeds: Sequence[int]) -> list[str]:
+    """The runs of ``arm`` in ``setting`` that have not finished, of the seeds ``seeds``."""
+    runs = finetunes.get((arm, setting, False), {})
+    return [f"`{arm}` {setting} seed {s}" for s in seeds if s not in runs]
+
+
+def _not_measured(missing: list[str]) -> str:
+    shown = ", ".join(missing[:4]) + (f" and {len(missing) - 4} more" if len(missing) > 4 else "")
+    return f"not measured yet ({len(missing)} runs missing: {shown})"
+
+
+def _paired(finetunes, arm: str, baseline: str, setting_a: str, setting_b: str) -> dict[int, float]:
+    """Mean test Dice of ``arm`` in ``setting_a`` minus ``baseline`` in ``setting_b``, per seed both have."""
+    a, b = finetunes.get((arm, setting_a, False), {}), finetunes.get((baseline, setting_b, False), {})
+    return {s: mean_dice(a[s]) - mean_dice(b[s]) for s in sorted(set(a) & set(b))}
+
+
+def _per_seed(differences: dict[int, float]) -> str:
+    return ", ".join(f"seed {s} {d:+.3f}" for s, d in differences.items())
+
+
+def headroom(finetunes, seeds: Sequence[int]) -> Criterion:
+    """``scratch`` at :data:`MANY` minus at :data:`FEW`, paired by seed: mean and per seed."""
+    target = f"mean >= +{HEADROOM_TARGET:.2f} over >= {MIN_SEEDS} seeds"
+    differences = _paired(finetunes, REFERENCE, REFERENCE, MANY, FEW)
+    measured = (f"{np.mean(list(differences.values())):+.3f} mean over {len(differences)} seeds "
+                f"({_per_seed(differences)})" if differences else "-")
+    missing = _missing(finetunes, REFERENCE, MANY, seeds) + _missing(finetunes, REFERENCE, FEW, seeds)
+    if missing:
+        state = _not_measured(missing)
+    else:
+        holds = len(differences) >= MIN_SEEDS and np.mean(list(differences.values())) >= HEADROOM_TARGET
+        state = HOLDS if holds else FAILS
+    return Criterion(f"Headroom (`{REFERENCE}` {MANY} minus {FEW})", measured, target, state)
+
+
+def learning_needed(finetunes, atlases: Sequence[str], seeds: Sequence[int]) -> Criterion:
+    """``scratch`` minus the best of ``atlases`` (highest mean test Dice over seeds) at :data:`MIDDLE`, by seed."""
+    target = f"`{REFERENCE}` minus the best atlas >= +{LEARNING_TARGET:.2f}"
+    means = {a: float(np.mean([mean_dice(r) for r in runs.values()])) for a in atlases
+             if (runs := finetunes.get((a, MIDDLE, False)))}
+    missing = [m for arm in [REFERENCE, *atlases] for m in _missing(finetunes, arm, MIDDLE, seeds)]
+    if not means or not finetunes.get((REFERENCE, MIDDLE, False)):
+        return Criterion(f"Learning needed ({MIDDLE}, best atlas)", "-", target, _not_measured(missing))
+    best = max(means, key=means.get)
+    differences = _paired(finetunes, REFERENCE, best, MIDDLE, MIDDLE)
+    scratch = np.mean([mean_dice(r) for r in finetunes[REFERENCE, MIDDLE, False].values()])
+    atlas_means = ", ".join(f"`{a}` {m:.3f}" for a, m in means.items())
+    measured = (f"{np.mean(list(differences.values())):+.3f} (`{REFERENCE}` {scratch:.3f}; atlases {atlas_means}; "
+                f"best `{best}`; {_per_seed(differences)})" if differences else
+                f"no seed pairs `{REFERENCE}` and `{best}` yet (atlases {atlas_means})")
+    if missing:
+        state = _not_measured(missing)
+    else:
+        state = HOLDS if np.mean(list(differences.values())) >= LEARNING_TARGET else FAILS
+    return Criterion(f"Learning needed ({MIDDLE}, best atlas)", measured, target, state)
+
+
+def _presence_gaps(finetunes) -> tuple[dict[str, int], list[str]] | None:
+    """The test cases per phase bucket, and each ``organ in bucket`` that no test case of that bucket holds; ``None``
+    when no result records the test cases' phases. The test set is fixed: any run's test layout tells."""
+    example = next((r for runs in finetunes.values() for r in runs.values() if case_phases(r)), None)
+    if example is None:
+        return None
+    phases, test = case_phases(example), example["test"]
+    buckets = {p: phases.count(p) for p in sorted({str(p) for p in phases})}
+    gaps = [f"{organ} in {bucket}" for bucket in buckets for i, organ in enumerate(test["classes"])
+            if not any(row[i] is not None for row, p in zip(test["dice"], phases) if str(p) == bucket)]
+    return buckets, gaps
+
+
+def coverage(finetunes, seeds: Sequence[int]) -> tuple[Criterion, list[str]]:
+    """Every organ's test Dice of ``scratch`` at :data:`MANY`, and every organ in every phase bucket of the test set;
+    the criterion and the per-organ table."""
+    target = f"every organ >= {ORGAN_DICE_TARGET} Dice (`{REFERENCE}`, {MANY}); every organ in every phase bucket"
+    presence = _presence_gaps(finetunes)
+    parts, absent, below = [], False, []
+    if presence is None:
+        parts.append("phases of the test cases not recorded")
+    else:
+        buckets, gaps = presence
+        cases = ", ".join(f"{b} {n}" for b, n in buckets.items())
+        found = f"absent: {', '.join(gaps)}" if gaps else "every organ in every phase"
+        parts.append(f"test cases per phase: {cases}; {found}")
+        absent = bool(gaps)  # the test set is fixed: decided by any one run
+    runs = finetunes.get((REFERENCE, MANY, False), {})
+    table: list[str] = []
+    if runs:
+        organs = next(iter(runs.values()))["test"]["classes"]
+        dice = {o: float(np.nanmean(dice_grid(runs, sorted(runs), i))) for i, o in enumerate(organs)}
+        below = [f"{o} {d:.3f}" for o, d in dice.items() if not d >= ORGAN_DICE_TARGET]
+        parts.insert(0, f"lowest organ {min(dice, key=dice.get)} {min(dice.values()):.3f}; below "
+                        f"{ORGAN_DICE_TARGET}: {', '.join(below) or 'none'} ({len(runs)} seeds)")
+        table = [f"Per-organ test Dice of `{REFERENCE}`, {MANY} (mean over seeds and test cases):", "",
+                 "| " + " | ".join(organs) + " |", "|" + " --- |" * len(organs),
+                 "| " + " | ".join(f"{dice[o]:.3f}" for o in organs) + " |", ""]
+    missing = _missing(finetunes, REFERENCE, MANY, seeds)
+    if absent or (below and not missing):
+        state = FAILS
+    elif missing:
+        state = _not_measured(missing)
+    elif presence is None:
+        state = "not measured yet (no result records its test cases' `contrast_phases`)"
+    else:
+        state = HOLDS
+    return Criterion(f"Coverage (`{REFERENCE}` {MANY}; test set)", "; ".join(parts), target, state), table
+
+
+def _train_seconds(runs) -> list[float]:
+    return [r["cost"]["train"]["seconds"] for r in runs]
+
+
+def reference_seconds(folder: Path = V1_RESULTS) -> list[float]:
+    """Fine-tuning seconds of every ``scratch`` run (no probe) among the result files in ``folder``."""
+    results = [json.loads(path.read_text()) for path in sorted(folder.glob(f"finetune__{REFERENCE}__*.json"))]
+    return _train_seconds(r for r in results if not r["config"]["probe"])
+
+
+def fine_tuning_cost(finetunes, settings: Sequence[str], seeds: Sequence[int],
+                     reference: Sequence[float]) -> tuple[Criterion, list[str]]:
+    """``scratch``'s fine-tuning seconds per run against ``reference`` (v1's), and epochs to the plateau per setting;
+    the criterion and its table."""
+    target = f"mean seconds per `{REFERENCE}` run <= {COST_RATIO_TARGET:g} x v1's"
+    v1 = float(np.mean(reference)) if len(reference) else None
+    table = [f"`{REFERENCE}` fine-tuning per run (one CPU thread; `cost.train.seconds` of the result files; plateau: the "
+             "epoch of the best validation Dice)" + (f"; v1's `{REFERENCE}` runs: {v1:.0f} s mean over "
+                                                     f"{len(reference)} runs" if v1 else "") + ":", "",
+             "| setting | runs | seconds (mean) | x v1 | epochs to the plateau (median, range) | epochs run (median) |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    every = []
+    for setting in settings:
+        runs = list(finetunes.get((REFERENCE, setting, False), {}).values())
+        if not runs:
+            table.append(f"| {setting} | 0 | - | - | - | - |")
+            continue
+        seconds, plateau = _train_seconds(runs), [r["best_metric_epoch"] for r in runs]
+        every += seconds
+        ratio = f"{np.mean(seconds) / v1:.2f}" if v1 else "-"
+        table.append(f"| {setting} | {len(runs)} | {np.mean(seconds):.0f} | {ratio} | {np.median(plateau):.0f} "
+                     f"({min(plateau)}-{max(plateau)}) | {np.median([r['epochs'] for r in runs]):.0f} |")
+    missing = [m for s in settings for m in _missing(finetunes, REFERENCE, s, seeds)]
+    if not every or v1 is None:
+        measured = "-" if not every else f"{np.mean(every):.0f} s per run; no v1 `scratch` run to compare with"
+        return Criterion("Cost (fine-tuning)", measured, target, _not_measured(missing) if missing else
+                         "not measured yet (no v1 `scratch` result file)"), table + [""]
+    ratio = float(np.mean(every)) / v1
+    measured = f"{ratio:.2f} x v1 ({np.mean(every):.0f} s against {v1:.0f} s per run, {len(every)} runs)"
+    state = _not_measured(missing) if missing else HOLDS if ratio <= COST_RATIO_TARGET else FAILS
+    return Criterion("Cost (fine-tuning)", measured, target, state), table + [""]
+
+
+def difficulty_criteria(finetunes, size, reference: Sequence[float] | None = None) -> list[str]:
+    """The report's section: the four criteria (measured, target, state), the per-organ Dice and the cost table.
+
+    Args:
+        finetunes: ``finetunes[arm, setting, probe][seed]`` (:func:`semcl_benchmark.results.by_stage`).
+        size: the size (its seeds, settings and atlas arms are the runs each criterion needs).
+        reference: v1's ``scratch`` fine-tuning seconds per run (default: :func:`reference_seconds`).
+    """
+    seeds = list(size.seeds)
+    atlases = [a for a in size.arms if is_atlas(a)]
+    reference = reference_seconds() if reference is None else reference
+    cover, organs = coverage(finetunes, seeds)
+    cost, costs = fine_tuning_cost(finetunes, list(size.settings), seeds, reference)
+    criteria = [headroom(finetunes, seeds), learning_needed(finetunes, atlases, seeds), cover, cost]
+    held = sum(c.state == HOLDS for c in criteria)
+    failed = sum(c.state == FAILS for c in criteria)
+    lines = ["## Difficulty criteria (issue 20: `scratch` and atlases only)", "",
+             f"{held} of {len(criteria)} criteria hold, {failed} fail, {len(criteria) - held - failed} not measured yet "
+             f"(a criterion is decided once every run it needs has finished: seeds {', '.join(map(str, seeds))}).", "",
+             "| criterion | measured | target | state |", "| --- | --- | --- | --- |"]
+    lines += [f"| {c.name} | {c.measured} | {c.target} | **{c.state}** |" for c in criteria]
+    return lines + [""] + organs + costs
