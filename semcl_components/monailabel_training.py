@@ -36,6 +36,7 @@ __all__ = [
     "training_request",
 ]
 
+#: The keys of a MONAI Label 0.8.5 training request for a bundle: any other key is ignored by MONAI Label.
 TRAINING_OPTIONS = (
     # what BundleTrainTask.config() offers (3D Slicer sends all of them) and BundleTrainTask.__call__ reads
     "device",
@@ -57,7 +58,6 @@ TRAINING_OPTIONS = (
     "local_rank",
     "client_id",
 )
-"""The keys of a MONAI Label 0.8.5 training request for a bundle: any other key is ignored by MONAI Label."""
 
 _APP_MODULE = os.path.join("monailabel", "interfaces", "utils", "app.py")
 _logger = logging.getLogger(__name__)

@@ -570,7 +570,7 @@ def test_metadata_pins_install_on_the_zoo_ci_python(exported, zoo_python, zoo_ci
     ]
     resolved = run([*command, "--report", tmp_path / "report.json", "-r", requirements], tmp_path, zoo_env(), 1200)
     assert resolved.returncode == 0, resolved.stdout[-3000:] + resolved.stderr[-3000:]
-    report = json.loads((tmp_path / "report.json").read_text())
+    report = json.loads((tmp_path / "report.json").read_text(encoding="utf-8"))
     chosen = {item["metadata"]["name"].lower(): item["metadata"]["version"] for item in report["install"]}
     for pin in pins:
         name, _, pinned = pin.partition("==")

@@ -81,13 +81,13 @@ class PhantomSet:
     preset: str = "simple"
 
 
+#: The phantom datasets the project writes, by use; the benchmark's sizes carry their own (semcl_benchmark).
 PHANTOM_SETS: dict[str, PhantomSet] = {
     "bundle": PhantomSet(24, (96, 96, 96)),  # a bundle workflow's default dataset_dir (<bundle>/data/phantoms)
     "export": PhantomSet(16, (64, 64, 64)),  # what the model-zoo export trains its shipped weights on
     "annotation": PhantomSet(4, (64, 64, 64)),  # the MONAI Label helper's studies when none are given
     "tests": PhantomSet(8, (32, 32, 32)),  # the test suite's bundle runs
 }
-"""The phantom datasets the project writes, by use; the benchmark's sizes carry their own (semcl_benchmark)."""
 
 
 def write_phantom_set(out: str | os.PathLike, name: str, **kwargs) -> dict:

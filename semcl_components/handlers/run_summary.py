@@ -121,8 +121,11 @@ class RunSummaryWriter:
     def _epoch_completed(self, engine: Engine) -> None:
         # the iteration (optimizer steps so far) and wall time (summed over resumed sessions) at the epoch's end: with
         # the validation that ran after it, the data of a time-to-accuracy curve
-        record: dict[str, Any] = {"epoch": engine.state.epoch, "iteration": engine.state.iteration,
-                                  "wall_time_s": round(self._elapsed(), 2)}
+        record: dict[str, Any] = {
+            "epoch": engine.state.epoch,
+            "iteration": engine.state.iteration,
+            "wall_time_s": round(self._elapsed(), 2),
+        }
         record.update({f"mean_{k}": v / max(self._count, 1) for k, v in self._sums.items()})
         self._sums, self._count = {}, 0
         self._take_validation(record)
