@@ -17,7 +17,6 @@ records the caps (``budget``) and whether it still ended capped.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
 import shutil
 import sys
@@ -27,12 +26,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from semcl_tools.bundle_run import bundle_command, run_logged
+from semcl_tools.hashing import file_sha256
 from semcl_tools.repository import CONFIGS
 
 from .plan import BundleCall, Planner, Run
 from .results import read_case_dice, read_confusion, read_json
 
-__all__ = ["COLLAPSE", "Stages", "capped_while_improving", "collapse", "file_sha256"]
+__all__ = ["COLLAPSE", "Stages", "capped_while_improving", "collapse"]
 
 COLLAPSE = {"min_effective_rank": 1.5, "max_negative_cosine": 0.9}
 """A contrastive pretraining run whose last epoch's mean embedding effective rank is below ``min_effective_rank`` or
@@ -57,15 +57,6 @@ def collapse(history: Sequence[dict]) -> dict | None:
     collapsed = rank < COLLAPSE["min_effective_rank"] or (
         negative is not None and negative > COLLAPSE["max_negative_cosine"])
     return {"effective_rank": rank, "negative_cosine": negative, "collapsed": collapsed, "rule": COLLAPSE}
-
-
-def file_sha256(path: Path) -> str:
-    """The SHA-256 of a file's bytes (an encoder file a fine-tuning run loaded)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class Stages:

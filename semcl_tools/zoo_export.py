@@ -21,7 +21,6 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import shutil
 import sys
@@ -35,6 +34,7 @@ from packaging.specifiers import SpecifierSet
 from semcl_components.atomic_io import atomic_write
 
 from .bundle_run import BundleRunError, bundle_command, run_logged
+from .hashing import file_sha256
 from .repository import BUNDLE, ROOT
 
 PACKAGE = ROOT / "semcl_components"
@@ -57,14 +57,6 @@ SKIPPED = ("__pycache__", ".lock", ".pyc", ".DS_Store")
 
 ZIP_TIME = (1980, 1, 1, 0, 0, 0)
 """The timestamp of every zip entry, so that the same contents give the same zip."""
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _skipped(path: Path) -> bool:
@@ -230,7 +222,7 @@ def export(args: argparse.Namespace) -> Path:
         source = models / Path(path).name
         contents[path] = source
         shutil.copyfile(source, out / Path(path).name)  # to publish at --url
-        entries.append((path, f"{args.url.rstrip('/')}/{Path(path).name}", sha256(source)))
+        entries.append((path, f"{args.url.rstrip('/')}/{Path(path).name}", file_sha256(source)))
     contents["large_files.yml"] = large_files_yaml(entries).encode()
     readme = (BUNDLE / "docs" / "README.md").read_text()
     contents["docs/README.md"] = readme_with_shipped_numbers(readme, eval_metrics).encode()
@@ -239,7 +231,7 @@ def export(args: argparse.Namespace) -> Path:
     name = BUNDLE.name
     destination = out / f"{name}_v{bundle_version}.zip"
     write_zip(destination, name, contents)
-    (out / f"{destination.name}.sha256").write_text(f"{sha256(destination)}  {destination.name}\n")
+    (out / f"{destination.name}.sha256").write_text(f"{file_sha256(destination)}  {destination.name}\n")
     print(f"[export] {destination} ({destination.stat().st_size / 1e6:.1f} MB), test mean Dice "
           f"{eval_metrics['mean_dice']:.3f} on {eval_metrics['test_cases']} phantom volumes", flush=True)
     return destination

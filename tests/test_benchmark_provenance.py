@@ -11,7 +11,7 @@ from semcl_benchmark import results as results_module
 from semcl_benchmark.protocol import load_protocol
 from semcl_benchmark.results import DirtyTreeError, check_clean_tree, working_tree_changes
 from semcl_benchmark.runner import Benchmark
-from semcl_benchmark.stages import file_sha256
+from semcl_tools.hashing import file_sha256
 
 
 def git(folder: Path, *args: str) -> None:
