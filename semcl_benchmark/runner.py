@@ -59,6 +59,7 @@ class Benchmark:
         self.jobs = jobs
         self.prefix = prefix
         self.allow_dirty = allow_dirty
+        self.code = ""  # the commit the runs start from: read by run()
         self.workspace = Workspace(work)
         data = BenchmarkData(size, self.workspace.work, dataset_dir, pixdim)
         self.planner = Planner(protocol or load_protocol(), size, self.workspace, data, device, processes)
@@ -104,6 +105,8 @@ class Benchmark:
             DirtyTreeError: the working tree has uncommitted changes and ``allow_dirty`` is false (nothing was run).
         """
         check_clean_tree(self.allow_dirty)
+        # the commit the runs start from, read once: a commit made while they run must not be recorded as theirs
+        self.code = code_version()
         lock = FolderLock(self.store.folder, "benchmark results folder")
         lock.acquire()
         try:
@@ -162,7 +165,7 @@ class Benchmark:
     def _execute(self, run: Run) -> None:
         start = time.perf_counter()
         result = self.stages(run)
-        result.update(key=run.key, config=run.config, config_hash=run.hash, machine=machine(), code=code_version(),
+        result.update(key=run.key, config=run.config, config_hash=run.hash, machine=machine(), code=self.code,
                       allow_dirty=self.allow_dirty, finished=time.strftime("%Y-%m-%d %H:%M:%S"),
                       total_seconds=round(time.perf_counter() - start, 1))
         self.store.write(run, result)

@@ -80,3 +80,22 @@ def test_file_sha256_is_the_hash_of_the_bytes(tmp_path):
     path = tmp_path / "encoder.pt"
     path.write_bytes(b"weights")
     assert file_sha256(path) == hashlib.sha256(b"weights").hexdigest()
+
+
+def test_result_files_record_the_commit_the_runs_started_from(tmp_path, monkeypatch):
+    """A commit made while the runs go on (e.g. of finished result files) is not recorded as the code they ran."""
+    import semcl_benchmark.runner as runner_module
+
+    head = {"commit": "start"}
+    monkeypatch.setattr(runner_module, "code_version", lambda: head["commit"])
+    benchmark = Benchmark(load_protocol().sizes["quick"], tmp_path / "results", tmp_path / "work", allow_dirty=True)
+    (run,) = benchmark.plan(["atlas_body_box"], ["finetune_1"], [0], study=[])
+
+    def atlas_while_a_commit_lands(run):
+        head["commit"] = "later"
+        return {"stage": "atlas"}
+
+    monkeypatch.setattr(benchmark.stages, "atlas", atlas_while_a_commit_lands)
+    monkeypatch.setattr(benchmark.stages, "data", lambda seeds: None)
+    benchmark.run([run])
+    assert benchmark.store.read(run)["code"] == "start"
