@@ -435,16 +435,17 @@ def criteria_rows(report: str) -> dict[str, str]:
 def test_difficulty_criteria_hold():
     from semcl_benchmark.report.difficulty import difficulty_criteria
 
-    report = text(difficulty_criteria(difficulty_results(few=0.6, atlas=0.5), DIFFICULTY, reference=[150.0, 250.0]))
+    report = text(difficulty_criteria(difficulty_results(few=0.6, atlas=0.5), DIFFICULTY,
+                                      reference={"finetune_1": [150.0, 250.0]}))
     rows = criteria_rows(report)
     assert "4 of 4 criteria hold, 0 fail, 0 not measured yet" in report
     # scratch at 8 (mean of 0.9 and 0.8 = 0.85) minus at 1 (0.6), every seed
     assert "+0.250 mean over 3 seeds (seed 0 +0.250, seed 1 +0.250, seed 2 +0.250)" in rows["Headroom"]
     assert "best `atlas_body_box`" in rows["Learning"] and "+0.200 (`scratch` 0.700" in rows["Learning"]
     assert "below 0.5: none" in rows["Coverage"] and "every organ in every phase" in rows["Coverage"]
-    assert "1.50 x v1 (300 s against 200 s per run, 9 runs)" in rows["Cost"]
+    assert "finetune_1: 1.50 x v1 (300 s against 200 s per run, 3 runs)" in rows["Cost"]
     assert all(row.endswith("| **holds** |") for row in rows.values())
-    assert "| finetune_8 | 3 | 300 | 1.50 | 200 (200-200) | 200 |" in report
+    assert "| finetune_8 | 3 | 300 | - | 200 (200-200) | 200 |" in report  # v1 never ran 8 volumes
     assert "| 0.900 | 0.800 |" in report  # per-organ Dice of scratch at 8 volumes
 
 
@@ -454,7 +455,7 @@ def test_difficulty_criteria_fail():
     results = difficulty_results(few=0.8, atlas=0.65, organ=0.4, seconds=500.0)
     for run in (r for runs in results.values() for r in runs.values()):  # no native test case holds the gallbladder
         run["test"]["dice"][2][1] = None
-    report = text(difficulty_criteria(results, DIFFICULTY, reference=[200.0]))
+    report = text(difficulty_criteria(results, DIFFICULTY, reference={"finetune_1": [200.0]}))
     rows = criteria_rows(report)
     assert "0 of 4 criteria hold, 4 fail" in report
     # 8 volumes: 3 cases at (0.9 + 0.4) / 2, the native case at 0.9 (no gallbladder) = 0.7125; minus 0.8
@@ -465,12 +466,29 @@ def test_difficulty_criteria_fail():
     assert all(row.endswith("| **fails** |") for row in rows.values())
 
 
+def test_difficulty_cost_compares_only_settings_v1_ran():
+    """8 volumes per epoch cost more than v1's 1 or 2 by construction: the criterion compares like with like."""
+    from semcl_benchmark.report.difficulty import difficulty_criteria, reference_seconds
+
+    results = difficulty_results(few=0.6, atlas=0.5, seconds=300.0)
+    for run in results["scratch", "finetune_8", False].values():
+        run["cost"] = {"train": {"seconds": 5000.0, "peak_memory_mb": 1.0}}  # the fixture's runs share one dict
+    rows = criteria_rows(text(difficulty_criteria(results, DIFFICULTY, reference={"finetune_1": [200.0]})))
+    assert "finetune_1: 1.50 x v1" in rows["Cost"] and "finetune_8" not in rows["Cost"]
+    assert rows["Cost"].endswith("| **holds** |")
+    rows = criteria_rows(text(difficulty_criteria(results, DIFFICULTY, reference={"finetune_2": [200.0]})))
+    assert "no v1 `scratch` run in finetune_1, finetune_4, finetune_8" in rows["Cost"]
+    # v1's committed scratch runs, by setting (8 seeds each; the probes left out)
+    v1 = reference_seconds()
+    assert sorted(v1) == ["finetune_1", "finetune_2"] and [len(v) for v in v1.values()] == [8, 8]
+
+
 def test_difficulty_criteria_wait_for_missing_runs():
     from semcl_benchmark.report.difficulty import difficulty_criteria
 
     results = difficulty_results(few=0.6, atlas=0.5, seeds=(0, 1))  # seed 2 has not finished
     del results["atlas_centroid", "finetune_4", False]
-    report = text(difficulty_criteria(results, DIFFICULTY, reference=[200.0]))
+    report = text(difficulty_criteria(results, DIFFICULTY, reference={"finetune_1": [200.0]}))
     rows = criteria_rows(report)
     assert "0 of 4 criteria hold, 0 fail, 4 not measured yet" in report
     assert "+0.250 mean over 2 seeds" in rows["Headroom"]  # the value so far is shown
