@@ -31,8 +31,6 @@ from pathlib import Path
 
 import yaml
 
-from semcl_components.atomic_io import atomic_write
-
 from .repository import BUNDLE, CONFIGS, ROOT
 
 __all__ = [
@@ -90,18 +88,20 @@ def top_level_keys(path: Path) -> list[str]:
 
 
 def _check_keys(workflow: str, paths: Sequence[Path]) -> None:
-    """Refuse a top-level key set twice among the parts of ``workflow``, naming the key and both files."""
+    """Refuse a top-level key set twice among the parts of ``workflow`` (or in one of them), naming key and files."""
     owner: dict[str, Path] = {}
     problems = []
     for path in paths:
         for key in top_level_keys(path):
-            if key in owner:
+            if key in owner and owner[key] == path:
+                problems.append(f"`{key}` is set twice in {_shown(path)}")
+            elif key in owner:
                 problems.append(f"`{key}` is set in both {_shown(owner[key])} and {_shown(path)}")
             else:
                 owner[key] = path
     if problems:
         raise ConfigPartError(
-            f"configs/{workflow}: a top-level key may be set by one of its parts only (in the assembled file the "
+            f"configs/{workflow}: a top-level key may be set once, by one of its parts (in the assembled file the "
             "later one would silently win): " + "; ".join(problems) + "."
         )
 
@@ -167,6 +167,9 @@ def stale_configs(parts_dir: Path = PARTS, configs_dir: Path = CONFIGS) -> list[
 
 def write_configs(parts_dir: Path = PARTS, configs_dir: Path = CONFIGS) -> list[Path]:
     """Write every generated config that differs from its parts (atomically); returns the files written."""
+    # imported here: the package imports MONAI and torch, which --check and the tests of the parts do not need
+    from semcl_components.atomic_io import atomic_write
+
     texts = assemble_all(parts_dir)  # every part is checked before any file is written
     written = []
     for path in stale_configs(parts_dir, configs_dir):
@@ -183,6 +186,12 @@ def stale_message(stale: Sequence[Path], parts_dir: Path = PARTS) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """``scripts/assemble_configs.py``: write the configs of :data:`PARTS` into :data:`CONFIGS`, or ``--check`` them.
+
+    Returns:
+        0 when the configs are (now) up to date; 1 when ``--check`` found a stale one (each named on stderr, with the
+        command that regenerates them); 2 when a part is refused (:class:`ConfigPartError`, on stderr).
+    """
     parser = argparse.ArgumentParser(
         prog="assemble_configs.py",
         description=f"Generate the bundle's {', '.join(WORKFLOW_PARTS)} in {_shown(CONFIGS)}/ from {_shown(PARTS)}/.",
@@ -191,13 +200,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.check:
-            stale = stale_configs()
+            stale = stale_configs(PARTS, CONFIGS)
             if stale:
-                print(stale_message(stale), file=sys.stderr)
+                print(stale_message(stale, PARTS), file=sys.stderr)
                 return 1
             print(f"{', '.join(WORKFLOW_PARTS)}: up to date with {_shown(PARTS)}/")
             return 0
-        written = write_configs()
+        written = write_configs(PARTS, CONFIGS)
     except ConfigPartError as error:
         print(f"assemble_configs: {error}", file=sys.stderr)
         return 2
