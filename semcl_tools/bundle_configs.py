@@ -76,9 +76,10 @@ def top_level_keys(path: Path) -> list[str]:
     Raises:
         ConfigPartError: naming the file, when it is not valid YAML or not a mapping.
     """
+    text = path.read_text(encoding="utf-8")
     try:
-        node = yaml.compose(path.read_text(encoding="utf-8"), Loader=yaml.SafeLoader)
-        yaml.safe_load(path.read_text(encoding="utf-8"))  # tags and values too, not only the structure
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        yaml.safe_load(text)  # tags and values too, not only the structure
     except yaml.YAMLError as error:
         raise ConfigPartError(f"{_shown(path)} is not valid YAML: {error}") from error
     if not isinstance(node, yaml.MappingNode):
@@ -136,16 +137,21 @@ def assemble(workflow: str, parts_dir: Path = PARTS, parts: Sequence[str] | None
     Raises:
         ConfigPartError: a part that is not a YAML mapping, or a top-level key in two parts (both files named).
     """
+    parts_dir = Path(parts_dir)
     parts = tuple(WORKFLOW_PARTS[workflow] if parts is None else parts)
-    paths = [Path(parts_dir) / name for name in parts]
+    paths = [parts_dir / name for name in parts]
     _check_keys(workflow, paths)
     texts = [path.read_text(encoding="utf-8") for path in paths]
+    expected = {key: value for text in texts for key, value in yaml.safe_load(text).items()}
     opening, texts[-1] = _split_opening_comment(texts[-1])
-    header = _notice(Path(parts_dir), parts) + ("#\n" + opening if opening else "")
-    body = "\n".join(f"# ==== {Path(parts_dir).name}/{name} ====\n{text.rstrip()}\n" for name, text in zip(parts, texts))
+    header = _notice(parts_dir, parts) + ("#\n" + opening if opening else "")
+    body = "\n".join(f"# ==== {parts_dir.name}/{name} ====\n{text.rstrip()}\n" for name, text in zip(parts, texts))
     assembled = f"{header}\n{body}"
-    expected = {k: v for path in paths for k, v in yaml.safe_load(path.read_text(encoding="utf-8")).items()}
-    if yaml.safe_load(assembled) != expected:  # e.g. a part holding a document marker (`---`)
+    try:
+        same = yaml.safe_load(assembled) == expected
+    except yaml.YAMLError:  # e.g. a part holding a document marker (`---`)
+        same = False
+    if not same:
         raise ConfigPartError(f"configs/{workflow}: its parts, concatenated, do not read as the union of their keys.")
     return assembled
 
