@@ -3,6 +3,7 @@
 Modules:
     repository: where the bundle and its configs are in the source checkout.
     bundle_run: running bundle workflows as a user types them (``python -m monai.bundle run``), logged and measured.
+    bundle_configs: the bundle's workflow configs assembled from ``config_parts/`` (``scripts/assemble_configs.py``).
     zoo_export: the model-zoo artifact (``scripts/export_bundle.py``).
     monailabel: serving the bundle with MONAI Label's stock app (``scripts/monailabel_server.py``).
     monailabel_origins: MONAI Label's server app with requests from other web origins refused (the helper's guard).

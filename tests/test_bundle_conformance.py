@@ -9,6 +9,7 @@ unreachable proxy, so any download attempt would fail.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +20,7 @@ from monai.bundle import ConfigWorkflow
 from monai.networks.nets import SegResNet
 
 from conftest import BUNDLE_DIR, CONFIGS, ZOO_SCHEMA, bundle_env
+from semcl_tools.bundle_configs import COMMAND, PARTS, ConfigPartError, assemble, main, stale_configs, stale_message
 
 META_FILE = CONFIGS / "metadata.json"
 
@@ -297,13 +299,103 @@ def test_class_names_override_from_a_dataset_json_as_the_btcv_recipe_wrote_it(tm
         assert values == {"class_names": ["spleen", "right kidney", "left kidney", "gallbladder"], "num_classes": 5}
 
 
-def test_workflows_find_the_bundle_and_its_components_alike():
-    """bundle_root and the semcl_components item are written once per workflow and must stay identical."""
+def test_no_config_imports_the_package_itself():
+    """A failed ``$import semcl_components`` would become a stub before the ``semcl_components`` item sets sys.path."""
+    for config in [*CONFIGS.glob("*.yaml"), *PARTS.glob("*.yaml")]:
+        assert "$import semcl_components" not in config.read_text(), config.name
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# pretrain.yaml, train.yaml and inference.yaml are generated from config_parts/ (scripts/assemble_configs.py), so what
+# they share is written once; MONAI Label and the zoo's CI still load each one alone
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def test_committed_workflow_configs_are_assembled_from_their_parts():
+    stale = stale_configs()
+    assert stale == [], stale_message(stale)
+
+
+def copied_parts_and_configs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
+    """A copy of config_parts/ and configs/ in ``tmp_path``, which ``scripts/assemble_configs.py`` (main) then uses."""
+    import shutil
+
+    from semcl_tools import bundle_configs
+
+    parts, configs = tmp_path / "config_parts", tmp_path / "configs"
+    shutil.copytree(PARTS, parts)
+    shutil.copytree(CONFIGS, configs)
+    monkeypatch.setattr(bundle_configs, "PARTS", parts)
+    monkeypatch.setattr(bundle_configs, "CONFIGS", configs)
+    return parts.resolve(), configs.resolve()
+
+
+def test_check_names_every_stale_config_and_the_command_then_writing_fixes_them(tmp_path, monkeypatch, capsys):
     import yaml
 
-    contents = [yaml.safe_load((CONFIGS / config).read_text()) for config in SHARED_WORKFLOWS]
-    for key in ("bundle_root", "semcl_components", "metadata", "image_channels", "labels_json", "class_names"):
-        assert len({content[key] for content in contents}) == 1, key
-    # no config imports the package itself: a failed import would become a stub before sys.path is set
-    for config in CONFIGS.glob("*.yaml"):
-        assert "$import semcl_components" not in config.read_text(), config.name
+    parts, configs = copied_parts_and_configs(tmp_path, monkeypatch)
+    with (configs / "inference.yaml").open("a") as file:
+        file.write("sw_batch_size: 8\n")  # edited by hand
+    with (parts / "training.yaml").open("a") as file:
+        file.write("new_setting: 1\n")  # a part edited, the configs not regenerated
+
+    assert main(["--check"]) == 1
+    message = capsys.readouterr().err
+    for name in ("pretrain.yaml", "train.yaml", "inference.yaml"):
+        assert str(configs / name) in message, message
+    assert COMMAND in message
+
+    assert main([]) == 0
+    assert main(["--check"]) == 0
+    assert yaml.safe_load((configs / "train.yaml").read_text())["new_setting"] == 1
+    assert yaml.safe_load((configs / "inference.yaml").read_text())["sw_batch_size"] == 4  # the part's value again
+
+
+def test_a_key_set_in_two_parts_of_a_workflow_is_refused_naming_both_files(tmp_path, monkeypatch, capsys):
+    parts, configs = copied_parts_and_configs(tmp_path, monkeypatch)
+    with (parts / "train.yaml").open("a") as file:
+        file.write("device: cpu\n")  # base.yaml sets it: in the concatenated file this one would silently win
+    with pytest.raises(ConfigPartError) as caught:
+        assemble("train.yaml", parts)
+    assert "`device`" in str(caught.value)
+    assert f"{parts / 'base.yaml'} and {parts / 'train.yaml'}" in str(caught.value)
+    assert assemble("inference.yaml", parts)  # a workflow without that part is unaffected
+
+    before = (configs / "inference.yaml").read_text()
+    assert main([]) == 2  # and nothing is written, not even the configs the key does not concern
+    assert "`device`" in capsys.readouterr().err
+    assert (configs / "inference.yaml").read_text() == before
+
+
+def test_a_key_written_twice_in_one_part_is_refused(tmp_path, monkeypatch):
+    parts, _ = copied_parts_and_configs(tmp_path, monkeypatch)
+    with (parts / "inference.yaml").open("a") as file:
+        file.write("roi_size: [96, 96, 96]\n")  # YAML readers would keep the last one without a word
+    with pytest.raises(ConfigPartError, match=re.escape(f"`roi_size` is set twice in {parts / 'inference.yaml'}")):
+        assemble("inference.yaml", parts)
+
+
+@pytest.mark.parametrize("text", ["- a list\n- of items\n", "a string\n", "# only a comment\n"])
+def test_a_part_that_is_not_a_mapping_is_refused_naming_the_file(tmp_path, monkeypatch, text):
+    parts, _ = copied_parts_and_configs(tmp_path, monkeypatch)
+    (parts / "training.yaml").write_text(text)
+    with pytest.raises(ConfigPartError, match="a config part must be a mapping") as caught:
+        assemble("pretrain.yaml", parts)
+    assert str(parts / "training.yaml") in str(caught.value)
+
+
+def test_a_generated_config_is_its_parts_verbatim_under_a_header(tmp_path):
+    """The notice and the workflow's opening comment first, then each part as written, comments included."""
+    import yaml
+
+    parts = tmp_path / "config_parts"
+    parts.mkdir()
+    (parts / "shared.yaml").write_text("# what both share\na: 1  # kept\n")
+    (parts / "own.yaml").write_text("# My workflow.\n#   python -m monai.bundle run ...\n\nb: '@a'\n")
+    text = assemble("mine.yaml", parts, parts=("shared.yaml", "own.yaml"))
+    notice, rest = text.split("#\n# My workflow.\n#   python -m monai.bundle run ...\n\n")
+    assert notice.startswith("# GENERATED from the bundle's config_parts/ (shared.yaml, own.yaml")
+    assert COMMAND in notice and "edit config_parts/" in notice
+    assert rest == "# ==== config_parts/shared.yaml ====\n# what both share\na: 1  # kept\n\n" \
+                   "# ==== config_parts/own.yaml ====\nb: '@a'\n"
+    assert yaml.safe_load(text) == {"a": 1, "b": "@a"}
