@@ -74,7 +74,8 @@ class Structure:
 
 
 def _mirror(structure: Structure, name: str, label: int | None) -> Structure:
-    """The left-right mirror image of a structure (x -> -x for its centre and parts)."""
+    """The left-right mirror image of a structure (x -> -x for its centre and parts; a ``right`` group becomes ``left``
+    and vice versa, so a mirrored organ moves with its own side)."""
 
     def flip(v: Vec) -> Vec:
         return (-v[0], v[1], v[2])
@@ -87,7 +88,8 @@ def _mirror(structure: Structure, name: str, label: int | None) -> Structure:
         )
         for p in structure.parts
     )
-    return replace(structure, name=name, label=label, centre=flip(structure.centre), parts=parts)
+    group = {"right": "left", "left": "right"}.get(structure.group, structure.group)
+    return replace(structure, name=name, label=label, centre=flip(structure.centre), parts=parts, group=group)
 
 
 _LIVER = Structure(
@@ -128,7 +130,7 @@ ORGANS: tuple[Structure, ...] = (
         "spleen",
         1,
         (-90.0, -12.0, 52.0),
-        parts=(Blob((0.0, 0.0, 0.0), (30.0, 56.0, 58.0)), Blob((32.0, 26.0, 0.0), (26.0, 42.0, 52.0), subtract=True)),
+        parts=(Blob((0.0, 0.0, 0.0), (32.4, 60.4, 62.6)), Blob((34.5, 28.1, 0.0), (28.1, 45.3, 56.1), subtract=True)),
         group="left",
         breathes=True,
         volume_cv=0.4,
@@ -159,7 +161,7 @@ ORGANS: tuple[Structure, ...] = (
         "bile",
         4,
         (40.0, 58.0, 4.0),
-        parts=(Tube(((-10.0, -12.0, 24.0), (8.0, 10.0, -24.0)), (9.0, 15.0)),),
+        parts=(Tube(((-11.5, -13.8, 27.7), (9.2, 11.5, -27.7)), (10.4, 17.3)),),
         group="right",
         breathes=True,
         volume_cv=0.4,
@@ -180,7 +182,7 @@ ORGANS: tuple[Structure, ...] = (
                     (-52.0, -10.0, 24.0),
                     (-74.0, -30.0, 38.0),
                 ),
-                (16.0, 12.0, 11.0, 10.0, 8.0),
+                (17.9, 13.5, 12.3, 11.2, 9.0),
             ),
         ),
         group="midline",
