@@ -109,9 +109,15 @@ class BenchmarkData:
         return settings
 
     def config(self) -> dict:
-        """The run configurations' ``data``: the size's phantoms (as v1 wrote them), or the user's folder and grid."""
+        """The run configurations' ``data``: the size's phantoms (as v1 wrote them; a tuned preset adds its
+        ``preset_fingerprint``, so results on phantoms of another tuning do not count), or the user's folder and grid."""
         if self.user_dir is None:
+            from semcl_components.data.phantoms import preset_fingerprint
+
             data = dict(self.size.data)
+            fingerprint = preset_fingerprint(self.phantom_preset)
+            if fingerprint is not None:  # a run on phantoms of another tuning is another run
+                data["preset_fingerprint"] = fingerprint
         else:
             data = {"dataset_dir": str(self.user_dir), "pixdim": self.pixdim}
         if self.size.splits is not None:

@@ -81,6 +81,21 @@ def test_changing_an_arm_makes_its_runs_count_as_not_done(tmp_path):
     assert len(redo) == 35 and all("semcl_coarse" in key for key in redo)
 
 
+def test_retuning_the_realistic_preset_makes_its_runs_count_as_not_done(tmp_path, monkeypatch):
+    """A run on phantoms of another tuning is another run: the preset's fingerprint is in every run's configuration."""
+    from dataclasses import replace
+
+    import semcl_components.data.phantoms as phantoms
+
+    benchmark, planned = plan("difficulty", tmp_path)
+    fingerprint = phantoms.preset_fingerprint("realistic")
+    assert fingerprint and all(run.config["data"]["preset_fingerprint"] == fingerprint for run in planned)
+    monkeypatch.setattr(phantoms, "REALISTIC", replace(phantoms.REALISTIC, noise_sd_hu=(5.0, 10.0)))
+    _, retuned = plan("difficulty", tmp_path)
+    assert {run.key for run in retuned} == {run.key for run in planned}
+    assert not {run.hash for run in retuned} & {run.hash for run in planned}
+
+
 @pytest.mark.parametrize(
     "content, message",
     [

@@ -61,6 +61,7 @@ __all__ = [
     "PhantomSet",
     "PhantomSubject",
     "generate_phantom",
+    "preset_fingerprint",
     "write_phantom_dataset",
     "write_phantom_set",
     "main",
@@ -139,8 +140,9 @@ def _spacing(preset: str, size: Sequence[int], spacing: float | None) -> float |
     return spacing
 
 
-def _preset_fingerprint(preset: str) -> str | None:
-    """A short hash of the realistic preset's parameters, so a dataset made before a tuning change is not reused."""
+def preset_fingerprint(preset: str) -> str | None:
+    """A short hash of the realistic preset's parameters (None for ``simple``, whose arrays a test pins), so a dataset
+    or a benchmark result made before a tuning change is not reused."""
     if preset != "realistic":
         return None
     return hashlib.sha256(repr(REALISTIC).encode()).hexdigest()[:16]
@@ -194,7 +196,7 @@ def _dataset_json(
     }
     if preset == "realistic":
         generator["contrast_times_s"] = {c: info["contrast_time_s"] for c, info in subjects.items()}
-        generator["preset_fingerprint"] = _preset_fingerprint(preset)
+        generator["preset_fingerprint"] = preset_fingerprint(preset)
     return {
         "name": "SemCLAbdomenPhantom",
         "description": f"Synthetic multi-organ abdominal CT phantoms, {preset} preset (semcl_components.data.phantoms)",
@@ -221,7 +223,7 @@ def _same_dataset(
     except (OSError, ValueError, KeyError, TypeError):
         return False
     found = (meta.get("version"), meta.get("preset", "simple"), meta.get("preset_fingerprint"), meta.get("seed"))
-    same = found == (GENERATOR_VERSION, preset, _preset_fingerprint(preset), seed) and (
+    same = found == (GENERATOR_VERSION, preset, preset_fingerprint(preset), seed) and (
         meta.get("size"),
         meta.get("spacing_mm"),
     ) == (list(size), spacing)
