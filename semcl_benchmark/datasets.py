@@ -110,7 +110,8 @@ class BenchmarkData:
 
     def config(self) -> dict:
         """The run configurations' ``data``: the size's phantoms (as v1 wrote them; a tuned preset adds its
-        ``preset_fingerprint``, so results on phantoms of another tuning do not count), or the user's folder and grid."""
+        ``preset_fingerprint``, so results on phantoms of another tuning do not count), or the user's folder and
+        grid."""
         if self.user_dir is None:
             from semcl_components.data.phantoms import preset_fingerprint
 

@@ -223,10 +223,11 @@ def fine_tuning_cost(finetunes, settings: Sequence[str], seeds: Sequence[int],
                      f"({min(plateau)}-{max(plateau)}) | {np.median([r['epochs'] for r in runs]):.0f} |")
     missing = [m for s in common for m in _missing(finetunes, REFERENCE, s, seeds)]
     if not ratios:
-        state = _not_measured(missing) if missing else f"not measured yet (no v1 `{REFERENCE}` run in {', '.join(settings)})"
+        none = f"not measured yet (no v1 `{REFERENCE}` run in {', '.join(settings)})"
+        state = _not_measured(missing) if missing else none
         return Criterion("Cost (fine-tuning)", "-", target, state), table + [""]
-    measured = "; ".join(f"{s}: {r:.2f} x v1 ({mean:.0f} s against {v1[s]:.0f} s per run, {n} runs)"
-                         for s, (r, mean, n) in ratios.items())
+    measured = "; ".join(f"{s}: {r:.2f} x v1 ({mean:.0f} s against {v1[s]:.0f} s per run, "
+                         f"{n} run{'s' * (n != 1)})" for s, (r, mean, n) in ratios.items())
     held = all(r <= COST_RATIO_TARGET for r, _, _ in ratios.values())
     state = _not_measured(missing) if missing else HOLDS if held else FAILS
     return Criterion("Cost (fine-tuning)", measured, target, state), table + [""]
