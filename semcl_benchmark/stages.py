@@ -128,6 +128,7 @@ class Stages:
             overrides = {**overrides, "max_epochs": caps[-1], "resume": "true"}  # from its last epoch's checkpoint
             more = self._bundle(dataclasses.replace(call, overrides=overrides, log=call.log.with_suffix(f".x{len(caps) - 1}.log")))
             cost = {"seconds": round(cost["seconds"] + more["seconds"], 1),
+                    "cpu_seconds": round(cost["cpu_seconds"] + more["cpu_seconds"], 1),
                     "peak_memory_mb": max(cost["peak_memory_mb"], more["peak_memory_mb"])}
             summary = read_json(folder / "eval" / "run_summary.json")
         return cost, summary, {"max_epochs": caps, "capped_while_improving": capped}
@@ -286,8 +287,8 @@ class Stages:
         }
 
     def _bundle(self, call: BundleCall) -> dict:
-        """Run one bundle call with this job's threads (under ``torchrun`` for several processes); its wall time and
-        peak memory."""
+        """Run one bundle call with this job's threads (under ``torchrun`` for several processes); its wall time, CPU
+        time and peak memory."""
         threads = str(self.threads_per_job)
         env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "PYTHONUNBUFFERED": "1"}
         command = bundle_command(CONFIGS, call.configs, call.overrides)
@@ -295,4 +296,5 @@ class Stages:
             launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={call.processes}"]
             command = launcher + command[1:]  # torchrun -m monai.bundle run ...
         result = run_logged(call.name, command, call.log, env=env, prefix=self.prefix)
-        return {"seconds": round(result.seconds, 1), "peak_memory_mb": round(result.peak_memory_mb, 1)}
+        return {"seconds": round(result.seconds, 1), "cpu_seconds": round(result.cpu_seconds, 1),
+                "peak_memory_mb": round(result.peak_memory_mb, 1)}

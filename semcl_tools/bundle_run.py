@@ -29,10 +29,12 @@ class BundleRunError(RuntimeError):
 
 @dataclass(frozen=True)
 class RunResult:
-    """Wall time (s) and peak resident memory (MB) of one finished command."""
+    """Wall time (s), CPU time (s: user + system) and peak resident memory (MB) of one finished command; CPU time
+    well below ``threads x seconds`` means the command waited for a CPU (the machine was shared)."""
 
     seconds: float
     peak_memory_mb: float
+    cpu_seconds: float = 0.0
 
 
 def bundle_command(
@@ -103,4 +105,4 @@ def run_logged(
         )
     print(f"{prefix}   {name} done in {seconds:.0f} s (log: {log_file})", flush=True)
     scale = 1024.0 if sys.platform != "darwin" else 1024.0 * 1024.0  # ru_maxrss: KiB on Linux, bytes on macOS
-    return RunResult(seconds, usage.ru_maxrss / scale)
+    return RunResult(seconds, usage.ru_maxrss / scale, usage.ru_utime + usage.ru_stime)

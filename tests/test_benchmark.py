@@ -70,6 +70,7 @@ def test_quick_benchmark_writes_results_and_a_report_and_resumes(tmp_path):
     assert len(run["test"]["dice"]) == len(run["test"]["cases"]) >= 1
     assert run["test"]["classes"][:3] == ["spleen", "right kidney", "left kidney"]
     assert run["cost"]["train"]["seconds"] > 0 and run["cost"]["train"]["peak_memory_mb"] > 100
+    assert 0 < run["cost"]["train"]["cpu_seconds"]  # the training process's own CPU time (contention shows as less)
     assert run["validation_curve"] and len(run["confusion_matrix"]["counts"]) == 9
     # v2: what the run learned from, what it loaded, how its budget went, its time-to-accuracy data
     other = json.loads((tmp_path / "results" / "finetune__semcl_exact__finetune_1__seed1.json").read_text())

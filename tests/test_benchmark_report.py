@@ -445,7 +445,7 @@ def test_difficulty_criteria_hold():
     assert "below 0.5: none" in rows["Coverage"] and "every organ in every phase" in rows["Coverage"]
     assert "finetune_1: 1.50 x v1 (300 s against 200 s per run, 3 runs)" in rows["Cost"]
     assert all(row.endswith("| **holds** |") for row in rows.values())
-    assert "| finetune_8 | 3 | 300 | - | 200 (200-200) | 200 |" in report  # v1 never ran 8 volumes
+    assert "| finetune_8 | 3 | 300 | - | 200 (200-200) | 200 | - |" in report  # v1 never ran 8 volumes; no CPU time
     assert "| 0.900 | 0.800 |" in report  # per-organ Dice of scratch at 8 volumes
 
 
@@ -472,9 +472,12 @@ def test_difficulty_cost_compares_only_settings_v1_ran():
 
     results = difficulty_results(few=0.6, atlas=0.5, seconds=300.0)
     for run in results["scratch", "finetune_8", False].values():
-        run["cost"] = {"train": {"seconds": 5000.0, "peak_memory_mb": 1.0}}  # the fixture's runs share one dict
+        # the fixture's runs share one dict; these waited half the time for a CPU
+        run["cost"] = {"train": {"seconds": 5000.0, "cpu_seconds": 2500.0, "peak_memory_mb": 1.0}}
     rows = criteria_rows(text(difficulty_criteria(results, DIFFICULTY, reference={"finetune_1": [200.0]})))
     assert "finetune_1: 1.50 x v1" in rows["Cost"] and "finetune_8" not in rows["Cost"]
+    assert "| finetune_8 | 3 | 5000 | - | 200 (200-200) | 200 | 0.50 |" in text(
+        difficulty_criteria(results, DIFFICULTY, reference={"finetune_1": [200.0]}))
     assert rows["Cost"].endswith("| **holds** |")
     rows = criteria_rows(text(difficulty_criteria(results, DIFFICULTY, reference={"finetune_2": [200.0]})))
     assert "no v1 `scratch` run in finetune_1, finetune_4, finetune_8" in rows["Cost"]

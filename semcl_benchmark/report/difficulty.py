@@ -43,6 +43,7 @@ __all__ = [
     "ORGAN_DICE_TARGET",
     "V1_RESULTS",
     "coverage",
+    "cpu_share",
     "difficulty_criteria",
     "fine_tuning_cost",
     "headroom",
@@ -184,6 +185,14 @@ def _train_seconds(runs) -> list[float]:
     return [r["cost"]["train"]["seconds"] for r in runs]
 
 
+def cpu_share(runs) -> str:
+    """CPU seconds over wall seconds of the runs' training (``cost.train``), or ``-`` if a run did not record them."""
+    costs = [r["cost"]["train"] for r in runs]
+    if any("cpu_seconds" not in c for c in costs) or not sum(c["seconds"] for c in costs):
+        return "-"
+    return f"{sum(c['cpu_seconds'] for c in costs) / sum(c['seconds'] for c in costs):.2f}"
+
+
 def reference_seconds(folder: Path = V1_RESULTS) -> dict[str, list[float]]:
     """Fine-tuning seconds of every ``scratch`` run (no probe) among the result files in ``folder``, by setting."""
     results = [json.loads(path.read_text()) for path in sorted(folder.glob(f"finetune__{REFERENCE}__*.json"))]
@@ -206,21 +215,24 @@ def fine_tuning_cost(finetunes, settings: Sequence[str], seeds: Sequence[int],
     v1 = {s: float(np.mean(reference[s])) for s in common}
     table = [f"`{REFERENCE}` fine-tuning per run (one CPU thread; `cost.train.seconds` of the result files; plateau: the "
              "epoch of the best validation Dice); x v1: over v1's `scratch` runs of the same setting"
-             + "".join(f", {s} {v1[s]:.0f} s mean over {len(reference[s])} runs" for s in common) + ":", "",
-             "| setting | runs | seconds (mean) | x v1 | epochs to the plateau (median, range) | epochs run (median) |",
-             "| --- | --- | --- | --- | --- | --- |"]
+             + "".join(f", {s} {v1[s]:.0f} s mean over {len(reference[s])} runs" for s in common)
+             + "; CPU share: the runs' CPU seconds over their wall seconds (about 1 for a one-thread run that had a core "
+             "to itself; lower: the machine was shared and the seconds overstate the cost; - where not recorded):", "",
+             "| setting | runs | seconds (mean) | x v1 | epochs to the plateau (median, range) | epochs run (median) "
+             "| CPU share |", "| --- | --- | --- | --- | --- | --- | --- |"]
     ratios = {}
     for setting in settings:
         runs = list(finetunes.get((REFERENCE, setting, False), {}).values())
         if not runs:
-            table.append(f"| {setting} | 0 | - | - | - | - |")
+            table.append(f"| {setting} | 0 | - | - | - | - | - |")
             continue
         seconds, plateau = _train_seconds(runs), [r["best_metric_epoch"] for r in runs]
         if setting in v1:
             ratios[setting] = (float(np.mean(seconds)) / v1[setting], float(np.mean(seconds)), len(runs))
         ratio = f"{ratios[setting][0]:.2f}" if setting in ratios else "-"
         table.append(f"| {setting} | {len(runs)} | {np.mean(seconds):.0f} | {ratio} | {np.median(plateau):.0f} "
-                     f"({min(plateau)}-{max(plateau)}) | {np.median([r['epochs'] for r in runs]):.0f} |")
+                     f"({min(plateau)}-{max(plateau)}) | {np.median([r['epochs'] for r in runs]):.0f} "
+                     f"| {cpu_share(runs)} |")
     missing = [m for s in common for m in _missing(finetunes, REFERENCE, s, seeds)]
     if not ratios:
         none = f"not measured yet (no v1 `{REFERENCE}` run in {', '.join(settings)})"
