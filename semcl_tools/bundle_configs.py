@@ -161,14 +161,15 @@ def assemble_all(parts_dir: Path = PARTS) -> dict[str, str]:
     return {workflow: assemble(workflow, parts_dir) for workflow in WORKFLOW_PARTS}
 
 
+def _stale(texts: dict[str, str], configs_dir: Path) -> list[Path]:
+    """The configs in ``configs_dir`` that are missing or differ from ``texts`` (by file name)."""
+    paths = [Path(configs_dir) / workflow for workflow in texts]
+    return [p for p in paths if not p.is_file() or p.read_text(encoding="utf-8") != texts[p.name]]
+
+
 def stale_configs(parts_dir: Path = PARTS, configs_dir: Path = CONFIGS) -> list[Path]:
     """The configs in ``configs_dir`` that are missing or differ from what their parts assemble to."""
-    stale = []
-    for workflow, text in assemble_all(parts_dir).items():
-        path = Path(configs_dir) / workflow
-        if not path.is_file() or path.read_text(encoding="utf-8") != text:
-            stale.append(path)
-    return stale
+    return _stale(assemble_all(parts_dir), configs_dir)
 
 
 def write_configs(parts_dir: Path = PARTS, configs_dir: Path = CONFIGS) -> list[Path]:
@@ -178,7 +179,7 @@ def write_configs(parts_dir: Path = PARTS, configs_dir: Path = CONFIGS) -> list[
 
     texts = assemble_all(parts_dir)  # every part is checked before any file is written
     written = []
-    for path in stale_configs(parts_dir, configs_dir):
+    for path in _stale(texts, configs_dir):
         with atomic_write(path) as tmp:
             tmp.write_text(texts[path.name], encoding="utf-8")
         written.append(path)

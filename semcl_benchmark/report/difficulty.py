@@ -198,7 +198,7 @@ def reference_seconds(folder: Path = V1_RESULTS) -> dict[str, list[float]]:
     results = [json.loads(path.read_text()) for path in sorted(folder.glob(f"finetune__{REFERENCE}__*.json"))]
     by_setting: dict[str, list[float]] = {}
     for result in (r for r in results if not r["config"]["probe"]):
-        by_setting.setdefault(result["config"]["setting"], []).extend(_train_seconds([result]))
+        by_setting.setdefault(result["config"]["setting"], []).append(result["cost"]["train"]["seconds"])
     return by_setting
 
 
