@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import nibabel as nib
@@ -217,6 +218,7 @@ def test_simple_preset_output_is_pinned(tmp_path):
 # --- the realistic preset -------------------------------------------------------------------------------------------
 
 from semcl_components.data.enhancement import PHASE_BUCKETS, EnhancementCurve, phase_bucket  # noqa: E402
+from semcl_components.data.realistic_phantom import generate_realistic_phantom  # noqa: E402
 from semcl_components.data.realistic_preset import REALISTIC  # noqa: E402
 
 REALISTIC_SIZE = (48, 48, 36)
@@ -288,6 +290,35 @@ def test_realistic_organ_positions_vary_by_centimetres(realistic_cohort):
         centroids = np.array([np.argwhere(s.label == k).mean(0) * spacing for s in realistic_cohort])
         spread = float(np.linalg.norm(centroids.std(0)))
         assert 8.0 < spread < 60.0, f"{LABEL_NAMES[k]}: centroid sd {spread:.1f} mm"
+
+
+def test_realistic_gallbladder_lies_in_the_liver_fossa(realistic_cohort):
+    from scipy import ndimage
+
+    # the voxels just outside the gallbladder: in its fossa the liver covers a good part of it (round 2's template,
+    # 26 mm below the liver's inferior surface, touched the liver on 6% of them and lay in fat beside the bowel)
+    shares = []
+    for subject in realistic_cohort:
+        gallbladder = subject.label == 4
+        shell = ndimage.binary_dilation(gallbladder) & ~gallbladder
+        shares.append(float((subject.label[shell] == 5).mean()))
+    assert np.mean(shares) > 0.25, np.round(shares, 2)
+    assert min(shares) > 0.05, np.round(shares, 2)
+
+
+@pytest.mark.parametrize("size", [(32, 32, 24), (64, 64, 48)])
+def test_realistic_noise_is_averaged_down_on_a_coarser_grid(size, monkeypatch):
+    # the scanner's noise sd is set for a reconstruction of the reference voxel size; a voxel of volume V averages it
+    # to sd x sqrt(V_reference / V). The same seed without noise isolates it (the draws are the same).
+    def image(noise_hu: float) -> np.ndarray:
+        preset = replace(REALISTIC, noise_sd_hu=(noise_hu, noise_hu))
+        return generate_realistic_phantom(size, seed=(2, 0), preset=preset).image.astype(np.float32)
+
+    noise = image(20.0) - image(0.0)
+    voxel_mm3 = np.prod(np.array(REALISTIC.fov_mm) / np.array(size))
+    expected = 20.0 * np.sqrt(np.prod(REALISTIC.noise_reference_voxel_mm) / voxel_mm3)
+    inside = np.abs(image(0.0)) < 500  # away from the clipped air and bone
+    assert float(noise[inside].std()) == pytest.approx(expected, rel=0.15)
 
 
 def test_realistic_distractors_are_drawn_but_labelled_background(realistic_cohort):

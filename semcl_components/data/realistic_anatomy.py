@@ -156,11 +156,13 @@ ORGANS: tuple[Structure, ...] = (
         rotation_sd_deg=8.0,
         lobulation_mm=4.0,
     ),
+    # in the gallbladder fossa: its body lies against the liver's visceral surface (painted after the liver, so it
+    # carves its fossa), its fundus projects below the liver's inferior edge
     Structure(
         "gallbladder",
         "bile",
         4,
-        (40.0, 58.0, 4.0),
+        (40.0, 58.0, 34.0),
         parts=(Tube(((-11.5, -13.8, 27.7), (9.2, 11.5, -27.7)), (10.4, 17.3)),),
         group="right",
         breathes=True,

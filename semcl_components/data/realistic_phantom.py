@@ -309,7 +309,8 @@ def generate_realistic_phantom(
     # the scanner: point spread, then quantum noise correlated over about a voxel
     image = ndimage.gaussian_filter(painter.image, sigma=preset.blur_voxels, mode="nearest")
     noise = ndimage.gaussian_filter(rng.standard_normal(size, dtype=np.float32), sigma=preset.noise_correlation_voxels)
-    image += noise * np.float32(subject.noise_sd / max(float(noise.std()), 1e-6))
+    averaging = np.sqrt(np.prod(preset.noise_reference_voxel_mm) / np.prod(spacing))
+    image += noise * np.float32(subject.noise_sd * averaging / max(float(noise.std()), 1e-6))
     image = np.clip(np.rint(image), HU_MIN, HU_MAX).astype(np.int16)
     present = [LABEL_NAMES[int(k)] for k in np.unique(painter.label) if k > 0]
     return PhantomSubject(

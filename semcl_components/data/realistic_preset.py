@@ -128,8 +128,11 @@ class RealisticPreset:
     bowel_wall_mm: float = 3.0
     bowel_gas_probability: float = 0.35
     small_bowel_loop_width: float = 0.22
-    # the scanner: quantum noise sd (uniform range), its correlation length, and the point spread (voxels)
+    # the scanner: quantum noise sd (uniform range) in a reconstruction of the reference voxel size, which a coarser
+    # grid averages down (sd x sqrt(reference voxel volume / voxel volume)), its correlation length, and the point
+    # spread (voxels)
     noise_sd_hu: tuple[float, float] = (10.0, 30.0)
+    noise_reference_voxel_mm: Vec = (0.78, 0.78, 5.0)
     noise_correlation_voxels: float = 0.8
     blur_voxels: float = 0.5
     tissues: Mapping[str, Tissue] = field(default_factory=lambda: dict(TISSUES))
