@@ -100,7 +100,7 @@ class Stages:
         if arm.workflow == "train.yaml":  # supervised: to its own validation plateau
             cost, summary, budget = self._train_to_plateau(run, call, folder)
         else:
-            cost, budget = self._bundle(call), None
+            cost, budget = self.run_bundle(call), None
             summary = read_json(folder / "eval" / "run_summary.json")
         result = {"stage": "pretrain", "cost": cost, "summary": {k: v for k, v in summary.items() if k != "history"},
                   "history": summary.get("history", [])}
@@ -113,7 +113,7 @@ class Stages:
     def _train_to_plateau(self, run: Run, call: BundleCall, folder: Path) -> tuple[dict, dict, dict | None]:
         """Run a ``train.yaml`` call; while it ends capped and still improving, continue it with a doubled cap (as
         often as the run's ``budget_extensions``). Its summed cost, its run summary and its budget record."""
-        cost = self._bundle(call)
+        cost = self.run_bundle(call)
         summary = read_json(folder / "eval" / "run_summary.json")
         extensions = run.config.get("budget_extensions", 0)
         if not extensions:
@@ -126,7 +126,7 @@ class Stages:
                 break
             caps.append(2 * caps[-1])
             overrides = {**overrides, "max_epochs": caps[-1], "resume": "true"}  # from its last epoch's checkpoint
-            more = self._bundle(dataclasses.replace(call, overrides=overrides, log=call.log.with_suffix(f".x{len(caps) - 1}.log")))
+            more = self.run_bundle(dataclasses.replace(call, overrides=overrides, log=call.log.with_suffix(f".x{len(caps) - 1}.log")))
             cost = {"seconds": round(cost["seconds"] + more["seconds"], 1),
                     "cpu_seconds": round(cost["cpu_seconds"] + more["cpu_seconds"], 1),
                     "peak_memory_mb": max(cost["peak_memory_mb"], more["peak_memory_mb"])}
@@ -139,7 +139,7 @@ class Stages:
         shutil.rmtree(folder, ignore_errors=True)
         train, test = self.planner.bundle_calls(run)
         train_cost, summary, budget = self._train_to_plateau(run, train, folder)
-        eval_cost = self._bundle(test)
+        eval_cost = self.run_bundle(test)
         per_class = read_json(folder / "test" / "evaluation_summary.json").get("per_class", {})
         test = read_case_dice(folder / "test" / "val_mean_dice_raw.csv")
         organs = list(per_class.get("val_mean_dice", {}))
@@ -286,7 +286,7 @@ class Stages:
             "cost": {"seconds": round(time.perf_counter() - start, 1)},
         }
 
-    def _bundle(self, call: BundleCall) -> dict:
+    def run_bundle(self, call: BundleCall) -> dict:
         """Run one bundle call with this job's threads (under ``torchrun`` for several processes); its wall time, CPU
         time and peak memory."""
         threads = str(self.threads_per_job)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from types import SimpleNamespace
@@ -443,9 +444,9 @@ def test_difficulty_criteria_hold():
     assert "+0.250 mean over 3 seeds (seed 0 +0.250, seed 1 +0.250, seed 2 +0.250)" in rows["Headroom"]
     assert "best `atlas_body_box`" in rows["Learning"] and "+0.200 (`scratch` 0.700" in rows["Learning"]
     assert "below 0.5: none" in rows["Coverage"] and "every organ in every phase" in rows["Coverage"]
-    assert "finetune_1: 1.50 x v1 (300 s against 200 s per run, 3 runs)" in rows["Cost"]
+    assert "finetune_1: 1.50 x v1 (recorded seconds: 300 s against 200 s per run, 3 runs)" in rows["Cost"]
     assert all(row.endswith("| **holds** |") for row in rows.values())
-    assert "| finetune_8 | 3 | 300 | - | 200 (200-200) | 200 | - |" in report  # v1 never ran 8 volumes; no CPU time
+    assert "| finetune_8 | 3 | 300 | - | - | 200 (200-200) | 200 | - |" in report  # v1 never ran 8 volumes; no CPU time
     assert "| 0.900 | 0.800 |" in report  # per-organ Dice of scratch at 8 volumes
 
 
@@ -476,7 +477,7 @@ def test_difficulty_cost_compares_only_settings_v1_ran():
         run["cost"] = {"train": {"seconds": 5000.0, "cpu_seconds": 2500.0, "peak_memory_mb": 1.0}}
     rows = criteria_rows(text(difficulty_criteria(results, DIFFICULTY, reference={"finetune_1": [200.0]})))
     assert "finetune_1: 1.50 x v1" in rows["Cost"] and "finetune_8" not in rows["Cost"]
-    assert "| finetune_8 | 3 | 5000 | - | 200 (200-200) | 200 | 0.50 |" in text(
+    assert "| finetune_8 | 3 | 5000 | - | - | 200 (200-200) | 200 | 0.50 |" in text(
         difficulty_criteria(results, DIFFICULTY, reference={"finetune_1": [200.0]}))
     assert rows["Cost"].endswith("| **holds** |")
     rows = criteria_rows(text(difficulty_criteria(results, DIFFICULTY, reference={"finetune_2": [200.0]})))
@@ -484,6 +485,38 @@ def test_difficulty_cost_compares_only_settings_v1_ran():
     # v1's committed scratch runs, by setting (8 seeds each; the probes left out)
     v1 = reference_seconds()
     assert sorted(v1) == ["finetune_1", "finetune_2"] and [len(v) for v in v1.values()] == [8, 8]
+
+
+def test_difficulty_cost_uses_the_paired_epoch_cost_and_the_epochs_per_run(tmp_path):
+    """Seconds recorded on different days and machines do not compare: where a paired measurement of an epoch's cost
+    exists, the criterion is that ratio times the ratio of the epochs a run lasted."""
+    from semcl_benchmark.report.difficulty import difficulty_criteria, read_cost_ratio
+
+    results = difficulty_results(few=0.6, atlas=0.5, seconds=300.0)  # 200 epochs per run; 1.50 x v1 by seconds
+    paired = {"reference": "v1", "setting": "finetune_1", "ratio_median": 1.5, "rounds": [{}, {}, {}],
+              "finished": "2026-11-30 20:00:00"}
+    report = text(difficulty_criteria(results, DIFFICULTY, reference={"finetune_1": [200.0]}, paired=paired,
+                                      epochs={"finetune_1": [100, 100]}))
+    row = criteria_rows(report)["Cost"]
+    # 1.5 x (200 / 100) epochs = 3.0: fails, although the recorded seconds alone (1.50) would hold
+    assert "finetune_1: 3.00 x v1 (an epoch 1.50 x v1's (median of 3 rounds" in row
+    assert "2.00 x v1's epochs per run (200 against 100); recorded seconds 1.50 x v1" in row
+    assert row.endswith("| **fails** |")
+    assert "| finetune_1 | 3 | 300 | 1.50 | 3.00 |" in report
+    row = criteria_rows(text(difficulty_criteria(results, DIFFICULTY, reference={"finetune_1": [200.0]}, paired=paired,
+                                                 epochs={"finetune_1": [400]})))["Cost"]
+    assert "finetune_1: 0.75 x v1" in row and row.endswith("| **holds** |")
+    # a measurement of another setting leaves the recorded seconds in charge
+    other = {**paired, "setting": "finetune_2"}
+    row = criteria_rows(text(difficulty_criteria(results, DIFFICULTY, reference={"finetune_1": [200.0]}, paired=other,
+                                                 epochs={"finetune_1": [100]})))["Cost"]
+    assert "finetune_1: 1.50 x v1 (recorded seconds" in row
+    # the file in a results folder: read when it was measured against v1
+    assert read_cost_ratio(tmp_path) is None
+    (tmp_path / "cost_ratio.json").write_text(json.dumps(paired))
+    assert read_cost_ratio(tmp_path) == paired
+    (tmp_path / "cost_ratio.json").write_text(json.dumps({**paired, "reference": "quick"}))
+    assert read_cost_ratio(tmp_path) is None
 
 
 def test_difficulty_criteria_wait_for_missing_runs():

@@ -29,7 +29,7 @@ from . import endpoints, tables
 from .baselines import baselines_at_their_best
 from .comparison import compare, is_method, mean_dice
 from .diagnosis import diagnosis, diagnosis_v2
-from .difficulty import difficulty_criteria
+from .difficulty import difficulty_criteria, read_cost_ratio
 from .plots import plots_section
 from .provenance import file_provenance
 from .records import is_v2
@@ -113,7 +113,7 @@ def report_v2(size: Size, planned: Sequence[Run], results: dict, plots: Path, re
     primary = endpoints.run_family(finetunes, endpoints.primary_family())
     lines: list[str] = [f"# Benchmark results: {size.name} size (protocol v2, `docs/PROTOCOL.md`)", ""]
     if size.difficulty_criteria:
-        lines += difficulty_criteria(finetunes, size)
+        lines += difficulty_criteria(finetunes, size, paired=read_cost_ratio(plots.parent))
     if any(is_method(a) for a in size.arms):
         lines += primary_verdict(primary)
     lines += ["", f"Runs finished: {len(results)} of {len(planned)} planned ({size.notes}).", ""]

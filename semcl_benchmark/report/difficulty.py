@@ -12,10 +12,14 @@ learning needed  ``scratch`` minus the best atlas (highest mean test Dice) at :d
 coverage         every organ's test Dice of ``scratch`` at :data:`MANY` (mean over seeds and cases) >=
                  :data:`ORGAN_DICE_TARGET`, and every organ present (a test Dice recorded, not ``null``) in some test
                  case of every phase bucket of the test set
-cost             ``scratch``'s fine-tuning seconds per run (``cost.train.seconds``) over v1's ``scratch`` runs'
-                 (:data:`V1_RESULTS`) of the same labelled setting: at most :data:`COST_RATIO_TARGET` times in every
-                 setting both have (v1 ran 1 and 2 volumes); with every setting's seconds and epochs to the plateau
-                 (the epoch of the best validation Dice)
+cost             ``scratch``'s fine-tuning cost per run over v1's ``scratch`` runs' (:data:`V1_RESULTS`) of the same
+                 labelled setting: at most :data:`COST_RATIO_TARGET` times in every setting both have (v1 ran 1 and 2
+                 volumes). Where the size's results folder holds a paired measurement (``cost_ratio.json``,
+                 :mod:`semcl_benchmark.cost_ratio`: an epoch's seconds against v1's, the two timed in turn on one
+                 machine) of that setting, the ratio is that measurement times the ratio of the mean epochs a run
+                 lasted (from the result files, which no machine changes); else it is the ratio of the recorded
+                 seconds (``cost.train.seconds``), which compares runs made on different days and machines. With every
+                 setting's seconds and epochs to the plateau (the epoch of the best validation Dice)
 
 A criterion holds or fails only when every run it needs (each of the size's seeds) has finished; until then it is "not
 measured yet", with the runs missing named and the value so far shown.
@@ -30,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..cost_ratio import COST_RATIO_FILE
 from ..results import results_folder
 from .comparison import dice_grid, mean_dice
 from .endpoints import REFERENCE, is_atlas
@@ -48,6 +53,9 @@ __all__ = [
     "fine_tuning_cost",
     "headroom",
     "learning_needed",
+    "read_cost_ratio",
+    "reference_epochs",
+    "reference_seconds",
 ]
 
 FEW, MIDDLE, MANY = "finetune_1", "finetune_4", "finetune_8"
@@ -193,44 +201,95 @@ def cpu_share(runs) -> str:
     return f"{sum(c['cpu_seconds'] for c in costs) / sum(c['seconds'] for c in costs):.2f}"
 
 
+def _reference_runs(folder: Path) -> list[dict]:
+    """Every ``scratch`` fine-tuning result (no probe) among the result files in ``folder``."""
+    results = [json.loads(path.read_text()) for path in sorted(folder.glob(f"finetune__{REFERENCE}__*.json"))]
+    return [r for r in results if not r["config"]["probe"]]
+
+
 def reference_seconds(folder: Path = V1_RESULTS) -> dict[str, list[float]]:
     """Fine-tuning seconds of every ``scratch`` run (no probe) among the result files in ``folder``, by setting."""
-    results = [json.loads(path.read_text()) for path in sorted(folder.glob(f"finetune__{REFERENCE}__*.json"))]
     by_setting: dict[str, list[float]] = {}
-    for result in (r for r in results if not r["config"]["probe"]):
+    for result in _reference_runs(folder):
         by_setting.setdefault(result["config"]["setting"], []).append(result["cost"]["train"]["seconds"])
     return by_setting
 
 
+def reference_epochs(folder: Path = V1_RESULTS) -> dict[str, list[int]]:
+    """Epochs run by every ``scratch`` fine-tuning run (no probe) among the result files in ``folder``, by setting."""
+    by_setting: dict[str, list[int]] = {}
+    for result in _reference_runs(folder):
+        by_setting.setdefault(result["config"]["setting"], []).append(result["epochs"])
+    return by_setting
+
+
+def read_cost_ratio(folder: Path) -> dict | None:
+    """The paired measurement of a size's epoch cost against v1's in its results folder (``cost_ratio.json``), if any
+    was made against v1."""
+    path = folder / COST_RATIO_FILE
+    if not path.is_file():
+        return None
+    paired = json.loads(path.read_text())
+    return paired if paired.get("reference") == "v1" else None
+
+
+def _paired_estimate(paired: Mapping | None, setting: str, runs, epochs: Sequence[int]) -> tuple[float, str] | None:
+    """The run cost's ratio to v1's from the paired epoch cost and the epochs runs lasted, and its description."""
+    if not paired or paired.get("setting") != setting or not epochs:
+        return None
+    mean_epochs, v1_epochs = float(np.mean([r["epochs"] for r in runs])), float(np.mean(epochs))
+    estimate = paired["ratio_median"] * mean_epochs / v1_epochs
+    rounds = len(paired["rounds"])
+    return estimate, (f"an epoch {paired['ratio_median']:.2f} x v1's (median of {rounds} rounds timed in turn, "
+                      f"`{COST_RATIO_FILE}`, {paired['finished'][:10]}), {mean_epochs / v1_epochs:.2f} x v1's epochs "
+                      f"per run ({mean_epochs:.0f} against {v1_epochs:.0f})")
+
+
 def fine_tuning_cost(finetunes, settings: Sequence[str], seeds: Sequence[int],
-                     reference: Mapping[str, Sequence[float]]) -> tuple[Criterion, list[str]]:
-    """``scratch``'s fine-tuning seconds per run against ``reference`` (v1's, by setting), and epochs to the plateau
-    per setting; the criterion and its table.
+                     reference: Mapping[str, Sequence[float]], paired: Mapping | None = None,
+                     epochs: Mapping[str, Sequence[int]] | None = None) -> tuple[Criterion, list[str]]:
+    """``scratch``'s fine-tuning cost per run against v1's, and epochs to the plateau per setting; the criterion and
+    its table.
 
     A run is compared with v1's runs of the same labelled setting (the same number of volumes per epoch), so the
     criterion uses the settings that both have; the others are shown for their cost alone.
+
+    Args:
+        reference: v1's ``scratch`` fine-tuning seconds per run, by setting.
+        paired: the paired measurement of an epoch's cost against v1's (:func:`read_cost_ratio`), if any.
+        epochs: v1's ``scratch`` runs' epochs, by setting (:func:`reference_epochs`; with ``paired``).
     """
-    target = f"mean seconds per `{REFERENCE}` run <= {COST_RATIO_TARGET:g} x v1's, in every setting v1 also ran"
+    target = (f"`{REFERENCE}` cost per run <= {COST_RATIO_TARGET:g} x v1's, in every setting v1 also ran (paired "
+              "epoch cost x epochs per run where measured, else recorded seconds)")
     common = [s for s in settings if reference.get(s)]
     v1 = {s: float(np.mean(reference[s])) for s in common}
     table = [f"`{REFERENCE}` fine-tuning per run (one CPU thread; `cost.train.seconds` of the result files; plateau: the "
              "epoch of the best validation Dice); x v1: over v1's `scratch` runs of the same setting"
              + "".join(f", {s} {v1[s]:.0f} s mean over {len(reference[s])} runs" for s in common)
-             + "; CPU share: the runs' CPU seconds over their wall seconds (about 1 for a one-thread run that had a core "
-             "to itself; lower: the machine was shared and the seconds overstate the cost; - where not recorded):", "",
-             "| setting | runs | seconds (mean) | x v1 | epochs to the plateau (median, range) | epochs run (median) "
-             "| CPU share |", "| --- | --- | --- | --- | --- | --- | --- |"]
-    ratios = {}
+             + "; x v1, paired: an epoch's cost against v1's measured with the two timed in turn on one machine, times "
+             "the ratio of the epochs per run (where measured); CPU share: the runs' CPU seconds over their wall seconds "
+             "(about 1 for a one-thread run that had a core to itself; lower: the machine was shared and the seconds "
+             "overstate the cost; - where not recorded):", "",
+             "| setting | runs | seconds (mean) | x v1 | x v1, paired | epochs to the plateau (median, range) "
+             "| epochs run (median) | CPU share |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    ratios: dict[str, tuple[float, str]] = {}
     for setting in settings:
         runs = list(finetunes.get((REFERENCE, setting, False), {}).values())
         if not runs:
-            table.append(f"| {setting} | 0 | - | - | - | - | - |")
+            table.append(f"| {setting} | 0 | - | - | - | - | - | - |")
             continue
-        seconds, plateau = _train_seconds(runs), [r["best_metric_epoch"] for r in runs]
+        seconds, plateau = float(np.mean(_train_seconds(runs))), [r["best_metric_epoch"] for r in runs]
+        by_seconds, estimate = "-", None
         if setting in v1:
-            ratios[setting] = (float(np.mean(seconds)) / v1[setting], float(np.mean(seconds)), len(runs))
-        ratio = f"{ratios[setting][0]:.2f}" if setting in ratios else "-"
-        table.append(f"| {setting} | {len(runs)} | {np.mean(seconds):.0f} | {ratio} | {np.median(plateau):.0f} "
+            n = len(runs)
+            recorded = f"{seconds:.0f} s against {v1[setting]:.0f} s per run, {n} run{'s' * (n != 1)}"
+            by_seconds = f"{seconds / v1[setting]:.2f}"
+            estimate = _paired_estimate(paired, setting, runs, (epochs or {}).get(setting, []))
+            ratios[setting] = ((estimate[0], f"{estimate[0]:.2f} x v1 ({estimate[1]}; recorded seconds {by_seconds} x "
+                                f"v1: {recorded})") if estimate else
+                               (seconds / v1[setting], f"{by_seconds} x v1 (recorded seconds: {recorded})"))
+        table.append(f"| {setting} | {len(runs)} | {seconds:.0f} | {by_seconds} | "
+                     f"{f'{estimate[0]:.2f}' if estimate else '-'} | {np.median(plateau):.0f} "
                      f"({min(plateau)}-{max(plateau)}) | {np.median([r['epochs'] for r in runs]):.0f} "
                      f"| {cpu_share(runs)} |")
     missing = [m for s in common for m in _missing(finetunes, REFERENCE, s, seeds)]
@@ -238,26 +297,29 @@ def fine_tuning_cost(finetunes, settings: Sequence[str], seeds: Sequence[int],
         none = f"not measured yet (no v1 `{REFERENCE}` run in {', '.join(settings)})"
         state = _not_measured(missing) if missing else none
         return Criterion("Cost (fine-tuning)", "-", target, state), table + [""]
-    measured = "; ".join(f"{s}: {r:.2f} x v1 ({mean:.0f} s against {v1[s]:.0f} s per run, "
-                         f"{n} run{'s' * (n != 1)})" for s, (r, mean, n) in ratios.items())
-    held = all(r <= COST_RATIO_TARGET for r, _, _ in ratios.values())
+    measured = "; ".join(f"{s}: {description}" for s, (_, description) in ratios.items())
+    held = all(r <= COST_RATIO_TARGET for r, _ in ratios.values())
     state = _not_measured(missing) if missing else HOLDS if held else FAILS
     return Criterion("Cost (fine-tuning)", measured, target, state), table + [""]
 
 
-def difficulty_criteria(finetunes, size, reference: Mapping[str, Sequence[float]] | None = None) -> list[str]:
+def difficulty_criteria(finetunes, size, reference: Mapping[str, Sequence[float]] | None = None,
+                        paired: Mapping | None = None, epochs: Mapping[str, Sequence[int]] | None = None) -> list[str]:
     """The report's section: the four criteria (measured, target, state), the per-organ Dice and the cost table.
 
     Args:
         finetunes: ``finetunes[arm, setting, probe][seed]`` (:func:`semcl_benchmark.results.by_stage`).
         size: the size (its seeds, settings and atlas arms are the runs each criterion needs).
         reference: v1's ``scratch`` fine-tuning seconds per run by setting (default: :func:`reference_seconds`).
+        paired: the size's paired measurement of an epoch's cost against v1's (:func:`read_cost_ratio`), if any.
+        epochs: v1's ``scratch`` runs' epochs by setting (default: :func:`reference_epochs`).
     """
     seeds = list(size.seeds)
     atlases = [a for a in size.arms if is_atlas(a)]
     reference = reference_seconds() if reference is None else reference
     cover, organs = coverage(finetunes, seeds)
-    cost, costs = fine_tuning_cost(finetunes, list(size.settings), seeds, reference)
+    epochs = reference_epochs() if epochs is None else epochs
+    cost, costs = fine_tuning_cost(finetunes, list(size.settings), seeds, reference, paired, epochs)
     criteria = [headroom(finetunes, seeds), learning_needed(finetunes, atlases, seeds), cover, cost]
     held = sum(c.state == HOLDS for c in criteria)
     failed = sum(c.state == FAILS for c in criteria)
