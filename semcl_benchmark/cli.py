@@ -22,8 +22,8 @@ test set (``semcl_benchmark/splits.py``): the training run is the unit of every 
 a small JSON (its configuration and a hash of it, seed, per-case per-organ Dice, validation curve, wall time, peak
 memory, the commit it ran from) into the results folder (``docs/results/benchmark/<size>/``, committed); a run whose
 JSON exists with the same configuration hash is skipped, so the benchmark can be stopped and completed later, even on
-another machine. A run refuses to start from a working tree with uncommitted changes unless ``--allow-dirty`` (which
-every result file records). The report (``docs/RESULTS.md`` for the default size, ``docs/RESULTS_v1.md`` for v1) is
+another machine. A run refuses to start from a working tree with uncommitted changes (its own result files and
+reports aside) unless ``--allow-dirty`` (which every result file records). The report (``docs/RESULTS.md`` for the default size, ``docs/RESULTS_v1.md`` for v1) is
 regenerated from these files alone, with whatever is finished.
 
 Usage:

@@ -138,16 +138,22 @@ CODE_FOLDERS = ("semcl_components", "semcl_benchmark", "semcl_tools", "bundles",
 """Folders whose untracked files count as uncommitted code (a new module a run would import)."""
 
 
+OUTPUT_PATHS = ("docs/results", "docs/RESULTS*.md")
+"""What the benchmark itself writes into the repository (result files, reports): changes there are not code, so a run
+resumed before they are committed is not refused."""
+_NOT_OUTPUTS = [".", *(f":(exclude,glob){path}" if "*" in path else f":(exclude){path}" for path in OUTPUT_PATHS)]
+
+
 class DirtyTreeError(ValueError):
     """The benchmark would run from a working tree with uncommitted changes."""
 
 
 def working_tree_changes(root: Path = ROOT) -> list[str] | None:
-    """``git status`` lines of uncommitted changes to tracked files and of untracked files under :data:`CODE_FOLDERS`;
-    ``None`` outside a git checkout (nothing to compare with)."""
+    """``git status`` lines of uncommitted changes to tracked files (outside :data:`OUTPUT_PATHS`) and of untracked
+    files under :data:`CODE_FOLDERS`; ``None`` outside a git checkout (nothing to compare with)."""
     try:
-        tracked = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                                 capture_output=True, text=True, check=True).stdout.splitlines()
+        tracked = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", *_NOT_OUTPUTS],
+                                 cwd=root, capture_output=True, text=True, check=True).stdout.splitlines()
         untracked = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all", "--", *CODE_FOLDERS],
                                    cwd=root, capture_output=True, text=True, check=True).stdout.splitlines()
     except (OSError, subprocess.CalledProcessError):
@@ -172,11 +178,12 @@ def check_clean_tree(allow_dirty: bool, root: Path = ROOT) -> None:
 
 
 def code_version() -> str:
-    """The repository's commit, with ``+changes`` when tracked files differ from it ('unknown' outside git)."""
+    """The repository's commit, with ``+changes`` when tracked files other than the benchmark's outputs
+    (:data:`OUTPUT_PATHS`) differ from it ('unknown' outside git)."""
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
                                 check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", *_NOT_OUTPUTS], cwd=ROOT,
                                capture_output=True, text=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"

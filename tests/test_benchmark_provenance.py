@@ -49,6 +49,21 @@ def test_an_untracked_module_counts_but_an_untracked_file_elsewhere_does_not(rep
     assert working_tree_changes(repository) == ["?? semcl_benchmark/new.py"]
 
 
+def test_the_benchmarks_own_outputs_do_not_count(repository):
+    # result files and reports committed earlier, then rewritten by a run: a resumed benchmark is not refused
+    for path in ("docs/results/benchmark/v2/finetune__scratch.json", "docs/RESULTS.md", "docs/RESULTS_v1.md"):
+        (repository / path).parent.mkdir(parents=True, exist_ok=True)
+        (repository / path).write_text("{}\n")
+    (repository / "docs" / "PROTOCOL.md").write_text("fixed\n")
+    git(repository, "add", "-A")
+    git(repository, "commit", "-qm", "results")
+    for path in ("docs/results/benchmark/v2/finetune__scratch.json", "docs/RESULTS.md", "docs/RESULTS_v1.md"):
+        (repository / path).write_text('{"finished": true}\n')
+    assert working_tree_changes(repository) == []
+    (repository / "docs" / "PROTOCOL.md").write_text("changed\n")  # the protocol is not an output
+    assert working_tree_changes(repository) == [" M docs/PROTOCOL.md"]
+
+
 def test_outside_git_there_is_nothing_to_refuse(tmp_path):
     assert working_tree_changes(tmp_path / "nowhere") is None
     check_clean_tree(allow_dirty=False, root=tmp_path / "nowhere")
