@@ -11,7 +11,7 @@ the same bundle call as the benchmark's, with early stopping off) for ``--epochs
 epoch from its run summary between the end of the first validation and the end of the last (``wall_time_s`` per
 epoch), so start-up is left out and validation counts as often as in a run. The result,
 ``<size results folder>/cost_ratio.json``, holds every round's seconds per epoch of both and their ratio, the median
-ratio, the machine and the commit.
+ratio, the machine, its load average (1, 5 and 15 minutes) at the start and the end, and the commit.
 
 Usage:
     python scripts/benchmark_cost_ratio.py [--size difficulty] [--reference v1] [--setting finetune_1] [--seed 0]
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import shutil
 import statistics
 import sys
@@ -89,7 +90,7 @@ def measure(protocol: Protocol, size: str, reference: str, setting: str, seed: i
             raise ValueError(f"--epochs {epochs}: size {name} validates every {interval} epochs, so at least "
                              f"{2 * interval} are needed to time the epochs between two validations.")
         calls[name] = (benchmark, call, interval, last)
-    timed = []
+    timed, load_start = [], [round(v, 2) for v in os.getloadavg()]
     for number in range(1, rounds + 1):
         row = {"round": number}
         for name, (benchmark, call, interval, last) in calls.items():
@@ -105,6 +106,7 @@ def measure(protocol: Protocol, size: str, reference: str, setting: str, seed: i
     return {"size": size, "reference": reference, "arm": REFERENCE_ARM, "setting": setting, "seed": seed,
             "epochs": epochs, "timed_epochs": {name: [calls[name][2], calls[name][3]] for name in calls}, "rounds": timed,
             "ratio_median": round(statistics.median(r["ratio"] for r in timed), 4), "machine": machine(),
+            "load_average": {"start": load_start, "end": [round(v, 2) for v in os.getloadavg()]},
             "code": code_version(), "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
 
 

@@ -182,3 +182,40 @@ def test_gpu_runs_under_torchrun_take_each_workflows_multi_process_overlay(tmp_p
     single = Benchmark(PROTOCOL.sizes["full"], tmp_path / "results", tmp_path / "work", device="cuda")
     (call, *_) = single.planner.bundle_calls(planned[0])
     assert call.overrides["device"] == "$torch.device('cuda')" and call.processes == 1
+
+
+def test_the_difficulty_command_at_a_tiny_size(tmp_path):
+    """Issue 20's measurement (``--size difficulty``: scratch and the atlases with 1, 4 and 8 labelled volumes), at a
+    tiny size of the same layout: its report starts with the four criteria, each measured or waiting."""
+    protocol = tmp_path / "tiny.yaml"
+    protocol.write_text(
+        "sizes:\n"
+        "  tiny_difficulty:\n"
+        "    base: quick\n"
+        "    data: {preset: realistic, num: 20, size: [32, 32, 24], seed: 0}\n"
+        "    splits: {test: 4, validation: 2, training_pool: 8, pretraining_pool: 2}\n"
+        "    arms: [scratch, atlas, atlas_body_box, atlas_centroid]\n"
+        "    settings: [finetune_1, finetune_4, finetune_8]\n"
+        "    setting_arms: {}\n"
+        "    seeds: [0]\n"
+        "    probe_arms: []\n"
+        "    study_arms: []\n"
+        "    difficulty_criteria: true\n"
+    )
+    command = [sys.executable, str(SCRIPT), "--protocol", str(protocol), "--size", "tiny_difficulty", "--results",
+               str(tmp_path / "results"), "--workdir", str(tmp_path / "work"), "--allow-dirty"]
+    completed = run_captured(command, cwd=tmp_path, timeout=900)
+    assert completed.returncode == 0, completed.stdout[-3000:]
+    results = sorted(p.stem for p in (tmp_path / "results").glob("*.json"))
+    assert [r for r in results if r.startswith("finetune__")] == [
+        f"finetune__scratch__{s}__seed0" for s in ("finetune_1", "finetune_4", "finetune_8")]
+    assert len([r for r in results if r.startswith("atlas__")]) == 9  # three atlases in three settings
+    report = (tmp_path / "results" / "RESULTS.md").read_text()
+    assert report.startswith("# Benchmark results: tiny_difficulty size (protocol v2, `docs/PROTOCOL.md`)\n\n"
+                             "## Difficulty criteria (issue 20: `scratch` and atlases only)")
+    rows = [line for line in report.splitlines() if line.startswith("| ") and line.split("|")[1].strip().split()
+            and line.split("|")[1].strip().split()[0] in ("Headroom", "Learning", "Coverage", "Cost")]
+    assert len(rows) == 4
+    for row in rows:  # every run a criterion needs has finished: each holds or fails, on the numbers shown
+        assert row.endswith(("| **holds** |", "| **fails** |")), row
+    assert "| finetune_1 | 1 |" in report and "| finetune_8 | 1 |" in report  # the cost table, every setting

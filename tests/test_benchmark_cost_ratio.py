@@ -52,5 +52,5 @@ def test_measures_two_sizes_in_turn(tmp_path, capsys):
         assert a > 0 and b > 0 and row["ratio"] == pytest.approx(a / b, rel=1e-3)
         assert row["quick"]["run_seconds"] > 2 * a  # the whole call, start-up included
     assert min(r["ratio"] for r in result["rounds"]) <= result["ratio_median"] <= max(r["ratio"] for r in result["rounds"])
-    assert result["code"] and result["machine"]["cores"] >= 1
+    assert result["code"] and result["machine"]["cores"] >= 1 and len(result["load_average"]["end"]) == 3
     assert "median ratio" in capsys.readouterr().out
