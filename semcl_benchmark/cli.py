@@ -23,8 +23,8 @@ a small JSON (its configuration and a hash of it, seed, per-case per-organ Dice,
 memory, the commit it ran from) into the results folder (``docs/results/benchmark/<size>/``, committed); a run whose
 JSON exists with the same configuration hash is skipped, so the benchmark can be stopped and completed later, even on
 another machine. A run refuses to start from a working tree with uncommitted changes (its own result files and
-reports aside) unless ``--allow-dirty`` (which every result file records). The report (``docs/RESULTS.md`` for the default size, ``docs/RESULTS_v1.md`` for v1) is
-regenerated from these files alone, with whatever is finished.
+reports aside) unless ``--allow-dirty`` (which every result file records). The report (``docs/RESULTS.md`` for the
+default size, ``docs/RESULTS_v1.md`` for v1) is regenerated from these files alone, with whatever is finished.
 
 Usage:
     python scripts/benchmark.py [--quick | --full | --size NAME] [--protocol FILE ...] [--jobs 2]
@@ -54,7 +54,7 @@ from pathlib import Path
 from semcl_tools.bundle_run import BundleRunError
 from semcl_tools.repository import ROOT
 
-from .protocol import load_protocol
+from .protocol import load_protocol_or_exit
 from .report import write_report
 from .results import DirtyTreeError, results_folder
 from .runner import Benchmark
@@ -112,12 +112,7 @@ def _folders(args: argparse.Namespace, size) -> tuple[Path, Path, Path]:
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    try:
-        protocol = load_protocol(args.protocol)
-    except ValueError as error:
-        parser.error(str(error))
-    if args.size not in protocol.sizes:
-        parser.error(f"--size {args.size}: the protocol has the sizes {', '.join(protocol.sizes)}.")
+    protocol = load_protocol_or_exit(parser, args.protocol, {"--size": args.size})
     unknown = [arm for arm in args.arms or [] if arm not in protocol.arms]
     if unknown:
         parser.error(f"--arms: unknown arm(s) {', '.join(unknown)}; the protocol has {', '.join(protocol.arms)}.")

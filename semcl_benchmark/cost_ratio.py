@@ -33,7 +33,7 @@ from pathlib import Path
 from semcl_components.atomic_io import write_json_atomic
 
 from .plan import BundleCall
-from .protocol import Protocol, load_protocol
+from .protocol import Protocol, load_protocol_or_exit
 from .results import DirtyTreeError, check_clean_tree, code_version, machine, read_json, results_folder
 from .runner import Benchmark
 
@@ -130,14 +130,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    try:
-        protocol = load_protocol(args.protocol)
-    except ValueError as error:
-        parser.error(str(error))
-    sizes = protocol.sizes
-    for option, name in (("--size", args.size), ("--reference", args.reference)):
-        if name not in sizes:
-            parser.error(f"{option} {name}: the protocol has the sizes {', '.join(sizes)}.")
+    protocol = load_protocol_or_exit(parser, args.protocol, {"--size": args.size, "--reference": args.reference})
     if args.rounds < 1:
         parser.error(f"--rounds must be >= 1, got {args.rounds}.")
     try:

@@ -18,6 +18,7 @@ committed result files stay those of the entries in ``protocol.yaml``.
 
 from __future__ import annotations
 
+import argparse
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -25,7 +26,7 @@ from pathlib import Path
 
 import yaml
 
-__all__ = ["ATLAS_REGISTRATIONS", "Arm", "BUILTIN_PROTOCOL", "Protocol", "Size", "load_protocol"]
+__all__ = ["ATLAS_REGISTRATIONS", "Arm", "BUILTIN_PROTOCOL", "Protocol", "Size", "load_protocol", "load_protocol_or_exit"]
 
 BUILTIN_PROTOCOL = Path(__file__).with_name("protocol.yaml")
 """The arms and sizes of the committed benchmark."""
@@ -255,3 +256,17 @@ def _size(name: str, entries: dict[str, dict], protocol: Protocol, seen: tuple[s
     for key in ("arm_settings", "setting_arms"):
         _mapping(getattr(size, key), f"{where}: {key}")
     return size
+
+
+def load_protocol_or_exit(parser: argparse.ArgumentParser, files: Sequence[str | os.PathLike],
+                          sizes: Mapping[str, str]) -> Protocol:
+    """:func:`load_protocol` for a command line: a malformed file, or a size named by an option (``{option: size}``)
+    that the protocol lacks, stops the command with ``parser.error`` naming it."""
+    try:
+        protocol = load_protocol(files)
+    except ValueError as error:
+        parser.error(str(error))
+    for option, name in sizes.items():
+        if name not in protocol.sizes:
+            parser.error(f"{option} {name}: the protocol has the sizes {', '.join(protocol.sizes)}.")
+    return protocol
