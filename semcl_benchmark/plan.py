@@ -114,7 +114,7 @@ class Planner:
         runs: dict[str, Run] = {}
         for seed in seeds:
             for arm in arms:
-                self._add_arm(runs, arm, seed, [s for s in settings if size.plans(self.arm(arm), s)])
+                self._add_arm(runs, arm, seed, [s for s in settings if size.plans(self.arm(arm), s, seed)])
                 probe = size.probe_setting in settings and seed in size.probe_seeds
                 if probe and size.probes(self.arm(arm)) and size.plans(self.arm(arm), size.probe_setting):
                     self._add_finetune(runs, arm, size.probe_setting, seed, probe=True)

@@ -125,6 +125,7 @@ class Size:
     splits: dict | None = None
     arm_settings: dict = field(default_factory=dict)
     setting_arms: dict = field(default_factory=dict)
+    setting_seeds: dict = field(default_factory=dict)
     probe_arms: tuple[str, ...] | None = None
     report: str | None = None
     budget_extensions: int = 0
@@ -132,9 +133,12 @@ class Size:
     deviations: tuple[dict, ...] = ()
     difficulty_criteria: bool = False
 
-    def plans(self, arm: Arm, setting: str) -> bool:
-        """Whether ``arm`` is planned in ``setting`` (its own ``settings`` and the size's ``setting_arms`` allow it)."""
+    def plans(self, arm: Arm, setting: str, seed: int | None = None) -> bool:
+        """Whether ``arm`` is planned in ``setting`` (its own ``settings`` and the size's ``setting_arms`` allow it),
+        and with ``seed`` when given (the size's ``setting_seeds`` allow it)."""
         if arm.settings is not None and setting not in arm.settings:
+            return False
+        if seed is not None and setting in self.setting_seeds and seed not in self.setting_seeds[setting]:
             return False
         return setting not in self.setting_arms or arm.name in self.setting_arms[setting]
 
@@ -253,8 +257,11 @@ def _size(name: str, entries: dict[str, dict], protocol: Protocol, seen: tuple[s
     for arm in named:
         if arm not in protocol.arms:
             raise ValueError(f"{where}: unknown arm {arm!r}; the protocol has {', '.join(protocol.arms)}.")
-    for key in ("arm_settings", "setting_arms"):
+    for key in ("arm_settings", "setting_arms", "setting_seeds"):
         _mapping(getattr(size, key), f"{where}: {key}")
+    for setting, seeds in size.setting_seeds.items():
+        if not isinstance(seeds, list) or not all(isinstance(seed, int) for seed in seeds):
+            raise ValueError(f"{where}: setting_seeds: {setting}: {seeds!r} is not a list of seeds.")
     return size
 
 

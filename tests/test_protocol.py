@@ -96,6 +96,25 @@ def test_retuning_the_realistic_preset_makes_its_runs_count_as_not_done(tmp_path
     assert not {run.hash for run in retuned} & {run.hash for run in planned}
 
 
+def test_the_default_size_plans_the_fixed_protocols_runs(tmp_path):
+    """docs/PROTOCOL.md, sections 3 and 8: every arm at 1 and 2 labelled volumes and 8 seeds; at 4 the method, the
+    paper's setting and scratch; the upper bound (scratch) on seeds 0-2 only; the probes at 1 volume on seeds 0-2."""
+    _, planned = plan("default", tmp_path)
+    finetunes = [run.config for run in planned if run.config["stage"] == "finetune"]
+
+    def arms(setting: str, probe: bool = False) -> set[str]:
+        return {c["arm"] for c in finetunes if c["setting"] == setting and c["probe"] == probe}
+
+    trained = {"scratch", "simclr", "supervised", "semcl_exact", "semcl_coarse"}
+    assert arms("finetune_1") == arms("finetune_2") == trained
+    assert arms("finetune_4") == {"scratch", "semcl_exact", "semcl_coarse", "semcl_labelled"}
+    assert arms("finetune_all") == {"scratch"} and arms("finetune_1", probe=True) == trained
+    assert sorted(c["seed"] for c in finetunes if c["setting"] == "finetune_all") == [0, 1, 2]
+    assert sorted(c["seed"] for c in finetunes if c["arm"] == "scratch" and c["setting"] == "finetune_4") == list(range(8))
+    assert sorted({c["seed"] for c in finetunes if c["probe"]}) == [0, 1, 2]
+    assert len(finetunes) == 8 * (5 + 5 + 4) + 3 + 3 * 5
+
+
 @pytest.mark.parametrize(
     "content, message",
     [
@@ -105,6 +124,8 @@ def test_retuning_the_realistic_preset_makes_its_runs_count_as_not_done(tmp_path
         ("arms: {semcl_x: {encoder_of: scratch}}", r"arm 'semcl_x': encoder_of must name an arm that pretrains"),
         ("arms: {semcl_x: {workflow: infer.yaml}}", r"arm 'semcl_x': workflow must be one of"),
         ("arm: {semcl_x: {}}", r"unknown section\(s\) \['arm'\]"),
+        ("sizes: {mine: {base: quick, setting_seeds: {finetune_all: 3}}}", r"size 'mine': setting_seeds: finetune_all: "
+                                                                            r"3 is not a list of seeds"),
     ],
 )
 def test_a_malformed_user_file_is_refused_naming_file_and_entry(tmp_path, content, message):
