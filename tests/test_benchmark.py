@@ -116,7 +116,7 @@ def test_quick_benchmark_writes_results_and_a_report_and_resumes(tmp_path):
     ):
         assert section in report
     numbers = r"[-+]?\d\.\d{3} \[[-+]?\d\.\d{3}, [-+]?\d\.\d{3}\]"  # an estimate and its interval
-    assert re.search(r"- \*\*Headroom\.\*\* `scratch` with every training volume labelled \(`finetune_all`\) reaches "
+    assert re.search(r"- \*\*Headroom\.\*\* `scratch` with every training volume labelled \(`finetune_all`, \d seeds?\) reaches "
                      + numbers, report)
     assert re.search(r"\*\*Atlas `atlas_body_box` \(no training\)\.\*\* finetune_1: `scratch` minus `atlas_body_box` "
                      + numbers, report)

@@ -10,6 +10,7 @@ from types import SimpleNamespace
 import pytest
 
 from semcl_benchmark.report import diagnosis
+from semcl_benchmark.plan import Run
 
 ORGANS = ["spleen", "gallbladder"]
 CASES = 3
@@ -162,7 +163,7 @@ def test_primary_verdict_reports_holm_next_to_raw_p_when_the_method_wins():
     # ahead on all 8 seeds: p = 2/2**8 = 0.0078 each; Holm over 4: 4 x 0.0078 = 0.0312 for all (monotone)
     assert report.count("**gain**, difference +0.060 [+0.060, +0.060], p = 0.0078, Holm p = 0.0312, 8 paired") == 4
     assert "the estimate reaches the +0.05 target" in report
-    assert "Of 4 primary tests, 4 show a significant gain and 0 a significant loss (Holm p < 0.05)." in report
+    assert "Of 4 primary tests with results, 4 show a significant gain and 0 a significant loss (Holm p < 0.05)." in report
 
 
 def test_primary_verdict_when_the_method_loses_or_is_not_told_apart():
@@ -182,6 +183,55 @@ def test_primary_verdict_when_the_method_loses_or_is_not_told_apart():
     assert "none of the 4 primary tests" in text(primary_verdict([]))
 
 
+def test_a_partial_family_is_corrected_over_every_declared_test():
+    """Only one of the 4 primary tests has runs: its Holm p is over 4 tests (the others count as p = 1), not over 1."""
+    from semcl_benchmark.report.endpoints import primary_family, run_family
+    from semcl_benchmark.report.verdict import primary_verdict
+
+    finetunes = {key: runs for key, runs in v2_results(0.06, 0.06).items()
+                 if key[1] == "finetune_1" and key[0] != "semcl_coarse"}
+    (outcome,) = run_family(finetunes, primary_family())
+    assert outcome.p == pytest.approx(2 / 2**8) and outcome.holm_p == pytest.approx(4 * 2 / 2**8)
+    report = text(primary_verdict([outcome]))
+    assert "Of 1 primary tests with results (3 of 4 without results yet), 1 show a significant gain" in report
+
+
+def test_the_secondary_families_are_the_planned_comparisons():
+    """At 4 labelled volumes only the arms planned there are tested; a planned test without runs still counts."""
+    from semcl_benchmark.report.endpoints import secondary_families
+
+    keys = {(a, s, False) for a in ("scratch", "simclr", "supervised", "semcl_exact", "semcl_coarse")
+            for s in ("finetune_1", "finetune_2")}
+    keys |= {(a, "finetune_4", False) for a in ("scratch", "atlas", "semcl_exact", "semcl_coarse", "semcl_labelled")}
+    baselines, more = secondary_families(keys).values()
+    assert len(baselines) == 8 and {t.baseline for t in baselines} == {"simclr", "supervised"}
+    assert [(t.method, t.baseline) for t in more] == [
+        ("semcl_coarse", "scratch"), ("semcl_exact", "scratch"), ("semcl_labelled", "scratch")]
+
+
+def test_a_run_that_stops_below_scratchs_best_counts_as_slower():
+    """Issue 21's time to accuracy: a seed that never reaches scratch's best is ranked slowest, even when the arm's run
+    stopped (early stopping) before the step at which scratch reached its best."""
+    from semcl_benchmark.report.time_to_accuracy import reach
+
+    scratch_curve = [[50, 0.3, 10.0], [100, 0.5, 20.0], [150, 0.45, 30.0]]  # best at step 200
+    early = [[25, 0.3, 5.0], [50, 0.35, 10.0]]  # stops at step 100, never reaching 0.5
+    finetunes = {**v2_arm("scratch", "finetune_1", shifted([0.0] * 4), curve=scratch_curve),
+                 **v2_arm("semcl_exact", "finetune_1", shifted([0.0] * 4), curve=early)}
+    result = reach(finetunes, "semcl_exact", "finetune_1")
+    assert result.reached == 0 and result.faster == 0 and result.p == pytest.approx(2 / 2**8)
+
+
+def test_the_upper_bound_is_plotted_at_its_number_of_labelled_volumes():
+    from semcl_benchmark.report.plots import labelled_volumes
+
+    upper = v2_arm("scratch", "finetune_all", shifted([0.0] * 4, seeds=3))
+    for run in upper["scratch", "finetune_all", False].values():
+        run["labelled_cases"] = [{"case": f"phantom_{i:03d}"} for i in range(12)]
+    assert labelled_volumes("finetune_all", upper) == 12 and labelled_volumes("finetune_4", upper) == 4
+    assert labelled_volumes("finetune_all", {}) is None
+
+
 def test_too_few_seeds_for_holm_is_said():
     from semcl_benchmark.report.endpoints import primary_family, run_family
     from semcl_benchmark.report.verdict import primary_verdict
@@ -199,9 +249,11 @@ def test_per_phase_groups_test_cases_by_contrast_phase():
     finetunes = {**v2_arm("scratch", "finetune_1", shifted([0.0] * 4)),
                  **v2_arm("semcl_exact", "finetune_1", shifted([0.1, 0.1, -0.2, 0.0]))}
     report = text(per_phase(finetunes, primary_family()))
-    assert "Test cases per phase: arterial 2, native 1, venous 1. Holm over the 3 tests of this table." in report
-    assert "| arterial | `semcl_exact` | `scratch` | +0.100 [+0.100, +0.100] | 0.0078 | 0.0234 | 8 | gain |" in report
-    assert "| native | `semcl_exact` | `scratch` | -0.200 [-0.200, -0.200] | 0.0078 | 0.0234 | 8 | loss |" in report
+    # the family: the 4 primary tests in each of the 3 phases, 12 tests, of which 3 have runs
+    assert ("Test cases per phase: arterial 2, native 1, venous 1. Holm over the 12 declared tests of this family (9 "
+            "without results yet, counted as p = 1).") in report
+    assert "| arterial | `semcl_exact` | `scratch` | +0.100 [+0.100, +0.100] | 0.0078 | 0.0938 | 8 | no sig" in report
+    assert "| native | `semcl_exact` | `scratch` | -0.200 [-0.200, -0.200] | 0.0078 | 0.0938 | 8 | no sig" in report
     assert "| venous | `semcl_exact` | `scratch` | +0.000" in report
     assert per_phase({key: {s: {**r, "test": {k: v for k, v in r["test"].items() if k != "contrast_phases"}}
                             for s, r in runs.items()} for key, runs in finetunes.items()}, primary_family()) == []
@@ -216,15 +268,16 @@ def test_diagnosis_v2_claims_headroom_only_from_an_upper_bound_and_reads_atlases
     report = text(diagnosis_v2(finetunes, {}, arms, ["finetune_1", "finetune_2"], V2))
     assert "**Headroom not measured.** No upper-bound run (`scratch` on `finetune_all`)" in report
     assert "eadroom." not in report.replace("Headroom not measured.", "") and "Little headroom" not in report
-    assert "finetune_1: `scratch` minus `atlas` +0.200 [+0.200, +0.200] (p = 0.0078; training beats the atlas)" \
+    assert "finetune_1: `scratch` minus `atlas` +0.200 [+0.200, +0.200] (training beats the atlas)" \
         in report
-    assert "`scratch` minus `atlas_body_box` -0.050 [-0.050, -0.050] (p = 0.0078; the atlas beats training)" in report
+    assert "`scratch` minus `atlas_body_box` -0.050 [-0.050, -0.050] (the atlas beats training)" in report
     # the gallbladder-like organ: both organs alike here, so nothing is below 0.5 in every arm and setting
     assert "Organs below" not in report
     finetunes.update(v2_arm("scratch", "finetune_all", shifted([0.2] * 4)))
     report = text(diagnosis_v2(finetunes, {}, arms, ["finetune_1", "finetune_2", "finetune_all"], V2))
-    assert "**Headroom.** `scratch` with every training volume labelled (`finetune_all`) reaches 0.776 [" in report
-    assert "over `finetune_1` +0.200 [+0.200, +0.200] (p = 0.0078, 8 seeds)" in report
+    assert "**Headroom.** `scratch` with every training volume labelled (`finetune_all`, 8 seeds) reaches 0.776 [" \
+        in report
+    assert "over `finetune_1` +0.200 [+0.200, +0.200] (paired over 8 seeds)" in report and "no test" in report
 
 
 def test_diagnosis_v2_names_organs_below_and_what_the_upper_bound_reaches():
@@ -271,7 +324,7 @@ def test_time_to_accuracy_reads_test_dice_at_budget_fractions():
 
     finetunes = {**with_fraction("scratch", 0.0), **with_fraction("semcl_exact", 0.1)}
     report = text(time_to_accuracy(finetunes, ["scratch", "semcl_exact"], ["finetune_1"]))
-    assert "Holm over the 1 tests of this table" in report
+    assert "Holm over the 1 declared test of this family." in report
     assert "| finetune_1 @ 0.25 | `semcl_exact` | `scratch` | +0.100 [+0.100, +0.100] | 0.0078 | 0.0078 | 8 | gain |" \
         in report
 
@@ -362,7 +415,11 @@ def test_the_size_decides_which_report(tmp_path):
     for result in results.values():
         result.update(machine={"cpu": "x", "cores": 2, "torch": "2"}, finished="2026-12-01 10:00:00",
                       cost={"train": {"seconds": 1.0, "peak_memory_mb": 1.0}})
-    report = text(report_v2(size, [None] * len(results), results, tmp_path / "plots", tmp_path / "R.md", "cmd"))
+    planned = [Run(key, run["config"]) for key, run in results.items()]
+    planned.append(Run("finetune__semcl_exact__finetune_2__seed9", {**planned[0].config, "seed": 9}))  # not finished
+    report = text(report_v2(size, planned, results, tmp_path / "plots", tmp_path / "R.md", "cmd"))
+    assert f"Runs finished: {len(results)} of {len(results) + 1} planned" in report
+    assert "<details><summary>Runs not finished yet (1)</summary>" in report
     assert report.startswith("# Benchmark results: v2test size (protocol v2, `docs/PROTOCOL.md`)\n\n## Verdict (primary")
     for heading in ("## Deviations from the protocol", "## Diagnosis", "## Primary endpoint",
                     "## Per phase bucket", "## Time to accuracy", "## Were the arms trained to their best?",

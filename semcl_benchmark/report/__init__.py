@@ -31,7 +31,7 @@ from .comparison import compare, is_method, mean_dice
 from .diagnosis import diagnosis, diagnosis_v2
 from .difficulty import difficulty_criteria, read_cost_ratio
 from .plots import plots_section
-from .provenance import file_provenance
+from .provenance import file_provenance, unfinished
 from .records import is_v2
 from .study import study
 from .time_to_accuracy import time_to_accuracy
@@ -110,6 +110,7 @@ def report_v2(size: Size, planned: Sequence[Run], results: dict, plots: Path, re
     settings = [s for s in size.settings if s in present_settings] + sorted(present_settings - set(size.settings))
     trained = [a for a in arms if not endpoints.is_atlas(a)]
     pretrained = [a for a in size.arms if a in pretrains]
+    keys = endpoints.planned_keys(planned)
     primary = endpoints.run_family(finetunes, endpoints.primary_family())
     lines: list[str] = [f"# Benchmark results: {size.name} size (protocol v2, `docs/PROTOCOL.md`)", ""]
     if size.difficulty_criteria:
@@ -117,22 +118,23 @@ def report_v2(size: Size, planned: Sequence[Run], results: dict, plots: Path, re
     if any(is_method(a) for a in size.arms):
         lines += primary_verdict(primary)
     lines += ["", f"Runs finished: {len(results)} of {len(planned)} planned ({size.notes}).", ""]
+    lines += unfinished(planned, results)
     lines += endpoints.deviations_section(size)
-    lines += diagnosis_v2(finetunes, pretrains, arms, settings, size)
+    lines += diagnosis_v2(finetunes, pretrains, arms, settings, size, keys)
     if finetunes:
         lines += tables.headline(finetunes, arms, settings, crossed_bootstrap,
                                  "95% CI: crossed bootstrap over seeds and the shared test cases")
     if primary:
-        lines += ["## Primary endpoint", "", f"Holm over the {len(primary)} primary tests.", "",
+        lines += ["## Primary endpoint", "", endpoints.family_note(primary, len(endpoints.primary_family())), "",
                   *endpoints.outcome_table(primary), ""]
-    for title, tests in endpoints.secondary_families(arms).items():
+    for title, tests in endpoints.secondary_families(keys).items():
         outcomes = endpoints.run_family(finetunes, tests)
         if outcomes:
-            lines += [f"## Secondary: {title}", "", f"Holm over the {len(outcomes)} tests of this table.", "",
+            lines += [f"## Secondary: {title}", "", endpoints.family_note(outcomes, len(tests)), "",
                       *endpoints.outcome_table(outcomes), ""]
     lines += endpoints.per_phase(finetunes, endpoints.primary_family())
-    lines += time_to_accuracy(finetunes, trained, settings)
-    lines += endpoints.probe_section(finetunes, size)
+    lines += time_to_accuracy(finetunes, trained, settings, keys)
+    lines += endpoints.probe_section(finetunes, size, keys)
     lines += baselines_at_their_best(finetunes, pretrains)
     lines += tables.per_organ(finetunes, arms, settings)
     lines += tables.cost(finetunes, pretrains, trained)
@@ -140,6 +142,6 @@ def report_v2(size: Size, planned: Sequence[Run], results: dict, plots: Path, re
     lines += tables.embedding_during_pretraining(pretrains, pretrained, plots, report)
     lines += study(finetunes, pretrains, embeddings, size, planned)
     lines += plots_section(finetunes, trained, settings, plots, report, crossed_bootstrap)
-    lines += tables.provenance(results, command, size)
+    lines += [*tables.provenance(results, command, size), ""]
     lines += file_provenance(results)
     return lines

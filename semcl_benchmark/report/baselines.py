@@ -116,7 +116,7 @@ def _caps(finetunes, pretrains) -> list[str]:
         if capped:
             rows.append(f"| {setting} | `{arm}`{' (probe)' if probe else ''} | {len(flags)} | {capped} | "
                         f"{len(improving)} | {at_last} |")
-    total = sum(len(runs) for runs in finetunes.values())
+    total = sum(r.get("stage") != "atlas" for runs in finetunes.values() for r in runs.values())
     lines = ["Runs that used their whole epoch budget, and those whose best validation came within the last patience "
              "window (still improving at the cap).", ""]
     if not rows:
@@ -181,6 +181,7 @@ def baselines_at_their_best(finetunes, pretrains) -> list[str]:
 
 
 def capped_counts(finetunes) -> tuple[int, int, int]:
-    """``(fine-tuning runs, at their cap, still improving there)`` over all fine-tuning runs."""
-    flags = [capped_while_improving(finetune_budget(r)) for runs in finetunes.values() for r in runs.values()]
+    """``(fine-tuning runs, at their cap, still improving there)`` over all fine-tuning runs (atlases have none)."""
+    flags = [capped_while_improving(finetune_budget(r)) for runs in finetunes.values() for r in runs.values()
+             if r.get("stage") != "atlas"]
     return len(flags), sum(c for c, _ in flags), sum(i for _, i in flags)

@@ -26,7 +26,7 @@ from .comparison import (
 )
 from .endpoints import UPPER_BOUND_SETTING, is_atlas, probe_family, run_family
 from .records import validation_points
-from .time_to_accuracy import reach
+from .time_to_accuracy import declared_reaches, reach_family
 
 __all__ = ["SMALL_ORGAN_DICE", "diagnosis", "diagnosis_v2"]
 
@@ -228,7 +228,7 @@ def _organs_below(finetunes, arms, settings) -> list[str]:
             "labelled volumes; they are small at this image size, where a voxel of boundary weighs heavily in Dice."]
 
 
-def diagnosis_v2(finetunes, pretrains, arms, settings, size) -> list[str]:
+def diagnosis_v2(finetunes, pretrains, arms, settings, size, keys=None) -> list[str]:
     """The v2 diagnosis: each point a measurement, and no claim the runs do not measure (issue 21, item 6).
 
     - headroom only from the upper-bound row (``scratch`` with every training volume labelled), else "not measured";
@@ -236,6 +236,10 @@ def diagnosis_v2(finetunes, pretrains, arms, settings, size) -> list[str]:
     - run-to-run noise; time to accuracy; the frozen probes against a frozen random encoder (Holm p);
     - whether the baselines were trained to their best (budget caps, contrastive collapse, supervised plateau);
     - organs below :data:`SMALL_ORGAN_DICE` in every trained arm and setting, with the upper bound's Dice for them.
+
+    The upper bound and the atlases are reference rows (``docs/PROTOCOL.md``, section 5): paired differences with their
+    intervals, no test. ``keys``: the planned ``(arm, setting, probe)``, whose probes make the probe family (default:
+    the probes with results).
     """
     methods = [a for a in arms if is_method(a)]
     if "scratch" not in arms or not methods:
@@ -250,10 +254,11 @@ def diagnosis_v2(finetunes, pretrains, arms, settings, size) -> list[str]:
         for s in limited:
             pair = {("all", s, False): upper, ("scratch", s, False): scratch[s]}
             if (comparison := compare(pair, "all", "scratch", s, bootstrap=crossed_bootstrap)) is not None:
-                d, p, n = comparison
-                gaps.append(f"over `{s}` {format_difference(d, n)} (p = {format_p(p)}, {n} seeds)")
-        lines.append(f"- **Headroom.** `scratch` with every training volume labelled (`{UPPER_BOUND_SETTING}`) reaches "
-                     f"{format_mean_dice(upper, crossed_bootstrap)} test Dice; " + "; ".join(gaps) + ".")
+                d, _, n = comparison
+                gaps.append(f"over `{s}` {format_difference(d, n)} (paired over {n} seeds)")
+        lines.append(f"- **Headroom.** `scratch` with every training volume labelled (`{UPPER_BOUND_SETTING}`, "
+                     f"{len(upper)} seed{'s' if len(upper) != 1 else ''}) reaches {format_mean_dice(upper, crossed_bootstrap)} test Dice; "
+                     + "; ".join(gaps) + " (a reference row: no test).")
     else:
         lines.append(f"- **Headroom not measured.** No upper-bound run (`scratch` on `{UPPER_BOUND_SETTING}`) has "
                      "finished, so this report says nothing about how much room labels or initialisation leave.")
@@ -263,20 +268,22 @@ def diagnosis_v2(finetunes, pretrains, arms, settings, size) -> list[str]:
             comparison = compare(finetunes, "scratch", atlas, s, bootstrap=crossed_bootstrap)
             if comparison is None:
                 continue
-            d, p, n = comparison
+            d, _, n = comparison
             relation = ("training beats the atlas" if d.low > 0 else "the atlas beats training" if d.high < 0
                         else "the interval includes 0")
-            parts.append(f"{s}: `scratch` minus `{atlas}` {format_difference(d, n)} (p = {format_p(p)}; {relation})")
+            parts.append(f"{s}: `scratch` minus `{atlas}` {format_difference(d, n)} ({relation})")
         if parts:
             lines.append(f"- **Atlas `{atlas}` (no training).** " + "; ".join(parts) + ".")
     lines += _noise(finetunes, methods, limited, scratch)
-    reaches = [r for s in limited for m in methods if (r := reach(finetunes, m, s)) is not None and r.paired > 1]
+    family = reach_family(finetunes, declared_reaches(
+        {(a, s, False) for a in arms for s in settings} if keys is None else keys, settings))
+    reaches = [r for r in family if r.arm in methods and r.setting in limited and r.paired > 1]
     if reaches:
         lines.append("- **Time to accuracy.** Seeds on which the method's validation Dice reaches `scratch`'s best: "
                      + "; ".join(f"`{r.arm}`, {r.setting}: {r.reached} of {r.paired}"
                                  + (f" (median step ratio {np.median(r.ratios):.2f})" if r.ratios else "")
-                                 + f", p = {format_p(r.p)}" for r in reaches) + " (table below).")
-    probes = run_family(finetunes, probe_family(finetunes, size.probe_setting))
+                                 + f", Holm p = {format_p(r.holm_p)}" for r in reaches) + " (table below).")
+    probes = run_family(finetunes, probe_family(finetunes if keys is None else keys, size.probe_setting))
     if probes:
         lines.append(f"- **Frozen probe.** Decoder trained on a frozen encoder, against a frozen *random* encoder "
                      f"({size.probe_setting}): " + "; ".join(

@@ -36,9 +36,12 @@ __all__ = [
     "Test",
     "UPPER_BOUND_SETTING",
     "deviations_section",
+    "family_note",
+    "holm_over_declared",
     "is_atlas",
     "outcome_table",
     "per_phase",
+    "planned_keys",
     "primary_family",
     "probe_section",
     "probe_family",
@@ -124,11 +127,31 @@ def _outcome(finetunes, test: Test) -> tuple[Estimate, float, int] | None:
     return crossed_bootstrap(grid_a, grid_b), p, len(seeds)
 
 
+def holm_over_declared(p_values: Sequence[float], declared: int) -> list[float]:
+    """Holm-adjusted ``p_values`` in a family of ``declared`` tests: a declared test without results yet counts as
+    p = 1, so a partial family is never corrected over fewer tests than the protocol declares."""
+    return holm([*p_values, *[1.0] * max(0, declared - len(p_values))])[: len(p_values)]
+
+
 def run_family(finetunes, tests: Sequence[Test]) -> list[Outcome]:
-    """The tests of one family that have paired runs, each with its Holm-adjusted p over those tests."""
+    """The tests of one declared family that have paired runs, each with its Holm-adjusted p over all ``tests`` (those
+    without results yet counted as p = 1: :func:`holm_over_declared`)."""
     done = [(test, result) for test in tests if (result := _outcome(finetunes, test)) is not None]
-    adjusted = holm([p for _, (_, p, _) in done])
+    adjusted = holm_over_declared([p for _, (_, p, _) in done], len(tests))
     return [Outcome(test, difference, p, holm_p, n) for (test, (difference, p, n)), holm_p in zip(done, adjusted)]
+
+
+def family_note(outcomes: Sequence[Outcome], declared: int) -> str:
+    """How a table's Holm correction was made: over the declared tests, and how many have no results yet."""
+    missing = declared - len(outcomes)
+    return (f"Holm over the {declared} declared {'test' if declared == 1 else 'tests'} of this family"
+            + (f" ({missing} without results yet, counted as p = 1)." if missing else "."))
+
+
+def planned_keys(planned) -> set[tuple[str, str, bool]]:
+    """``(arm, setting, probe)`` of every planned fine-tuning run: the declared comparisons are made among these."""
+    return {(r.config["arm"], r.config["setting"], bool(r.config["probe"])) for r in planned
+            if r.config["stage"] == "finetune"}
 
 
 def primary_family() -> list[Test]:
@@ -136,22 +159,28 @@ def primary_family() -> list[Test]:
     return [Test(m, REFERENCE, s) for s in PRIMARY_SETTINGS for m in PRIMARY_METHODS]
 
 
-def secondary_families(arms: Sequence[str]) -> dict[str, list[Test]]:
-    """The secondary families by title: against the other pretraining baselines, and at 4 labelled volumes."""
-    pretrained = [a for a in arms if a != REFERENCE and not is_atlas(a) and a != PAPER_ARM]
+def secondary_families(keys) -> dict[str, list[Test]]:
+    """The secondary families by title, among the planned fine-tuning runs ``keys`` (``(arm, setting, probe)``): the
+    method against the other pretraining baselines at 1 and 2 labelled volumes, and every pretrained arm planned at 4
+    (the paper's own setting among them) against ``scratch``."""
+    keys = set(keys)
+    more = sorted({arm for arm, s, probe in keys if s == MORE_LABELS_SETTING and not probe and arm != REFERENCE
+                   and not is_atlas(arm)}, key=lambda arm: (arm == PAPER_ARM, arm))
     return {
         "against the other pretraining baselines": [
-            Test(m, b, s) for s in PRIMARY_SETTINGS for m in PRIMARY_METHODS for b in SECONDARY_BASELINES if b in arms
+            Test(m, b, s) for s in PRIMARY_SETTINGS for m in PRIMARY_METHODS for b in SECONDARY_BASELINES
+            if (m, s, False) in keys and (b, s, False) in keys
         ],
         f"{MORE_LABELS_SETTING}, and the paper's own setting (`{PAPER_ARM}`)": [
-            Test(a, REFERENCE, MORE_LABELS_SETTING) for a in [*pretrained, PAPER_ARM]
+            Test(a, REFERENCE, MORE_LABELS_SETTING) for a in more if (REFERENCE, MORE_LABELS_SETTING, False) in keys
         ],
     }
 
 
-def probe_family(finetunes, setting: str | None) -> list[Test]:
-    """Every pretrained arm's frozen-encoder probe against the probe of a frozen random encoder (``scratch``)."""
-    return [Test(arm, REFERENCE, setting, probe=True) for (arm, s, probe) in finetunes
+def probe_family(keys, setting: str | None) -> list[Test]:
+    """Every pretrained arm's frozen-encoder probe among ``keys`` (planned or finished ``(arm, setting, probe)``)
+    against the probe of a frozen random encoder (``scratch``)."""
+    return [Test(arm, REFERENCE, setting, probe=True) for (arm, s, probe) in sorted(keys)
             if probe and s == setting and arm != REFERENCE]
 
 
@@ -171,12 +200,16 @@ def per_phase(finetunes, tests: Sequence[Test]) -> list[str]:
     example = next((phases for runs in finetunes.values() for r in runs.values() if (phases := case_phases(r))), None)
     if example is None:
         return []
-    phases = sorted(set(example))  # the test set is fixed: every run names the same cases and phases
-    outcomes = run_family(finetunes, [Test(t.method, t.baseline, t.setting, phase=p) for p in phases for t in tests])
+    # the test set is fixed: every run names the same cases and phases (a case without one is in no bucket)
+    phases = sorted({p for p in example if p is not None})
+    family = [Test(t.method, t.baseline, t.setting, phase=p) for p in phases for t in tests]
+    outcomes = run_family(finetunes, family)
+    if not outcomes:
+        return []
     counts = {p: example.count(p) for p in phases}
     return ["## Per phase bucket (secondary; test cases grouped by `contrast_phase`)", "",
             "Test cases per phase: " + ", ".join(f"{p} {counts.get(p, 0)}" for p in phases)
-            + f". Holm over the {len(outcomes)} tests of this table.", "",
+            + f". {family_note(outcomes, len(family))}", "",
             *outcome_table(outcomes, first="phase"), ""]
 
 
@@ -191,31 +224,35 @@ def deviations_section(size) -> list[str]:
     return lines + [""]
 
 
-def too_few_seeds(outcomes: Sequence[Outcome]) -> str:
-    """A note when no test of the family could reach :data:`ALPHA` after Holm with its seeds; else empty."""
+def too_few_seeds(outcomes: Sequence[Outcome], declared: int) -> str:
+    """A note when no test of the family (``declared`` tests) could reach :data:`ALPHA` after Holm with its seeds."""
     if not outcomes:
         return ""
     seeds = max(o.seeds for o in outcomes)
-    smallest = min(1.0, len(outcomes) * 2 / 2**seeds) if seeds >= MIN_SEEDS_FOR_INTERVAL else 1.0
+    smallest = min(1.0, declared * 2 / 2**seeds) if seeds >= MIN_SEEDS_FOR_INTERVAL else 1.0
     if smallest < ALPHA:
         return ""
-    return (f" With {seeds} seeds and {len(outcomes)} tests the smallest possible Holm p is {smallest:.4f}: this "
+    return (f" With {seeds} seeds and {declared} tests the smallest possible Holm p is {smallest:.4f}: this "
             f"family cannot reach p < {ALPHA} until more seeds finish.")
 
 
-def probe_section(finetunes, size) -> list[str]:
-    """The frozen-encoder probes (decoder trained only) of every pretrained arm against a frozen random encoder."""
+def probe_section(finetunes, size, keys=None) -> list[str]:
+    """The frozen-encoder probes (decoder trained only) of every pretrained arm against a frozen random encoder; the
+    family is the probes among ``keys`` (the planned runs; default: those with results)."""
     setting = size.probe_setting
     runs_by_arm = {arm: runs for (arm, s, probe), runs in finetunes.items() if probe and s == setting}
     if not runs_by_arm:
         return []
     lines = [f"## Frozen-encoder probe ({setting}: only the decoder trains; secondary)", "",
-             f"The control is `{REFERENCE}`'s probe: a decoder trained on a frozen *random* encoder. Holm over the "
-             "probe tests.", "", "| arm | test Dice [95% CI] | seeds |", "| --- | --- | --- |"]
+             f"The control is `{REFERENCE}`'s probe: a decoder trained on a frozen *random* encoder.", "",
+             "| arm | test Dice [95% CI] | seeds |", "| --- | --- | --- |"]
     for arm, runs in sorted(runs_by_arm.items(), key=lambda item: item[0] != REFERENCE):
         label = f"`{arm}` (frozen random encoder)" if arm == REFERENCE else f"`{arm}`"
         lines.append(f"| {label} | {format_mean_dice(runs, crossed_bootstrap)} | {len(runs)} |")
-    outcomes = run_family(finetunes, probe_family(finetunes, setting))
+    family = probe_family(finetunes if keys is None else keys, setting)
+    outcomes = run_family(finetunes, family)
     if REFERENCE not in runs_by_arm:
         return lines + ["", f"No probe of a frozen random encoder (`{REFERENCE}`) has finished: no control yet.", ""]
-    return lines + ["", *outcome_table(outcomes), ""]
+    if not outcomes:
+        return lines + ["", "No probe of a pretrained arm has finished: nothing to compare with the control yet.", ""]
+    return lines + ["", family_note(outcomes, len(family)), "", *outcome_table(outcomes), ""]

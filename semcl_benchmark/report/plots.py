@@ -47,6 +47,17 @@ def plot_knn_during_pretraining(curves: dict[str, list[list[tuple[int, float]]]]
     save_figure(figure, path)
 
 
+def labelled_volumes(setting: str, finetunes) -> int | None:
+    """How many volumes ``setting`` labels: its name's count (``finetune_4``), else the labelled cases its runs record
+    (the upper bound, ``finetune_all``); ``None`` if neither says."""
+    suffix = setting.rsplit("_", 1)[-1]
+    if suffix.isdigit():
+        return int(suffix)
+    cases = [len(r["labelled_cases"]) for (_, s, _), runs in finetunes.items() if s == setting
+             for r in runs.values() if r.get("labelled_cases")]
+    return max(cases) if cases else None
+
+
 def plots_section(finetunes, arms, settings, plots: Path, report: Path, bootstrap=hierarchical_bootstrap) -> list[str]:
     """Dice against labelled volumes (intervals by ``bootstrap``), validation curves per setting, one confusion matrix
     per arm; their links."""
@@ -58,10 +69,10 @@ def plots_section(finetunes, arms, settings, plots: Path, report: Path, bootstra
     lines = ["## Plots", ""]
     # Dice against the number of labelled volumes
     figure, axes = plt.subplots(figsize=(5.5, 4))
-    volumes = {s: int(s.rsplit("_", 1)[-1]) if s.rsplit("_", 1)[-1].isdigit() else i for i, s in enumerate(settings)}
+    volumes = {s: n for s in settings if (n := labelled_volumes(s, finetunes)) is not None}
     for arm in arms:
         points = [(volumes[s], bootstrap(dice_grid(r, sorted(r)))) for s in settings
-                  if (r := finetunes.get((arm, s, False)))]
+                  if s in volumes and (r := finetunes.get((arm, s, False)))]
         if points:
             x = [p[0] for p in points]
             y = np.array([[e.mean, e.mean - e.low, e.high - e.mean] for _, e in points])

@@ -1,4 +1,5 @@
-"""Where each result file came from (benchmark v2): its commit, whether its tree was dirty, the encoder it loaded.
+"""Where each result file came from (benchmark v2): its commit, whether its tree was dirty, the encoder it loaded;
+and which planned runs have no result file yet.
 
 A run starts only from a committed tree unless ``--allow-dirty`` (recorded as ``allow_dirty``); v1's files mark a
 dirty tree with ``+changes`` after the commit. Fine-tuning and embedding runs of a pretrained arm record the SHA-256 of
@@ -7,9 +8,40 @@ the encoder file they loaded and the share of its keys that loaded (see :mod:`.r
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+from ..plan import Run
 from .records import provenance_of
 
-__all__ = ["file_provenance"]
+__all__ = ["file_provenance", "unfinished"]
+
+
+def _seed_ranges(seeds: list[int]) -> str:
+    """``[0, 1, 2, 5]`` -> ``"0-2, 5"``."""
+    parts, start = [], None
+    for i, seed in enumerate(seeds):
+        start = seed if start is None else start
+        if i + 1 == len(seeds) or seeds[i + 1] != seed + 1:
+            parts.append(f"{start}" if start == seed else f"{start}-{seed}")
+            start = None
+    return ", ".join(parts)
+
+
+def unfinished(planned: Sequence[Run], results: dict[str, dict]) -> list[str]:
+    """The planned runs without a result file yet, grouped by stage, arm, setting and probe, with their seeds."""
+    groups: dict[tuple[str, str, str], list[int]] = {}
+    for run in planned:
+        if run.key not in results:
+            c = run.config
+            where = c.get("setting") or ""
+            where += " (probe)" if c.get("probe") else ""
+            groups.setdefault((c["stage"], c["arm"], where), []).append(c["seed"])
+    if not groups:
+        return []
+    rows = [f"| {stage} | `{arm}` | {where or '-'} | {_seed_ranges(sorted(seeds))} |"
+            for (stage, arm, where), seeds in groups.items()]
+    return ["<details><summary>Runs not finished yet (" + str(sum(map(len, groups.values()))) + ")</summary>", "",
+            "| stage | arm | setting | seeds |", "| --- | --- | --- | --- |", *rows, "", "</details>", ""]
 
 
 def file_provenance(results: dict[str, dict]) -> list[str]:

@@ -53,8 +53,8 @@ def primary_verdict(outcomes, target: float = TARGET_GAIN) -> list[str]:
                 f"**No verdict yet**: none of the {declared} primary tests (`docs/PROTOCOL.md`) has paired runs."]
     lines = ["## Verdict (primary endpoint)", "",
              f"Mean test Dice at the validation plateau, method against `scratch`, paired by seed; two-sided Wilcoxon "
-             f"p, Holm-adjusted over the {len(outcomes)} primary tests with results (of {declared} declared); 95% "
-             "intervals by crossed bootstrap over seeds and the shared test cases.", ""]
+             f"p, Holm-adjusted over the {declared} declared primary tests (a test without results yet counted as "
+             "p = 1); 95% intervals by crossed bootstrap over seeds and the shared test cases.", ""]
     for o in outcomes:
         t = o.test
         reach = "reaches" if o.difference.mean >= target else "is below"
@@ -65,6 +65,8 @@ def primary_verdict(outcomes, target: float = TARGET_GAIN) -> list[str]:
                      f"{format_p(o.holm_p)}, {o.seeds} paired seeds; the estimate {reach} the +{target:.2f} target.")
     gains = sum(o.direction == "gain" for o in outcomes)
     losses = sum(o.direction == "loss" for o in outcomes)
-    lines += ["", f"Of {len(outcomes)} primary tests, {gains} show a significant gain and {losses} a significant loss "
-                  f"(Holm p < {endpoints.ALPHA})." + endpoints.too_few_seeds(outcomes)]
+    missing = f" ({declared - len(outcomes)} of {declared} without results yet)" if len(outcomes) < declared else ""
+    lines += ["", f"Of {len(outcomes)} primary tests with results{missing}, {gains} show a significant gain and "
+                  f"{losses} a significant loss (Holm p < {endpoints.ALPHA})."
+              + endpoints.too_few_seeds(outcomes, declared)]
     return lines
