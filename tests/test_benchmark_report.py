@@ -9,8 +9,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from semcl_benchmark.report import diagnosis
 from semcl_benchmark.plan import Run
+from semcl_benchmark.report import diagnosis
 
 ORGANS = ["spleen", "gallbladder"]
 CASES = 3

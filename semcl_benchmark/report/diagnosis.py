@@ -256,9 +256,10 @@ def diagnosis_v2(finetunes, pretrains, arms, settings, size, keys=None) -> list[
             if (comparison := compare(pair, "all", "scratch", s, bootstrap=crossed_bootstrap)) is not None:
                 d, _, n = comparison
                 gaps.append(f"over `{s}` {format_difference(d, n)} (paired over {n} seeds)")
-        lines.append(f"- **Headroom.** `scratch` with every training volume labelled (`{UPPER_BOUND_SETTING}`, "
-                     f"{len(upper)} seed{'s' if len(upper) != 1 else ''}) reaches {format_mean_dice(upper, crossed_bootstrap)} test Dice; "
-                     + "; ".join(gaps) + " (a reference row: no test).")
+        seeds = f"{len(upper)} seed{'s' if len(upper) != 1 else ''}"
+        lines.append(f"- **Headroom.** `scratch` with every training volume labelled (`{UPPER_BOUND_SETTING}`, {seeds}) "
+                     f"reaches {format_mean_dice(upper, crossed_bootstrap)} test Dice; " + "; ".join(gaps)
+                     + " (a reference row: no test).")
     else:
         lines.append(f"- **Headroom not measured.** No upper-bound run (`scratch` on `{UPPER_BOUND_SETTING}`) has "
                      "finished, so this report says nothing about how much room labels or initialisation leave.")
