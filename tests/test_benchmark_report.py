@@ -252,9 +252,11 @@ def test_per_phase_groups_test_cases_by_contrast_phase():
     # the family: the 4 primary tests in each of the 3 phases, 12 tests, of which 3 have runs
     assert ("Test cases per phase: arterial 2, native 1, venous 1. Holm over the 12 declared tests of this family (9 "
             "without results yet, counted as p = 1).") in report
-    assert "| arterial | `semcl_exact` | `scratch` | +0.100 [+0.100, +0.100] | 0.0078 | 0.0938 | 8 | no sig" in report
-    assert "| native | `semcl_exact` | `scratch` | -0.200 [-0.200, -0.200] | 0.0078 | 0.0938 | 8 | no sig" in report
-    assert "| venous | `semcl_exact` | `scratch` | +0.000" in report
+    assert ("| arterial | finetune_1 | `semcl_exact` | `scratch` | +0.100 [+0.100, +0.100] | 0.0078 | 0.0938 | 8 "
+            "| no sig") in report
+    assert ("| native | finetune_1 | `semcl_exact` | `scratch` | -0.200 [-0.200, -0.200] | 0.0078 | 0.0938 | 8 "
+            "| no sig") in report
+    assert "| venous | finetune_1 | `semcl_exact` | `scratch` | +0.000" in report
     assert per_phase({key: {s: {**r, "test": {k: v for k, v in r["test"].items() if k != "contrast_phases"}}
                             for s, r in runs.items()} for key, runs in finetunes.items()}, primary_family()) == []
 

@@ -184,14 +184,17 @@ def probe_family(keys, setting: str | None) -> list[Test]:
             if probe and s == setting and arm != REFERENCE]
 
 
-def outcome_table(outcomes: Sequence[Outcome], first: str = "setting") -> list[str]:
-    """A Markdown table of a family's outcomes: difference [95% CI], raw p, Holm p, seeds, what it shows."""
-    lines = [f"| {first} | method | baseline | difference [95% CI] | Wilcoxon p | Holm p | seeds | at {ALPHA} (Holm) |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+def outcome_table(outcomes: Sequence[Outcome], by_phase: bool = False) -> list[str]:
+    """A Markdown table of a family's outcomes: difference [95% CI], raw p, Holm p, seeds, what it shows; with a
+    leading phase bucket column when ``by_phase``."""
+    phase_head, phase_rule = ("| phase ", "| --- ") if by_phase else ("", "")
+    lines = [f"{phase_head}| setting | method | baseline | difference [95% CI] | Wilcoxon p | Holm p | seeds "
+             f"| at {ALPHA} (Holm) |", f"{phase_rule}| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for o in outcomes:
-        where = o.test.phase if first == "phase" else o.test.setting
-        lines.append(f"| {where} | `{o.test.method}` | `{o.test.baseline}` | {format_difference(o.difference, o.seeds)} "
-                     f"| {format_p(o.p)} | {format_p(o.holm_p)} | {o.seeds} | {o.direction} |")
+        phase = f"| {o.test.phase} " if by_phase else ""
+        lines.append(f"{phase}| {o.test.setting} | `{o.test.method}` | `{o.test.baseline}` "
+                     f"| {format_difference(o.difference, o.seeds)} | {format_p(o.p)} | {format_p(o.holm_p)} "
+                     f"| {o.seeds} | {o.direction} |")
     return lines
 
 
@@ -210,7 +213,7 @@ def per_phase(finetunes, tests: Sequence[Test]) -> list[str]:
     return ["## Per phase bucket (secondary; test cases grouped by `contrast_phase`)", "",
             "Test cases per phase: " + ", ".join(f"{p} {counts.get(p, 0)}" for p in phases)
             + f". {family_note(outcomes, len(family))}", "",
-            *outcome_table(outcomes, first="phase"), ""]
+            *outcome_table(outcomes, by_phase=True), ""]
 
 
 def deviations_section(size) -> list[str]:
