@@ -104,7 +104,7 @@ def test_no_diagnosis_without_both_sides(arms):
 
 PHASES = ["arterial", "arterial", "native", "venous"]
 V2 = SimpleNamespace(name="v2test", splits={"test": 4}, deviations=(), difficulty_criteria=False,
-                     probe_setting="finetune_2", study_arms=(), study_setting=None,
+                     probe_setting="finetune_2", probe_seeds=tuple(range(8)), study_arms=(), study_setting=None,
                      arms=("scratch", "simclr", "semcl_exact", "semcl_coarse"), notes="fabricated")
 
 
@@ -401,6 +401,13 @@ def test_probe_against_a_frozen_random_encoder():
     report = text(probe_section(finetunes, V2))
     assert "| `scratch` (frozen random encoder) |" in report
     assert "| finetune_2 | `semcl_exact` | `scratch` | +0.200 [+0.200, +0.200] | 0.0078 | 0.0078 | 8 | gain |" in report
+    assert "smallest possible Holm p" not in report
+    # the protocol plans 3 probe seeds: the smallest two-sided p is 0.25, and the report says no test can reach 0.05
+    few = {key: {s: r for s, r in runs.items() if s < 3} for key, runs in finetunes.items()}
+    three = SimpleNamespace(**{**V2.__dict__, "probe_seeds": (0, 1, 2)})
+    assert ("With 3 seeds and 1 test the smallest possible Holm p is 0.2500: no test of this family can reach p < "
+            "0.05 with the 3 seeds the protocol plans for it, so read its intervals.") in text(probe_section(few, three))
+    assert "until more seeds finish" in text(probe_section(few, V2))
     del finetunes["scratch", "finetune_2", True]
     assert "no control yet" in text(probe_section(finetunes, V2))
 

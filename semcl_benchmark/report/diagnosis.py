@@ -24,7 +24,7 @@ from .comparison import (
     mean_dice,
     seed_differences,
 )
-from .endpoints import UPPER_BOUND_SETTING, is_atlas, probe_family, run_family
+from .endpoints import UPPER_BOUND_SETTING, is_atlas, probe_family, run_family, too_few_seeds
 from .records import validation_points
 from .time_to_accuracy import declared_reaches, reach_family
 
@@ -284,12 +284,14 @@ def diagnosis_v2(finetunes, pretrains, arms, settings, size, keys=None) -> list[
                      + "; ".join(f"`{r.arm}`, {r.setting}: {r.reached} of {r.paired}"
                                  + (f" (median step ratio {np.median(r.ratios):.2f})" if r.ratios else "")
                                  + f", Holm p = {format_p(r.holm_p)}" for r in reaches) + " (table below).")
-    probes = run_family(finetunes, probe_family(finetunes if keys is None else keys, size.probe_setting))
+    probe_tests = probe_family(finetunes if keys is None else keys, size.probe_setting)
+    probes = run_family(finetunes, probe_tests)
     if probes:
         lines.append(f"- **Frozen probe.** Decoder trained on a frozen encoder, against a frozen *random* encoder "
                      f"({size.probe_setting}): " + "; ".join(
                          f"`{o.test.method}` {format_difference(o.difference, o.seeds)} (Holm p = {format_p(o.holm_p)}"
-                         f", {o.direction})" for o in probes) + ".")
+                         f", {o.direction})" for o in probes) + "."
+                     + too_few_seeds(probes, len(probe_tests), len(size.probe_seeds) or None))
     total, capped, improving = capped_counts(finetunes)
     best = [f"{improving} of {total} fine-tuning runs ended at their budget cap while still improving ({capped} at "
             "the cap)"]

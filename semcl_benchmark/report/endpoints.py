@@ -227,16 +227,20 @@ def deviations_section(size) -> list[str]:
     return lines + [""]
 
 
-def too_few_seeds(outcomes: Sequence[Outcome], declared: int) -> str:
-    """A note when no test of the family (``declared`` tests) could reach :data:`ALPHA` after Holm with its seeds."""
+def too_few_seeds(outcomes: Sequence[Outcome], declared: int, planned_seeds: int | None = None) -> str:
+    """A note when no test of the family (``declared`` tests) could reach :data:`ALPHA` after Holm with its seeds;
+    when all ``planned_seeds`` have finished, the note says that the family's design cannot reach it."""
     if not outcomes:
         return ""
     seeds = max(o.seeds for o in outcomes)
     smallest = min(1.0, declared * 2 / 2**seeds) if seeds >= MIN_SEEDS_FOR_INTERVAL else 1.0
     if smallest < ALPHA:
         return ""
-    return (f" With {seeds} seeds and {declared} tests the smallest possible Holm p is {smallest:.4f}: this "
-            f"family cannot reach p < {ALPHA} until more seeds finish.")
+    why = (f"no test of this family can reach p < {ALPHA} with the {planned_seeds} seeds the protocol plans for it, "
+           "so read its intervals" if planned_seeds is not None and seeds >= planned_seeds
+           else f"this family cannot reach p < {ALPHA} until more seeds finish")
+    tests = f"{declared} {'test' if declared == 1 else 'tests'}"
+    return f" With {seeds} seeds and {tests} the smallest possible Holm p is {smallest:.4f}: {why}."
 
 
 def probe_section(finetunes, size, keys=None) -> list[str]:
@@ -258,4 +262,5 @@ def probe_section(finetunes, size, keys=None) -> list[str]:
         return lines + ["", f"No probe of a frozen random encoder (`{REFERENCE}`) has finished: no control yet.", ""]
     if not outcomes:
         return lines + ["", "No probe of a pretrained arm has finished: nothing to compare with the control yet.", ""]
-    return lines + ["", family_note(outcomes, len(family)), "", *outcome_table(outcomes), ""]
+    note = family_note(outcomes, len(family)) + too_few_seeds(outcomes, len(family), len(size.probe_seeds) or None)
+    return lines + ["", note, "", *outcome_table(outcomes), ""]
