@@ -104,7 +104,8 @@ def test_no_diagnosis_without_both_sides(arms):
 
 PHASES = ["arterial", "arterial", "native", "venous"]
 V2 = SimpleNamespace(name="v2test", splits={"test": 4}, deviations=(), difficulty_criteria=False,
-                     probe_setting="finetune_2", probe_seeds=tuple(range(8)), study_arms=(), study_setting=None,
+                     probe_setting="finetune_2", seeds=tuple(range(8)), probe_seeds=tuple(range(8)), study_arms=(),
+                     study_setting=None,
                      arms=("scratch", "simclr", "semcl_exact", "semcl_coarse"), notes="fabricated")
 
 
@@ -257,6 +258,10 @@ def test_per_phase_groups_test_cases_by_contrast_phase():
     assert ("| native | finetune_1 | `semcl_exact` | `scratch` | -0.200 [-0.200, -0.200] | 0.0078 | 0.0938 | 8 "
             "| no sig") in report
     assert "| venous | finetune_1 | `semcl_exact` | `scratch` | +0.000" in report
+    assert "smallest possible" not in report  # the planned seeds not given: no note on what the design can reach
+    # 12 tests over 8 planned seeds: the smallest Holm p is 12 x 2 / 2^8, above 0.05 even if every seed agreed
+    assert ("With 8 seeds and 12 tests the smallest possible Holm p is 0.0938: no test of this family can reach p < "
+            "0.05 even with all 8 seeds the protocol plans for it") in text(per_phase(finetunes, primary_family(), 8))
     assert per_phase({key: {s: {**r, "test": {k: v for k, v in r["test"].items() if k != "contrast_phases"}}
                             for s, r in runs.items()} for key, runs in finetunes.items()}, primary_family()) == []
 
@@ -406,7 +411,8 @@ def test_probe_against_a_frozen_random_encoder():
     few = {key: {s: r for s, r in runs.items() if s < 3} for key, runs in finetunes.items()}
     three = SimpleNamespace(**{**V2.__dict__, "probe_seeds": (0, 1, 2)})
     assert ("With 3 seeds and 1 test the smallest possible Holm p is 0.2500: no test of this family can reach p < "
-            "0.05 with the 3 seeds the protocol plans for it, so read its intervals.") in text(probe_section(few, three))
+            "0.05 even with all 3 seeds the protocol plans for it, so read its intervals.") \
+        in text(probe_section(few, three))
     assert "until more seeds finish" in text(probe_section(few, V2))
     del finetunes["scratch", "finetune_2", True]
     assert "no control yet" in text(probe_section(finetunes, V2))

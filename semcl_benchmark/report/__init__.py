@@ -111,6 +111,7 @@ def report_v2(size: Size, planned: Sequence[Run], results: dict, plots: Path, re
     trained = [a for a in arms if not endpoints.is_atlas(a)]
     pretrained = [a for a in size.arms if a in pretrains]
     keys = endpoints.planned_keys(planned)
+    planned_seeds = len(size.seeds) or None  # every declared comparison but the probes pairs the size's seeds
     primary = endpoints.run_family(finetunes, endpoints.primary_family())
     lines: list[str] = [f"# Benchmark results: {size.name} size (protocol v2, `docs/PROTOCOL.md`)", ""]
     if size.difficulty_criteria:
@@ -125,15 +126,16 @@ def report_v2(size: Size, planned: Sequence[Run], results: dict, plots: Path, re
         lines += tables.headline(finetunes, arms, settings, crossed_bootstrap,
                                  "95% CI: crossed bootstrap over seeds and the shared test cases")
     if primary:
-        lines += ["## Primary endpoint", "", endpoints.family_note(primary, len(endpoints.primary_family())), "",
+        lines += ["## Primary endpoint", "",
+                  endpoints.family_note(primary, len(endpoints.primary_family()), planned_seeds), "",
                   *endpoints.outcome_table(primary), ""]
     for title, tests in endpoints.secondary_families(keys).items():
         outcomes = endpoints.run_family(finetunes, tests)
         if outcomes:
-            lines += [f"## Secondary: {title}", "", endpoints.family_note(outcomes, len(tests)), "",
+            lines += [f"## Secondary: {title}", "", endpoints.family_note(outcomes, len(tests), planned_seeds), "",
                       *endpoints.outcome_table(outcomes), ""]
-    lines += endpoints.per_phase(finetunes, endpoints.primary_family())
-    lines += time_to_accuracy(finetunes, trained, settings, keys)
+    lines += endpoints.per_phase(finetunes, endpoints.primary_family(), planned_seeds)
+    lines += time_to_accuracy(finetunes, trained, settings, keys, planned_seeds)
     lines += endpoints.probe_section(finetunes, size, keys)
     lines += baselines_at_their_best(finetunes, pretrains)
     lines += tables.per_organ(finetunes, arms, settings)

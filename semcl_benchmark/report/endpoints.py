@@ -47,6 +47,7 @@ __all__ = [
     "probe_family",
     "run_family",
     "secondary_families",
+    "holm_floor",
     "too_few_seeds",
 ]
 
@@ -141,11 +142,16 @@ def run_family(finetunes, tests: Sequence[Test]) -> list[Outcome]:
     return [Outcome(test, difference, p, holm_p, n) for (test, (difference, p, n)), holm_p in zip(done, adjusted)]
 
 
-def family_note(outcomes: Sequence[Outcome], declared: int) -> str:
-    """How a table's Holm correction was made: over the declared tests, and how many have no results yet."""
+def family_note(outcomes: Sequence, declared: int, planned_seeds: int | None = None, seeds: int | None = None) -> str:
+    """How a table's Holm correction was made: over the declared tests, and how many have no results yet; with
+    ``planned_seeds`` (the seeds the protocol plans for the family), also whether the family's ``seeds`` (default:
+    the most of any outcome's) can reach :data:`ALPHA` at all (:func:`holm_floor`)."""
     missing = declared - len(outcomes)
-    return (f"Holm over the {declared} declared {'test' if declared == 1 else 'tests'} of this family"
+    note = (f"Holm over the {declared} declared {'test' if declared == 1 else 'tests'} of this family"
             + (f" ({missing} without results yet, counted as p = 1)." if missing else "."))
+    if planned_seeds is None or not outcomes:
+        return note
+    return note + holm_floor(max(o.seeds for o in outcomes) if seeds is None else seeds, declared, planned_seeds)
 
 
 def planned_keys(planned) -> set[tuple[str, str, bool]]:
@@ -198,8 +204,9 @@ def outcome_table(outcomes: Sequence[Outcome], by_phase: bool = False) -> list[s
     return lines
 
 
-def per_phase(finetunes, tests: Sequence[Test]) -> list[str]:
-    """The primary tests within each phase bucket of the test cases (one family: all phases and tests)."""
+def per_phase(finetunes, tests: Sequence[Test], planned_seeds: int | None = None) -> list[str]:
+    """The primary tests within each phase bucket of the test cases (one family: all phases and tests; the protocol
+    plans ``planned_seeds`` for it)."""
     example = next((phases for runs in finetunes.values() for r in runs.values() if (phases := case_phases(r))), None)
     if example is None:
         return []
@@ -212,7 +219,7 @@ def per_phase(finetunes, tests: Sequence[Test]) -> list[str]:
     counts = {p: example.count(p) for p in phases}
     return ["## Per phase bucket (secondary; test cases grouped by `contrast_phase`)", "",
             "Test cases per phase: " + ", ".join(f"{p} {counts.get(p, 0)}" for p in phases)
-            + f". {family_note(outcomes, len(family))}", "",
+            + f". {family_note(outcomes, len(family), planned_seeds)}", "",
             *outcome_table(outcomes, by_phase=True), ""]
 
 
@@ -228,20 +235,27 @@ def deviations_section(size) -> list[str]:
 
 
 def too_few_seeds(outcomes: Sequence[Outcome], declared: int, planned_seeds: int | None = None) -> str:
-    """A note when no test of the family (``declared`` tests) could reach :data:`ALPHA` after Holm with its seeds;
-    when all ``planned_seeds`` have finished, the note says that the family's design cannot reach it."""
-    if not outcomes:
-        return ""
-    seeds = max(o.seeds for o in outcomes)
-    smallest = min(1.0, declared * 2 / 2**seeds) if seeds >= MIN_SEEDS_FOR_INTERVAL else 1.0
-    if smallest < ALPHA:
-        return ""
-    why = (f"no test of this family can reach p < {ALPHA} with the {planned_seeds} seeds the protocol plans for it, "
-           "so read its intervals" if planned_seeds is not None and seeds >= planned_seeds
-           else f"this family cannot reach p < {ALPHA} until more seeds finish")
-    tests = f"{declared} {'test' if declared == 1 else 'tests'}"
-    return f" With {seeds} seeds and {tests} the smallest possible Holm p is {smallest:.4f}: {why}."
+    """:func:`holm_floor` for a family's outcomes (their most seeds); empty without outcomes."""
+    return holm_floor(max(o.seeds for o in outcomes), declared, planned_seeds) if outcomes else ""
 
+
+def holm_floor(seeds: int, declared: int, planned_seeds: int | None = None) -> str:
+    """A note when no test of a family of ``declared`` tests could reach :data:`ALPHA` after Holm with ``seeds``
+    paired seeds (the smallest two-sided Wilcoxon p is ``2 / 2**seeds``, times ``declared``); when not even all
+    ``planned_seeds`` could reach it, the note says that the family's design cannot."""
+
+    def smallest(n: int) -> float:
+        return min(1.0, declared * 2 / 2**n) if n >= MIN_SEEDS_FOR_INTERVAL else 1.0
+
+    if smallest(seeds) < ALPHA:
+        return ""
+    if planned_seeds is not None and smallest(max(seeds, planned_seeds)) >= ALPHA:
+        why = (f"no test of this family can reach p < {ALPHA} even with all {planned_seeds} seeds the protocol plans "
+               "for it, so read its intervals")
+    else:
+        why = f"this family cannot reach p < {ALPHA} until more seeds finish"
+    tests = f"{declared} {'test' if declared == 1 else 'tests'}"
+    return f" With {seeds} seeds and {tests} the smallest possible Holm p is {smallest(seeds):.4f}: {why}."
 
 def probe_section(finetunes, size, keys=None) -> list[str]:
     """The frozen-encoder probes (decoder trained only) of every pretrained arm against a frozen random encoder; the
@@ -262,5 +276,5 @@ def probe_section(finetunes, size, keys=None) -> list[str]:
         return lines + ["", f"No probe of a frozen random encoder (`{REFERENCE}`) has finished: no control yet.", ""]
     if not outcomes:
         return lines + ["", "No probe of a pretrained arm has finished: nothing to compare with the control yet.", ""]
-    note = family_note(outcomes, len(family)) + too_few_seeds(outcomes, len(family), len(size.probe_seeds) or None)
+    note = family_note(outcomes, len(family), len(size.probe_seeds) or None)
     return lines + ["", note, "", *outcome_table(outcomes), ""]

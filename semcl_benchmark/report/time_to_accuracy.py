@@ -121,10 +121,11 @@ def budget_fraction_runs(finetunes) -> dict[tuple[str, str, bool], dict[int, dic
     return runs
 
 
-def time_to_accuracy(finetunes, arms, settings, keys=None) -> list[str]:
+def time_to_accuracy(finetunes, arms, settings, keys=None, planned_seeds: int | None = None) -> list[str]:
     """The time-to-accuracy section: steps and seconds to ``scratch``'s best, and test Dice at budget fractions.
 
-    ``keys``: the planned ``(arm, setting, probe)``, which declare the family (default: ``arms`` x ``settings``)."""
+    ``keys``: the planned ``(arm, setting, probe)``, which declare the family (default: ``arms`` x ``settings``);
+    ``planned_seeds``: the seeds the protocol plans for each test (for :func:`~.endpoints.holm_floor`)."""
     keys = {(a, s, False) for a in arms for s in settings} if keys is None else keys
     pairs = declared_reaches(keys, settings)
     reaches = reach_family(finetunes, pairs)
@@ -135,7 +136,7 @@ def time_to_accuracy(finetunes, arms, settings, keys=None) -> list[str]:
              "reached with that seed in its whole run. Medians over the seeds that reach it; the ratio is the arm's "
              "steps over `scratch`'s steps to its best (below 1: faster). Wilcoxon: the arm's steps (a seed that never "
              "reaches it ranked slower than every seed that does) against `scratch`'s steps to its best; "
-             + family_note(reaches, len(pairs)), "",
+             + family_note(reaches, len(pairs), planned_seeds, max(r.paired for r in reaches)), "",
              "| setting | arm | reached | steps (median) | seconds (median) | `scratch` steps to best | "
              "`scratch` seconds to best | step ratio (median) | faster than `scratch` | Wilcoxon p | Holm p |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
@@ -152,5 +153,5 @@ def time_to_accuracy(finetunes, arms, settings, keys=None) -> list[str]:
     if outcomes:
         lines += ["Test Dice at fixed fractions of `scratch`'s budget (the epoch of its best validation, same seed and "
                   "setting; `setting @ fraction`), against `scratch` at the same fraction; "
-                  + family_note(outcomes, len(tests)), "", *outcome_table(outcomes), ""]
+                  + family_note(outcomes, len(tests), planned_seeds), "", *outcome_table(outcomes), ""]
     return lines
