@@ -122,7 +122,7 @@ def test_quick_benchmark_writes_results_and_a_report_and_resumes(tmp_path):
                      + numbers, report)
     assert re.search(r"\| finetune_1 \| `semcl_exact` \| `scratch` \| " + numbers, report)  # the primary endpoint
     for phase in ("native", "arterial", "portal_venous", "delayed"):  # one test case of each phase
-        assert re.search(rf"\| {phase} \| `semcl_exact` \| `scratch` \| " + numbers, report)
+        assert re.search(rf"\| {phase} \| finetune_1 \| `semcl_exact` \| `scratch` \| " + numbers, report)
     assert re.search(r"\| finetune_1 \| `semcl_exact` \| \d of 2 \(not reached: \d\) \|", report)  # steps to scratch's best
     for fraction in ("0.25", "0.5", "1"):  # test Dice at fractions of scratch's budget
         assert re.search(rf"\| finetune_1 @ {fraction} \| `semcl_exact` \| `scratch` \| " + numbers, report)
