@@ -37,6 +37,7 @@ __all__ = [
     "UPPER_BOUND_SETTING",
     "deviations_section",
     "family_note",
+    "holm_floor",
     "holm_over_declared",
     "is_atlas",
     "outcome_table",
@@ -47,7 +48,6 @@ __all__ = [
     "probe_family",
     "run_family",
     "secondary_families",
-    "holm_floor",
     "too_few_seeds",
 ]
 
@@ -256,6 +256,7 @@ def holm_floor(seeds: int, declared: int, planned_seeds: int | None = None) -> s
         why = f"this family cannot reach p < {ALPHA} until more seeds finish"
     tests = f"{declared} {'test' if declared == 1 else 'tests'}"
     return f" With {seeds} seeds and {tests} the smallest possible Holm p is {smallest(seeds):.4f}: {why}."
+
 
 def probe_section(finetunes, size, keys=None) -> list[str]:
     """The frozen-encoder probes (decoder trained only) of every pretrained arm against a frozen random encoder; the
