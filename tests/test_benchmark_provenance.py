@@ -114,3 +114,19 @@ def test_result_files_record_the_commit_the_runs_started_from(tmp_path, monkeypa
     monkeypatch.setattr(benchmark.stages, "data", lambda seeds: None)
     benchmark.run([run])
     assert benchmark.store.read(run)["code"] == "start"
+
+
+def test_the_unfinished_table_keeps_the_run_order_while_seeds_finish(tmp_path):
+    """A group whose first seed has finished keeps its row; it does not move below the groups that follow it."""
+    from semcl_benchmark.report.provenance import unfinished
+
+    benchmark = Benchmark(load_protocol().sizes["quick"], tmp_path / "results", tmp_path / "work", allow_dirty=True)
+    planned = benchmark.plan(["scratch", "atlas"], ["finetune_1"], [0, 1, 2], study=[])
+    first = planned[0]
+    none_finished = [row for row in unfinished(planned, {}) if row.startswith("| ") and "---" not in row][1:]
+    some_finished = [row for row in unfinished(planned, {first.key: {}}) if row.startswith("| ") and "---" not in row][1:]
+    assert len(none_finished) == len(some_finished) > 1
+    assert [row.split("|")[1:4] for row in none_finished] == [row.split("|")[1:4] for row in some_finished]
+    moved = next(i for i, row in enumerate(some_finished) if f"`{first.config['arm']}`" in row)
+    assert some_finished[moved].endswith("| 1-2 |") and none_finished[moved].endswith("| 0-2 |")
+    assert unfinished(planned, {run.key: {} for run in planned}) == []

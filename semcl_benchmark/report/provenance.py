@@ -28,14 +28,20 @@ def _seed_ranges(seeds: list[int]) -> str:
 
 
 def unfinished(planned: Sequence[Run], results: dict[str, dict]) -> list[str]:
-    """The planned runs without a result file yet, grouped by stage, arm, setting and probe, with their seeds."""
+    """The planned runs without a result file yet, grouped by stage, arm, setting and probe, with their seeds.
+
+    The groups keep the order of their first run in ``planned`` (the run order), whether or not that run has finished,
+    so a group's row stays in place while its seeds finish.
+    """
     groups: dict[tuple[str, str, str], list[int]] = {}
     for run in planned:
+        c = run.config
+        where = c.get("setting") or ""
+        where += " (probe)" if c.get("probe") else ""
+        seeds = groups.setdefault((c["stage"], c["arm"], where), [])
         if run.key not in results:
-            c = run.config
-            where = c.get("setting") or ""
-            where += " (probe)" if c.get("probe") else ""
-            groups.setdefault((c["stage"], c["arm"], where), []).append(c["seed"])
+            seeds.append(c["seed"])
+    groups = {group: seeds for group, seeds in groups.items() if seeds}
     if not groups:
         return []
     rows = [f"| {stage} | `{arm}` | {where or '-'} | {_seed_ranges(sorted(seeds))} |"
