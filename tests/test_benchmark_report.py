@@ -233,6 +233,19 @@ def test_the_upper_bound_is_plotted_at_its_number_of_labelled_volumes():
     assert labelled_volumes("finetune_all", {}) is None
 
 
+def test_a_setting_where_nothing_validates_gets_no_empty_curve_plot(tmp_path):
+    """Only the atlases have finished at 4 volumes: they have no validation curve, so no empty plot is drawn."""
+    from semcl_benchmark.report.plots import plots_section
+
+    finetunes = {**arm_runs("scratch", "finetune_1", [0.8, 0.7]), **arm_runs("atlas", "finetune_4", [0.3, 0.2])}
+    for run in finetunes["atlas", "finetune_4", False].values():
+        del run["validation_curve"]
+    lines = text(plots_section(finetunes, ["scratch", "atlas"], ["finetune_1", "finetune_4"], tmp_path / "plots",
+                               tmp_path / "RESULTS.md"))
+    assert "validation_curve_finetune_1.png" in lines and (tmp_path / "plots" / "validation_curve_finetune_1.png").exists()
+    assert "validation_curve_finetune_4" not in lines and not (tmp_path / "plots" / "validation_curve_finetune_4.png").exists()
+
+
 def test_too_few_seeds_for_holm_is_said():
     from semcl_benchmark.report.endpoints import primary_family, run_family
     from semcl_benchmark.report.verdict import primary_verdict
