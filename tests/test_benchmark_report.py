@@ -233,6 +233,15 @@ def test_the_upper_bound_is_plotted_at_its_number_of_labelled_volumes():
     assert labelled_volumes("finetune_all", {}) is None
 
 
+def test_a_single_seed_is_not_called_no_significant_difference():
+    from semcl_benchmark.report.endpoints import Test, run_family
+
+    finetunes = {**v2_arm("scratch", "finetune_4", shifted([0.0], seeds=1)),
+                 **v2_arm("semcl_exact", "finetune_4", shifted([0.3], seeds=1))}
+    (outcome,) = run_family(finetunes, [Test("semcl_exact", "scratch", "finetune_4")])
+    assert outcome.seeds == 1 and outcome.direction == "not testable: 1 seed" and not outcome.significant
+
+
 def test_a_setting_where_nothing_validates_gets_no_empty_curve_plot(tmp_path):
     """Only the atlases have finished at 4 volumes: they have no validation curve, so no empty plot is drawn."""
     from semcl_benchmark.report.plots import plots_section

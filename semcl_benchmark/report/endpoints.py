@@ -98,7 +98,10 @@ class Outcome:
 
     @property
     def direction(self) -> str:
-        """``gain``, ``loss`` (significant at :data:`ALPHA` after Holm) or ``no significant difference``."""
+        """``gain``, ``loss`` (significant at :data:`ALPHA` after Holm), ``no significant difference``, or
+        ``not testable: 1 seed`` (no Wilcoxon test with a single pair)."""
+        if self.seeds < 2:
+            return f"not testable: {self.seeds} seed"
         if not self.significant:
             return "no significant difference"
         return "gain" if self.difference.mean > 0 else "loss"
