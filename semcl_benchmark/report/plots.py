@@ -86,9 +86,13 @@ def plots_section(finetunes, arms, settings, plots: Path, report: Path, bootstra
     lines.append(f"![Dice vs labelled volumes]({relative}/dice_vs_labelled_volumes.png)")
     # validation Dice against fine-tuning steps
     for setting in settings:
-        per_arm = {arm: curves for arm in arms if (curves := [
-            np.array([(p.step, np.nan if p.dice is None else p.dice) for p in points], dtype=np.float64)
-            for r in finetunes.get((arm, setting, False), {}).values() if (points := validation_points(r))])}
+        per_arm = {}
+        for arm in arms:
+            runs = finetunes.get((arm, setting, False), {})
+            curves = [np.array([(p.step, np.nan if p.dice is None else p.dice) for p in points], dtype=np.float64)
+                      for r in runs.values() if (points := validation_points(r))]
+            if curves:
+                per_arm[arm] = curves
         if not per_arm:  # e.g. only the atlases have finished in this setting: nothing validates
             continue
         figure, axes = plt.subplots(figsize=(5.5, 4))
