@@ -307,6 +307,11 @@ def test_diagnosis_v2_claims_headroom_only_from_an_upper_bound_and_reads_atlases
     assert "**Headroom.** `scratch` with every training volume labelled (`finetune_all`, 8 seeds) reaches 0.776 [" \
         in report
     assert "over `finetune_1` +0.200 [+0.200, +0.200] (paired over 8 seeds)" in report and "no test" in report
+    upper = finetunes[("scratch", "finetune_all", False)]
+    finetunes[("scratch", "finetune_all", False)] = {seed: upper[seed] for seed in list(upper)[:1]}
+    report = text(diagnosis_v2(finetunes, {}, arms, ["finetune_1", "finetune_2", "finetune_all"], V2))
+    assert "(`finetune_all`, 1 seed) reaches" in report and "(paired over 1 seed)" in report
+    assert "1 seeds" not in report
 
 
 def test_diagnosis_v2_names_organs_below_and_what_the_upper_bound_reaches():

@@ -228,6 +228,11 @@ def _organs_below(finetunes, arms, settings) -> list[str]:
             "labelled volumes; they are small at this image size, where a voxel of boundary weighs heavily in Dice."]
 
 
+def _seeds(n: int) -> str:
+    """``n`` seeds, in words: "1 seed", "3 seeds"."""
+    return f"{n} seed{'s' if n != 1 else ''}"
+
+
 def diagnosis_v2(finetunes, pretrains, arms, settings, size, keys=None) -> list[str]:
     """The v2 diagnosis: each point a measurement, and no claim the runs do not measure (issue 21, item 6).
 
@@ -255,8 +260,8 @@ def diagnosis_v2(finetunes, pretrains, arms, settings, size, keys=None) -> list[
             pair = {("all", s, False): upper, ("scratch", s, False): scratch[s]}
             if (comparison := compare(pair, "all", "scratch", s, bootstrap=crossed_bootstrap)) is not None:
                 d, _, n = comparison
-                gaps.append(f"over `{s}` {format_difference(d, n)} (paired over {n} seeds)")
-        seeds = f"{len(upper)} seed{'s' if len(upper) != 1 else ''}"
+                gaps.append(f"over `{s}` {format_difference(d, n)} (paired over {_seeds(n)})")
+        seeds = _seeds(len(upper))
         lines.append(f"- **Headroom.** `scratch` with every training volume labelled (`{UPPER_BOUND_SETTING}`, {seeds}) "
                      f"reaches {format_mean_dice(upper, crossed_bootstrap)} test Dice; " + "; ".join(gaps)
                      + " (a reference row: no test).")
