@@ -34,3 +34,15 @@ def test_root_readme_and_docs_link_only_files_that_exist():
         for target in re.findall(r"\]\(([^)#\s]+)\)", page.read_text()):
             if "://" not in target:
                 assert (page.parent / target).exists(), f"{page.relative_to(ROOT)} links {target}, which is missing"
+
+
+@pytest.mark.parametrize("readme", [ROOT / "README.md", BUNDLE_README], ids=["root", "bundle"])
+def test_benchmark_numbers_the_readmes_quote_are_in_the_report(readme):
+    """Every number between ``<!-- benchmark-v2 -->`` markers is one that ``docs/RESULTS.md`` (written from the result
+    files by ``scripts/benchmark.py --report-only``) prints: a README cannot quote a number the report does not give."""
+    blocks = re.findall(r"<!-- benchmark-v2 -->(.*?)<!-- /benchmark-v2 -->", readme.read_text(), re.S)
+    assert blocks, f"{readme.relative_to(ROOT)} quotes no v2 benchmark numbers between markers"
+    report = set(re.findall(r"\d+\.\d{3,4}\b", ROOT.joinpath("docs", "RESULTS.md").read_text()))
+    quoted = {number for block in blocks for number in re.findall(r"\d+\.\d{3,4}\b", block)}
+    assert quoted, "the v2 block quotes no number"
+    assert not quoted - report, f"{readme.relative_to(ROOT)} quotes {sorted(quoted - report)}, absent from docs/RESULTS.md"
