@@ -394,6 +394,10 @@ def test_runs_at_their_cap_while_improving_collapse_and_supervised_plateau():
     assert "effective rank < 1.5 or negative cosine > 0.9" in report
     assert "| `simclr` | 1.1 / 0.95 | 8.0 / 0.60 | 3.0 / 0.10 | 9.0 / 0.10 | 1 of 4 | 2 of 4 |" in report
     assert "| `supervised` | 1 of 3 | 40 | 60 | 0.500 | 3 |" in report
+    assert "Budget doubled, as the protocol fixes for a run still improving at its cap (1; " in report
+    assert "`scratch` finetune_1 seed 3 (caps [400, 800], best epoch 450 of 600)" in report
+    del finetunes[("scratch", "finetune_1", False)][3]
+    assert "Budget doubled" not in text(baselines_at_their_best(finetunes, pretrains))
 
 
 def test_deviations_are_listed_and_checked():

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .records import collapse_record, epoch_cap
+from .records import collapse_record, epoch_cap, epoch_caps
 
 __all__ = [
     "NEAR_COLLAPSE_NEGATIVE_COSINE",
@@ -101,7 +101,7 @@ def contrastive_runs(pretrains) -> dict[str, dict[int, dict]]:
 
 
 def _caps(finetunes, pretrains) -> list[str]:
-    rows, improving_keys = [], []
+    rows, improving_keys, extended_keys = [], [], []
     groups = [((arm, setting, probe), runs, finetune_budget) for (arm, setting, probe), runs in finetunes.items()]
     groups += [((arm, "pretraining", False), runs, pretrain_budget) for arm, runs in pretrains.items()]
     for (arm, setting, probe), runs, budget_of in sorted(groups, key=lambda g: (g[0][1], g[0][0], g[0][2])):
@@ -113,12 +113,18 @@ def _caps(finetunes, pretrains) -> list[str]:
         at_last = sum(b.best_epoch is not None and b.best_epoch >= b.epochs for s, r in runs.items()
                       if (b := budget_of(r)) and capped_while_improving(b)[0])
         improving_keys += [f"`{arm}` {setting}{' probe' if probe else ''} seed {s}" for s in improving]
+        extended_keys += [f"`{arm}` {setting}{' probe' if probe else ''} seed {s} (caps {caps}, best epoch "
+                          f"{r.get('best_metric_epoch')} of {r.get('epochs')})"
+                          for s, r in sorted(runs.items()) if len(caps := epoch_caps(r)) > 1]
         if capped:
             rows.append(f"| {setting} | `{arm}`{' (probe)' if probe else ''} | {len(flags)} | {capped} | "
                         f"{len(improving)} | {at_last} |")
     total = sum(r.get("stage") != "atlas" for runs in finetunes.values() for r in runs.values())
     lines = ["Runs that used their whole epoch budget, and those whose best validation came within the last patience "
              "window (still improving at the cap).", ""]
+    if extended_keys:
+        lines += [f"Budget doubled, as the protocol fixes for a run still improving at its cap ({len(extended_keys)}; "
+                  f"the table below judges each at its last cap): {', '.join(extended_keys)}.", ""]
     if not rows:
         return lines + [f"None of the {total} fine-tuning runs (nor a validating pretraining) ended at its cap.", ""]
     lines += ["| setting | arm | runs | at the cap | still improving | best at the last epoch |",

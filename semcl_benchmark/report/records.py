@@ -47,6 +47,7 @@ __all__ = [
     "collapse_record",
     "deviations",
     "epoch_cap",
+    "epoch_caps",
     "is_v2",
     "provenance_of",
     "validation_points",
@@ -121,13 +122,17 @@ def budget_fractions(result: dict) -> dict[float, dict]:
     return {float(point["fraction"]): point["test"] for point in record.get("points", [])}
 
 
+def epoch_caps(result: dict) -> list[int]:
+    """Every epoch cap a run had, the first and one per budget extension (``budget["max_epochs"]``); ``[]`` where the
+    run records no ``budget``."""
+    return list((result.get("budget") or {}).get("max_epochs") or [])
+
+
 def epoch_cap(result: dict) -> int | None:
     """The last epoch cap a run had (its ``budget``'s last, after any extension); ``None`` where the run records no
     ``budget`` (no extensions planned, a v1 run): its configured ``max_epochs`` is its cap then."""
-    budget = result.get("budget") or {}
-    if budget.get("max_epochs"):
-        return budget["max_epochs"][-1]
-    return None
+    caps = epoch_caps(result)
+    return caps[-1] if caps else None
 
 
 def collapse_record(result: dict) -> dict | None:
