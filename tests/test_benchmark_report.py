@@ -398,6 +398,12 @@ def test_runs_at_their_cap_while_improving_collapse_and_supervised_plateau():
     assert "`scratch` finetune_1 seed 3 (caps [400, 800], best epoch 450 of 600)" in report
     del finetunes[("scratch", "finetune_1", False)][3]
     assert "Budget doubled" not in text(baselines_at_their_best(finetunes, pretrains))
+    # a validating pretraining's extension reads its epochs from its summary, as its budget does
+    supervised = pretrains["supervised"][1]
+    pretrains["supervised"][1] = {**supervised, "budget": {"max_epochs": [60, 120], "capped_while_improving": False},
+                                  "summary": {**supervised["summary"], "epochs_completed": 90, "best_metric_epoch": 70}}
+    assert "`supervised` pretraining seed 1 (caps [60, 120], best epoch 70 of 90)" in text(
+        baselines_at_their_best(finetunes, pretrains))
 
 
 def test_deviations_are_listed_and_checked():

@@ -112,10 +112,10 @@ def _caps(finetunes, pretrains) -> list[str]:
         improving = [seed for seed, (_, i) in flags if i]
         at_last = sum(b.best_epoch is not None and b.best_epoch >= b.epochs for s, r in runs.items()
                       if (b := budget_of(r)) and capped_while_improving(b)[0])
-        improving_keys += [f"`{arm}` {setting}{' probe' if probe else ''} seed {s}" for s in improving]
-        extended_keys += [f"`{arm}` {setting}{' probe' if probe else ''} seed {s} (caps {caps}, best epoch "
-                          f"{r.get('best_metric_epoch')} of {r.get('epochs')})"
-                          for s, r in sorted(runs.items()) if len(caps := epoch_caps(r)) > 1]
+        name = f"`{arm}` {setting}{' probe' if probe else ''} seed"
+        improving_keys += [f"{name} {s}" for s in improving]
+        extended_keys += [f"{name} {s} (caps {caps}, best epoch {b.best_epoch} of {b.epochs})"
+                          for s, r in sorted(runs.items()) if len(caps := epoch_caps(r)) > 1 and (b := budget_of(r))]
         if capped:
             rows.append(f"| {setting} | `{arm}`{' (probe)' if probe else ''} | {len(flags)} | {capped} | "
                         f"{len(improving)} | {at_last} |")
