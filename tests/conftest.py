@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,11 +20,89 @@ import pytest
 
 BUNDLE_DIR = Path(__file__).resolve().parents[1] / "bundles" / "abdomen_ct_semcl_segmentation"
 CONFIGS = BUNDLE_DIR / "configs"
-ZOO_CI = Path(os.environ.get("SEMCL_ZOO_CI", Path(__file__).resolve().parents[2] / "shared" / "zoo-ci"))
-"""The model zoo's own CI scripts, settings and metadata schema, unmodified (``shared/zoo-ci`` beside the repository,
-see its ``SOURCE.md``): the tests run them from there and never copy them into the project."""
-ZOO_SCHEMA = ZOO_CI / "schema" / "meta_schema_20240725.json"
+
+# ---------------------------------------------------------------------------------------------------------------------
+# the model zoo's own CI scripts, settings and metadata schema, unmodified: the tests run them from a folder outside
+# the repository and never copy them into the project (``scripts/get_zoo_ci.sh`` fetches them; ``zoo_ci`` fixture)
+# ---------------------------------------------------------------------------------------------------------------------
+
+ZOO_SCHEMA_NAME = "meta_schema_20240725.json"
 """The schema that metadata.json's ``schema`` URL names, as the zoo's CI validates against it."""
+ZOO_CI_REQUIRED = ("ci/verify_bundle.py", f"schema/{ZOO_SCHEMA_NAME}")
+"""A folder counts as the zoo's CI only if it holds these files."""
+SHARED_ZOO_CI = Path(__file__).resolve().parents[2] / "shared" / "zoo-ci"
+"""``shared/zoo-ci`` beside the repository (see its ``SOURCE.md``), where the development machines keep it."""
+
+
+def is_ci(env: Mapping[str, str] | None = None) -> bool:
+    """Whether ``CI`` is ``true`` or ``1`` (any case) in ``env`` (default: this process's environment)."""
+    env = os.environ if env is None else env
+    return env.get("CI", "").strip().lower() in ("true", "1")
+
+
+def zoo_ci_cache(env: Mapping[str, str] | None = None) -> Path:
+    """The user cache folder ``scripts/get_zoo_ci.sh`` downloads into: ``${XDG_CACHE_HOME:-~/.cache}/semcl/zoo-ci``."""
+    env = os.environ if env is None else env
+    home = Path(env["HOME"]) if env.get("HOME") else Path.home()
+    return Path(env.get("XDG_CACHE_HOME") or home / ".cache") / "semcl" / "zoo-ci"
+
+
+def zoo_ci_candidates(env: Mapping[str, str] | None = None, shared: Path = SHARED_ZOO_CI) -> list[Path]:
+    """The folders looked in, in order: ``$SEMCL_ZOO_CI`` alone if set, else ``shared`` and then the user cache."""
+    env = os.environ if env is None else env
+    if env.get("SEMCL_ZOO_CI"):
+        return [Path(env["SEMCL_ZOO_CI"])]
+    return [shared, zoo_ci_cache(env)]
+
+
+def holds_zoo_ci(folder: Path) -> bool:
+    """Whether ``folder`` holds the zoo's CI: every file of ``ZOO_CI_REQUIRED``."""
+    return all((folder / name).is_file() for name in ZOO_CI_REQUIRED)
+
+
+def find_zoo_ci(env: Mapping[str, str] | None = None, shared: Path = SHARED_ZOO_CI) -> Path | None:
+    """The first of ``zoo_ci_candidates`` that holds the zoo's CI, or ``None``."""
+    return next((folder for folder in zoo_ci_candidates(env, shared) if holds_zoo_ci(folder)), None)
+
+
+def require_zoo_ci(env: Mapping[str, str] | None = None, shared: Path = SHARED_ZOO_CI) -> Path:
+    """``find_zoo_ci``'s folder; when there is none, skip the test, naming where it looked and how to get it.
+
+    Under ``CI=true`` (``is_ci``) the test fails instead, so that CI never skips the zoo's checks silently.
+    """
+    found = find_zoo_ci(env, shared)
+    if found is not None:
+        return found
+    env = os.environ if env is None else env
+    looked = ", ".join(str(folder) for folder in zoo_ci_candidates(env, shared))
+    if env.get("SEMCL_ZOO_CI"):
+        looked += " (SEMCL_ZOO_CI is set, so only there)"
+    needs = " and ".join(ZOO_CI_REQUIRED)
+    if is_ci(env):
+        pytest.fail(f"CI=true but the model zoo's CI ({needs}) is in none of: {looked}", pytrace=False)
+    pytest.skip(
+        f"the model zoo's CI ({needs}) is in none of: {looked}; fetch it with `bash scripts/get_zoo_ci.sh` "
+        "(network) or set SEMCL_ZOO_CI to a folder holding it"
+    )
+
+
+ZOO_CI = find_zoo_ci() or zoo_ci_candidates()[0]
+"""The zoo CI folder found at import time (else the first place looked in); tests take the ``zoo_ci`` fixture."""
+ZOO_SCHEMA = ZOO_CI / "schema" / ZOO_SCHEMA_NAME
+"""``ZOO_SCHEMA_NAME`` in ``ZOO_CI``; tests take the ``zoo_schema`` fixture, which skips or fails when it is absent."""
+
+
+@pytest.fixture(scope="session")
+def zoo_ci() -> Path:
+    """The model zoo's CI folder (``require_zoo_ci``): skips every test that takes it when absent, fails under CI."""
+    return require_zoo_ci()
+
+
+@pytest.fixture(scope="session")
+def zoo_schema(zoo_ci: Path) -> Path:
+    """The metadata schema the zoo's CI validates against, in the ``zoo_ci`` folder (so nothing is downloaded)."""
+    return zoo_ci / "schema" / ZOO_SCHEMA_NAME
+
 
 # a network small enough for 2 CPU threads: 8 filters, 3 resolution levels (train/inference: blocks_up one shorter)
 TINY_ENCODER_ARGS = ["--init_filters", "8", "--blocks_down", "[1,1,1]"]

@@ -2,7 +2,7 @@
 
 ``verify_metadata`` normally downloads the schema named in metadata.json; ``monai.apps.utils.download_url`` returns
 early when ``--filepath`` already exists (and no hash is asked for), so the model zoo's own schema file
-(``conftest.ZOO_SCHEMA``, in ``shared/zoo-ci``) is used and nothing is fetched. The subprocesses also get an
+(the ``zoo_schema`` fixture, in the zoo CI folder of ``conftest.find_zoo_ci``) is used and nothing is fetched. The subprocesses also get an
 unreachable proxy, so any download attempt would fail.
 """
 
@@ -19,7 +19,7 @@ import torch
 from monai.bundle import ConfigWorkflow
 from monai.networks.nets import SegResNet
 
-from conftest import BUNDLE_DIR, CONFIGS, ZOO_SCHEMA, bundle_env
+from conftest import BUNDLE_DIR, CONFIGS, ZOO_SCHEMA_NAME, bundle_env
 from semcl_tools.bundle_configs import COMMAND, PARTS, ConfigPartError, assemble, main, stale_configs, stale_message
 
 META_FILE = CONFIGS / "metadata.json"
@@ -68,23 +68,27 @@ def test_config_defines_every_required_workflow_property(config, workflow_type, 
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def test_metadata_verifies_against_offline_schema(workdir):
+def test_metadata_names_the_schema_the_zoo_ci_checks_against():
+    assert metadata()["schema"].rsplit("/", 1)[-1] == ZOO_SCHEMA_NAME
+
+
+def test_metadata_verifies_against_offline_schema(workdir, zoo_schema):
     pytest.importorskip("jsonschema", reason="verify_metadata needs jsonschema (monai[jsonschema])")
-    assert metadata()["schema"].rsplit("/", 1)[-1] == ZOO_SCHEMA.name  # the schema the zoo's CI checks against
-    result = run_offline("verify_metadata", "--meta_file", str(META_FILE), "--filepath", str(ZOO_SCHEMA), cwd=workdir)
+    assert metadata()["schema"].rsplit("/", 1)[-1] == zoo_schema.name  # the schema the zoo's CI checks against
+    result = run_offline("verify_metadata", "--meta_file", str(META_FILE), "--filepath", str(zoo_schema), cwd=workdir)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-3000:]
-    assert f"File exists: {ZOO_SCHEMA}, skipped downloading." in output
+    assert f"File exists: {zoo_schema}, skipped downloading." in output
     assert "metadata is verified with no error." in output
 
 
-def test_metadata_without_mandatory_key_fails_verification(workdir, tmp_path):
+def test_metadata_without_mandatory_key_fails_verification(workdir, tmp_path, zoo_schema):
     pytest.importorskip("jsonschema", reason="verify_metadata needs jsonschema (monai[jsonschema])")
     broken = metadata()
     del broken["network_data_format"]
     (tmp_path / "metadata.json").write_text(json.dumps(broken))
     result = run_offline(
-        "verify_metadata", "--meta_file", str(tmp_path / "metadata.json"), "--filepath", str(ZOO_SCHEMA), cwd=workdir
+        "verify_metadata", "--meta_file", str(tmp_path / "metadata.json"), "--filepath", str(zoo_schema), cwd=workdir
     )
     assert result.returncode != 0
     assert "'network_data_format' is a required property" in result.stdout + result.stderr

@@ -3,8 +3,9 @@ model zoo's own CI on it.
 
 The zoo environment (``.venv-zoo`` in the repository root, reused while the bundle README's install lines are
 unchanged) has only what the bundle README tells a zoo user to install: no ``semcl_components``. The zoo's CI scripts
-run unmodified from ``shared/zoo-ci`` (``conftest.ZOO_CI``) on the exported zip and on the zip the zoo's release step
-makes of it (``published_zip``).
+run unmodified, from the folder of the ``zoo_ci`` fixture (``conftest.find_zoo_ci``: ``shared/zoo-ci`` beside the
+repository or the cache of ``scripts/get_zoo_ci.sh``), on the exported zip and on the zip the zoo's release step makes
+of it (``published_zip``).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import EXPORT, ZOO_CI, ZOO_SCHEMA, bundle_env, run_captured
+from conftest import EXPORT, ZOO_SCHEMA_NAME, bundle_env, run_captured
 
 pytestmark = pytest.mark.zoo
 
@@ -429,18 +430,11 @@ def test_zip_torchscript_matches_and_workflows_have_their_properties(exported, z
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# the model zoo's own CI (../shared/zoo-ci, unmodified), run on the exported zip and on the zip the zoo publishes
+# the model zoo's own CI (the zoo_ci fixture, unmodified), run on the exported zip and on the zip the zoo publishes
 # ---------------------------------------------------------------------------------------------------------------------
 
 OFFLINE = dict.fromkeys(("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"), "http://127.0.0.1:9")
 """Proxies at a closed local port: a download the zoo's scripts would try (the schema, a weight) fails at once."""
-
-
-@pytest.fixture(scope="session")
-def zoo_ci() -> Path:
-    if not (ZOO_CI / "ci" / "verify_bundle.py").is_file():
-        pytest.fail(f"the model zoo's CI is not in {ZOO_CI} (shared/zoo-ci beside the repository); set SEMCL_ZOO_CI")
-    return ZOO_CI
 
 
 def zoo_ci_run(python: Path, zoo_ci: Path, script: str, *args, cwd: Path) -> subprocess.CompletedProcess:
@@ -509,7 +503,7 @@ def test_zoo_verify_bundle_passes(form, mode, request, exported, zoo_python, zoo
     archive = exported["zip"] if form == "exported" else request.getfixturevalue("published_zip")
     models = zoo_models_folder(archive, tmp_path / "models", zoo_ci)
     schema = json.loads((models / NAME / "configs" / "metadata.json").read_text())["schema"].rsplit("/", 1)[-1]
-    assert schema == ZOO_SCHEMA.name
+    assert schema == ZOO_SCHEMA_NAME
     shutil.copyfile(zoo_ci / "schema" / schema, models / schema)
     zoo_ci_run(zoo_python, zoo_ci, "prepare_schema.py", "-l", NAME, "-p", models, cwd=tmp_path)
     assert (models / NAME / "eval" / "schema.json").read_bytes() == (zoo_ci / "schema" / schema).read_bytes()
