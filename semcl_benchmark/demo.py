@@ -1,182 +1,230 @@
-"""The main job: one seed of the low-label benchmark on the embedded phantom data, both arms side by side.
+"""The main job: the product's recommended pipeline on today's testbed, one run, set beside the benchmark's seeds.
 
-It runs exactly the benchmark's protocol for one seed, so its numbers can be set beside the benchmark's committed
-runs: those of the first protocol (``--size v1``, ``docs/RESULTS_v1.md``) until the v2 protocol's runs
-(``docs/PROTOCOL.md``) are committed; the demo says which it compares with. Stages, each one a
-``python -m monai.bundle run`` of the bundle as a user would type it (the exact commands are printed and logged):
-    1. data       the size's phantom dataset (MSD layout + low-label datalist + preview PNG)
-    2. pretrain   semantic-aware contrastive pretraining of the encoder on the ``pretrain`` split
-    3. finetune   segmentation training on 2 labelled volumes, from the pretrained encoder and from random init, side
-                  by side (one CPU thread each), each to a validation plateau (early stopping, the same rule for both);
-                  then per-organ Dice, HD95 and surface Dice on the held-out ``test`` split
-    4. infer      one test volume segmented with the pretrained arm's model
-and finally a per-organ Dice table of both arms; how far this machine's run lies from the benchmark's committed run
-of the same seed (made on another machine); and what the benchmark found over all its seeds (the size's report).
+It runs one seed of benchmark v2's protocol (the ``default`` size: ``realistic`` phantoms, ``docs/PROTOCOL.md``) for one
+arm, so that its numbers can be set beside the benchmark's committed runs of the same arm and setting. Stages, each a
+``python -m monai.bundle run`` of the bundle as a user would type it (printed, and logged whole):
+    1. data       60 realistic phantoms (MSD layout, preview PNG) and the seed's draw: 1 labelled volume, a pretraining
+                  pool of 12, 6 validation and 24 test cases
+    2. pretrain   semantic-aware contrastive pretraining of the encoder on the pool's label maps (exact masks)
+    3. finetune   segmentation training on the labelled volume from the pretrained encoder, to a validation plateau;
+                  then per-organ Dice, HD95 and surface Dice on the 24 test cases
+    4. segment    one test volume with ``inference.yaml``, and a picture of it: ground truth beside prediction
+    5. report     the run's per-organ test Dice beside the benchmark's committed distribution for the same arm and
+                  setting (minimum, median, maximum over its seeds) and the benchmark's verdict, read from its files
 
-Rerunning is safe: finished runs are reused (each writes a result file when done); an interrupted run starts again.
-Everything is written under --workdir (default runs/demo).
+One progress line per running stage; every workflow's whole log is in ``<workdir>/logs``. Rerunning is safe: finished
+runs are reused (each writes a result file when done); an interrupted run starts again. Everything is written under
+--workdir (default runs/demo).
 
 Usage:
-    python scripts/demo.py [--workdir runs/demo] [--seed 0] [--arm semcl_exact] [--setting finetune_2] [--size v1]
+    python scripts/demo.py [--workdir runs/demo] [--seed 0] [--arm semcl_exact] [--setting finetune_1]
 
-About 10-15 minutes on 2 CPU cores: 48^3 phantoms, a SegResNet of width 8 (the bundle's default is 16), 60
-pretraining epochs, fine-tuning until validation Dice stops rising (at most 800 epochs). ``--size quick`` runs the
-benchmark's smoke-test size instead (a minute; its numbers mean nothing).
+About 10-13 minutes on 2 CPU cores (docs/DEMO.md). ``--size quick`` runs the benchmark's smoke-test size instead (a
+minute; its numbers mean nothing and it has no committed runs to compare with).
 """
 
 from __future__ import annotations
 
 import argparse
-import math
 import os
+import statistics
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 from semcl_components.data.phantoms import format_summary, summarise_dataset
 from semcl_tools.bundle_run import BundleRunError, bundle_command, run_logged
+from semcl_tools.progress import emit, format_seconds
 from semcl_tools.repository import CONFIGS, ROOT
 
 from .plan import Run
 from .protocol import load_protocol
-from .report import compare, mean_dice
-from .results import ResultStore, by_stage, read_json, results_folder
+from .report import endpoints, mean_dice
+from .report.comparison import format_difference, format_p
+from .results import ResultStore, by_stage, cpu_model, read_json, results_folder
 from .runner import Benchmark
 
-DEMO_ARM = "semcl_exact"  # the method's arm the demo sets beside scratch (choose another with --arm)
-DEMO_SIZE = "v1"  # the size whose committed runs the demo compares with: v1 until the v2 (default) runs are committed
-ARM_TITLES = {"scratch": "scratch (random init)"}
-
-
-def _title(arm: str) -> str:
-    return ARM_TITLES.get(arm, f"pretrained ({arm})")
+DEMO_ARM = "semcl_exact"
+"""The recommended pipeline: semantic-aware pretraining on the pool's label maps, then fine-tuning (``--arm``)."""
+DEMO_SIZE = "default"
+"""Benchmark v2's size: its 299 runs are committed (``docs/results/benchmark/default``, ``docs/RESULTS.md``)."""
+DEMO_SETTING = "finetune_1"
+"""One labelled volume: the setting whose fine-tuning fits the demo's 15 minutes on 2 cores."""
+PREFIX = "[demo]"
 
 
 def _fmt(value: float | None) -> str:
-    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.3f}"
+    return "n/a" if value is None or value != value else f"{value:.3f}"
 
 
-def dice_table(results: dict[str, dict]) -> str:
-    """Per-organ test Dice of each arm's run, side by side, with the difference of the first two."""
-    names = list(results)
-    organs = list(next(iter(results.values()))["test_summary"].get("val_mean_dice", {}))
-    header = f"{'organ':<14}" + "".join(f"{_title(n):>26}" for n in names) + (f"{'difference':>12}" if len(names) == 2 else "")
+def organ_dice(result: dict) -> dict[str, float]:
+    """A fine-tuning run's test Dice per organ (mean over test cases) and ``mean`` (mean over cases of case means)."""
+    return {**result["test_summary"].get("val_mean_dice", {}), "mean": mean_dice(result)}
+
+
+def committed_runs(size_name: str, arm: str, setting: str) -> dict[int, dict]:
+    """The benchmark's committed fine-tuning results of ``arm`` in ``setting`` by seed (those whose configuration the
+    protocol still plans), from ``docs/results/benchmark/<size>``."""
+    return committed_finetunes(size_name, [arm], setting).get((arm, setting, False), {})
+
+
+def committed_finetunes(size_name: str, arms: list[str], setting: str) -> dict:
+    """``finetunes[arm, setting, probe][seed]`` of the committed result files (see :func:`~.results.by_stage`)."""
+    size = load_protocol().sizes[size_name]
+    reference = Benchmark(size, results_folder(size.name), ROOT / "runs" / "benchmark" / size.name)
+    planned = reference.plan(arms, [setting], list(size.seeds), study=[])
+    finetunes, _, _ = by_stage(reference.store.load(planned))
+    return finetunes
+
+
+def distribution_table(run: dict, seeds: dict[int, dict]) -> str:
+    """This run's test Dice per organ beside the minimum, median and maximum of the committed seeds' runs."""
+    mine = organ_dice(run)
+    theirs = [organ_dice(result) for result in seeds.values()]
+    header = f"{'organ':<14}{'this run':>10}" + (f"{'min':>9}{'median':>9}{'max':>9}" if theirs else "")
     lines = [header, "-" * len(header)]
-    for organ in organs + ["mean"]:
-        values = [
-            mean_dice(results[arm]) if organ == "mean" else results[arm]["test_summary"]["val_mean_dice"].get(organ)
-            for arm in names
-        ]
-        diff = f"{values[0] - values[1]:>+12.3f}" if len(values) == 2 and None not in values else ""
-        lines.append(f"{organ:<14}" + "".join(f"{_fmt(v):>26}" for v in values) + diff)
+    for organ, value in mine.items():
+        row = f"{organ:<14}{_fmt(value):>10}"
+        values = [d[organ] for d in theirs if d.get(organ) is not None]
+        if values:
+            row += f"{min(values):>9.3f}{statistics.median(values):>9.3f}{max(values):>9.3f}"
+        lines.append(row)
     return "\n".join(lines)
 
 
-def committed_run(run: Run, size_name: str) -> dict | None:
-    """The benchmark's committed result of the same run (same configuration hash), if there is one."""
-    return ResultStore(results_folder(size_name)).read(run)
-
-
-def benchmark_finding(size_name: str, arm: str, setting: str) -> str:
-    """One line: what the benchmark's committed runs say about ``arm`` against scratch in ``setting``."""
+def benchmark_verdict(size_name: str, arm: str, setting: str) -> str:
+    """One sentence: the benchmark's primary test of ``arm`` against ``scratch`` in ``setting``, from its files."""
+    finetunes = committed_finetunes(size_name, [arm, endpoints.REFERENCE], setting)
     size = load_protocol().sizes[size_name]
-    reference = Benchmark(size, results_folder(size.name), ROOT / "runs" / "benchmark" / size.name)
     report = size.report or f"{results_folder(size.name).relative_to(ROOT)}/RESULTS.md"
-    planned = reference.plan([arm, "scratch"], [setting], list(size.seeds), study=[])
-    finetunes, _, _ = by_stage(reference.store.load(planned))
-    compared = compare(finetunes, arm, "scratch", setting)
-    if compared is None or compared[2] < 2:
-        return f"The benchmark has no paired runs of {arm} and scratch on {setting} at the {size_name} size yet."
-    difference, p, seeds = compared
-    verdict = "a significant gain" if difference.low > 0 and p < 0.01 else "no significant gain"
-    return (f"The benchmark ({size_name} size, {seeds} paired seeds, {report}): {arm} minus scratch on {setting} = "
-            f"{difference.mean:+.3f} mean Dice [95% CI {difference.low:+.3f}, {difference.high:+.3f}], "
-            f"Wilcoxon p = {p:.3f}: {verdict}.")
+    family = endpoints.primary_family()
+    outcome = next((o for o in endpoints.run_family(finetunes, family)
+                    if (o.test.method, o.test.setting) == (arm, setting)), None)
+    if outcome is None or outcome.seeds < 2:
+        return (f"The benchmark ({size_name} size) has no primary test of {arm} against scratch on {setting} with "
+                f"paired runs to quote.")
+    return (f"The benchmark ({report}, {outcome.seeds} paired seeds): {arm} minus scratch on {setting} = "
+            f"{format_difference(outcome.difference, outcome.seeds)} mean test Dice, Wilcoxon p = "
+            f"{format_p(outcome.p)}, Holm p = {format_p(outcome.holm_p)} over its {len(family)} primary tests: "
+            f"{outcome.direction}.")
+
+
+def _segment(bench: Benchmark, run: Run, test_image: str, work: Path) -> Path:
+    """Segment one test image with the run's model (``inference.yaml``); the written label map."""
+    size, data = bench.size, bench.planner.data
+    prediction_dir = work / "predictions"
+    overrides = {"dataset_dir": bench.data_dir, "ckpt_dir": bench.folder(run) / "models", "output_dir": prediction_dir,
+                 "input_path": (bench.data_dir / test_image).resolve(), "roi_size": size.finetune["roi_size"],
+                 "pixdim": data.pixdim, **size.network}
+    try:
+        run_logged("segment", bundle_command(CONFIGS, ["inference.yaml"], overrides), work / "logs" / "segment.log",
+                   prefix=PREFIX)
+    except BundleRunError as error:
+        raise SystemExit(str(error)) from None
+    name = Path(test_image).name.split(".")[0]
+    (written,) = prediction_dir.glob(f"{name}_seg.nii*")
+    return written
+
+
+def write_case_picture(data_dir: Path, item: dict, prediction: Path, names: dict[int, str], path: Path) -> str:
+    """Ground truth beside prediction for one test case (radiological convention); the caption it carries."""
+    import nibabel as nib
+
+    from semcl_components.data.preview import write_comparison
+
+    image = nib.load(data_dir / item["image"])
+    reference = np.asarray(nib.load(data_dir / item["label"]).dataobj, dtype=np.int16)
+    predicted = np.asarray(nib.load(prediction).dataobj, dtype=np.int16)
+    dice = [2 * np.sum((reference == k) & (predicted == k)) / (np.sum(reference == k) + np.sum(predicted == k))
+            for k in names if k > 0 and np.any(reference == k)]
+    caption = f"{Path(item['image']).name}: mean Dice {np.mean(dice):.3f} over {len(dice)} organs present"
+    write_comparison(image.get_fdata(dtype=np.float32), reference, predicted, image.affine, names, path,
+                     caption=caption)
+    return caption
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workdir", type=Path, default=ROOT / "runs" / "demo", help="where runs, logs and predictions go")
-    parser.add_argument("--seed", type=int, default=0, help="the benchmark seed to run (its data split is fixed)")
+    parser.add_argument("--seed", type=int, default=0, help="the benchmark seed to run (it fixes the seed's draw)")
     protocol = load_protocol()
-    parser.add_argument("--arm", default=DEMO_ARM, choices=[a for a in protocol.main_arms if protocol.arms[a].source],
-                        help="the pretraining arm set beside scratch")
-    parser.add_argument("--setting", help="the labelled setting to fine-tune on (default finetune_2 where the size has "
-                                          "it, else its first)")
+    parser.add_argument("--arm", default=DEMO_ARM, choices=[a for a in protocol.main_arms if protocol.arms[a].atlas is None],
+                        help="how the encoder is made (default: semantic-aware pretraining with exact masks)")
+    parser.add_argument("--setting", help=f"the labelled setting to fine-tune on (default {DEMO_SETTING})")
     parser.add_argument("--size", default=DEMO_SIZE, choices=[DEMO_SIZE, "quick"],
-                        help=f"the benchmark size to run (default {DEMO_SIZE}: the size with committed runs)")
-    parser.add_argument("--jobs", type=int, default=2, help="fine-tuning runs at a time (one CPU thread each)")
+                        help=f"the benchmark size (default {DEMO_SIZE}: benchmark v2's, whose runs are committed)")
     args = parser.parse_args(argv)
 
     start = time.perf_counter()
     size = protocol.sizes[args.size]
+    setting = args.setting or (DEMO_SETTING if DEMO_SETTING in size.settings else size.settings[0])
+    if setting not in size.settings:
+        parser.error(f"--setting {setting}: the {args.size} size has {', '.join(size.settings)}")
     work = args.workdir.absolute()
     # the demo's results stay in its work folder, never among the committed ones: an edited checkout may run it
-    bench = Benchmark(size, work / "results", work, jobs=args.jobs, prefix="[demo]", protocol=protocol,
-                      allow_dirty=True)
-    if args.setting is None:
-        args.setting = "finetune_2" if "finetune_2" in size.settings else size.settings[0]
+    bench = Benchmark(size, work / "results", work, jobs=1, prefix=PREFIX, protocol=protocol, allow_dirty=True)
     data = bench.planner.data
-    print(f"[demo] 1/4 data: {size.data['num']} phantoms of {' x '.join(map(str, data.shape))} in {bench.data_dir}",
-          flush=True)
+    emit(f"{PREFIX} 1/5 data: {size.data['num']} {data.phantom_preset} phantoms of "
+         f"{' x '.join(map(str, data.shape))} at {data.pixdim[0]:g} mm in {bench.data_dir}")
     data.prepare([args.seed])
-    print(format_summary(summarise_dataset(bench.data_dir)), flush=True)
+    emit(format_summary(summarise_dataset(bench.data_dir)))
 
-    planned = bench.plan([args.arm, "scratch"], [args.setting], [args.seed], study=[])
-    runs = [r for r in planned if r.config["stage"] == "pretrain" or (r.config["stage"] == "finetune"
-                                                                      and not r.config["probe"])]
-    finetunes = {r.config["arm"]: r for r in runs if r.config["stage"] == "finetune"}
-    print(f"[demo] 2/4 pretrain and 3/4 finetune: {args.arm} and scratch on {args.setting}, seed {args.seed}; "
-          f"{sum(bench.finished(r) for r in runs)} of {len(runs)} runs finished already", flush=True)
+    planned = bench.plan([args.arm], [setting], [args.seed], study=[])
+    runs = [r for r in planned if r.config["stage"] == "pretrain"
+            or (r.config["stage"] == "finetune" and not r.config["probe"])]
+    (finetune,) = [r for r in runs if r.config["stage"] == "finetune"]
+    datalist = data.datalist(args.seed)
+    emit(f"{PREFIX} 2/5 pretrain and 3/5 finetune: {args.arm}, seed {args.seed}: {len(datalist[setting])} labelled "
+         f"volume(s), pretraining pool of {len(datalist.get('pretrain', []))}, {len(datalist['validation'])} "
+         f"validation and {len(datalist['test'])} test cases; {sum(bench.finished(r) for r in runs)} of {len(runs)} "
+         f"runs finished already")
     failed = bench.run(runs)
     if failed:
-        raise SystemExit(f"[demo] failed: {', '.join(failed)}; the logs are in {work / 'logs'}")
-    results = {arm: read_json(bench.result_file(finetunes[arm])) for arm in (args.arm, "scratch")}
+        raise SystemExit(f"{PREFIX} failed: {', '.join(failed)}; the logs are in {work / 'logs'}")
+    result = read_json(bench.result_file(finetune))
 
-    test_image = data.datalist(args.seed)["test"][0]["image"]
-    prediction_dir = work / "predictions"
-    print(f"[demo] 4/4 infer: {test_image} with the {args.arm} arm's model", flush=True)
-    infer = {
-        "dataset_dir": bench.data_dir,
-        "ckpt_dir": bench.folder(finetunes[args.arm]) / "models",
-        "output_dir": prediction_dir,
-        "input_path": (bench.data_dir / test_image).resolve(),
-        "roi_size": size.finetune["roi_size"],
-        "pixdim": data.pixdim,
-        **size.network,
-    }
-    try:
-        run_logged("infer", bundle_command(CONFIGS, ["inference.yaml"], infer), work / "logs" / "infer.log", prefix="[demo]")
-    except BundleRunError as error:
-        raise SystemExit(str(error)) from None
+    test_item = datalist["test"][0]
+    emit(f"{PREFIX} 4/5 segment: {test_item['image']} with the fine-tuned model")
+    prediction = _segment(bench, finetune, test_item["image"], work)
+    names = {i + 1: name for i, name in enumerate(result["test_summary"]["val_mean_dice"])}
+    picture = work / "segmentation.png"
+    caption = write_case_picture(bench.data_dir, test_item, prediction, names, picture)
 
+    emit(f"{PREFIX} 5/5 report")
+    seeds = committed_runs(args.size, args.arm, setting) if args.size == DEMO_SIZE else {}
     report = [
         "",
-        f"Test-split Dice per organ ({len(results['scratch']['test']['cases'])} phantoms), fine-tuned on "
-        f"{args.setting} to a validation plateau ({results[args.arm]['epochs']} and {results['scratch']['epochs']} "
-        f"epochs); seed {args.seed}; one run per arm:",
-        dice_table(results),
-        "",
+        f"{args.arm} on {setting}, seed {args.seed}: test Dice per organ ({len(result['test']['cases'])} test "
+        f"phantoms), fine-tuned to a validation plateau ({result['epochs']} epochs) on {cpu_model()}.",
     ]
-    committed = {arm: committed_run(finetunes[arm], args.size) for arm in results}
-    report.append(f"Compared with the benchmark's committed runs of the {args.size} size"
-                  + (" (the v2 protocol's runs are not committed yet)." if args.size == "v1" else "."))
-    if all(committed.values()):
-        made = committed["scratch"]["machine"]["cpu"]
-        gaps = ", ".join(f"{arm} {mean_dice(results[arm]) - mean_dice(committed[arm]):+.3f}" for arm in results)
-        report.append(f"Against the benchmark's committed run of this seed (made on {made}): mean Dice differs by {gaps}.")
-    else:
-        report.append("The benchmark has no committed run of this seed and protocol to compare with.")
+    if seeds:
+        report.append(f"Beside it, the benchmark's committed runs of the same arm and setting: min, median and max "
+                      f"over its {len(seeds)} seeds (each seed draws its own labelled volume and pool).")
+    report += [distribution_table(result, seeds), ""]
+    same = seeds.get(args.seed)
+    if same is not None and same.get("config_hash") == finetune.hash:
+        report.append(f"The benchmark's own run of seed {args.seed} (the same configuration, made on "
+                      f"{same['machine']['cpu']}) scored {mean_dice(same):.3f}; this machine "
+                      f"{mean_dice(result):.3f} ({mean_dice(result) - mean_dice(same):+.3f}: another CPU rounds "
+                      f"differently, and early stopping amplifies it).")
+    elif not seeds:
+        report.append(f"The benchmark has no committed runs of {args.arm} on {setting} at the {args.size} size.")
     report += [
-        benchmark_finding(args.size, args.arm, args.setting),
-        "One seed is one sample; the benchmark's seeds are the evidence.",
-        f"predictions: {prediction_dir}",
-        f"logs:        {work / 'logs'}  (TensorBoard: {work}/finetune/*/eval)",
-        f"results:     {work / 'results'} (one JSON per run, as the benchmark writes them)",
-        f"[demo] done in {time.perf_counter() - start:.0f} s",
+        benchmark_verdict(args.size, args.arm, setting) if args.size == DEMO_SIZE else
+        f"The {args.size} size has no committed benchmark runs: its numbers mean nothing.",
+        "One run is one sample: the benchmark's seeds are the evidence (docs/RESULTS.md).",
+        "",
+        f"picture:     {picture}  ({caption}; ground truth beside prediction, patient's right on the image's left)",
+        f"prediction:  {prediction}",
+        f"logs:        {work / 'logs'}  (one per workflow run, every epoch)",
+        f"TensorBoard: tensorboard --logdir {work}  (event files under {bench.folder(finetune) / 'eval'})",
+        f"results:     {bench.result_file(finetune)} (as the benchmark writes them)",
+        f"{PREFIX} done in {format_seconds(time.perf_counter() - start)}",
     ]
     text = "\n".join(report)
-    print(text)
+    emit(text)
     (work / "demo_report.txt").write_text(text + "\n", encoding="utf-8")
     return 0
 

@@ -6,12 +6,12 @@ configuration hash is skipped, so a benchmark can be stopped and completed later
 
 from __future__ import annotations
 
-import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 
 from semcl_components.folder_lock import FolderLock
+from semcl_tools.progress import emit
 
 from .datasets import BenchmarkData
 from .plan import Planner, Run, Workspace
@@ -66,7 +66,6 @@ class Benchmark:
         self.store = ResultStore(results)
         self._planned: dict[str, Run] = {}
         self.stages = Stages(self.planner, threads_per_job=threads_per_job, prefix=prefix, finished=self._result)
-        self._print_lock = threading.Lock()
 
     @property
     def data_dir(self) -> Path:
@@ -171,5 +170,4 @@ class Benchmark:
         self.store.write(run, result)
 
     def _say(self, message: str) -> None:
-        with self._print_lock:
-            print(f"{self.prefix} {message}", flush=True)
+        emit(f"{self.prefix} {message}")

@@ -17,6 +17,7 @@ best model, which is its ``model.pt``: recorded as ``"model": "best"``.
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -70,9 +71,12 @@ def evaluate_snapshots(files: dict, overrides: dict, threads: int = 1, device: s
     parser.read_meta(str(CONFIGS / "metadata.json"))
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in overrides.items()}
     parser.update({"bundle_root": str(CONFIGS.parent), **settings, "val_key": "test"})
+    parser["validate#dataset#progress"] = False  # in the benchmark's own process: no bar between its progress lines
     network = parser.get_parsed_content("network_def").to(device).eval()
     inferer = parser.get_parsed_content("validate#inferer")
-    cases = list(parser.get_parsed_content("validate#dataset"))
+    with warnings.catch_warnings():  # MONAI's notice of Orientationd's changed default, once per process
+        warnings.simplefilter("ignore", FutureWarning)
+        cases = list(parser.get_parsed_content("validate#dataset"))
     num_classes = parser.get_parsed_content("num_classes")
     metric = DiceMetric(include_background=False, reduction="none")
     results = {}

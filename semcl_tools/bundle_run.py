@@ -1,8 +1,9 @@
 """Running bundle workflows as a user types them: ``python -m monai.bundle run`` subprocesses, logged and measured.
 
 The demo and the benchmark drive every stage through the bundle's own configs, so what they measure is what a user
-gets. :func:`run_logged` runs one command, writes its whole output to a log file, echoes its progress lines, and
-returns its wall time and the peak memory of that process alone.
+gets. :func:`run_logged` runs one command, writes its whole output to a log file, shows one progress line for it
+(:class:`~semcl_tools.progress.WorkflowProgress`: epoch, key metric, elapsed and estimated time; ignite's per-epoch
+lines stay in the log), and returns its wall time and the peak memory of that process alone.
 """
 
 from __future__ import annotations
@@ -17,10 +18,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from .progress import WorkflowProgress, emit
+
 __all__ = ["BundleRunError", "RunResult", "bundle_command", "run_logged"]
 
-PROGRESS_MARKERS = ("Complete. Time taken", "Metrics --", "resumed from", "writing:")
-"""Log lines worth echoing: the end of a run, validation metrics, a resume, an output written."""
+ECHOED_MARKERS = ("resumed from",)
+"""Log lines echoed whole besides the progress line: a run that continues an earlier one says so."""
 
 
 class BundleRunError(RuntimeError):
@@ -59,22 +62,23 @@ def run_logged(
     env: Mapping[str, str] | None = None,
     prefix: str = "[run]",
 ) -> RunResult:
-    """Run ``command``, write its output to ``log_file``, echo its progress lines; raise if it fails.
+    """Run ``command``, write its output to ``log_file``, show its progress; raise if it fails.
 
     Args:
         name: what the command is, for messages.
         command: the command line.
         log_file: where all of its output goes (the command line first).
         env: its environment (default: this process's).
-        prefix: put before every echoed line.
+        prefix: put before every line printed.
 
     Raises:
         BundleRunError: a non-zero exit, with the log's last lines and the first line that names an error.
     """
     log_file = Path(log_file)
     log_file.parent.mkdir(parents=True, exist_ok=True)
-    print(f"{prefix} {name}: {shlex.join(command)}", flush=True)
+    emit(f"{prefix} {name}: {shlex.join(command)}")
     start = time.perf_counter()
+    progress = WorkflowProgress(name, prefix)
     with open(log_file, "w", encoding="utf-8") as log:
         log.write("$ " + shlex.join(command) + "\n")
         log.flush()
@@ -89,10 +93,14 @@ def run_logged(
             env=None if env is None else dict(env),
         )
         assert process.stdout is not None
-        for line in process.stdout:
-            log.write(line)
-            if any(marker in line for marker in PROGRESS_MARKERS):
-                print(f"{prefix}   {line.strip()[-140:]}", flush=True)
+        try:
+            for line in process.stdout:
+                log.write(line)
+                progress.feed(line)
+                if any(marker in line for marker in ECHOED_MARKERS):
+                    emit(f"{prefix}   {line.strip()[-140:]}")
+        finally:
+            progress.close()
         _, status, usage = os.wait4(process.pid, 0)  # this child's own rusage
         process.returncode = os.waitstatus_to_exitcode(status)
     seconds = time.perf_counter() - start
@@ -103,6 +111,7 @@ def run_logged(
             f"{prefix} {name} failed (exit {process.returncode}) after {seconds:.0f} s; log: {log_file}\n"
             + "\n".join(lines[-12:] + causes[:1])
         )
-    print(f"{prefix}   {name} done in {seconds:.0f} s (log: {log_file})", flush=True)
+    last = progress.status.describe()
+    emit(f"{prefix}   {name} done in {seconds:.0f} s" + (f" ({last})" if last != "starting" else "") + f"; log: {log_file}")
     scale = 1024.0 if sys.platform != "darwin" else 1024.0 * 1024.0  # ru_maxrss: KiB on Linux, bytes on macOS
     return RunResult(seconds, usage.ru_maxrss / scale, usage.ru_utime + usage.ru_stime)
