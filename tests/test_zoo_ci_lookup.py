@@ -1,8 +1,10 @@
 """Where the tests find the model zoo's CI, what they do without it, and ``scripts/get_zoo_ci.sh`` (all offline).
 
 The lookup helpers of ``conftest`` take the environment and the ``shared/zoo-ci`` path as arguments, so these tests
-use temporary folders and never depend on what this machine holds. The script's download is exercised with a stand-in
-``curl`` that copies from ``../shared/zoo-ci``: nothing touches the network.
+use temporary folders and never depend on what this machine holds. The script's tests take the folder the other tests
+use (the ``zoo_ci`` fixture: ``../shared/zoo-ci``, the copy the manifest was made from, where it exists), so they are
+skipped without it and fail under ``CI=true``; its download is exercised with a stand-in ``curl`` that copies from that
+folder: nothing touches the network.
 """
 
 from __future__ import annotations
@@ -19,11 +21,9 @@ import pytest
 
 from conftest import (
     CONFIGS,
-    SHARED_ZOO_CI,
     ZOO_CI_REQUIRED,
     find_zoo_ci,
     holds_zoo_ci,
-    is_ci,
     require_zoo_ci,
     zoo_ci_cache,
     zoo_ci_candidates,
@@ -53,16 +53,6 @@ def run_script(*args: str, env: dict[str, str] | None = None) -> subprocess.Comp
 def manifest_paths() -> list[str]:
     """The relative paths ``scripts/zoo_ci.sha256`` lists."""
     return [line.split("  ", 1)[1] for line in MANIFEST.read_text().splitlines()]
-
-
-@pytest.fixture
-def shared_zoo_ci() -> Path:
-    """``../shared/zoo-ci``, the copy the manifest was made from; skipped without it (failed under ``CI=true``)."""
-    if not SHARED_ZOO_CI.is_dir():
-        if is_ci():
-            pytest.fail(f"CI=true but {SHARED_ZOO_CI} is absent", pytrace=False)
-        pytest.skip(f"{SHARED_ZOO_CI} is absent: the manifest is checked against it where it exists")
-    return SHARED_ZOO_CI
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -161,16 +151,16 @@ def test_the_script_downloads_every_file_from_the_pinned_sources():
         assert url == f"https://raw.githubusercontent.com/Project-MONAI/model-zoo/{ZOO_COMMIT}/{path}"
 
 
-def test_the_manifest_lists_shared_zoo_ci_byte_for_byte(shared_zoo_ci):
-    files = {str(p.relative_to(shared_zoo_ci)) for p in shared_zoo_ci.rglob("*") if p.is_file()}
+def test_the_manifest_lists_the_zoo_ci_folder_byte_for_byte(zoo_ci):
+    files = {str(p.relative_to(zoo_ci)) for p in zoo_ci.rglob("*") if p.is_file()}
     assert set(manifest_paths()) == files - {"SOURCE.md"}
-    checked = run_script("--check", str(shared_zoo_ci))
+    checked = run_script("--check", str(zoo_ci))
     assert checked.returncode == 0, checked.stdout
     assert "matches" in checked.stdout
 
 
-def test_check_fails_naming_a_file_with_one_byte_changed(shared_zoo_ci, tmp_path):
-    copy = Path(shutil.copytree(shared_zoo_ci, tmp_path / "zoo-ci"))
+def test_check_fails_naming_a_file_with_one_byte_changed(zoo_ci, tmp_path):
+    copy = Path(shutil.copytree(zoo_ci, tmp_path / "zoo-ci"))
     changed = copy / "ci" / "verify_bundle.py"
     data = bytearray(changed.read_bytes())
     data[100] ^= 0x01
@@ -180,8 +170,8 @@ def test_check_fails_naming_a_file_with_one_byte_changed(shared_zoo_ci, tmp_path
     assert "ci/verify_bundle.py: FAILED" in checked.stdout
 
 
-def test_check_fails_naming_a_missing_file(shared_zoo_ci, tmp_path):
-    copy = Path(shutil.copytree(shared_zoo_ci, tmp_path / "zoo-ci"))
+def test_check_fails_naming_a_missing_file(zoo_ci, tmp_path):
+    copy = Path(shutil.copytree(zoo_ci, tmp_path / "zoo-ci"))
     (copy / "schema" / "LICENSE").unlink()
     checked = run_script("--check", str(copy))
     assert checked.returncode != 0
@@ -220,8 +210,8 @@ def served_sources(source: Path) -> dict[str, Path]:
     return {url: source / path for path, url in (line.split(" ", 1) for line in listed)}
 
 
-def test_fetch_fills_the_user_cache_that_the_lookup_then_finds(shared_zoo_ci, tmp_path):
-    env = fake_curl_env(tmp_path, served_sources(shared_zoo_ci))
+def test_fetch_fills_the_user_cache_that_the_lookup_then_finds(zoo_ci, tmp_path):
+    env = fake_curl_env(tmp_path, served_sources(zoo_ci))
     fetched = run_script(env=env)
     cache = tmp_path / "xdg" / "semcl" / "zoo-ci"
     assert fetched.returncode == 0, fetched.stdout
@@ -234,8 +224,8 @@ def test_fetch_fills_the_user_cache_that_the_lookup_then_finds(shared_zoo_ci, tm
 
 
 @pytest.mark.parametrize("fault", ["corrupt", "unavailable"])
-def test_a_bad_download_names_the_file_and_leaves_no_cache(shared_zoo_ci, tmp_path, fault):
-    source = Path(shutil.copytree(shared_zoo_ci, tmp_path / "source"))
+def test_a_bad_download_names_the_file_and_leaves_no_cache(zoo_ci, tmp_path, fault):
+    source = Path(shutil.copytree(zoo_ci, tmp_path / "source"))
     sources = served_sources(source)
     schema_url = next(url for url, path in sources.items() if path.name == "meta_schema_20240725.json")
     if fault == "corrupt":
