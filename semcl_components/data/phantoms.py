@@ -329,12 +329,14 @@ def _write_preview(folder: Path, cohort: int = 6) -> None:
     dataset = json.loads((folder / "dataset.json").read_text())
     items = dataset["training"] if dataset["generator"].get("preset", "simple") != "simple" else []
 
-    def read(item: dict) -> tuple[np.ndarray, np.ndarray]:
-        image = nib.load(folder / item["image"]).get_fdata(dtype=np.float32)
-        return image, np.asarray(nib.load(folder / item["label"]).dataobj, dtype=np.uint8)
+    def read(item: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        image = nib.load(folder / item["image"])
+        label = np.asarray(nib.load(folder / item["label"]).dataobj, dtype=np.uint8)
+        return image.get_fdata(dtype=np.float32), label, image.affine
 
     if not items:
-        write_preview(*read(dataset["training"][0]), LABEL_NAMES, folder / "preview.png")
+        image, label, affine = read(dataset["training"][0])
+        write_preview(image, label, affine, LABEL_NAMES, folder / "preview.png")
         return
     subjects = []
     times = dataset["generator"].get("contrast_times_s", {})
@@ -342,8 +344,7 @@ def _write_preview(folder: Path, cohort: int = 6) -> None:
         case = Path(item["image"]).name.split(".")[0]
         timing = "" if times.get(case) is None else f" {times[case]:g} s"
         subjects.append((*read(item), f"{case[-3:]} {item.get('contrast_phase', '')}{timing}"))
-    spacing = np.broadcast_to(np.asarray(dataset["generator"]["spacing_mm"], dtype=float), (3,))
-    write_cohort_preview(subjects, spacing, LABEL_NAMES, folder / "preview.png")
+    write_cohort_preview(subjects, LABEL_NAMES, folder / "preview.png")
 
 
 def summarise_dataset(folder: str | os.PathLike) -> dict:
