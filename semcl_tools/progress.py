@@ -10,6 +10,7 @@ from any number of threads), or, when the output is a file or a pipe, one line a
 from __future__ import annotations
 
 import re
+import shutil
 import sys
 import threading
 import time
@@ -170,7 +171,8 @@ class WorkflowProgress:
                 self._slot = min(set(range(len(_slots) + 1)) - _slots)
                 _slots.add(self._slot)
             self._bar = tqdm(total=status.max_epochs, initial=status.first_epoch or 0, desc=f"{self.prefix} {self.name}",
-                             unit="epoch", position=self._slot, leave=False, file=self.stream, dynamic_ncols=True)
+                             unit="epoch", position=self._slot, leave=False, file=self.stream,
+                             ncols=shutil.get_terminal_size().columns)  # 80 where a terminal reports no size
         self._bar.n = status.epoch
         self._bar.set_postfix_str(status.describe().split(" | ", 1)[-1] if status.metric or status.loss else "",
                                   refresh=False)
