@@ -25,6 +25,8 @@ _EPOCH = re.compile(r"Epoch: (\d+)/(\d+), Iter: ")
 """MONAI's ``StatsHandler`` iteration line of a trainer: ``Epoch: 3/60, Iter: 1/6 -- train_loss: 3.2``."""
 _METRICS = re.compile(r"Epoch\[(\d+)\] Metrics -- (.*)")
 """MONAI's ``StatsHandler`` epoch line of an evaluator or a trainer's validation: ``Epoch[40] Metrics -- k: v ...``."""
+_PATIENCE = re.compile(r"> early_stop_patience: (\d+)")
+"""``monai.bundle run``'s input summary line of the early-stopping setting (then the epoch cap is an upper bound)."""
 _LOSS = re.compile(r"train_loss: ([-+0-9.eE]+|nan|inf)")
 _SHOWN_METRICS = {"val_mean_dice": "val Dice", "embedding_knn_accuracy": "kNN accuracy"}
 """The metrics a progress line shows (the first one present), with their names on the line."""
@@ -60,10 +62,15 @@ class EpochStatus:
     best: float | None = None
     best_epoch: int | None = None
     validations: int = 0
+    early_stopping: bool = False
     started: float = field(default_factory=time.perf_counter)
 
     def feed(self, line: str) -> bool:
         """Read one log line; whether it was a validation (a new value of the shown metric)."""
+        match = _PATIENCE.search(line)
+        if match:
+            self.early_stopping = int(match.group(1)) > 0
+            return False
         match = _EPOCH.search(line)
         if match:
             self.epoch, self.max_epochs = int(match.group(1)), int(match.group(2))
@@ -87,7 +94,8 @@ class EpochStatus:
         return True
 
     def seconds_left(self, now: float | None = None) -> float | None:
-        """Time to the epoch cap at the speed so far (an upper bound where early stopping may end the run sooner)."""
+        """Time to the epoch cap at the speed so far (an upper bound where early stopping may end the run sooner:
+        :attr:`early_stopping`)."""
         done = self.epoch - (self.first_epoch or 0)
         if not self.max_epochs or done <= 0:
             return None
@@ -151,7 +159,7 @@ class WorkflowProgress:
         timing = f"{format_seconds(now - self.status.started)} elapsed"
         left = self.status.seconds_left(now)
         if left is not None:
-            timing += f", at most {format_seconds(left)} left" if self.status.validations else f", {format_seconds(left)} left"
+            timing += f", {'at most' if self.status.early_stopping else 'about'} {format_seconds(left)} left"
         return f"{self.prefix}   {self.name}: {self.status.describe(now)} | {timing}"
 
     def close(self) -> None:

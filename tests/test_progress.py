@@ -46,6 +46,7 @@ def test_time_left_is_measured_from_the_epochs_done_in_this_process():
 def test_without_a_terminal_at_most_one_line_per_interval():
     stream = io.StringIO()
     progress = WorkflowProgress("finetune__x", "[demo]", stream=stream, interactive=False, interval_s=3600)
+    progress.feed("2026-12-07 12:50:01,217 - INFO - > early_stop_patience: 4")
     for epoch in range(1, 81):
         progress.feed(TRAIN_LINE.format(epoch=epoch, cap=1200, loss=1.0))
         progress.feed(EPOCH_DONE.format(epoch=epoch))
@@ -57,6 +58,14 @@ def test_without_a_terminal_at_most_one_line_per_interval():
     (line,) = stream.getvalue().splitlines()
     assert line.startswith("[demo]   finetune__x: epoch 80/1200 | val Dice 0.500 (best 0.800 at 80) | ")
     assert "elapsed, at most " in line and line.endswith(" left")
+
+
+def test_without_early_stopping_the_time_left_is_an_estimate_not_a_bound():
+    stream = io.StringIO()
+    progress = WorkflowProgress("pretrain__x", "[demo]", stream=stream, interactive=False, interval_s=0.0)
+    progress.feed("INFO - > early_stop_patience: 0")
+    progress.feed(TRAIN_LINE.format(epoch=5, cap=60, loss=2.0))
+    assert ", about " in stream.getvalue() and "at most" not in stream.getvalue()
 
 
 def test_format_seconds():

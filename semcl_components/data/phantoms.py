@@ -397,7 +397,8 @@ def format_summary(summary: dict) -> str:
         hu = "-" if stats["mean_hu"] is None else f"{stats['mean_hu']:.1f}"
         lines.append(f"  {name:<14}{stats['present']:>8}{hu:>9}")
     lines.append("  contrast phases: " + ", ".join(f"{k}={v}" for k, v in summary["contrast_phases"].items()))
-    lines.append("  splits: " + ", ".join(f"{k}={v}" for k, v in summary["splits"].items()))
+    if summary.get("splits"):  # the dataset's own datalist.json (a benchmark draws its own splits instead)
+        lines.append("  splits: " + ", ".join(f"{k}={v}" for k, v in summary["splits"].items()))
     if summary.get("preview"):
         lines.append(f"  preview: {summary['preview']}")
     return "\n".join(lines)
