@@ -17,6 +17,7 @@ __all__ = [
     "bundle_root",
     "check_dataset_classes",
     "check_disjoint_lists",
+    "check_distinct_entries",
     "class_names",
     "command_line_config_files",
     "ensure_phantom_dataset",
@@ -160,7 +161,8 @@ def load_datalist(
             missing (the message names the file and the entry).
         KeyError: ``key`` is not in the datalist (the message lists the keys it has).
         ValueError: an entry has no image, or no label although ``require_label`` (training, evaluation); the
-            dataset's classes differ from ``class_names``; a list of ``disjoint_from`` shares an image with ``key``.
+            dataset's classes differ from ``class_names``; a list of ``disjoint_from`` shares an image with ``key``;
+            two entries of the list name the same image or label file (:func:`check_distinct_entries`).
     """
     base_dir = Path(base_dir)
     if not base_dir.is_dir():
@@ -171,6 +173,7 @@ def load_datalist(
     items = _datalist_entries(content, key, datalist_file, base_dir, require_label, image_key, label_key)
     if not items:
         raise ValueError(f"list '{key}' in {datalist_file} is empty.")
+    check_distinct_entries(items, f"list '{key}' in datalist {datalist_file}", (image_key, label_key))
     others = {
         other: _datalist_entries(content, other, datalist_file, base_dir, False, image_key, label_key)
         for other in disjoint_from
@@ -261,6 +264,34 @@ def check_disjoint_lists(
                 f"{shown}{more}. An image a run trains on must not also validate or test it; remove it from one "
                 "of the lists."
             )
+
+
+def check_distinct_entries(items: Sequence[Mapping], where: str, keys: Sequence[str] = ("image", "label")) -> None:
+    """Stop if two entries name the same file under one of ``keys`` (any spelling of its path, or a link to it).
+
+    A case listed twice (``./imagesTr/a.nii.gz`` and ``imagesTr/a.nii.gz``) counts twice in every mean, and a split
+    of the list can put one copy in training and the other in the test set.
+
+    Args:
+        items: the entries, paths resolved (as :func:`load_datalist` gives them).
+        where: the list and file they come from, for the message (e.g. ``"list 'training' in datalist x.json"``).
+        keys: the entry keys whose files must differ between entries (a key an entry lacks is skipped).
+
+    Raises:
+        ValueError: naming ``where``, both entries (index and path) and the shared file.
+    """
+    for key in keys:
+        seen: dict[tuple[int, int] | str, int] = {}
+        for index, item in enumerate(items):
+            if key not in item:
+                continue
+            first = seen.setdefault(_file_identity(item[key]), index)
+            if first != index:
+                spellings = dict.fromkeys(str(entry[key]) for entry in (items[first], item))
+                raise ValueError(
+                    f"{where}: entries {first} and {index} name the same {key} file ({' and '.join(spellings)}); a "
+                    "case listed twice counts twice and can land on both sides of a split. Remove one of them."
+                )
 
 
 def _file_identity(path: str | os.PathLike) -> tuple[int, int] | str:
@@ -438,17 +469,48 @@ def class_names(labels: Mapping[str, str] | str | os.PathLike) -> list[str]:
 
     Raises:
         FileNotFoundError: the file does not exist.
-        ValueError: the file is not JSON or has no ``labels`` map; the ids are not 0..K without gaps.
+        ValueError: the file is not JSON or has no ``labels`` map; an id is not a whole number; the ids are not 0..K
+            without gaps; two classes have the same name (case, ``_`` and ``-`` ignored) or a class has none.
     """
     source = "channel_def"
     if not isinstance(labels, Mapping):
         source = str(labels)
         labels = _labels_of_file(Path(labels))
-    ordered = sorted(((int(k), v) for k, v in labels.items()), key=lambda kv: kv[0])
+    ordered = sorted(((_label_id(k, source), v) for k, v in labels.items()), key=lambda kv: kv[0])
     ids = [k for k, _ in ordered]
     if ids != list(range(len(ids))):
         raise ValueError(
             f"{source}: label ids must be 0..K without gaps, got {ids}; number the classes 0 (background), 1, 2, ... "
             "and relabel the label maps to match."
         )
+    _check_distinct_names(ordered, source)
     return [name for k, name in ordered if k > 0]
+
+
+def _label_id(key: Any, source: str) -> int:
+    """A ``labels`` key as a class id (``"3"`` or ``3``), or an error that names the file and the key."""
+    try:
+        value = int(str(key).strip())
+    except ValueError:
+        value = None
+    if value is None or isinstance(key, bool):
+        raise ValueError(
+            f"{source}: label id {key!r} is not a whole number; the labels map class ids to names, e.g. "
+            '{"0": "background", "1": "spleen"}.'
+        )
+    return value
+
+
+def _check_distinct_names(ordered: Sequence[tuple[int, Any]], source: str) -> None:
+    """Raise if two classes share a name (compared as :func:`_name_key` does): per-class results are kept by name, so
+    one of the two would be lost from every summary."""
+    seen: dict[str, tuple[int, str]] = {}
+    for index, name in ordered:
+        if not isinstance(name, str) or not name.strip():
+            raise ValueError(f"{source}: class {index} has no name (got {name!r}); give every class a name.")
+        other = seen.setdefault(_name_key(name), (index, name))
+        if other[0] != index:
+            raise ValueError(
+                f"{source}: classes {other[0]} ({other[1]!r}) and {index} ({name!r}) have the same name; per-class "
+                "results are kept by name, so one of them would be lost. Give every class a name of its own."
+            )

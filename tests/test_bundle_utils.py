@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -127,6 +128,38 @@ def test_disjoint_lists_pass_and_absent_lists_are_skipped(tmp_path):
     folder = _dataset(tmp_path, {"train": ["a", "b"], "validation": ["c"]})
     items = load_datalist(folder / "datalist.json", "train", folder, disjoint_from=["validation", "test"])
     assert [Path(item["image"]).name for item in items] == ["a.nii.gz", "b.nii.gz"]
+
+
+def test_a_case_listed_twice_in_one_list_is_refused_naming_both_entries(tmp_path):
+    """Issue 35, item 7: ``./imagesTr/a.nii.gz`` and ``imagesTr/a.nii.gz`` in one list are one case listed twice."""
+    folder = _dataset(tmp_path, {"train": ["a", "b"]})
+    datalist = json.loads((folder / "datalist.json").read_text())
+    datalist["train"].append({"image": "./imagesTr/a.nii.gz", "label": "./labelsTr/a.nii.gz"})
+    (folder / "datalist.json").write_text(json.dumps(datalist))
+    with pytest.raises(ValueError) as error:
+        load_datalist(folder / "datalist.json", "train", folder)
+    message = str(error.value)
+    assert f"list 'train' in datalist {folder / 'datalist.json'}: entries 0 and 2 name the same image file" in message
+    assert str(folder / "imagesTr" / "a.nii.gz") in message
+
+
+@pytest.mark.parametrize(
+    "labels, message",
+    [
+        ({"0": "background", "1": "liver", "2": "Liver"}, "classes 1 ('liver') and 2 ('Liver') have the same name"),
+        ({"0": "background", "1": "liver", "one": "spleen"}, "label id 'one' is not a whole number"),
+        ({"0": "background", "1": ""}, "class 1 has no name"),
+    ],
+)
+def test_labels_with_a_repeated_name_or_a_non_integer_id_name_the_file(tmp_path, labels, message):
+    """Issue 35, item 11 and its poor messages: a repeated class name would lose a class from every per-class
+    summary (kept by name); a key that is no id was a bare ``int()`` error."""
+    path = tmp_path / "dataset.json"
+    path.write_text(json.dumps({"labels": labels}))
+    with pytest.raises(ValueError, match=f"^{re.escape(f'{path}: {message}')}"):
+        class_names(path)
+    with pytest.raises(ValueError, match=f"^{re.escape(f'channel_def: {message}')}"):
+        class_names(labels)
 
 
 # ------------------------------------------------------------------------------------------ phantoms only by default
