@@ -9,7 +9,10 @@ with the paired labels swapped:
 - :mod:`.attention_masks`: ``GenerateAttentionMasks(d)``, ``DropEmptyMasks(d)``;
 - :mod:`.views`: ``RandMultiViewd``;
 - :mod:`.lateral_flip`: ``SwapLabels``, ``RandLateralFlipd``;
-- :mod:`.group_classes`: ``GroupClassIds(d)`` (organ x contrast phase class ids).
+- :mod:`.group_classes`: ``GroupClassIds(d)`` (organ x contrast phase class ids);
+- :mod:`.object_crops`: ``ObjectCrops(d)`` (one organ-centred crop per object of a coarse label map, the paper's
+  organ-centred patches), ``paste_from_box`` (a crop back onto its volume);
+- :mod:`.coarse_masks`: ``RandCoarseMask(d)`` (coarse label maps shaped like a first stage's errors).
 
 A typical pretraining pipeline (dictionary transforms)::
 
@@ -39,8 +42,10 @@ from .attention_masks import (
     GenerateAttentionMasks,
     GenerateAttentionMasksd,
 )
+from .coarse_masks import RandCoarseMask, RandCoarseMaskd
 from .group_classes import GroupClassIds, GroupClassIdsd
 from .lateral_flip import RandLateralFlipd, SwapLabels, lateral_pairs
+from .object_crops import ObjectBox, ObjectCrops, ObjectCropsd, crop_mask, crop_to_box, object_box, paste_from_box
 from .views import RandMultiViewd
 
 __all__ = [
@@ -51,8 +56,17 @@ __all__ = [
     "GenerateAttentionMasksd",
     "GroupClassIds",
     "GroupClassIdsd",
+    "ObjectBox",
+    "ObjectCrops",
+    "ObjectCropsd",
+    "RandCoarseMask",
+    "RandCoarseMaskd",
     "RandLateralFlipd",
     "RandMultiViewd",
     "SwapLabels",
+    "crop_mask",
+    "crop_to_box",
     "lateral_pairs",
+    "object_box",
+    "paste_from_box",
 ]
