@@ -7,6 +7,8 @@ nnU-Net's cascade has the same shape (a low-resolution stage's output is an inpu
 use it unchanged: it crops each organ of the prior (:class:`~semcl_components.transforms.ObjectCrops`), runs the
 network on the crops in batches, samples each organ's foreground probability back onto the input grid
 (:func:`~semcl_components.transforms.paste_from_box`) and returns class scores whose argmax is the stitched label map.
+:class:`CascadeInferer` runs both stages in one call: stage 1 (image-only segmentation, on a coarser grid) makes the
+prior, unless the input brings one (a user's label file, an annotator's rough label).
 """
 
 from __future__ import annotations
@@ -16,13 +18,14 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from monai.data import MetaTensor
 from monai.inferers import Inferer
 from monai.utils import convert_to_tensor
 
 from .transforms.object_crops import ObjectCrops, crop_mask, crop_to_box, paste_from_box, voxel_spacing
 
-__all__ = ["OrganRefinementInferer", "stitch_scores"]
+__all__ = ["CascadeInferer", "OrganRefinementInferer", "stitch_scores"]
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -141,3 +144,61 @@ class OrganRefinementInferer(Inferer):
             refined = self.refine(image, prior, self._spacing(inputs, b), network)
             outputs.append(stitch_scores(prior[0], refined, self.num_classes, self.threshold))
         return torch.stack(outputs)
+
+
+class CascadeInferer(Inferer):
+    """Both stages of the cascade: stage 1's label map (or a given prior) refined organ by organ by stage 2.
+
+    Args:
+        stage1_inferer: how stage 1 runs (e.g. a ``SlidingWindowInferer`` over its ``roi_size``).
+        refine_inferer: stage 2 (:class:`OrganRefinementInferer`).
+        refine_network: stage 2's network (``(N, C + 1, *crop)`` -> ``(N, 2, *crop)``); put in eval mode here.
+        image_channels: ``C``: an input with ``C + 1`` channels brings its prior as the last channel, and stage 1 is
+            skipped.
+        stage1_scale: stage 1's grid relative to the input's, per voxel edge (``0.5``: stage 1 sees the image at
+            half the resolution, e.g. 5.625 mm for a 2.8125 mm input); its logits are brought back by linear
+            interpolation before the argmax.
+
+    ``__call__(inputs, network)``: ``inputs`` ``(B, C, *S)`` or ``(B, C + 1, *S)``; ``network`` is stage 1's.
+    Returns stage 2's ``(B, num_classes, *S)`` class scores (see :func:`stitch_scores`).
+    """
+
+    def __init__(
+        self,
+        stage1_inferer: Callable[..., torch.Tensor],
+        refine_inferer: OrganRefinementInferer,
+        refine_network: Callable[..., torch.Tensor],
+        image_channels: int = 1,
+        stage1_scale: float = 1.0,
+    ) -> None:
+        super().__init__()
+        if not 0 < stage1_scale <= 1:
+            raise ValueError(
+                f"stage1_scale must be in (0, 1] (stage 1 is as fine as the input or coarser), got {stage1_scale}."
+            )
+        self.stage1_inferer, self.refine_inferer = stage1_inferer, refine_inferer
+        self.refine_network, self.image_channels, self.stage1_scale = refine_network, int(image_channels), stage1_scale
+
+    def prior(self, image: torch.Tensor, network: Callable[..., torch.Tensor]) -> torch.Tensor:
+        """Stage 1's label map ``(B, 1, *S)`` of ``(B, C, *S)`` images."""
+        spatial = image.shape[2:]
+        if self.stage1_scale < 1:
+            coarse = [max(1, round(s * self.stage1_scale)) for s in spatial]
+            image = F.interpolate(image, size=coarse, mode="trilinear" if len(spatial) == 3 else "bilinear")
+        logits = convert_to_tensor(self.stage1_inferer(image, network), track_meta=False)
+        if tuple(logits.shape[2:]) != tuple(spatial):
+            logits = F.interpolate(logits, size=list(spatial), mode="trilinear" if len(spatial) == 3 else "bilinear")
+        return logits.argmax(1, keepdim=True).to(image.dtype)
+
+    def __call__(self, inputs: torch.Tensor, network: Callable[..., torch.Tensor], *args: Any, **kwargs: Any):
+        channels = inputs.shape[1]
+        if channels not in (self.image_channels, self.image_channels + 1):
+            raise ValueError(
+                f"inputs must have {self.image_channels} image channels, or one more holding a prior, "
+                f"got shape {tuple(inputs.shape)}."
+            )
+        if channels == self.image_channels:
+            inputs = torch.cat([inputs, self.prior(inputs, network)], dim=1)
+        if isinstance(self.refine_network, torch.nn.Module):
+            self.refine_network.eval()
+        return self.refine_inferer(inputs, self.refine_network)

@@ -8,7 +8,7 @@ import torch
 from monai.data import MetaTensor
 from monai.networks.nets import SegResNet
 
-from semcl_components.cascade import OrganRefinementInferer, stitch_scores
+from semcl_components.cascade import CascadeInferer, OrganRefinementInferer, stitch_scores
 from semcl_components.networks import build_encoder, load_pretrained_encoder
 from semcl_components.transforms import RandCoarseMask
 
@@ -96,3 +96,25 @@ def test_channel_encoder_loads_whole_into_the_refinement_network():
     report = load_pretrained_encoder(network, encoder.state_dict())
     assert report.loaded_fraction == 1.0 and not report.adapted and not report.skipped
     assert torch.equal(network.convInit.conv.weight[:, 1], encoder.convInit.conv.weight[:, 1])  # the mask channel
+
+
+def test_cascade_runs_stage_1_on_its_coarser_grid_unless_a_prior_is_given():
+    truth = _truth()
+    seen = []
+
+    def stage1(image: torch.Tensor) -> torch.Tensor:  # a 'network' that returns the truth, one-hot, at its grid
+        seen.append(tuple(image.shape))
+        small = torch.nn.functional.interpolate(truth[None, None].float(), size=image.shape[2:], mode="nearest")
+        return torch.nn.functional.one_hot(small[0, 0].long(), 3).permute(3, 0, 1, 2)[None].float()
+
+    refine = OrganRefinementInferer(crop_size=(24, 24, 24), num_classes=3, margin=0.4)
+    cascade = CascadeInferer(lambda x, net: net(x), refine, torch.nn.Identity(), image_channels=1, stage1_scale=0.5)
+    image = torch.cat([(truth > 0).float()[None]])[None]  # the oracle below reads the organ from the image
+    labels = cascade(image, stage1).argmax(1)[0]
+    assert seen == [(1, 1, 20, 20, 16)]  # stage 1 saw the image at half the resolution
+    assert labels.shape == truth.shape and set(labels.unique().tolist()) == {0, 1, 2}
+    cascade.refine_network = oracle_from_image
+    with_prior = torch.cat([image, truth[None, None].float()], dim=1)
+    labels = cascade(with_prior, stage1).argmax(1)[0]
+    assert len(seen) == 1  # a given prior: no stage 1
+    assert _dice(labels == 2, truth == 2) > 0.95

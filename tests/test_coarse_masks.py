@@ -64,3 +64,19 @@ def test_dict_version_writes_the_prior_and_keeps_the_label():
     assert torch.equal(out["prior"], data["label"]) and out["label"] is data["label"]
     with pytest.raises(ValueError, match="integer >= 1"):
         RandCoarseMask(coarsen=0)
+
+
+def test_a_fixed_coarse_map_per_case_for_validation():
+    from monai.data import MetaTensor
+    from monai.transforms.traits import RandomizableTrait
+
+    from semcl_components.transforms import CoarseMaskd
+
+    def case(name: str) -> dict:
+        return {"label": MetaTensor(_labels(), meta={"filename_or_obj": name})}
+
+    fixed = CoarseMaskd(keys="label", seed=0, drop_prob=1.0)
+    assert not isinstance(fixed, RandomizableTrait)  # so CacheDataset caches it with the deterministic transforms
+    first, again, other = fixed(case("a.nii.gz"))["prior"], fixed(case("a.nii.gz"))["prior"], fixed(case("b.nii.gz"))
+    assert torch.equal(first, again) and not torch.equal(first, other["prior"])
+    assert not torch.equal(first, _labels())

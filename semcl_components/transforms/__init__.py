@@ -12,7 +12,8 @@ with the paired labels swapped:
 - :mod:`.group_classes`: ``GroupClassIds(d)`` (organ x contrast phase class ids);
 - :mod:`.object_crops`: ``ObjectCrops(d)`` (one organ-centred crop per object of a coarse label map, the paper's
   organ-centred patches), ``paste_from_box`` (a crop back onto its volume);
-- :mod:`.coarse_masks`: ``RandCoarseMask(d)`` (coarse label maps shaped like a first stage's errors).
+- :mod:`.coarse_masks`: ``RandCoarseMask(d)`` (coarse label maps shaped like a first stage's errors), ``CoarseMaskd``
+  (one fixed coarse map per case, for validation).
 
 A typical pretraining pipeline (dictionary transforms)::
 
@@ -42,13 +43,14 @@ from .attention_masks import (
     GenerateAttentionMasks,
     GenerateAttentionMasksd,
 )
-from .coarse_masks import RandCoarseMask, RandCoarseMaskd
+from .coarse_masks import CoarseMaskd, RandCoarseMask, RandCoarseMaskd
 from .group_classes import GroupClassIds, GroupClassIdsd
 from .lateral_flip import RandLateralFlipd, SwapLabels, lateral_pairs
 from .object_crops import ObjectBox, ObjectCrops, ObjectCropsd, crop_mask, crop_to_box, object_box, paste_from_box
 from .views import RandMultiViewd
 
 __all__ = [
+    "CoarseMaskd",
     "MASK_MODES",
     "DropEmptyMasks",
     "DropEmptyMasksd",

@@ -17,11 +17,12 @@ exact label map the ways a low-resolution network errs, each drawn at random per
 
 The organs are then painted back into one label map in a random order (where two coarse masks overlap, the one
 painted last wins, as a first stage's argmax picks one). Only the organ's bounding region is processed, so the cost
-grows with the organs, not the volume.
+grows with the organs, not the volume. :class:`CoarseMaskd` draws one fixed coarse map per case (for validation).
 """
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
@@ -34,7 +35,7 @@ from monai.utils import convert_to_dst_type, convert_to_tensor
 
 from .attention_masks import _blur, _dilate
 
-__all__ = ["RandCoarseMask", "RandCoarseMaskd"]
+__all__ = ["CoarseMaskd", "RandCoarseMask", "RandCoarseMaskd"]
 
 
 def _coarsen(mask: torch.Tensor, factor: int) -> torch.Tensor:
@@ -184,4 +185,35 @@ class RandCoarseMaskd(MapTransform, Randomizable):
     def __call__(self, data: Mapping[Hashable, Any]) -> dict:
         d = dict(data)
         d[self.prior_key] = self.simulator(d[self.keys[0]])
+        return d
+
+
+class CoarseMaskd(MapTransform):
+    """A fixed coarse map per case (for validation): :class:`RandCoarseMask` drawn from a random state seeded by
+    ``seed`` and the label's file name (or, without one, its content), so each case gets the same prior in every
+    epoch and run, and ``CacheDataset`` may cache it (it is not a random transform).
+
+    Args:
+        keys: the label map (one key); its coarse map goes to ``prior_key``.
+        prior_key: where the coarse map goes.
+        seed: the base seed.
+        coarse_options: :class:`RandCoarseMask`'s arguments.
+    """
+
+    def __init__(
+        self, keys: KeysCollection = "label", prior_key: str = "prior", seed: int = 0, **coarse_options: Any
+    ) -> None:
+        MapTransform.__init__(self, keys)
+        if len(self.keys) != 1:
+            raise ValueError(f"CoarseMaskd reads exactly one label key, got keys={self.keys}.")
+        self.prior_key, self.seed = prior_key, int(seed)
+        self.simulator = RandCoarseMask(**coarse_options)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict:
+        d = dict(data)
+        label = d[self.keys[0]]
+        source = getattr(label, "meta", {}).get("filename_or_obj")
+        key = str(source).encode() if source else convert_to_tensor(label, track_meta=False).numpy().tobytes()
+        self.simulator.set_random_state(state=np.random.RandomState((self.seed + zlib.crc32(key)) % 2**32))
+        d[self.prior_key] = self.simulator(label)
         return d
