@@ -9,9 +9,11 @@ maps give it (a tie goes to the lower class id, background first). How a map is 
     centroid   the labelled image's body centroid moved onto the test image's (a translation)
 
 The body is every voxel above :data:`BODY_HU` (-500 HU: soft tissue, fat, bone; not air or lung), found in the
-images alone, so the registration never looks at a test label. Images and labels are read as the bundle's
-workflows read them (RAS, resampled to ``pixdim``), and Dice is MONAI's ``DiceMetric`` without background, as the
-bundle's ``MeanDice``: a class absent from a test label map scores NaN, left out of means.
+images alone, so the registration never looks at a test label. Images and labels are read and checked as the bundle's
+workflows read and check them (:mod:`semcl_components.input_checks`: a missing, cut or non-finite file, an image of
+other channels or dimensions, a label value that is no class, a label of background only, a label on another grid
+than its image stop the run naming the file; then RAS, resampled to ``pixdim``), and Dice is MONAI's ``DiceMetric``
+without background, as the bundle's ``MeanDice``: a class absent from a test label map scores NaN, left out of means.
 """
 
 from __future__ import annotations
@@ -86,23 +88,37 @@ def majority_vote(label_maps: Sequence[np.ndarray], num_classes: int) -> np.ndar
     return votes.argmax(0)
 
 
-def _load(entries: Sequence[dict], dataset_dir: str | os.PathLike, pixdim: Sequence[float]) -> list[dict]:
-    """Images and labels as the bundle's workflows read them: channel first, RAS, resampled to ``pixdim``."""
-    from monai.transforms import Compose, LoadImaged, Orientationd, Spacingd
+def _load(
+    entries: Sequence[dict], dataset_dir: str | os.PathLike, pixdim: Sequence[float], num_classes: int, split: str
+) -> list[dict]:
+    """Images and labels as the bundle's workflows read and check them: the bundle's input checks (the error names
+    the file), then channel first, RAS, resampled to ``pixdim``. ``split`` names the entries in messages."""
+    from monai.transforms import LoadImaged, Orientationd, Spacingd
 
-    load = Compose(
-        [
-            LoadImaged(keys=["image", "label"], ensure_channel_first=True, image_only=True),
-            Orientationd(keys=["image", "label"], axcodes="RAS"),
-            Spacingd(keys=["image", "label"], pixdim=list(pixdim), mode=["bilinear", "nearest"]),
-        ]
-    )
+    from semcl_components.input_checks import CheckFiled, CheckGeometryd, CheckImaged, CheckLabeld
+
+    keys = ["image", "label"]
+    steps = [  # each called directly: MONAI's Compose would hide the check's message behind 'applying transform'
+        CheckFiled(keys=keys),
+        LoadImaged(keys=keys, ensure_channel_first=True, image_only=True),
+        CheckImaged(keys="image", num_channels=1),
+        CheckLabeld(keys="label", num_classes=num_classes, require_foreground=True),
+        CheckGeometryd(keys=keys),
+        Orientationd(keys=keys, axcodes="RAS"),
+        Spacingd(keys=keys, pixdim=list(pixdim), mode=["bilinear", "nearest"]),
+    ]
     cases = []
-    for entry in entries:
-        data = load({key: os.path.join(dataset_dir, entry[key]) for key in ("image", "label")})
+    for index, entry in enumerate(entries):
+        missing = [key for key in keys if not entry.get(key)]
+        if missing:
+            raise ValueError(f"the atlas needs an image and a label: {split} entry {index} ({entry}) has no {missing[0]}.")
+        data = {key: os.path.join(dataset_dir, entry[key]) for key in keys}
+        for step in steps:
+            data = step(data)
         cases.append(
             {
                 "name": os.path.basename(entry["image"]),
+                "path": os.path.join(dataset_dir, entry["image"]),
                 "image": data["image"][0].numpy(),
                 "label": np.rint(data["label"][0].numpy()).astype(np.int64),
                 "affine": np.asarray(data["image"].affine, dtype=float),
@@ -136,19 +152,18 @@ def evaluate_atlas(
     from monai.networks.utils import one_hot
 
     num_classes = len(class_names) + 1
-    atlases = _load(labelled, dataset_dir, pixdim)
+    atlases = _load(labelled, dataset_dir, pixdim, num_classes, "labelled")
     metric = DiceMetric(include_background=False, reduction="none")
     counts = np.zeros((num_classes, num_classes), dtype=np.int64)
     cases, dice = [], []
-    for case in _load(test, dataset_dir, pixdim):
-        moved = [
-            move_label_map(
-                atlas["label"],
-                atlas_registration(registration, atlas["image"], case["image"], atlas["affine"], case["affine"]),
-                case["label"].shape,
-            )
-            for atlas in atlases
-        ]
+    for case in _load(test, dataset_dir, pixdim, num_classes, "test"):
+        moved = []
+        for atlas in atlases:
+            try:
+                matrix = atlas_registration(registration, atlas["image"], case["image"], atlas["affine"], case["affine"])
+            except ValueError as error:  # e.g. an image without a body: which of the two
+                raise ValueError(f"atlas {atlas['path']} onto test image {case['path']}: {error}") from error
+            moved.append(move_label_map(atlas["label"], matrix, case["label"].shape))
         prediction = majority_vote(moved, num_classes)
         as_one_hot = [one_hot(torch.as_tensor(x)[None, None], num_classes) for x in (prediction, case["label"])]
         scores = metric(*as_one_hot)[0]

@@ -19,7 +19,16 @@ from .protocol import Protocol, Size, load_protocol
 from .results import ResultStore, check_clean_tree, code_version, machine
 from .stages import Stages
 
-__all__ = ["Benchmark"]
+__all__ = ["Benchmark", "failure_reason"]
+
+
+def failure_reason(error: BaseException) -> str:
+    """The first line of what stopped a run: the cause behind MONAI's ``applying transform <...>`` wrappers, which
+    name only the transform (e.g. the input check that named the file)."""
+    while str(error).startswith("applying transform") and error.__cause__ is not None:
+        error = error.__cause__
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 class Benchmark:
@@ -156,7 +165,7 @@ class Benchmark:
                     done += 1
                     if future.exception() is not None:
                         failed.append(run.key)
-                        self._say(f"FAILED {run.key} ({done}/{total}): {str(future.exception()).splitlines()[0]}")
+                        self._say(f"FAILED {run.key} ({done}/{total}): {failure_reason(future.exception())}")
                     else:
                         self._say(f"finished {run.key} ({done}/{total})")
         return failed
