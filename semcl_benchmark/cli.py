@@ -40,7 +40,9 @@ committed runs) and ``--full`` (96^3 crops; meant for a GPU).
 
 The user's own data: ``--dataset_dir DIR`` runs the same protocol on an MSD-style dataset (``dataset.json`` with
 ``labels`` and a ``training`` list; the classes are its labels, the spacing its images' or ``--pixdim``), with the
-seeds drawn from its cases; results and work go to ``runs/benchmark/<dataset folder name>/<size>/``.
+seeds drawn from its cases; results and work go to ``runs/benchmark/<dataset folder name>-<hash of its path>/<size>/``
+(two datasets of one folder name never share results), and every run records a fingerprint of the dataset: a run made
+before the dataset was edited counts as not done (the benchmark names what changed and runs it again).
 Arms and sizes are data (``semcl_benchmark/protocol.yaml``): ``--protocol FILE`` adds or replaces arms and sizes
 from a YAML or JSON file of the same layout, and ``--size NAME`` runs one of its sizes.
 """
@@ -48,18 +50,47 @@ from a YAML or JSON file of the same layout, and ``--size NAME`` runs one of its
 from __future__ import annotations
 
 import argparse
+import math
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from semcl_tools.bundle_run import BundleRunError
 from semcl_tools.repository import ROOT
 
+from .datasets import dataset_folder_name
 from .protocol import load_protocol_or_exit
 from .report import write_report
 from .results import DirtyTreeError, results_folder
 from .runner import Benchmark
 
 __all__ = ["main"]
+
+
+def _whole_number(minimum: int) -> Callable[[str], int]:
+    """An argparse type: a whole number of at least ``minimum`` (argparse names the option in its error)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{value} is below {minimum}; give a whole number >= {minimum}")
+        return value
+
+    return parse
+
+
+def _millimetres(text: str) -> float:
+    """An argparse type: a voxel size in mm, finite and above 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"{text} mm is no voxel size; give sizes above 0 mm, e.g. 1.5 1.5 2.0")
+    return value
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -71,13 +102,14 @@ def _parser() -> argparse.ArgumentParser:
     parser.set_defaults(size="default")
     parser.add_argument("--protocol", nargs="+", type=Path, default=[], metavar="FILE",
                         help="YAML/JSON files that add or replace arms and sizes (layout of semcl_benchmark/protocol.yaml)")
-    parser.add_argument("--jobs", type=int, default=2, help="runs at a time, one CPU thread each (default 2)")
-    parser.add_argument("--threads-per-job", type=int, default=1)
+    parser.add_argument("--jobs", type=_whole_number(1), default=2,
+                        help="runs at a time, one CPU thread each (default 2)")
+    parser.add_argument("--threads-per-job", type=_whole_number(1), default=1)
     parser.add_argument("--arms", nargs="+",
                         help="only these arms, study arms included (default: the size's arms and study arms)")
     parser.add_argument("--settings", nargs="+", help="only these labelled settings (default: the size's)")
-    parser.add_argument("--seeds", nargs="+", type=int, help="only these seeds (default: the size's)")
-    parser.add_argument("--max-runs", type=int, help="stop after this many runs (the rest another time)")
+    parser.add_argument("--seeds", nargs="+", type=_whole_number(0), help="only these seeds (default: the size's)")
+    parser.add_argument("--max-runs", type=_whole_number(0), help="stop after this many runs (the rest another time)")
     parser.add_argument("--results", type=Path, help="result JSON folder (default docs/results/benchmark/<size>)")
     parser.add_argument("--workdir", type=Path, help="runs, logs and data (default runs/benchmark/<size>)")
     parser.add_argument("--report", type=Path,
@@ -86,10 +118,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--dataset_dir", type=Path,
                         help="your own labelled dataset (MSD layout: dataset.json with labels and training) instead "
                              "of the phantoms")
-    parser.add_argument("--pixdim", type=float, nargs=3, metavar=("X", "Y", "Z"),
+    parser.add_argument("--pixdim", type=_millimetres, nargs=3, metavar=("X", "Y", "Z"),
                         help="the grid the workflows resample to, in mm (default: the dataset's spacing)")
     parser.add_argument("--device", choices=["cpu", "cuda"], help="every workflow's device (default: a GPU if any)")
-    parser.add_argument("--nproc_per_node", type=int, default=1,
+    parser.add_argument("--nproc_per_node", type=_whole_number(1), default=1,
                         help="processes per workflow call, started by torchrun with the multi_gpu overlays")
     parser.add_argument("--allow-dirty", action="store_true",
                         help="run from a working tree with uncommitted changes (recorded in every result file)")
@@ -99,7 +131,7 @@ def _parser() -> argparse.ArgumentParser:
 def _folders(args: argparse.Namespace, size) -> tuple[Path, Path, Path]:
     """The results folder, the work folder and the report of a benchmark (separate per dataset)."""
     if args.dataset_dir is not None:
-        base = ROOT / "runs" / "benchmark" / args.dataset_dir.absolute().name / size.name
+        base = ROOT / "runs" / "benchmark" / dataset_folder_name(args.dataset_dir) / size.name
         results, work = args.results or base / "results", args.workdir or base
     else:
         results = args.results or results_folder(size.name)
@@ -107,6 +139,15 @@ def _folders(args: argparse.Namespace, size) -> tuple[Path, Path, Path]:
     committed = size.report is not None and args.results is None and args.dataset_dir is None
     report = args.report or (ROOT / size.report if committed else results.absolute() / "RESULTS.md")
     return results.absolute(), work.absolute(), report
+
+
+def _check_output_paths(parser: argparse.ArgumentParser, results: Path, work: Path, report: Path) -> None:
+    """Stop before any work if an output folder is a file (or the report a folder), naming the option."""
+    for option, folder in (("--results", results), ("--workdir", work)):
+        if folder.exists() and not folder.is_dir():
+            parser.error(f"{option} {folder} is a file; give a folder (it is created if missing).")
+    if report.is_dir():
+        parser.error(f"--report {report} is a folder; give the report's file name, e.g. {report / 'RESULTS.md'}.")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -119,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
 
     size = protocol.sizes[args.size]
     results, work, report = _folders(args, size)
+    _check_output_paths(parser, results, work, report)
     try:
         benchmark = Benchmark(size, results, work, jobs=args.jobs, threads_per_job=args.threads_per_job,
                               protocol=protocol, dataset_dir=args.dataset_dir, pixdim=args.pixdim, device=args.device,
@@ -129,6 +171,9 @@ def main(argv: list[str] | None = None) -> int:
     planned = benchmark.plan([a for a in arms if not protocol.arms[a].study], args.settings or list(size.settings),
                              args.seeds if args.seeds is not None else list(size.seeds),
                              study=[a for a in arms if protocol.arms[a].study])
+    changed = benchmark.dataset_changes(planned)  # issue 35: runs of an edited dataset are never pooled with new ones
+    if changed:
+        print(f"[bench] {changed}", file=sys.stderr)
     failed: list[str] = []
     if not args.report_only:
         try:

@@ -9,27 +9,94 @@ labelled volumes and pretraining pool anew (:mod:`semcl_benchmark.splits`) into 
 The bundle's ``pixdim`` is the dataset's spacing: the phantom preset's (the realistic preset's field of view divided
 by the volume size), else ``--pixdim``, else the first training image's voxel size. A user's dataset brings its own
 classes: the bundle is given ``class_names`` read from its ``dataset.json``.
+
+A user's dataset is part of every run's identity: its folder (resolved) names the benchmark's own folder
+(:func:`dataset_folder_name`), and a fingerprint of its content (:func:`dataset_manifest`: the SHA-256 of
+``dataset.json``, and the size of every image and label file it lists, with the SHA-256 of those up to
+:data:`SMALL_FILE_BYTES`) is in every run's configuration. A run made before the dataset was edited therefore counts as
+not done: it is left out of the report and run again (:func:`describe_dataset_change` says what changed). Phantoms are
+identified by their generator settings instead, as v1 and v2 recorded them. The dataset's entries are checked when the
+benchmark starts: every entry names an image and a label, and no two entries name the same file.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from semcl_components.atomic_io import write_json_atomic
+from semcl_components.bundle_utils import check_distinct_entries
+from semcl_tools.hashing import file_sha256
 
 from .protocol import Size
 from .splits import fixed_splits, labelled_counts, seed_datalist
 
-__all__ = ["BenchmarkData"]
+__all__ = ["SMALL_FILE_BYTES", "BenchmarkData", "dataset_folder_name", "dataset_manifest", "describe_dataset_change"]
 
 DATALIST_KEYS = ("image", "label", "contrast_phase")
 """What a case's datalist entry holds (``contrast_phase``: the phase bucket, for stratification and phase labels)."""
 
 CASE_RECORD = ("contrast_phase", "contrast_time_s")
 """What a result file records of each labelled case besides its name (where the dataset records it)."""
+
+SMALL_FILE_BYTES = 4 << 20
+"""Files of a user's dataset up to this size (4 MiB: label maps, small images) are fingerprinted by their content,
+larger ones by their size alone (reading every CT volume at each start would cost minutes)."""
+
+
+def dataset_folder_name(folder: str | os.PathLike) -> str:
+    """The name of a user's dataset's benchmark folder: ``<folder name>-<8 hex digits of its resolved path>``, so two
+    datasets of one folder name (``/a/ok``, ``/b/ok``) never share results."""
+    resolved = Path(folder).resolve()
+    return f"{resolved.name}-{hashlib.sha256(str(resolved).encode()).hexdigest()[:8]}"
+
+
+def dataset_manifest(folder: Path, entries: Sequence[Mapping]) -> dict:
+    """What a user's dataset holds, cheaply: ``dataset.json``'s SHA-256 and every listed file's size (and SHA-256 up to
+    :data:`SMALL_FILE_BYTES`), with a ``fingerprint`` of it all.
+
+    Args:
+        folder: the dataset folder.
+        entries: its ``training`` entries (``image`` and ``label`` relative to ``folder``).
+
+    Returns:
+        ``{"fingerprint": 16 hex digits, "dataset_json_sha256": ..., "files": {path: {"bytes": n, "sha256": ...}}}``
+        (``sha256`` is ``None`` for a larger file; a missing file has ``bytes`` ``None``).
+    """
+    files: dict[str, dict] = {}
+    for entry in entries:
+        for key in ("image", "label"):
+            name = os.path.normpath(str(entry[key]))
+            path = folder / name
+            if name in files:
+                continue
+            size = path.stat().st_size if path.is_file() else None
+            small = size is not None and size <= SMALL_FILE_BYTES
+            files[name] = {"bytes": size, "sha256": file_sha256(path) if small else None}
+    manifest = {"dataset_json_sha256": file_sha256(folder / "dataset.json"), "files": dict(sorted(files.items()))}
+    digest = hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()[:16]
+    return {"fingerprint": digest, **manifest}
+
+
+def describe_dataset_change(recorded: Mapping, current: Mapping) -> str:
+    """What differs between two :func:`dataset_manifest` records, in words (e.g. ``dataset.json changed; 1 file
+    changed: labelsTr/a.nii.gz``)."""
+    parts = []
+    if recorded.get("dataset_json_sha256") != current.get("dataset_json_sha256"):
+        parts.append("dataset.json changed")
+    old, new = recorded.get("files") or {}, current.get("files") or {}
+    for what, names in (
+        ("added", [n for n in new if n not in old]),
+        ("removed", [n for n in old if n not in new]),
+        ("changed", [n for n in new if n in old and new[n] != old[n]]),
+    ):
+        if names:
+            shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+            parts.append(f"{len(names)} file{'s' if len(names) > 1 else ''} {what}: {shown}")
+    return "; ".join(parts) or "its fingerprint differs"
 
 
 class BenchmarkData:
@@ -53,11 +120,34 @@ class BenchmarkData:
         self.work = Path(work)
         self.user_dir = None if dataset_dir is None else Path(dataset_dir).absolute()
         self._pixdim = None if pixdim is None else [float(v) for v in pixdim]
+        self._manifest: dict | None = None
         if self.user_dir is not None and not (self.user_dir / "dataset.json").is_file():
             raise ValueError(
                 f"--dataset_dir {self.user_dir}: no dataset.json; the benchmark reads an MSD-style dataset folder "
                 f"(dataset.json with 'labels' and a 'training' list of image/label entries)."
             )
+        if self.user_dir is not None:  # a faulty dataset stops the benchmark before any work, naming what is wrong
+            self.check()
+
+    def check(self) -> None:
+        """Read a user's dataset as the benchmark will: its classes, its entries (each with an image and a label, no
+        file named twice) and enough cases for the size's splits.
+
+        Raises:
+            ValueError: naming the file and the problem.
+        """
+        from semcl_components.bundle_utils import class_names
+
+        class_names(self.folder / "dataset.json")
+        entries = self.entries()
+        for index, entry in enumerate(entries):
+            for key in ("image", "label"):
+                if not (self.folder / entry[key]).is_file():
+                    raise ValueError(
+                        f"{self.folder / 'dataset.json'}: the {key} file {entry[key]} of training entry {index} "
+                        f"({self.folder / entry[key]}) does not exist."
+                    )
+        self.check_splits(len(entries))
 
     @property
     def folder(self) -> Path:
@@ -100,6 +190,35 @@ class BenchmarkData:
 
         return class_names(self.user_dir / "dataset.json")
 
+    @property
+    def manifest(self) -> dict | None:
+        """A user's dataset's :func:`dataset_manifest` (taken once, when first asked); ``None`` for phantoms."""
+        if self.user_dir is None:
+            return None
+        if self._manifest is None:
+            self._manifest = dataset_manifest(self.user_dir, self.entries())
+        return self._manifest
+
+    def check_splits(self, cases: int) -> None:
+        """Stop if the size's ``splits`` need more cases than the dataset's ``cases`` (each split takes at least one).
+
+        Raises:
+            ValueError: naming the dataset, its case count and the splits' sum.
+        """
+        splits = self.size.splits
+        if splits is None:
+            return
+        wanted = {k: splits.get(k) for k in ("test", "validation", "training_pool", "pretraining_pool")}
+        if not all(isinstance(v, int) and v >= 1 for v in wanted.values()):
+            return  # the split functions name a missing or invalid count
+        if sum(wanted.values()) > cases:
+            counts = " + ".join(f"{k} {v}" for k, v in wanted.items())
+            raise ValueError(
+                f"the dataset {self.folder} has {cases} cases, but size {self.size.name!r}'s splits need "
+                f"{counts} = {sum(wanted.values())} (pretraining_pool: cases outside the other three); use a dataset "
+                "with more cases or a size with smaller splits (--protocol FILE)."
+            )
+
     def bundle_settings(self) -> dict:
         """What every bundle call of this data is given: ``dataset_dir``, ``pixdim`` and a user's ``class_names``."""
         settings = {"dataset_dir": self.folder, "pixdim": self.pixdim}
@@ -119,8 +238,8 @@ class BenchmarkData:
             fingerprint = preset_fingerprint(self.phantom_preset)
             if fingerprint is not None:  # a run on phantoms of another tuning is another run
                 data["preset_fingerprint"] = fingerprint
-        else:
-            data = {"dataset_dir": str(self.user_dir), "pixdim": self.pixdim}
+        else:  # its content too: a run made before the dataset was edited is another run
+            data = {"dataset_dir": str(self.user_dir), "pixdim": self.pixdim, "fingerprint": self.manifest["fingerprint"]}
         if self.size.splits is not None:
             data["splits"] = dict(self.size.splits)
         return data
@@ -128,10 +247,22 @@ class BenchmarkData:
     def entries(self, keys: Sequence[str] = DATALIST_KEYS) -> list[dict]:
         """The dataset's cases: ``dataset.json``'s ``training`` entries, with only ``keys`` (those a datalist holds:
         a data loader cannot batch a ``null``, such as a native phantom's ``contrast_time_s``)."""
-        dataset = json.loads((self.folder / "dataset.json").read_text(encoding="utf-8"))
-        entries = dataset.get("training")
+        path = self.folder / "dataset.json"
+        try:
+            dataset = json.loads(path.read_text(encoding="utf-8"))
+        except ValueError as error:
+            raise ValueError(f"{path} is not valid JSON: {error}") from error
+        entries = dataset.get("training") if isinstance(dataset, dict) else None
         if not isinstance(entries, list) or not entries:
-            raise ValueError(f"{self.folder / 'dataset.json'}: no 'training' list of image/label entries.")
+            raise ValueError(f"{path}: no 'training' list of image/label entries.")
+        for index, entry in enumerate(entries):
+            missing = [k for k in ("image", "label") if not isinstance(entry, dict) or not entry.get(k)]
+            if missing:
+                raise ValueError(
+                    f"{path}: training entry {index} ({entry!r}) has no {' and no '.join(missing)}; the benchmark needs "
+                    "a label map for every case."
+                )
+        check_distinct_entries(entries, f"{path}, list 'training'", base_dir=self.folder)
         return [{k: entry[k] for k in keys if k in entry} for entry in entries]
 
     def datalist_file(self, seed: int) -> Path:

@@ -6,6 +6,7 @@ configuration hash is skipped, so a benchmark can be stopped and completed later
 
 from __future__ import annotations
 
+import json
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
@@ -13,7 +14,7 @@ from pathlib import Path
 from semcl_components.folder_lock import FolderLock
 from semcl_tools.progress import emit
 
-from .datasets import BenchmarkData
+from .datasets import BenchmarkData, describe_dataset_change
 from .plan import Planner, Run, Workspace
 from .protocol import Protocol, Size, load_protocol
 from .results import ResultStore, check_clean_tree, code_version, machine
@@ -113,6 +114,7 @@ class Benchmark:
             DirtyTreeError: the working tree has uncommitted changes and ``allow_dirty`` is false (nothing was run).
         """
         check_clean_tree(self.allow_dirty)
+        self.check_one_dataset()
         # the commit the runs start from, read once: a commit made while they run must not be recorded as theirs
         self.code = code_version()
         lock = FolderLock(self.store.folder, "benchmark results folder")
@@ -176,7 +178,69 @@ class Benchmark:
         result.update(key=run.key, config=run.config, config_hash=run.hash, machine=machine(), code=self.code,
                       allow_dirty=self.allow_dirty, finished=time.strftime("%Y-%m-%d %H:%M:%S"),
                       total_seconds=round(time.perf_counter() - start, 1))
+        manifest = self.planner.data.manifest
+        if manifest is not None:  # what the user's dataset held: a later edit is named by what changed
+            result["dataset"] = {"dataset_dir": str(self.planner.data.folder), **manifest}
         self.store.write(run, result)
+
+    def _recorded(self, files: list[Path]) -> dict[Path, dict]:
+        """The result dicts in ``files`` that hold a run's configuration (unreadable files are skipped)."""
+        results = {}
+        for path in files:
+            try:
+                result = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                continue
+            if isinstance(result, dict) and isinstance(result.get("config"), dict):
+                results[path] = result
+        return results
+
+    def check_one_dataset(self) -> None:
+        """Refuse to run into a results folder that holds runs of another dataset: their result files have the same
+        names, so each benchmark would replace the other's (each dataset gets a folder of its own by default).
+
+        Raises:
+            ValueError: naming both datasets, a result file of the other and ``--results``.
+        """
+        data = self.planner.data
+        mine = None if data.user_dir is None else str(data.user_dir)
+        for path, result in self._recorded(sorted(self.store.folder.glob("*.json"))).items():
+            theirs = (result["config"].get("data") or {}).get("dataset_dir")
+            if theirs != mine:
+                raise ValueError(
+                    f"--results {self.store.folder} holds result files of {_dataset_name(theirs)} (e.g. {path.name}), "
+                    f"and this benchmark runs on {_dataset_name(mine)}: results of two datasets in one folder replace "
+                    "each other's files. Give another --results (without it, each dataset gets a folder of its own)."
+                )
+
+    def dataset_changes(self, planned: list[Run]) -> str | None:
+        """Which planned runs' result files were made from another version of the user's dataset, and what changed;
+        ``None`` if none (or the data are phantoms). Such runs count as not done: left out of the report, run again."""
+        data = self.planner.data
+        current = data.manifest
+        if current is None:
+            return None
+        files = [self.store.file(run) for run in planned if self.store.file(run).is_file()]
+        changes: dict[str, list[str]] = {}
+        for path, result in self._recorded(files).items():
+            recorded = result.get("dataset")
+            if not isinstance(recorded, dict) or recorded.get("fingerprint") == current["fingerprint"]:
+                continue
+            changes.setdefault(describe_dataset_change(recorded, current), []).append(path.stem)
+        if not changes:
+            return None
+        count = sum(len(keys) for keys in changes.values())
+        what = " | ".join(f"{change} (e.g. {keys[0]})" for change, keys in changes.items())
+        return (
+            f"{count} result file(s) in {self.store.folder} were made from another version of the dataset "
+            f"{data.folder}: {what}. They count as not done: left out of the report, and run again (their files "
+            "replaced) by a run of the benchmark."
+        )
 
     def _say(self, message: str) -> None:
         emit(f"{self.prefix} {message}")
+
+
+def _dataset_name(dataset_dir: str | None) -> str:
+    """A dataset in a message: the user's folder, or the phantoms."""
+    return "the phantoms" if dataset_dir is None else f"the dataset {dataset_dir}"

@@ -153,9 +153,12 @@ def seed_datalist(fixed: FixedSplits, seed: int, counts: Sequence[int], pretrain
             f"splits: training_pool or drop the setting."
         )
     if not 1 <= pretraining_pool <= len(fixed.unlabelled_pool):
+        left, taken = len(fixed.unlabelled_pool), (fixed.test, fixed.validation, fixed.training_pool)
+        sizes = ", ".join(f"{name} {len(cases)}" for name, cases in zip(("test", "validation", "training_pool"), taken))
         raise ValueError(
-            f"splits: pretraining_pool must be 1..{len(fixed.unlabelled_pool)} (the cases outside test, validation "
-            f"and the training pool), got {pretraining_pool}."
+            f"splits: pretraining_pool is {pretraining_pool}, but it must be at least 1 and at most the cases left "
+            f"outside {sizes}: {left} of the dataset's {left + sum(map(len, taken))}; use a dataset with more cases "
+            "or smaller splits."
         )
     rng = np.random.default_rng(np.random.SeedSequence((seed, 2021)))
     labelled = _stratified_draw(fixed.training_pool, rng)

@@ -52,10 +52,13 @@ def command_line_config_files(argv: Sequence[str] | None = None) -> list[str]:
 def bundle_root(argv: Sequence[str] | None = None) -> str:
     """The bundle folder of a workflow run: the parent of the ``configs/`` folder of its first ``--config_file``.
 
-    This is the configs' ``bundle_root`` item, so that every command runs from any working directory, also from a
-    bundle folder whose path holds spaces or non-ASCII characters. Without ``--config_file`` on the command line
-    (MONAI Label, the model zoo's CI and other Python callers, which set ``bundle_root`` themselves when they need
-    another) it is the working directory, the model zoo's convention.
+    The configs' ``bundle_root`` item reads the command line the same way, so that every command runs from any
+    working directory, also from a bundle folder whose path holds spaces or non-ASCII characters. Without
+    ``--config_file`` on the command line (MONAI Label, the model zoo's CI and other Python callers, which set
+    ``bundle_root`` themselves when they need another) it is the working directory, the model zoo's convention. The
+    item repeats this function as a config expression because the configs find this package through it (the copy in
+    ``<bundle_root>/scripts`` when none is installed); ``tests/test_bundle_utils_bundle_root.py`` holds both to the
+    same answers.
     """
     files = command_line_config_files(argv)
     return os.path.dirname(os.path.dirname(os.path.abspath(files[0]))) if files else os.path.abspath(".")

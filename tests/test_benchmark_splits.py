@@ -85,7 +85,10 @@ def test_a_dataset_without_phases_is_split_without_stratification():
         (lambda: fixed_splits(cases()[:10], 6, 3, 4), r"= 13 cases, but the dataset has 10"),
         (lambda: fixed_splits(cases(), 3, 6, 12), r"test set of 3 cannot hold every contrast phase bucket"),
         (lambda: seed_datalist(FIXED, 0, [16], 12), r"setting finetune_16: the training pool has 12 cases"),
-        (lambda: seed_datalist(FIXED, 0, [1], 19), r"pretraining_pool must be 1..18"),
+        (
+            lambda: seed_datalist(FIXED, 0, [1], 19),  # issue 35: was 'must be 1..18', which read as 1..0 for none left
+            r"pretraining_pool is 19, .* at most the cases left outside test 24, validation 6, training_pool 12: 18 of",
+        ),
         (lambda: labelled_counts(["finetune_1", "few"]), r"setting 'few': .* finetune_<k>"),
     ],
 )

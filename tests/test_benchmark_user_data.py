@@ -92,7 +92,9 @@ def test_a_users_results_and_work_go_to_a_folder_of_their_own(tmp_path):
     size = load_protocol().sizes["default"]
     args = _parser().parse_args(["--dataset_dir", str(tmp_path / "btcv")])
     results, work, report = _folders(args, size)
-    assert results.parts[-4:] == ("benchmark", "btcv", "default", "results") and work == results.parent
+    name = results.parts[-3]  # the folder's name and a hash of its path (issue 35, item 5: /a/ok and /b/ok differ)
+    assert results.parts[-4] == "benchmark" and results.parts[-2:] == ("default", "results") and work == results.parent
+    assert name.startswith("btcv-") and len(name) == len("btcv-") + 8
     assert report == results / "RESULTS.md"  # never the committed docs/RESULTS.md
 
 
