@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ast
 import difflib
+import os
 import re
 import sys
 from collections.abc import Mapping, Sequence
@@ -29,6 +30,9 @@ _TRUE, _FALSE = ("true", "yes", "1", "on"), ("false", "no", "0", "off")
 _PACKAGE_AS_NAME = re.compile(r"(?<![@\w.])semcl_components\.")
 # arguments of `python -m monai.bundle run` itself, not config overrides
 _RUN_ARGUMENTS = {"config_file", "meta_file", "logging_file", "args_file", "tracking", "run_id", "init_id", "final_id"}
+OUTPUT_FOLDERS = ("output_dir", "ckpt_dir")
+"""Settings that name a folder a workflow writes into: one that is a file is refused before any work (a workflow would
+otherwise fail only when it first writes there: after inference, after an epoch)."""
 
 
 def as_bool(value: Any, name: str = "value") -> bool:
@@ -112,6 +116,8 @@ def check_overrides(argv: Sequence[str] | None = None, config: Mapping[str, Any]
         argv: the command line.
         config: the workflow's settings as written in its files; default: the ``--config_file`` files of ``argv``.
 
+    An output folder (``--output_dir``, ``--ckpt_dir``) that is a file is refused here too, before any work.
+
     Raises:
         ValueError: listing every offending override, each with the closest known key or the expected kind.
     """
@@ -137,11 +143,18 @@ def check_overrides(argv: Sequence[str] | None = None, config: Mapping[str, Any]
             problems.append(f"--{key} is not a setting of this workflow{hint}")
             continue
         if top == key:
-            problem = _type_error(key, config[key], typed_cli_value(raw))
+            problem = _type_error(key, config[key], typed_cli_value(raw)) or _folder_error(key, raw)
             if problem:
                 problems.append(problem)
     if problems:
         raise ValueError("invalid command-line settings: " + "; ".join(problems) + ".")
+
+
+def _folder_error(key: str, raw: str) -> str | None:
+    """Why ``raw`` cannot be the folder of an output setting (:data:`OUTPUT_FOLDERS`): it is a file; None if it can."""
+    if key not in OUTPUT_FOLDERS or raw.startswith(("$", "@", "%")) or not os.path.isfile(raw):
+        return None
+    return f"--{key} {raw} is a file, not a folder: give a folder to write into (it is created if missing)"
 
 
 def check_pretraining_settings(

@@ -511,3 +511,26 @@ def test_a_model_pt_that_is_not_a_weights_file_is_named_without_blaming_settings
     assert str(path) in message and expected in message, message
     assert "other settings" not in message and "weights_only=False" not in message
     assert "this ran while loading" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("labels_json", ["", "/data/btcv/dataset.json"])
+def test_a_model_pt_of_other_classes_names_both_counts_and_where_the_classes_came_from(tmp_path, labels_json):
+    """Issue 35: a class-count mismatch said only 'Error(s) in loading state_dict' (the sizes lost) and blamed
+    metadata.json also for a run whose classes came from --labels_json."""
+    from monai.networks.nets import SegResNet
+
+    from semcl_components.handlers import WeightsLoader
+
+    def network(classes: int) -> torch.nn.Module:
+        return SegResNet(3, 8, 1, classes + 1, blocks_down=[1, 1], blocks_up=[1])
+
+    path = tmp_path / "model.pt"
+    torch.save(network(3).state_dict(), path)
+    with pytest.raises(RuntimeError) as raised:
+        WeightsLoader(load_path=str(path), load_dict={"model": network(8)}, labels_json=labels_json)(_engine())
+    message = str(raised.value)
+    assert f"the weights in {path} do not fit this network" in message
+    assert "conv_final.2.conv.weight: [4, 8, 1, 1, 1] in the file, [9, 8, 1, 1, 1] in this network" in message
+    assert "the file's model has 4 output channels (3 classes and background), this run's network 9 (8 classes" in message
+    source = f"from --labels_json {labels_json})" if labels_json else "from channel_def in configs/metadata.json, as no"
+    assert source in message and ("metadata.json" not in message) == bool(labels_json)

@@ -55,6 +55,16 @@ def test_the_package_named_as_a_module_in_an_expression_is_refused_naming_both_f
     assert "give --labels_json PATH instead" in message
 
 
+@pytest.mark.parametrize("key", ["output_dir", "ckpt_dir"])
+def test_an_output_folder_that_is_a_file_is_refused_before_any_work(tmp_path, key):
+    """Issue 35: inference reported an ``--output_dir`` that is a file only when it wrote its first result."""
+    path = tmp_path / "results.txt"
+    path.write_text("")
+    with pytest.raises(ValueError, match=f"--{key} {path} is a file, not a folder"):
+        check_overrides([f"--{key}", str(path)], {**CONFIG, key: "/x"})
+    check_overrides([f"--{key}", str(tmp_path / "new")], {**CONFIG, key: "/x"})  # a missing folder is created
+
+
 def test_all_problems_are_listed_at_once():
     with pytest.raises(ValueError, match="--max_epoch is not .*; --resume must be"):
         check_overrides(["--max_epoch", "1", "--resume", "x"], CONFIG)
