@@ -11,12 +11,18 @@ naming the file and the problem:
 - :class:`CheckGeometryd`: image and label on the same grid (shape and affine within a tolerance);
 - :class:`CheckOrthogonalAxes` / :class:`CheckOrthogonalAxesd`: voxel axes at right angles (no shear), so that an
   output written in the image's geometry keeps its affine.
+
+One check warns instead of stopping: :class:`CheckTrainingDomain` / :class:`CheckTrainingDomaind` log a WARNING for an
+image whose intensities or spacing lie outside what the model was trained on (not CT in Hounsfield units, all air, a
+voxel size far from ``pixdim``); it is segmented all the same.
 """
 
 from __future__ import annotations
 
 import gzip
+import logging
 import os
+from collections.abc import Sequence
 import zlib
 from collections.abc import Hashable, Mapping
 from pathlib import Path
@@ -38,12 +44,17 @@ __all__ = [
     "CheckLabeld",
     "CheckOrthogonalAxes",
     "CheckOrthogonalAxesd",
+    "CheckTrainingDomain",
+    "CheckTrainingDomaind",
     "incomplete_nifti",
     "source_name",
 ]
 
 _SHOWN_VALUES = 10
 _CHUNK = 1 << 20
+_SAMPLE = 1 << 20  # voxels the domain check's percentiles are taken from
+
+logger = logging.getLogger(__name__)
 
 
 def source_name(data: Any, default: str = "input") -> str:
@@ -361,6 +372,107 @@ class CheckOrthogonalAxesd(_KeyCheck):
     def __init__(self, keys: KeysCollection = "image", tolerance: float = 1e-4, allow_missing_keys: bool = False):
         super().__init__(keys, allow_missing_keys)
         self.checker = CheckOrthogonalAxes(tolerance)
+
+
+class CheckTrainingDomain(Transform):
+    """Warn, one logged line per image, where an image does not look like the CT the model was trained on.
+
+    The bundle scales ``[hu_min, hu_max]`` Hounsfield units to ``[0, 1]`` and resamples to ``pixdim``: an MRI, an 8-bit
+    export, CT stored with a +1024 offset (no rescale intercept), an image of air only or a header with a 0.05 mm voxel
+    goes through the same steps and comes out as a plausible-looking but meaningless segmentation. The check looks at
+    statistics of the loaded array (minimum, maximum, median of a subsample, the fraction inside the window) and the
+    voxel size of its affine, and logs a WARNING naming the file and what it saw. It never refuses: a cropped or
+    unusual CT may trip it, and the user decides.
+
+    What it flags:
+        - no voxel below ``air_below`` HU (CT in HU has air near -1000 around and inside the body; MRI, 8-bit and
+          offset data start near 0);
+        - less than ``min_window_fraction`` of the voxels inside ``[hu_min, hu_max]`` (soft tissue: an image of air or
+          of values far outside the window);
+        - a voxel size under ``min(pixdim) / max_spacing_ratio`` or over ``max(pixdim) * max_spacing_ratio`` mm.
+
+    Args:
+        hu_min: the intensity window's lower end (configs/common.yaml ``hu_min``).
+        hu_max: its upper end (``hu_max``).
+        pixdim: the spacing the network works at, mm (``pixdim``; one number or one per axis).
+        air_below: an intensity at least one voxel of a CT in HU lies below.
+        min_window_fraction: the smallest fraction of voxels inside the window that passes.
+        max_spacing_ratio: how far a voxel size may be from ``pixdim`` (a factor either way).
+    """
+
+    def __init__(
+        self,
+        hu_min: float,
+        hu_max: float,
+        pixdim: float | Sequence[float],
+        air_below: float = -500.0,
+        min_window_fraction: float = 0.01,
+        max_spacing_ratio: float = 10.0,
+    ) -> None:
+        self.hu_min, self.hu_max = float(hu_min), float(hu_max)
+        spacing = [float(v) for v in (pixdim if isinstance(pixdim, Sequence) else [pixdim])]
+        self.pixdim = spacing
+        self.spacing_range = (min(spacing) / max_spacing_ratio, max(spacing) * max_spacing_ratio)
+        self.air_below = float(air_below)
+        self.min_window_fraction = float(min_window_fraction)
+
+    def findings(self, image: NdarrayOrTensor) -> list[str]:
+        """What does not fit, one phrase each (empty when the image looks like the training data)."""
+        values = convert_to_tensor(image, track_meta=False).float().flatten()
+        found: list[str] = []
+        if values.numel():
+            low, high = float(values.min()), float(values.max())
+            sample = values[:: max(1, values.numel() // _SAMPLE)]
+            median = float(sample.median())
+            seen = f"values {low:g} to {high:g}, median {median:g}"
+            if low > self.air_below:
+                kind = "; an 8-bit image?" if low >= 0 and high <= 255 else ""
+                found.append(
+                    f"no voxel below {self.air_below:g} ({seen}{kind}): CT has air at -1000 HU, while MRI, 8-bit "
+                    "exports and CT stored without its -1024 rescale intercept start near 0"
+                )
+            inside = float(((values >= self.hu_min) & (values <= self.hu_max)).float().mean())
+            if inside < self.min_window_fraction:
+                found.append(f"{inside:.2%} of the voxels inside the window ({seen}): an image of air only, or not CT")
+        affine = getattr(image, "affine", None)
+        if affine is not None:
+            axes = convert_to_tensor(affine, track_meta=False).double()[:-1, :-1]
+            spacing = [float(v) for v in axes.norm(dim=0)]
+            lowest, highest = self.spacing_range
+            if any(not lowest <= v <= highest for v in spacing):
+                found.append(
+                    f"voxel size {' x '.join(f'{v:.3g}' for v in spacing)} mm (outside {lowest:.3g}-{highest:.3g} mm: "
+                    "not a CT's, or the header's units are wrong)"
+                )
+        return found
+
+    def __call__(self, image: NdarrayOrTensor) -> NdarrayOrTensor:
+        found = self.findings(image)
+        if found:
+            logger.warning(
+                f"{source_name(image, 'image')}: unlike the model's training data (CT in Hounsfield units, window "
+                f"[{self.hu_min:g}, {self.hu_max:g}] HU, {' x '.join(f'{v:g}' for v in self.pixdim)} mm voxels): "
+                f"{'; '.join(found)}. Segmented all the same: check the result."
+            )
+        return image
+
+
+class CheckTrainingDomaind(_KeyCheck):
+    """Dictionary twin of :class:`CheckTrainingDomain` (run it right after loading, before resampling)."""
+
+    def __init__(
+        self,
+        keys: KeysCollection = "image",
+        hu_min: float = -175.0,
+        hu_max: float = 250.0,
+        pixdim: float | Sequence[float] = 1.5,
+        air_below: float = -500.0,
+        min_window_fraction: float = 0.01,
+        max_spacing_ratio: float = 10.0,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.checker = CheckTrainingDomain(hu_min, hu_max, pixdim, air_below, min_window_fraction, max_spacing_ratio)
 
 
 def _shown(values: torch.Tensor) -> str:

@@ -1,8 +1,10 @@
-"""What inference reads from a folder, and what it says about it (issue 35, items 8 and 9).
+"""What inference reads from a folder, and what it says about it (issue 35, items 8, 9 and 10).
 
 - Item 8: every volume file ITK reads is segmented (``.mha``, ``.nrrd``, ``CASE.NII.GZ``...); every other file is
   named as skipped; a folder with nothing to segment stops the run with a non-zero exit naming its files.
 - Item 9: an earlier run's segmentations (``*_seg``) are skipped with a note; no input is read from ``output_dir``.
+- Item 10: an image unlike the training data (not CT in HU, all air, a voxel size far from ``pixdim``) is segmented
+  with one logged WARNING naming it and what was seen.
 
 The component tests are fast; the bundle tests run ``python -m monai.bundle run`` on ``inference.yaml`` with an
 untrained tiny network (``--load_pretrain false``): what is checked here happens before and around the network.
@@ -17,9 +19,12 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+import torch
+from monai.data import MetaTensor
 
 from conftest import TINY_INFERENCE_ARGS
 from semcl_components.bundle_utils import inference_inputs, segmentation_name
+from semcl_components.input_checks import CheckTrainingDomain
 
 AFFINE = np.diag([1.5, 1.5, 1.5, 1.0])
 
@@ -240,3 +245,68 @@ def test_inference_into_its_input_folder_is_refused(run_bundle, phantom_dataset,
     assert run.returncode != 0
     assert f"inference input {folder} is in the output folder {folder} (output_dir)" in run.log, run.log[-3000:]
     assert sorted(p.name for p in folder.iterdir() if not p.name.startswith(".")) == ["ct.nii.gz"]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# item 10: images unlike the training data are segmented with a warning
+# ---------------------------------------------------------------------------------------------------------------------
+
+UNLIKE_CT = {
+    # name: (volume from a CT volume in HU, voxel size in mm, what the warning says)
+    "mri": (lambda ct: (np.clip(ct + 1024, 0, None) * 0.8).astype(np.float32), 1.5, "no voxel below -500 (values "),
+    "eight_bit": (lambda ct: np.clip((ct + 1024) / 6, 0, 255).astype(np.uint8), 1.5, "; an 8-bit image?)"),
+    "offset": (lambda ct: (ct + 1024).astype(np.uint16), 1.5, "without its -1024 rescale intercept"),
+    "air": (
+        lambda ct: np.full(ct.shape, -1024, np.int16) + (np.arange(ct.size) % 7).reshape(ct.shape).astype(np.int16),
+        1.5,
+        "0.00% of the voxels inside the window (values -1024 to -1018",
+    ),
+    "tiny_voxels": (lambda ct: ct, 0.05, "voxel size 0.05 x 0.05 x 0.05 mm (outside 0.15-15 mm"),
+}
+
+
+def metatensor(volume: np.ndarray, spacing: float, name: str) -> MetaTensor:
+    affine = torch.diag(torch.tensor([spacing, spacing, spacing, 1.0], dtype=torch.float64))
+    return MetaTensor(torch.as_tensor(volume[None].astype(np.float32)), affine=affine, meta={"filename_or_obj": name})
+
+
+@pytest.mark.parametrize("name", sorted(UNLIKE_CT))
+def test_an_image_unlike_the_training_data_is_named_in_one_warning(name, caplog):
+    make, spacing, seen = UNLIKE_CT[name]
+    check = CheckTrainingDomain(hu_min=-175, hu_max=250, pixdim=[1.5, 1.5, 1.5])
+    image = metatensor(make(ct_volume()), spacing, f"/data/{name}.nii.gz")
+    with caplog.at_level(logging.WARNING):
+        assert check(image) is image  # a warning, never a refusal
+    (record,) = caplog.records
+    assert record.levelno == logging.WARNING and "\n" not in record.getMessage()
+    assert record.getMessage().startswith(
+        f"/data/{name}.nii.gz: unlike the model's training data (CT in Hounsfield "
+        "units, window [-175, 250] HU, 1.5 x 1.5 x 1.5 mm voxels): "
+    )
+    assert seen in record.getMessage(), record.getMessage()
+
+
+@pytest.mark.parametrize("spacing", [0.6, 1.5, 5.0])
+def test_ct_in_hounsfield_units_passes_without_a_word(spacing, caplog):
+    with caplog.at_level(logging.WARNING):
+        CheckTrainingDomain(hu_min=-175, hu_max=250, pixdim=[1.5, 1.5, 1.5])(metatensor(ct_volume(), spacing, "ct"))
+    assert not caplog.records
+
+
+def test_inference_warns_once_per_image_unlike_the_training_data(run_bundle, phantom_dataset, tmp_path):
+    """Before: all six were segmented without a word. Now each of the five unlike CT gets one WARNING line naming
+    it and what was seen; the phantom CT gets none; all six are segmented."""
+    source = phantom(phantom_dataset)
+    ct = np.asanyarray(source.dataobj).astype(np.int16)
+    folder = tmp_path / "in"
+    folder.mkdir()
+    write_nifti(folder / "ct.nii.gz", ct, source.affine)
+    for name, (make, spacing, _) in UNLIKE_CT.items():
+        write_nifti(folder / f"{name}.nii.gz", make(ct), np.diag([spacing, spacing, spacing, 1.0]))
+    run = run_bundle(["inference"], inference_args(phantom_dataset, folder, tmp_path / "out"))
+    assert len(list((tmp_path / "out").glob("*_seg.nii.gz"))) == 6
+    warnings = [line for line in run.log.splitlines() if " - WARNING - " in line and "training data" in line]
+    for name, (_, _, seen) in UNLIKE_CT.items():
+        (line,) = [w for w in warnings if f"{folder / name}.nii.gz: unlike the model's training data" in w]
+        assert seen in line, line
+    assert len(warnings) == len(UNLIKE_CT), warnings
