@@ -281,16 +281,23 @@ def check_disjoint_lists(
             )
 
 
-def check_distinct_entries(items: Sequence[Mapping], where: str, keys: Sequence[str] = ("image", "label")) -> None:
+def check_distinct_entries(
+    items: Sequence[Mapping],
+    where: str,
+    keys: Sequence[str] = ("image", "label"),
+    base_dir: str | os.PathLike | None = None,
+) -> None:
     """Stop if two entries name the same file under one of ``keys`` (any spelling of its path, or a link to it).
 
     A case listed twice (``./imagesTr/a.nii.gz`` and ``imagesTr/a.nii.gz``) counts twice in every mean, and a split
     of the list can put one copy in training and the other in the test set.
 
     Args:
-        items: the entries, paths resolved (as :func:`load_datalist` gives them).
+        items: the entries, paths resolved (as :func:`load_datalist` gives them) or relative to ``base_dir``.
         where: the list and file they come from, for the message (e.g. ``"list 'training' in datalist x.json"``).
         keys: the entry keys whose files must differ between entries (a key an entry lacks is skipped).
+        base_dir: the folder relative paths start from (``None``: the paths are resolved already); the message
+            names the paths as the entries spell them.
 
     Raises:
         ValueError: naming ``where``, both entries (index and path) and the shared file.
@@ -300,7 +307,8 @@ def check_distinct_entries(items: Sequence[Mapping], where: str, keys: Sequence[
         for index, item in enumerate(items):
             if key not in item:
                 continue
-            first = seen.setdefault(_file_identity(item[key]), index)
+            path = item[key] if base_dir is None else os.path.join(base_dir, item[key])
+            first = seen.setdefault(_file_identity(path), index)
             if first != index:
                 spellings = dict.fromkeys(str(entry[key]) for entry in (items[first], item))
                 raise ValueError(
