@@ -8,7 +8,8 @@ labelled volumes and pretraining pool anew (:mod:`semcl_benchmark.splits`) into 
 
 The bundle's ``pixdim`` is the dataset's spacing: the phantom preset's (the realistic preset's field of view divided
 by the volume size), else ``--pixdim``, else the first training image's voxel size. A user's dataset brings its own
-classes: the bundle is given ``class_names`` read from its ``dataset.json``.
+classes: the bundle is given its ``dataset.json`` as ``--labels_json``. Paths reach the bundle as data, never inside a
+config expression (a folder name with ``'`` would break it, and a crafted one would run as code).
 
 A user's dataset is part of every run's identity: its folder (resolved) names the benchmark's own folder
 (:func:`dataset_folder_name`), and a fingerprint of its content (:func:`dataset_manifest`: the SHA-256 of
@@ -220,11 +221,14 @@ class BenchmarkData:
             )
 
     def bundle_settings(self) -> dict:
-        """What every bundle call of this data is given: ``dataset_dir``, ``pixdim`` and a user's ``class_names``."""
+        """What every bundle call of this data is given: ``dataset_dir``, ``pixdim`` and a user's ``labels_json``.
+
+        Every path is a plain value (the configs read the classes with ``class_names(@labels_json)``), whatever
+        characters the folder's name holds.
+        """
         settings = {"dataset_dir": self.folder, "pixdim": self.pixdim}
         if self.user_dir is not None:
-            path = (self.user_dir / "dataset.json").as_posix()
-            settings["class_names"] = f"$@semcl_components.bundle_utils.class_names('{path}')"
+            settings["labels_json"] = str(self.user_dir / "dataset.json")
         return settings
 
     def config(self) -> dict:
