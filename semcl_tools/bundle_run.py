@@ -3,24 +3,28 @@
 The demo and the benchmark drive every stage through the bundle's own configs, so what they measure is what a user
 gets. :func:`run_logged` runs one command, writes its whole output to a log file, shows one progress line for it
 (:class:`~semcl_tools.progress.WorkflowProgress`: epoch, key metric, elapsed and estimated time; ignite's per-epoch
-lines stay in the log), and returns its wall time and the peak memory of that process alone.
+lines stay in the log), and returns its wall time and the peak memory of that process alone. On Linux the command
+gets SIGTERM when the process that started it dies, even by ``kill -9`` (:func:`end_with_parent`), so a killed
+benchmark or demo leaves no workflow training on into a folder that a resumed run would use.
 """
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from .progress import WorkflowProgress, emit
 
-__all__ = ["BundleRunError", "RunResult", "bundle_command", "run_logged"]
+__all__ = ["BundleRunError", "RunResult", "bundle_command", "end_with_parent", "run_logged"]
 
 ECHOED_MARKERS = ("resumed from",)
 """Log lines echoed whole besides the progress line: a run that continues an earlier one says so."""
@@ -53,6 +57,38 @@ def bundle_command(
     for key, value in overrides.items():
         command += [f"--{key}", json.dumps(value) if isinstance(value, (list, tuple)) else str(value)]
     return command
+
+
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def end_with_parent(sig: int = signal.SIGTERM) -> Callable[[], None] | None:
+    """A ``preexec_fn`` that has the kernel send ``sig`` to the child when its parent dies (Linux ``PR_SET_PDEATHSIG``).
+
+    A child outlives a parent killed by ``kill -9`` (no handler of the parent runs), so a killed benchmark would leave
+    its workflows training into folders that a resumed benchmark starts again in. SIGTERM ends a workflow the way
+    ``kill`` does (its run summary says ``interrupted``; torchrun passes it on to its workers). Linux sends it when
+    the *thread* that started the child ends: :func:`run_logged` waits for its child in that thread, so this is when
+    the process dies. The function is made here, in the parent, so that the child only calls ``prctl`` (nothing is
+    imported or looked up between ``fork`` and ``exec``); if the parent died before the call, the child ends itself.
+    ``None`` where there is no ``prctl`` (not Linux): the child is started as before.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl  # the C library the interpreter runs on
+    except (OSError, AttributeError):
+        return None
+    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+    prctl.restype = ctypes.c_int
+    parent, signum = os.getpid(), int(sig)
+
+    def _set() -> None:
+        prctl(_PR_SET_PDEATHSIG, signum, 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before the call: the signal would never come
+            os.kill(os.getpid(), signum)
+
+    return _set
 
 
 def run_logged(
@@ -91,6 +127,7 @@ def run_logged(
             encoding="utf-8",
             errors="replace",  # progress bars print non-ASCII whatever the locale
             env=None if env is None else dict(env),
+            preexec_fn=end_with_parent(),  # a kill -9 of this process ends the workflow too
         )
         assert process.stdout is not None
         try:
