@@ -7,6 +7,7 @@ configuration hash is skipped, so a benchmark can be stopped and completed later
 from __future__ import annotations
 
 import json
+import os
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
@@ -75,6 +76,7 @@ class Benchmark:
         self.planner = Planner(protocol or load_protocol(), size, self.workspace, data, device, processes)
         self.store = ResultStore(results)
         self._planned: dict[str, Run] = {}
+        self._work_lock: FolderLock | None = None
         self.stages = Stages(self.planner, threads_per_job=threads_per_job, prefix=prefix, finished=self._result)
 
     @property
@@ -106,8 +108,9 @@ class Benchmark:
     def run(self, planned: list[Run], max_runs: int | None = None) -> list[str]:
         """Run every unfinished run (those a needed encoder depends on first); returns the keys that failed.
 
-        Holds a lock on the results folder meanwhile: a second benchmark of the same size would redo (and delete)
-        the runs this one is doing.
+        Holds a lock on the results folder meanwhile, and on the work folder once the calls are checked: a second
+        benchmark of the same size, or one with other results but this work folder, would redo (and delete) the runs
+        this one is doing.
 
         Raises:
             ValueError: a planned workflow call has an invalid setting (nothing was run).
@@ -123,6 +126,18 @@ class Benchmark:
             return self._run_all(planned, max_runs)
         finally:
             lock.release()
+            if self._work_lock is not None:
+                self._work_lock.release()
+                self._work_lock = None
+
+    def _lock_work(self) -> None:
+        """Lock the work folder (runs, logs, data) unless it is the results folder, which is locked already."""
+        work = self.workspace.work
+        if os.path.realpath(work) == os.path.realpath(self.store.folder):
+            return
+        conflict = "train into the same run folders and start each other's runs over"
+        self._work_lock = FolderLock(work, "benchmark workdir", "runs, logs and data", conflict)
+        self._work_lock.acquire()
 
     def _todo(self, planned: list[Run], max_runs: int | None) -> list[Run]:
         by_key = {run.key: run for run in planned}
@@ -141,6 +156,7 @@ class Benchmark:
         self._planned = {run.key: run for run in planned}
         todo = self._todo(planned, max_runs)
         self.check(todo)
+        self._lock_work()  # after the check: a refused plan leaves no folder behind
         self.stages.data(sorted({run.config["seed"] for run in planned}))
         total, done, failed = len(todo), 0, []
         self._say(f"{len(planned)} runs planned, {len(planned) - len([r for r in planned if not self.finished(r)])} "

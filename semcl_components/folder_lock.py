@@ -1,16 +1,24 @@
-"""``FolderLock``: one run at a time in a checkpoint folder, with a message naming the run that holds it."""
+"""``FolderLock``: one run at a time in a folder it writes, with a message naming the run that holds it.
+
+Training holds one on its ``ckpt_dir`` (:class:`~semcl_components.handlers.CheckpointResumer`); evaluation and
+inference on their ``output_dir`` (:func:`lock_for_run`, called from the configs' ``run``); the benchmark on its
+results and work folders.
+"""
 
 from __future__ import annotations
 
 import fcntl
 import os
+import threading
 import socket
 import sys
 import time
 from pathlib import Path
 from typing import IO
 
-__all__ = ["FolderInUseError", "FolderLock"]
+__all__ = ["FolderInUseError", "FolderLock", "lock_for_run"]
+
+CHECKPOINT_CONFLICT = "resume from and overwrite each other's checkpoints"
 
 
 class FolderInUseError(RuntimeError):
@@ -28,11 +36,21 @@ class FolderLock:
     Args:
         folder: the folder to lock; created if needed.
         purpose: what the folder is, for messages (e.g. ``"ckpt_dir"``).
+        holds: what the run writes there, for the message about an unwritable folder (``"{holds} go there"``).
+        conflict: what two runs in the folder would do (``"Two runs in one folder would {conflict}"``).
     """
 
-    def __init__(self, folder: str | os.PathLike, purpose: str = "folder") -> None:
+    def __init__(
+        self,
+        folder: str | os.PathLike,
+        purpose: str = "folder",
+        holds: str = "checkpoints",
+        conflict: str = CHECKPOINT_CONFLICT,
+    ) -> None:
         self.folder = Path(folder)
         self.purpose = purpose
+        self.holds = holds
+        self.conflict = conflict
         self.path = self.folder / ".lock"
         self._handle: IO[str] | None = None
 
@@ -50,7 +68,7 @@ class FolderLock:
             handle = open(self.path, "a+")
         except OSError as error:
             raise PermissionError(
-                f"cannot write to {self.purpose} {self.folder} ({type(error).__name__}: {error}); checkpoints go "
+                f"cannot write to {self.purpose} {self.folder} ({type(error).__name__}: {error}); {self.holds} go "
                 "there, so give a writable folder."
             ) from error
         try:
@@ -60,8 +78,8 @@ class FolderLock:
             holder = handle.read().strip() or "another process"
             handle.close()
             raise FolderInUseError(
-                f"{self.purpose} {self.folder} is in use by {holder}. Two runs in one folder would resume from and "
-                f"overwrite each other's checkpoints: wait for that run to end, or give this run another {self.purpose}."
+                f"{self.purpose} {self.folder} is in use by {holder}. Two runs in one folder would {self.conflict}: "
+                f"wait for that run to end, or give this run another {self.purpose}."
             ) from error
         handle.seek(0)
         handle.truncate()
@@ -81,3 +99,48 @@ class FolderLock:
     @property
     def held(self) -> bool:
         return self._handle is not None
+
+
+_HELD: dict[str, FolderLock] = {}
+_HELD_GUARD = threading.Lock()
+
+
+def _is_rank_zero() -> bool:
+    """Whether this process writes a run's files: not a torchrun rank other than 0 (``RANK``), initialised or not."""
+    from .distributed import is_rank_zero
+
+    return os.environ.get("RANK", "0").strip() in ("", "0") and is_rank_zero()
+
+
+def lock_for_run(
+    folder: str | os.PathLike, purpose: str, holds: str = "outputs", conflict: str | None = None
+) -> FolderLock | None:
+    """Lock ``folder`` for the rest of this process: a workflow's first step (its config's ``run``) before it writes.
+
+    The lock is kept in this module, so it lasts until the process ends (the operating system drops it then, also
+    after ``kill -9``); a second call for the same folder in this process returns the same lock. Under torchrun only
+    rank 0 locks (it writes the files; the other ranks would be refused by rank 0's lock).
+
+    Args:
+        folder: the folder the workflow writes (created if needed).
+        purpose: the setting that names it, for messages (``"output_dir"``).
+        holds: what the workflow writes there (``"segmentations"``).
+        conflict: what two runs in the folder would do; default: overwrite each other's ``holds``.
+
+    Returns:
+        The held lock; ``None`` on a rank other than 0.
+
+    Raises:
+        FolderInUseError: another process holds the folder (the message names the folder and that process).
+        PermissionError: the folder cannot be written.
+    """
+    if not _is_rank_zero():
+        return None
+    key = os.path.realpath(folder)
+    with _HELD_GUARD:
+        lock = _HELD.get(key)
+        if lock is None:
+            lock = FolderLock(folder, purpose, holds, conflict or f"overwrite and mix each other's {holds}")
+            lock.acquire()
+            _HELD[key] = lock
+        return lock

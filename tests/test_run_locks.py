@@ -1,5 +1,8 @@
-"""No workflow left running by a killed parent (issue 35 item 13).
+"""One run per folder it writes, and no workflow left running by a killed parent (issue 35 item 13).
 
+- Inference and evaluation lock their ``output_dir`` (training locks its ``ckpt_dir``: tests/test_handlers.py), the
+  benchmark its results folder and its work folder: a second run into a folder in use stops naming the folder and the
+  process that holds it.
 - A workflow started by :func:`semcl_tools.bundle_run.run_logged` (the benchmark's and the demo's) ends when its parent
   is killed with ``kill -9``, so a resumed benchmark never trains beside the killed one's child in one folder.
 """
@@ -14,6 +17,10 @@ import time
 from pathlib import Path
 
 import pytest
+
+from conftest import TINY_INFERENCE_ARGS, TINY_TRAIN_ARGS
+from semcl_components import folder_lock
+from semcl_components.folder_lock import FolderInUseError, FolderLock, lock_for_run
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 
@@ -75,3 +82,84 @@ def test_run_logged_still_runs_and_logs_its_command(tmp_path):
     result = run_logged("echo", [sys.executable, "-c", "print('hello')"], tmp_path / "echo.log", prefix="[test]")
     assert result.seconds >= 0
     assert (tmp_path / "echo.log").read_text().splitlines()[1] == "hello"
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# one run per output folder
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def held_for_run():
+    """Releases and forgets the locks :func:`lock_for_run` took for this test process."""
+    yield
+    for lock in folder_lock._HELD.values():
+        lock.release()
+    folder_lock._HELD.clear()
+
+
+def test_lock_for_run_holds_a_folder_for_the_process_and_refuses_another_holder(tmp_path, held_for_run):
+    folder = tmp_path / "out"
+    first = lock_for_run(folder, "output_dir", "segmentations")
+    assert first is not None and first.held and lock_for_run(folder, "output_dir", "segmentations") is first
+    with pytest.raises(FolderInUseError, match=rf"output_dir {folder} is in use by pid {os.getpid()} on "):
+        FolderLock(folder, "output_dir").acquire()
+
+
+def test_lock_for_run_leaves_the_folder_to_rank_zero(tmp_path, monkeypatch, held_for_run):
+    monkeypatch.setenv("RANK", "1")
+    assert lock_for_run(tmp_path / "out", "output_dir") is None
+    assert not (tmp_path / "out").exists()
+
+
+WORKFLOWS = {  # configs, settings, what the folder holds
+    "inference": (["inference"], ["--load_pretrain", "false", *TINY_INFERENCE_ARGS], "segmentations"),
+    "evaluate": (["train", "evaluate"], TINY_TRAIN_ARGS, "evaluation results"),
+}
+
+
+@pytest.mark.parametrize("workflow", sorted(WORKFLOWS))
+def test_a_second_writer_to_an_output_dir_in_use_is_refused_naming_it(run_bundle, phantom_dataset, tmp_path, workflow):
+    """Before: the second run wrote into the folder the first one was writing (segmentations, metric CSVs)."""
+    configs, args, holds = WORKFLOWS[workflow]
+    output_dir = tmp_path / "out"
+    holder = FolderLock(output_dir, "output_dir")
+    holder.acquire()
+    try:
+        run = run_bundle(
+            configs,
+            ["--dataset_dir", phantom_dataset, "--output_dir", output_dir, "--ckpt_dir", tmp_path / "models", *args],
+            expect_success=False,
+        )
+    finally:
+        holder.release()
+    assert run.returncode != 0
+    assert f"output_dir {output_dir} is in use by pid {os.getpid()} on" in run.log, run.log[-3000:]
+    assert f"Two runs in one folder would overwrite and mix each other's {holds}: wait for that run" in run.log
+    assert sorted(p.name for p in output_dir.iterdir()) == [".lock"]
+
+
+def test_a_second_benchmark_on_a_workdir_in_use_is_refused_naming_it(tmp_path, monkeypatch):
+    """Before: a benchmark with its own --results but another's --workdir ran (and restarted) the same run folders."""
+    from semcl_benchmark.protocol import load_protocol
+    from semcl_benchmark.runner import Benchmark
+
+    work = tmp_path / "work"
+    benchmark = Benchmark(load_protocol().sizes["quick"], tmp_path / "results", work, allow_dirty=True)
+    (run,) = benchmark.plan(["atlas_body_box"], ["finetune_1"], [0], study=[])
+    monkeypatch.setattr(benchmark.stages, "atlas", lambda run: {"stage": "atlas"})  # the stage itself: tested apart
+    monkeypatch.setattr(benchmark.stages, "data", lambda seeds: None)
+    other = FolderLock(work, "benchmark workdir")
+    other.acquire()
+    try:
+        with pytest.raises(
+            FolderInUseError,
+            match=rf"benchmark workdir {work} is in use by pid {os.getpid()} on .* "
+            "would train into the same run folders",
+        ):
+            benchmark.run([run])
+    finally:
+        other.release()
+    assert not benchmark.finished(run)
+    assert benchmark.run([run]) == [] and benchmark.finished(run)
+    assert FolderLock(work).acquire() is None  # released when the benchmark ends
