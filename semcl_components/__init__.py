@@ -4,6 +4,7 @@ Modules:
     transforms: semantic attention-mask generation (array + dictionary transforms).
     losses: the semantic-aware supervised contrastive loss.
     networks: encoders, object-embedding model, encoder -> segmentation transfer.
+    cascade: stage 2 of the coarse-to-fine cascade (organ-by-organ refinement of a prior, stitched).
     engines: the contrastive training step for MONAI/ignite trainers.
     data: the embedded multi-organ CT phantom generator and its datalists.
     handlers, input_checks, settings, monailabel_training, bundle_utils, atomic_io: what the bundle's workflows
@@ -19,6 +20,7 @@ __version__ = "0.1.0"
 from . import (  # noqa: E402  (after __version__, which the submodules may read)
     atomic_io,
     bundle_utils,
+    cascade,
     data,
     embedding_quality,
     engines,
@@ -35,6 +37,7 @@ from . import (  # noqa: E402  (after __version__, which the submodules may read
 __all__ = [
     "atomic_io",
     "bundle_utils",
+    "cascade",
     "data",
     "embedding_quality",
     "engines",

@@ -8,24 +8,30 @@ use it unchanged: it crops each organ of the prior (:class:`~semcl_components.tr
 network on the crops in batches, samples each organ's foreground probability back onto the input grid
 (:func:`~semcl_components.transforms.paste_from_box`) and returns class scores whose argmax is the stitched label map.
 :class:`CascadeInferer` runs both stages in one call: stage 1 (image-only segmentation, on a coarser grid) makes the
-prior, unless the input brings one (a user's label file, an annotator's rough label).
+prior, unless the input brings one (a user's label file, an annotator's rough label: :func:`attach_priors` pairs the
+files with the images, :class:`CheckPriord` refuses a prior that does not fit its image).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+import os
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from monai.data import MetaTensor
 from monai.inferers import Inferer
+from monai.transforms import MapTransform
 from monai.utils import convert_to_tensor
+
+from .bundle_utils import case_name
 
 from .transforms.object_crops import ObjectCrops, crop_mask, crop_to_box, paste_from_box, voxel_spacing
 
-__all__ = ["CascadeInferer", "OrganRefinementInferer", "stitch_scores"]
+__all__ = ["CascadeInferer", "CheckPriord", "OrganRefinementInferer", "attach_priors", "stitch_scores"]
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -202,3 +208,94 @@ class CascadeInferer(Inferer):
         if isinstance(self.refine_network, torch.nn.Module):
             self.refine_network.eval()
         return self.refine_inferer(inputs, self.refine_network)
+
+
+def attach_priors(items: Sequence[Mapping], prior: str | os.PathLike, prior_key: str = "prior") -> list[dict]:
+    """Pair each inference item (``{"image": path}``) with its prior label file.
+
+    Args:
+        items: the inference datalist (e.g. ``bundle_utils.inference_inputs``).
+        prior: a label file (for a single image) or a folder holding, for image ``CASE.*``, ``CASE.*`` or
+            ``CASE_seg.*`` (a stage 1 or an earlier run's output).
+        prior_key: where the prior's path goes.
+
+    Raises:
+        FileNotFoundError: ``prior`` does not exist, or a folder has no prior for an image (naming both).
+        ValueError: a single prior file for several images.
+    """
+    prior = Path(prior)
+    if not prior.exists():
+        raise FileNotFoundError(f"--prior {prior} does not exist.")
+    if prior.is_file():
+        if len(items) != 1:
+            raise ValueError(
+                f"--prior {prior} is one file for {len(items)} images: give a folder of priors, one per "
+                f"image (CASE.nii.gz or CASE_seg.nii.gz)."
+            )
+        return [{**items[0], prior_key: str(prior.absolute())}]
+    files = {case_name(p.name): p for p in sorted(prior.iterdir()) if p.is_file()}
+    paired = []
+    for item in items:
+        case = case_name(item["image"])
+        found = files.get(case) or files.get(f"{case}_seg")
+        if found is None:
+            raise FileNotFoundError(
+                f"--prior {prior} holds no prior for image {item['image']} (looked for {case}.* and {case}_seg.*)."
+            )
+        paired.append({**item, prior_key: str(found.absolute())})
+    return paired
+
+
+class CheckPriord(MapTransform):
+    """Refuse a prior label map that does not fit its image: another shape or affine than the image as it was read
+    (its meta data's ``spatial_shape`` and ``original_affine``, so the image may have been resampled since), or values
+    that are not class ids ``0..num_classes - 1``. The message names both files.
+
+    Args:
+        num_classes: classes including the background.
+        image_key, prior_key: the image and the just-loaded prior (``MetaTensor`` with their file names in their meta).
+        affine_tolerance: the largest difference between the two affines' entries (mm).
+        allow_missing_keys: pass a sample without a prior through unchecked.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        image_key: str = "image",
+        prior_key: str = "prior",
+        affine_tolerance: float = 1e-3,
+        allow_missing_keys: bool = True,
+    ) -> None:
+        super().__init__([prior_key], allow_missing_keys)
+        self.num_classes, self.image_key, self.prior_key = int(num_classes), image_key, prior_key
+        self.affine_tolerance = float(affine_tolerance)
+
+    @staticmethod
+    def _as_read(volume: Any) -> tuple[tuple[int, ...], torch.Tensor, str]:
+        """Spatial shape, affine and file name of ``volume`` as it was read."""
+        meta = getattr(volume, "meta", {})
+        shape = meta.get("spatial_shape", volume.shape[1:])
+        affine = meta.get("original_affine", getattr(volume, "affine", torch.eye(4)))
+        shape = tuple(int(v) for v in convert_to_tensor(shape, track_meta=False).tolist())
+        return shape, convert_to_tensor(affine, track_meta=False).double(), str(meta.get("filename_or_obj", "?"))
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict:
+        d = dict(data)
+        if self.prior_key not in d:
+            return d
+        (image_shape, image_affine, image_file), (shape, affine, prior_file) = map(
+            self._as_read, (d[self.image_key], d[self.prior_key])
+        )
+        where = f"prior {prior_file} does not fit image {image_file}"
+        if shape != image_shape:
+            raise ValueError(f"{where}: shape {shape} against {image_shape}.")
+        if not torch.allclose(affine, image_affine, atol=self.affine_tolerance, rtol=0):
+            raise ValueError(
+                f"{where}: affine {affine.tolist()} against {image_affine.tolist()} (another grid or "
+                f"orientation; resample the prior onto the image first)."
+            )
+        values = torch.unique(convert_to_tensor(d[self.prior_key], track_meta=False))
+        bad = [v for v in values.tolist() if v != int(v) or not 0 <= v < self.num_classes]
+        if bad:
+            raise ValueError(f"{where}: values {bad[:10]} are not class ids 0..{self.num_classes - 1}.")
+        return d

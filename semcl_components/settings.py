@@ -21,7 +21,14 @@ from typing import Any
 
 from .monailabel_training import check_training_request, training_request
 
-__all__ = ["as_bool", "check_overrides", "check_pretraining_settings", "parse_cli_overrides", "typed_cli_value"]
+__all__ = [
+    "OBJECT_PRIORS",
+    "as_bool",
+    "check_overrides",
+    "check_pretraining_settings",
+    "parse_cli_overrides",
+    "typed_cli_value",
+]
 
 _TRUE, _FALSE = ("true", "yes", "1", "on"), ("false", "no", "0", "off")
 
@@ -157,13 +164,24 @@ def _folder_error(key: str, raw: str) -> str | None:
     return f"--{key} {raw} is a file, not a folder: give a folder to write into (it is created if missing)"
 
 
+OBJECT_PRIORS = ("label", "simulated")
+"""The masks of pretraining's organ-centred crops (``crop_mode: object``): the label map's organs, or coarse ones
+simulated from it (``semcl_components.transforms.RandCoarseMask``)."""
+
+
 def check_pretraining_settings(
-    mask_mode: str, positives: str, embedding_mode: str, contrast_phase_labels: Any = False
+    mask_mode: str,
+    positives: str,
+    embedding_mode: str,
+    contrast_phase_labels: Any = False,
+    crop_mode: str = "patch",
+    object_prior: str = "label",
 ) -> None:
     """Stop a pretraining whose method settings are unknown or do not fit together, naming the settings.
 
-    The valid values are the components' own: ``semcl_components.transforms.MASK_MODES``,
-    ``semcl_components.engines.POSITIVES`` and ``semcl_components.networks.EMBEDDING_MODES``. Pairs refused:
+    The valid values are the components' own (``semcl_components.transforms.MASK_MODES`` and ``CROP_MODES``,
+    :data:`OBJECT_PRIORS`,
+    ``semcl_components.engines.POSITIVES`` and ``semcl_components.networks.EMBEDDING_MODES``). Pairs refused:
 
     - ``mask_mode: whole`` with ``positives: class``: a whole-view mask has no organ, so every sample carries the same
       class and is a positive of every other; the loss has no negatives (use ``positives: instance``, SimCLR).
@@ -175,7 +193,7 @@ def check_pretraining_settings(
     """
     from .engines import POSITIVES
     from .networks import EMBEDDING_MODES
-    from .transforms import MASK_MODES
+    from .transforms import CROP_MODES, MASK_MODES
 
     problems = [
         f"--{name} must be one of {', '.join(valid)}, got {value!r}"
@@ -183,6 +201,8 @@ def check_pretraining_settings(
             ("mask_mode", mask_mode, MASK_MODES),
             ("positives", positives, POSITIVES),
             ("embedding_mode", embedding_mode, EMBEDDING_MODES),
+            ("crop_mode", crop_mode, CROP_MODES),
+            ("object_prior", object_prior, OBJECT_PRIORS),
         )
         if value not in valid
     ]

@@ -83,3 +83,25 @@ def test_objects_below_min_voxels_or_outside_classes_get_no_crop():
     )
     with pytest.raises(ValueError, match="spatial shape"):
         ObjectCrops((8, 8, 8))(torch.rand(1, 8, 8, 8), torch.zeros(1, 8, 8, 9))
+
+
+def test_crops_of_a_meta_tensor_keep_their_place_in_the_world():
+    from semcl_components.transforms import crop_to_box
+
+    affine = torch.tensor([[2.0, 0, 0, -40], [0, 2.0, 0, -30], [0, 0, 3.0, 5], [0, 0, 0, 1]])
+    image = MetaTensor(torch.rand(1, 40, 40, 30), affine=affine)
+    box = object_box(_labels()[0] == 5, (16, 16, 16), (2.0, 2.0, 3.0))
+    crop = crop_to_box(image, box, (16, 16, 16))
+    centre = crop.affine.double() @ torch.tensor([7.5, 7.5, 7.5, 1.0], dtype=torch.float64)  # the crop's centre
+    assert torch.allclose(centre, affine.double() @ torch.tensor([*box.centre, 1.0], dtype=torch.float64))
+    assert torch.allclose(crop.pixdim.double(), torch.full((3,), box.extent[0] * 2.0 / 16, dtype=torch.float64))
+
+
+def test_crops_as_contrastive_samples_one_object_each():
+    data = {"image": torch.rand(1, 40, 40, 30), "label": _labels()}
+    samples = ObjectCropsd(keys="image", prior_key="label", mask_key="masks", object_ids_key="object_ids",
+                           crop_size=(16, 16, 16))(data)
+    for sample in samples:
+        assert sample["masks"].shape == (1, 16, 16, 16) and sample["masks"].max() == 1.0
+        assert sample["object_ids"].tolist() == [0] and sample["class_ids"].shape == (1,)
+        assert torch.equal(sample["label"], data["label"])  # the prior itself is left as it was

@@ -46,10 +46,20 @@ from .attention_masks import (
 from .coarse_masks import CoarseMaskd, RandCoarseMask, RandCoarseMaskd
 from .group_classes import GroupClassIds, GroupClassIdsd
 from .lateral_flip import RandLateralFlipd, SwapLabels, lateral_pairs
-from .object_crops import ObjectBox, ObjectCrops, ObjectCropsd, crop_mask, crop_to_box, object_box, paste_from_box
+from .object_crops import (
+    CROP_MODES,
+    ObjectBox,
+    ObjectCrops,
+    ObjectCropsd,
+    crop_mask,
+    crop_to_box,
+    object_box,
+    paste_from_box,
+)
 from .views import RandMultiViewd
 
 __all__ = [
+    "CROP_MODES",
     "CoarseMaskd",
     "MASK_MODES",
     "DropEmptyMasks",

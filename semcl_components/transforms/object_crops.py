@@ -30,15 +30,22 @@ from monai.transforms import MapTransform, Transform
 from monai.utils import convert_to_tensor
 
 __all__ = [
+    "CROP_MODES",
     "ObjectBox",
     "ObjectCrops",
     "ObjectCropsd",
+    "crop_affine",
     "crop_mask",
     "crop_to_box",
     "object_box",
     "paste_from_box",
     "voxel_spacing",
 ]
+
+
+CROP_MODES = ("patch", "object")
+"""How pretraining cuts its samples: random ``patch``es holding several organs (each organ a sample), or one
+``object`` (organ-centred) crop per organ (:class:`ObjectCropsd`: the paper's patches)."""
 
 
 @dataclass(frozen=True)
@@ -122,22 +129,44 @@ def _crop_grid(box: ObjectBox, crop_size: Sequence[int], source_shape: Sequence[
     return torch.stack(coords[::-1], dim=-1)[None]  # grid_sample's last dim is (x, y, z) = the last spatial dim first
 
 
+def crop_affine(affine: torch.Tensor, box: ObjectBox, crop_size: Sequence[int]) -> torch.Tensor:
+    """The world affine of a crop: ``affine`` (the source's voxel -> world) after the crop's voxel -> source-voxel
+    mapping (scale ``extent / crop_size``, the first crop voxel's centre at its place in the source)."""
+    dims = len(crop_size)
+    scale = [e / n for e, n in zip(box.extent, crop_size)]
+    mapping = torch.eye(dims + 1, dtype=torch.float64)
+    for d in range(dims):
+        mapping[d, d] = scale[d]
+        mapping[d, dims] = box.centre[d] - box.extent[d] / 2.0 + scale[d] / 2.0
+    return convert_to_tensor(affine, track_meta=False).double() @ mapping
+
+
 def crop_to_box(
     volume: torch.Tensor, box: ObjectBox, crop_size: Sequence[int], mode: str = "bilinear", padding_mode: str = "border"
 ) -> torch.Tensor:
     """Resample the box of ``volume`` ``(C, *S)`` onto a ``(C, *crop_size)`` grid (``mode``: ``bilinear`` for
-    images, ``nearest`` for label maps; ``padding_mode`` where the box leaves the volume: ``border`` or ``zeros``)."""
-    volume = convert_to_tensor(volume, track_meta=False)
-    dtype = volume.dtype if volume.is_floating_point() else torch.float32
-    grid = _crop_grid(box, crop_size, volume.shape[1:], volume.device).to(dtype)
-    cropped = F.grid_sample(volume[None].to(dtype), grid, mode=mode, padding_mode=padding_mode, align_corners=False)
-    return cropped[0].to(volume.dtype) if not volume.is_floating_point() else cropped[0]
+    images, ``nearest`` for label maps; ``padding_mode`` where the box leaves the volume: ``border`` or ``zeros``).
+    A ``MetaTensor`` gives a ``MetaTensor`` whose affine places the crop in the same world (:func:`crop_affine`)."""
+    source = convert_to_tensor(volume, track_meta=False)
+    dtype = source.dtype if source.is_floating_point() else torch.float32
+    grid = _crop_grid(box, crop_size, source.shape[1:], source.device).to(dtype)
+    cropped = F.grid_sample(source[None].to(dtype), grid, mode=mode, padding_mode=padding_mode, align_corners=False)[0]
+    cropped = cropped if source.is_floating_point() else cropped.to(source.dtype)
+    if isinstance(volume, MetaTensor):
+        return MetaTensor(
+            cropped,
+            affine=crop_affine(volume.affine, box, crop_size).to(volume.affine.dtype),
+            meta={k: v for k, v in volume.meta.items() if k != "affine"},
+        )
+    return cropped
 
 
 def crop_mask(labels: torch.Tensor, class_id: int, box: ObjectBox, crop_size: Sequence[int]) -> torch.Tensor:
     """The crop of one object's mask: ``(labels == class_id)`` of ``(1, *S)`` labels as float 0/1 ``(1, *crop_size)``
-    (nearest neighbour, zero outside the volume)."""
+    (nearest neighbour, zero outside the volume; a ``MetaTensor`` keeps its world placement)."""
     mask = (convert_to_tensor(labels, track_meta=False) == class_id).float()
+    if isinstance(labels, MetaTensor):
+        mask = MetaTensor(mask, affine=labels.affine, meta={k: v for k, v in labels.meta.items() if k != "affine"})
     return crop_to_box(mask, box, crop_size, mode="nearest", padding_mode="zeros")
 
 
@@ -240,17 +269,21 @@ class ObjectCrops(Transform):
 class ObjectCropsd(MapTransform):
     """Dictionary version of :class:`ObjectCrops`: one sample dict per object of ``prior_key``'s label map.
 
-    Each output dict holds, for object ``k``: ``keys`` (images) cropped with linear interpolation; ``prior_key`` the
-    crop of the prior's mask of ``k`` (float 0/1, ``(1, *crop_size)``); every key of ``label_keys`` (label maps,
-    e.g. the ground truth) as the crop of its own mask of ``k`` (nearest); ``class_id_key`` the int64 ``(1,)`` class
-    ``k`` (the contrastive sample's image-wise label); ``box_key`` the :class:`ObjectBox` as float64 ``(2 * dims,)``;
-    every other entry of the input as it was. A prior without objects gives an empty list.
+    Each output dict holds, for object ``k``: ``keys`` (images) cropped with linear interpolation; ``mask_key``
+    (default: ``prior_key``) the crop of the prior's mask of ``k`` (float 0/1, ``(1, *crop_size)``: the attention
+    mask of the paper's organ-centred patch); every key of ``label_keys`` (label maps, e.g. the ground truth) as the
+    crop of its own mask of ``k`` (nearest); ``class_id_key`` the int64 ``(1,)`` class ``k`` (the contrastive sample's
+    image-wise label); ``object_ids_key`` (if given) int64 ``(1,)`` zero, the object's identity within the sample, as
+    ``GenerateAttentionMasksd`` writes it (so two views pair up); ``box_key`` the :class:`ObjectBox` as float64
+    ``(2 * dims,)``; every other entry of the input as it was. A prior without objects gives an empty list.
 
     Args:
         keys: the images to crop (``(C, *S)``; the first one's affine gives the spacing).
         prior_key: the (coarse) label map whose objects are cropped.
         label_keys: label maps cropped to the same object's binary mask.
+        mask_key: where the crop of the prior's mask goes (``None``: ``prior_key``).
         class_id_key, box_key: where the object's class and box go.
+        object_ids_key: where the object's identity within the sample goes (``None``: not written).
         crop_options: the arguments of :class:`ObjectCrops`.
     """
 
@@ -261,12 +294,15 @@ class ObjectCropsd(MapTransform):
         label_keys: Sequence[str] = (),
         class_id_key: str = "class_ids",
         box_key: str = "object_box",
+        mask_key: str | None = None,
+        object_ids_key: str | None = None,
         **crop_options: Any,
     ) -> None:
         super().__init__(keys)
         self.cropper = ObjectCrops(**crop_options)
         self.prior_key, self.label_keys = prior_key, tuple(label_keys)
         self.class_id_key, self.box_key = class_id_key, box_key
+        self.mask_key, self.object_ids_key = mask_key or prior_key, object_ids_key
 
     def __call__(self, data: Mapping[Hashable, Any]) -> list[dict]:
         d = dict(data)
@@ -282,9 +318,11 @@ class ObjectCropsd(MapTransform):
             sample = dict(d)
             for key in self.keys:
                 sample[key] = crop_to_box(d[key], box, self.cropper.crop_size)
-            for key in (self.prior_key, *self.label_keys):
-                sample[key] = crop_mask(d[key], class_id, box, self.cropper.crop_size)
+            for key, source in ((self.mask_key, self.prior_key), *((k, k) for k in self.label_keys)):
+                sample[key] = crop_mask(d[source], class_id, box, self.cropper.crop_size)
             sample[self.class_id_key] = torch.tensor([class_id], dtype=torch.int64)
+            if self.object_ids_key is not None:
+                sample[self.object_ids_key] = torch.zeros(1, dtype=torch.int64)
             sample[self.box_key] = box.as_tensor()
             samples.append(sample)
         return samples
