@@ -21,6 +21,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import shutil
 import sys
@@ -51,6 +52,13 @@ ZOO_PYTHON = "3.10"
 ZOO_PYTHON_RELEASES = {"numpy": "2.2.6", "scipy": "1.15.3", "matplotlib": "3.10.9", "pillow": "12.3.0"}
 """For a package whose installed release needs a newer Python than ``ZOO_PYTHON``: the newest release that has
 wheels for ``ZOO_PYTHON`` (checked against PyPI by ``tests/test_zoo_artifact.py``)."""
+
+PRETRAIN_SETTINGS = ("patch_size", "view_size", "min_voxels", "num_samples")
+"""The ``--set`` keys the pretraining run takes."""
+TRAIN_SETTINGS = ("roi_size", "num_samples", "train_key")
+"""The ``--set`` keys the training run takes (``roi_size`` also the evaluation on the test split)."""
+SET_KEYS = tuple(dict.fromkeys(PRETRAIN_SETTINGS + TRAIN_SETTINGS))
+"""Every key ``--set`` accepts; any other is refused (it would be dropped without a word)."""
 
 SKIPPED = ("__pycache__", ".lock", ".pyc", ".DS_Store")
 """Names (or suffixes) never exported: caches and run locks."""
@@ -172,12 +180,12 @@ def train_weights(work: Path, dataset_dir: Path, pretrain_epochs: int, train_epo
     common = {"dataset_dir": dataset_dir, "ckpt_dir": models, "resume": "false"}
     run_logged("pretrain", bundle_command(BUNDLE / "configs", ["pretrain.yaml"], {
         **common, "output_dir": work / "eval" / "pretrain", "max_epochs": pretrain_epochs,
-        **{k: v for k, v in overrides.items() if k in ("patch_size", "view_size", "min_voxels", "num_samples")},
+        **{k: v for k, v in overrides.items() if k in PRETRAIN_SETTINGS},
     }), work / "logs" / "pretrain.log", prefix="[export]")
     run_logged("train", bundle_command(BUNDLE / "configs", ["train.yaml"], {
         **common, "output_dir": work / "eval" / "train", "max_epochs": train_epochs,
         "val_interval": max(1, train_epochs // 6), "pretrained_encoder": models / "pretrained_encoder.pt",
-        **{k: v for k, v in overrides.items() if k in ("roi_size", "num_samples", "train_key")},
+        **{k: v for k, v in overrides.items() if k in TRAIN_SETTINGS},
     }), work / "logs" / "train.log", prefix="[export]")
     return models
 
@@ -237,6 +245,18 @@ def export(args: argparse.Namespace) -> Path:
     return destination
 
 
+def unknown_set_keys(pairs: Sequence[str]) -> str | None:
+    """Why ``--set KEY VALUE ...`` is refused: the keys the export does not pass on, each with the closest known key
+    if one is close (``did you mean 'roi_size'?``), then every known key (:data:`SET_KEYS`); None if all are known."""
+    problems = []
+    for key in dict.fromkeys(pairs[::2]):
+        if key not in SET_KEYS:
+            close = difflib.get_close_matches(key, SET_KEYS, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            problems.append(f"--set {key!r} is not a setting the export passes on{hint}")
+    return f"{'; '.join(problems)}; the known keys are {', '.join(SET_KEYS)}." if problems else None
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--url", required=True, help="where the weight files will be published (large_files.yml)")
@@ -248,10 +268,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--train-epochs", type=int, default=120)
     parser.add_argument("--version", help="the bundle version (default: metadata.json's)")
     parser.add_argument("--changelog", default="model-zoo artifact: components inside the bundle, phantom-trained weights")
-    parser.add_argument("--set", nargs="+", metavar="KEY VALUE", help="training settings, e.g. --set roi_size [32,32,32]")
+    parser.add_argument("--set", nargs="+", metavar="KEY VALUE",
+                        help=f"training settings ({', '.join(SET_KEYS)}), e.g. --set roi_size [32,32,32]")
     args = parser.parse_args(argv)
     if args.set and len(args.set) % 2:
         parser.error("--set takes KEY VALUE pairs")
+    problem = unknown_set_keys(args.set or [])
+    if problem:
+        parser.error(problem)
     if args.dataset_dir is None:
         from semcl_components.data.phantoms import write_phantom_set
 

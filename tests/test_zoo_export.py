@@ -39,3 +39,62 @@ def test_exported_metadata_pins_only_releases_that_install_on_the_zoo_python():
         else:
             assert pinned == version(name).split("+")[0], name  # what the export was tested with
     assert list(result["changelog"]) == ["0.2.0", "0.1.0"]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# --set (issue 35 item 12): a key the export does not pass on is refused, before any work, naming it and the known keys
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+KNOWN_SET_KEYS = ("patch_size", "view_size", "min_voxels", "num_samples", "roi_size", "train_key")
+"""What ``--set`` passes on: the pretraining run's crop settings, the training run's (``roi_size`` also to the test)."""
+
+
+def export_script(tmp_path, *args: str):
+    """``python scripts/export_bundle.py`` with ``args`` (weights from an empty folder, so nothing could train)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    (tmp_path / "weights").mkdir(exist_ok=True)
+    script = Path(__file__).resolve().parents[1] / "scripts" / "export_bundle.py"
+    common = ["--url", "file:///x", "--out", tmp_path / "out", "--workdir", tmp_path / "work"]
+    command = [
+        sys.executable,
+        script,
+        *common,
+        "--dataset_dir",
+        tmp_path / "data",
+        "--weights-from",
+        tmp_path / "weights",
+    ]
+    return subprocess.run(
+        [str(c) for c in [*command, *args]], cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
+
+
+@pytest.mark.parametrize(
+    "pairs, named, suggestion",
+    [
+        (["roi_sise", "[32,32,32]"], "roi_sise", "roi_size"),
+        (["patch_size", "[32,32,32]", "max_epochs", "3"], "max_epochs", None),
+        (["num_sample", "1", "view_size", "[24,24,24]"], "num_sample", "num_samples"),
+    ],
+)
+def test_an_unknown_set_key_is_refused_naming_it_and_the_known_keys(tmp_path, pairs, named, suggestion):
+    result = export_script(tmp_path, "--set", *pairs)
+    assert result.returncode == 2, result.stdout + result.stderr
+    message = result.stderr.strip().splitlines()[-1]
+    assert f"--set {named!r} is not a setting the export passes on" in message
+    assert (f"did you mean {suggestion!r}?" in message) == (suggestion is not None)
+    assert all(key in message for key in KNOWN_SET_KEYS)
+    assert not (tmp_path / "work").exists() and not (tmp_path / "out").exists()  # refused before any work
+
+
+def test_known_set_keys_are_taken():
+    from semcl_tools.zoo_export import PRETRAIN_SETTINGS, SET_KEYS, TRAIN_SETTINGS, parse_args
+
+    assert set(SET_KEYS) == set(PRETRAIN_SETTINGS) | set(TRAIN_SETTINGS) == set(KNOWN_SET_KEYS)
+    pairs = [item for key in SET_KEYS for item in (key, "1")]
+    args = parse_args(["--url", "file:///x", "--dataset_dir", "/data", "--set", *pairs])
+    assert args.set == pairs
