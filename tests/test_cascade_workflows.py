@@ -127,3 +127,24 @@ def test_cascade_refuses_a_prior_of_another_grid(run_bundle, trained_model, refi
     assert f"prior {prior} does not fit image {image}: affine" in run.log
     assert not list((tmp_path / "out").glob("*_seg.nii.gz"))
     shutil.rmtree(tmp_path / "out", ignore_errors=True)
+
+
+def test_cascade_evaluation_scores_both_stages_per_organ(run_bundle, trained_model, refined, phantom_dataset, tmp_path):
+    configs = ["train", "train_refine", "evaluate", "evaluate_cascade"]
+    args = [
+        "--dataset_dir",
+        phantom_dataset,
+        "--ckpt_dir",
+        refined.ckpt_dir,
+        "--stage1_ckpt",
+        trained_model.ckpt_dir / "model.pt",
+        "--output_dir",
+        tmp_path / "eval",
+        *TINY_TRAIN_ARGS,
+        *CROP,
+    ]
+    run = run_bundle(configs, args)
+    summary = json.loads((tmp_path / "eval" / "evaluation_summary.json").read_text())
+    assert set(summary["per_class"]["val_mean_dice"]) >= {"spleen", "liver", "pancreas"}
+    assert {"val_hd95", "val_surface_dice"} <= set(summary["per_class"])
+    assert "Restored all variables from" in run.log and str(trained_model.ckpt_dir / "model.pt") in run.log
