@@ -159,6 +159,8 @@ class CascadeInferer(Inferer):
         stage1_inferer: how stage 1 runs (e.g. a ``SlidingWindowInferer`` over its ``roi_size``).
         refine_inferer: stage 2 (:class:`OrganRefinementInferer`).
         refine_network: stage 2's network (``(N, C + 1, *crop)`` -> ``(N, 2, *crop)``); put in eval mode here.
+            ``None``: no refinement, the prior itself (stage 1 alone on the input's grid, to measure what stage 2
+            adds).
         image_channels: ``C``: an input with ``C + 1`` channels brings its prior as the last channel, and stage 1 is
             skipped.
         stage1_scale: stage 1's grid relative to the input's, per voxel edge (``0.5``: stage 1 sees the image at
@@ -173,7 +175,7 @@ class CascadeInferer(Inferer):
         self,
         stage1_inferer: Callable[..., torch.Tensor],
         refine_inferer: OrganRefinementInferer,
-        refine_network: Callable[..., torch.Tensor],
+        refine_network: Callable[..., torch.Tensor] | None,
         image_channels: int = 1,
         stage1_scale: float = 1.0,
     ) -> None:
@@ -205,6 +207,13 @@ class CascadeInferer(Inferer):
             )
         if channels == self.image_channels:
             inputs = torch.cat([inputs, self.prior(inputs, network)], dim=1)
+        if self.refine_network is None:  # stage 1 alone, on the input's grid: its label map as one-hot scores
+            prior = convert_to_tensor(inputs[:, -1], track_meta=False).round().long()
+            return (
+                F.one_hot(prior.clamp(0, self.refine_inferer.num_classes - 1), self.refine_inferer.num_classes)
+                .movedim(-1, 1)
+                .float()
+            )
         if isinstance(self.refine_network, torch.nn.Module):
             self.refine_network.eval()
         return self.refine_inferer(inputs, self.refine_network)

@@ -118,3 +118,12 @@ def test_cascade_runs_stage_1_on_its_coarser_grid_unless_a_prior_is_given():
     labels = cascade(with_prior, stage1).argmax(1)[0]
     assert len(seen) == 1  # a given prior: no stage 1
     assert _dice(labels == 2, truth == 2) > 0.95
+
+
+def test_cascade_without_stage_2_scores_stage_1_alone():
+    truth = _truth()
+    refine = OrganRefinementInferer(crop_size=(16, 16, 16), num_classes=3)
+    cascade = CascadeInferer(lambda x, net: net(x), refine, None, image_channels=1)
+    with_prior = torch.cat([torch.rand(1, 1, 40, 40, 32), truth[None, None].float()], dim=1)
+    scores = cascade(with_prior, None)
+    assert scores.shape == (1, 3, 40, 40, 32) and torch.equal(scores.argmax(1)[0], truth)
