@@ -20,17 +20,11 @@ CROP = ["--refine_crop_size", "[24,24,24]"]
 @pytest.fixture(scope="module")
 def object_pretrained(run_bundle, phantom_dataset: Path, tmp_path_factory) -> RunOutputs:
     """`channel`-mode pretraining on organ-centred crops with simulated coarse masks, 2 epochs."""
+    settings = "--max_epochs 2 --embedding_mode channel --crop_mode object --object_prior simulated"
     args = [
         "--dataset_dir",
         phantom_dataset,
-        "--max_epochs",
-        "2",
-        "--embedding_mode",
-        "channel",
-        "--crop_mode",
-        "object",
-        "--object_prior",
-        "simulated",
+        *settings.split(),
         "--embedding_quality_interval",
         "0",
         *TINY_PRETRAIN_ARGS,
