@@ -14,7 +14,7 @@ import socket
 import sys
 import time
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 __all__ = ["FolderInUseError", "FolderLock", "lock_for_run"]
 
@@ -113,9 +113,9 @@ def _is_rank_zero() -> bool:
 
 
 def lock_for_run(
-    folder: str | os.PathLike, purpose: str, holds: str = "outputs", conflict: str | None = None
+    folder: str | os.PathLike, purpose: str, holds: str = "outputs", conflict: str | None = None, after: Any = None
 ) -> FolderLock | None:
-    """Lock ``folder`` for the rest of this process: a workflow's first step (its config's ``run``) before it writes.
+    """Lock ``folder`` for the rest of this process: a step of a workflow's ``run``, before anything is written there.
 
     The lock is kept in this module, so it lasts until the process ends (the operating system drops it then, also
     after ``kill -9``); a second call for the same folder in this process returns the same lock. Under torchrun only
@@ -126,6 +126,8 @@ def lock_for_run(
         purpose: the setting that names it, for messages (``"output_dir"``).
         holds: what the workflow writes there (``"segmentations"``).
         conflict: what two runs in the folder would do; default: overwrite each other's ``holds``.
+        after: not used: a config names its checked inputs here (``after=@dataset_data``) so that they are read first,
+            and an input refused by name leaves no output folder behind.
 
     Returns:
         The held lock; ``None`` on a rank other than 0.

@@ -114,7 +114,7 @@ def test_lock_for_run_leaves_the_folder_to_rank_zero(tmp_path, monkeypatch, held
 
 WORKFLOWS = {  # configs, settings, what the folder holds
     "inference": (["inference"], ["--load_pretrain", "false", *TINY_INFERENCE_ARGS], "segmentations"),
-    "evaluate": (["train", "evaluate"], TINY_TRAIN_ARGS, "evaluation results"),
+    "evaluate": (["train", "evaluate"], TINY_TRAIN_ARGS, "metric files"),
 }
 
 
