@@ -9,20 +9,25 @@ kept), and ``--weights`` fills a copy that has none, (4) no start without ``mode
 no model, answer inference with an unrelated HTTP 500, and serve a model trained later only after a restart), (5)
 ``monailabel start_server`` with the settings that keep it offline: ``zoo_source github`` (``monaihosting`` would
 fetch the model zoo's index even for a local bundle) and ``sam2 false`` (else it downloads SAM2 weights), on
-127.0.0.1 only and with requests from web pages of other origins refused (``semcl_tools.monailabel_origins``; MONAI
-Label's default lets any web page the annotator opens call it, and setting its ``MONAI_LABEL_CORS_ORIGINS`` makes it
-fail at start-up). Stopping this script (Ctrl-C, ``kill``,
+127.0.0.1 only and behind the project's request guard (``semcl_tools.monailabel_origins``: requests from web pages
+of other origins or for other hosts, ids that are paths, uploads that are not NIfTI/NRRD/DICOM images and changes to
+the bundle's files are refused; MONAI Label's default lets any web page the annotator opens call it, and setting its
+``MONAI_LABEL_CORS_ORIGINS`` makes it fail at start-up). Stopping this script (Ctrl-C, ``kill``,
 closing its terminal) stops the server and its training process.
 
 Usage:
     python scripts/monailabel_server.py [--bundle DIR] [--weights DIR] [--studies DIR] [--app-dir DIR] [--port 8000]
+        [--allowed_host NAME ...]
 
 Any Python >= 3.10 runs it (standard library only; the phantom studies are written by the MONAI Label environment's
 Python). ``--bundle`` is the repository's bundle folder (default; the server imports the components from this
 checkout) or an unpacked model-zoo zip (which carries them). ``--weights`` is a folder with ``model.pt`` (and
 ``pretrained_encoder.pt``), e.g. an export's output folder or an unpacked zip's ``models/``. ``--studies`` defaults to
 ``<app-dir>/studies`` with 4 phantom volumes written into it if it is empty. Then open 3D Slicer's MONAI Label module
-on http://127.0.0.1:<port>.
+on http://127.0.0.1:<port>. ``--allowed_host NAME`` (repeatable; ``NAME`` for any port, ``NAME:PORT`` for one)
+accepts requests naming another host, e.g. ``127.0.0.1:9000`` for an SSH tunnel from another local port or a reverse
+proxy's name: without it, a request whose ``Host`` is not 127.0.0.1, localhost or [::1] on ``--port`` is refused
+(DNS rebinding).
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from .monailabel_requests import parse_host
 from .repository import BUNDLE, ROOT
 
 VENV = Path(os.environ.get("SEMCL_MONAILABEL_VENV", ROOT / ".venv-monailabel"))
@@ -65,19 +71,23 @@ def carries_components(bundle: Path) -> bool:
     return (bundle / "scripts" / "semcl_components" / "__init__.py").is_file()
 
 
-def server_environment(with_checkout: bool = False) -> dict[str, str]:
+def server_environment(with_checkout: bool = False, allowed_hosts: Sequence[str] = ()) -> dict[str, str]:
     """The environment of MONAI Label's commands.
 
     MONAI Label's venv first on ``PATH`` (its ``monailabel`` script runs ``python``). ``with_checkout``: this
-    checkout first on ``PYTHONPATH``, for the origin guard of :func:`server_command` and for a bundle without its own
+    checkout first on ``PYTHONPATH``, for the request guard of :func:`server_command` and for a bundle without its own
     copy of the components (the repository's folder), so that the server runs the code of the checkout it serves,
-    whichever checkout the environment was built from.
+    whichever checkout the environment was built from. ``allowed_hosts``: host names the guard accepts besides the
+    server's own address (``MONAI_LABEL_ALLOWED_HOSTS``, added to any already set).
     """
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     env["PATH"] = f"{VENV / 'bin'}{os.pathsep}{env.get('PATH', '')}"
     env.setdefault("OMP_NUM_THREADS", "2")
     if with_checkout:
         env["PYTHONPATH"] = str(ROOT)
+    if allowed_hosts:
+        hosts = [env["MONAI_LABEL_ALLOWED_HOSTS"]] if env.get("MONAI_LABEL_ALLOWED_HOSTS") else []
+        env["MONAI_LABEL_ALLOWED_HOSTS"] = ",".join([*hosts, *allowed_hosts])
     return env
 
 
@@ -133,7 +143,7 @@ def prepare_app(app_dir: Path, bundle: Path = BUNDLE, weights: Path | None = Non
 
 def server_command(app: Path, studies: Path, model: str, port: int) -> list[str]:
     """``monailabel start_server`` for ``app`` serving the bundle ``model`` offline on 127.0.0.1:``port``, behind
-    the origin guard (``semcl_tools.monailabel_origins``; needs :func:`server_environment` ``with_checkout``).
+    the request guard (``semcl_tools.monailabel_origins``; needs :func:`server_environment` ``with_checkout``).
 
     The environment's Python runs MONAI Label's CLI module directly: its ``monailabel`` script puts the folder two
     levels above itself first on ``PYTHONPATH``, i.e. the checkout that holds the environment, not necessarily this
@@ -237,7 +247,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--app-dir", type=Path, default=ROOT / "runs" / "monailabel", help="where the app goes")
     parser.add_argument("--studies", type=Path, help="the studies folder (default <app-dir>/studies, phantoms)")
     parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--allowed_host", "--allowed-host", action="append", default=[], metavar="NAME",
+                        help="a host name (NAME, or NAME:PORT) requests may name besides 127.0.0.1/localhost/[::1] on "
+                        "--port, e.g. a tunnel's or proxy's (repeatable)")
     args = parser.parse_args(argv)
+    for host in args.allowed_host:
+        if parse_host(host) is None:
+            parser.error(f"--allowed_host {host!r}: not a host name (NAME or NAME:PORT, e.g. 127.0.0.1:9000)")
     bundle = args.bundle.absolute()
     if not (bundle / "configs" / "inference.yaml").is_file():
         parser.error(f"--bundle {bundle}: not a bundle folder (no configs/inference.yaml)")
@@ -254,7 +270,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         write_phantom_studies(studies)
     command = server_command(app, studies, bundle.name, args.port)
     print(f"[monailabel] {' '.join(command)}", flush=True)
-    return run_server(command, server_environment(with_checkout=True))
+    return run_server(command, server_environment(with_checkout=True, allowed_hosts=args.allowed_host))
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ of ``scripts/monailabel_server.py``, and run that script itself as the root READ
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import os
@@ -23,13 +24,14 @@ import urllib.request
 import uuid
 import zipfile
 from pathlib import Path
+from urllib.parse import quote
 
 import nibabel as nib
 import numpy as np
 import pytest
 import torch
 
-from conftest import BUNDLE_DIR, run_captured
+from conftest import BUNDLE_DIR, run_captured, write_dicom_series
 
 from semcl_tools import monailabel as monailabel_server
 
@@ -56,14 +58,19 @@ def request(
 
 
 def multipart(field: str, path: Path) -> tuple[bytes, dict]:
-    """A multipart/form-data body with one file field."""
+    """A multipart/form-data body with one file field: the file at ``path``."""
+    return multipart_bytes(field, path.name, path.read_bytes())
+
+
+def multipart_bytes(field: str, filename: str, content: bytes) -> tuple[bytes, dict]:
+    """A multipart/form-data body with one file field named ``filename`` holding ``content``."""
     boundary = uuid.uuid4().hex
     body = (
         (
-            f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"; filename="{path.name}"\r\n'
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"; filename="{filename}"\r\n'
             "Content-Type: application/octet-stream\r\n\r\n"
         ).encode()
-        + path.read_bytes()
+        + content
         + f"\r\n--{boundary}--\r\n".encode()
     )
     return body, {"Content-Type": f"multipart/form-data; boundary={boundary}"}
@@ -160,15 +167,20 @@ def phantom_studies(phantom_dataset: Path, studies: Path, count: int) -> list[st
     return [image.name.removesuffix(".nii.gz") for image in images]
 
 
+ALLOWED_HOST = "annotation.example"
+"""A host name the module's server accepts besides its own address (the helper's ``--allowed_host``)."""
+
+
 @pytest.fixture(scope="module")
 def zoo_server(monailabel_env, exported, phantom_dataset, tmp_path_factory, record_time):
-    """The model-zoo zip, unpacked as a zoo user gets it, served with its shipped weights."""
+    """The model-zoo zip, unpacked as a zoo user gets it, served with its shipped weights (``ALLOWED_HOST`` allowed)."""
     folder = tmp_path_factory.mktemp("monailabel_zip")
     with zipfile.ZipFile(exported["zip"]) as archive:
         archive.extractall(folder / "download")
     app = monailabel_server.prepare_app(folder / "apps", folder / "download" / NAME)
     phantom_studies(phantom_dataset, folder / "studies", 5)
-    server = Server(app, folder / "studies", folder / "server.log")
+    env = monailabel_server.server_environment(with_checkout=True, allowed_hosts=[ALLOWED_HOST])
+    server = Server(app, folder / "studies", folder / "server.log", env=env)
     record_time("MONAI Label server start-up (zip bundle)", server.startup_seconds)
     yield server
     server.stop()
@@ -230,12 +242,14 @@ def test_bad_training_options_are_named_in_the_task_status(zoo_server, options, 
     assert model.stat().st_mtime_ns == before
 
 
-def test_bad_studies_get_an_error_and_the_server_keeps_serving(zoo_server, tmp_path):
-    broken = tmp_path / "broken.nii.gz"
-    broken.write_bytes(b"this is not an image")
+def test_bad_studies_get_an_error_and_the_server_keeps_serving(zoo_server, phantom_dataset, tmp_path):
+    """Studies that pass the upload checks (a NIfTI header) but not the bundle's: a file cut short, a 4-D image."""
+    cut = tmp_path / "cut.nii.gz"
+    whole = (phantom_dataset / "imagesTr" / "phantom_000.nii.gz").read_bytes()
+    cut.write_bytes(whole[: len(whole) // 2])
     four_d = tmp_path / "four_d.nii.gz"
     nib.save(nib.Nifti1Image(np.zeros((16, 16, 16, 3), np.float32), np.eye(4)), str(four_d))
-    for path, image_id, expected in ((broken, "broken", "broken.nii.gz"), (four_d, "four_d", "four_d.nii.gz")):
+    for path, image_id, expected in ((cut, "cut", "cut.nii.gz"), (four_d, "four_d", "four_d.nii.gz")):
         assert zoo_server.add_study(path, image_id) == 200
         status, body = zoo_server.infer(image_id)
         assert status >= 400, f"{image_id}: {status}"
@@ -303,6 +317,191 @@ def test_empty_label_fails_training_with_its_name_and_the_server_keeps_serving(z
     assert "phantom_004.nii.gz: the label map holds background only" in task["details"][-1], details
     status, _ = request(f"{zoo_server.url}/info/")
     assert status == 200
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# the request guard (semcl_tools.monailabel_origins): ids, uploads, the bundle's files, the Host header
+# ---------------------------------------------------------------------------------------------------------------------
+
+YAML = b"network_def: \"$open('/tmp/not_an_image', 'w')\"\n"
+"""A bundle-config-like upload (YAML with an expression), the kind that must never be stored."""
+
+
+def upload(server: Server, query: str, field: str, filename: str, content: bytes) -> tuple[int, str]:
+    """``PUT /datastore/image`` (field ``file``) or ``/datastore/label`` (field ``label``) with ``query``; the status
+    and the JSON answer's ``detail`` (empty when there is none)."""
+    body, headers = multipart_bytes(field, filename, content)
+    endpoint = "image" if field == "file" else "label"
+    status, answer = request(f"{server.url}/datastore/{endpoint}?{query}", "PUT", body, headers)
+    try:
+        return status, str(json.loads(answer).get("detail", ""))
+    except (ValueError, AttributeError):
+        return status, ""
+
+
+def escaped_files(server: Server) -> list[Path]:
+    """Files or folders named ``*escaped*`` anywhere under the fixture's folder (studies, apps, bundle copy)."""
+    return list(server.studies.parent.rglob("*escaped*"))
+
+
+def in_query(value: str, encoded: bool) -> str:
+    """``value`` as a query parameter: URL-encoded (``..%2Fx``) or as typed (``../x``)."""
+    return quote(value, safe="") if encoded else value
+
+
+@pytest.mark.parametrize("encoded", [False, True], ids=["plain", "url-encoded"])
+def test_image_upload_whose_id_is_a_path_is_refused(zoo_server, phantom_dataset, encoded):
+    content = (phantom_dataset / "imagesTr" / "phantom_000.nii.gz").read_bytes()
+    for image_id in ("../escaped", "../../escaped", "sub/escaped", "..\\escaped", ".escaped", "x..escaped"):
+        status, detail = upload(zoo_server, f"image={in_query(image_id, encoded)}", "file", "ct.nii.gz", content)
+        assert status == 400, (image_id, status, detail)
+        assert f"image {image_id!r} refused" in detail, detail
+    for filename in ("../escaped.nii.gz", ".escaped.nii.gz", ".nii.gz"):  # no image id: MONAI Label takes the name
+        status, detail = upload(zoo_server, "", "file", filename, content)
+        assert status == 400 and f"file {filename!r} refused" in detail, (filename, status, detail)
+    assert not escaped_files(zoo_server)
+    assert not list(zoo_server.studies.glob(".*.nii.gz"))
+
+
+@pytest.mark.parametrize("encoded", [False, True], ids=["plain", "url-encoded"])
+def test_label_upload_whose_image_or_tag_is_a_path_is_refused(zoo_server, phantom_dataset, encoded):
+    content = (phantom_dataset / "labelsTr" / "phantom_001.nii.gz").read_bytes()
+    for name, value, query in (
+        ("tag", "../../escaped", "image=phantom_001&tag={}"),
+        ("tag", "../escaped", "image=phantom_001&tag={}"),
+        ("tag", ".escaped", "image=phantom_001&tag={}"),
+        ("image", "../escaped", "image={}&tag=final"),
+        ("image", "../studies/phantom_001", "image={}&tag=final"),
+    ):
+        status, detail = upload(zoo_server, query.format(in_query(value, encoded)), "label", "l.nii.gz", content)
+        assert status == 400, (name, value, status, detail)
+        assert f"{name} {value!r} refused" in detail, detail
+    assert not escaped_files(zoo_server)
+
+
+def test_other_requests_whose_id_or_path_is_a_path_are_refused(zoo_server):
+    study = zoo_server.studies / "phantom_002.nii.gz"
+    for method, target, named in (
+        ("GET", "/datastore/image?image=..%2Fstudies%2Fphantom_002", "image '../studies/phantom_002'"),
+        ("GET", "/datastore/label?label=../x&tag=final", "label '../x'"),
+        ("GET", "/datastore/label?label=&tag=final", "label ''"),
+        ("DELETE", "/datastore/image?id=..%2Fstudies%2Fphantom_002", "id '../studies/phantom_002'"),
+        ("DELETE", "/datastore/label?id=phantom_002&tag=..", "tag '..'"),
+        ("POST", f"/infer/{NAME}?image={quote(str(study), safe='')}", f"image {str(study)!r}"),
+        ("POST", f"/infer/{NAME}?image=phantom_002&session_id=..", "session_id '..'"),
+        ("DELETE", "/session/..", "path '/session/..'"),
+    ):
+        status, body = request(f"{zoo_server.url}{target}", method)
+        assert status == 400, (method, target, status, body[-500:])
+        assert f"{named} refused" in json.loads(body)["detail"], body
+    assert study.is_file()
+
+
+NRRD_HEADER = b"NRRD0004\ntype: uint8\ndimension: 3\nsizes: 2 2 2\nencoding: raw\n"
+
+
+@pytest.mark.parametrize(
+    "field, filename, content, reason",
+    [
+        ("file", "escaped.nii.gz", YAML, "it is named .nii.gz but is not a NIfTI file: no gzip header"),
+        ("file", "escaped.yaml", YAML, "only NIfTI (.nii, .nii.gz), NRRD (.nrrd) and DICOM (.dcm) files are accepted"),
+        ("file", "escaped.nii.gz", gzip.compress(YAML), "it is named .nii.gz but is not a NIfTI file: no NIfTI header"),
+        ("file", "escaped.nii", YAML, "it is named .nii but is not a NIfTI file: no NIfTI header"),
+        ("file", "escaped.nrrd", YAML, "it is named .nrrd but is not a NRRD file: no NRRD magic"),
+        ("file", "escaped.nrrd", NRRD_HEADER + b"data file: /etc/hostname\n\n", "an NRRD header that names a detached"),
+        ("file", "escaped.dcm", YAML, "it is named .dcm but is not a DICOM file: no DICOM preamble"),
+        ("file", "escaped.py", b"import os\n", "only NIfTI (.nii, .nii.gz), NRRD (.nrrd) and DICOM"),
+        ("label", "escaped.nii.gz", YAML, "it is named .nii.gz but is not a NIfTI file: no gzip header"),
+        ("label", "escaped.json", b"{}", "only NIfTI (.nii, .nii.gz), NRRD (.nrrd) and DICOM (.dcm) files"),
+    ],
+    ids=["yaml-named-nii.gz", "yaml", "gzipped-yaml", "yaml-named-nii", "yaml-named-nrrd", "nrrd-detached",
+         "yaml-named-dcm", "python", "label-yaml-named-nii.gz", "label-json"],  # fmt: skip
+)
+def test_uploads_that_are_not_medical_images_are_refused(zoo_server, field, filename, content, reason):
+    labels = sorted((zoo_server.studies / "labels").rglob("phantom_003*"))
+    query = "image=escaped_study" if field == "file" else "image=phantom_003&tag=final"
+    status, detail = upload(zoo_server, query, field, filename, content)
+    assert status == 400, (status, detail)
+    assert f"upload {field!r} file {filename!r} refused: {reason}" in detail, detail
+    assert not escaped_files(zoo_server)
+    assert sorted((zoo_server.studies / "labels").rglob("phantom_003*")) == labels
+
+
+def test_nifti_nrrd_and_dicom_uploads_are_still_accepted(zoo_server, phantom_dataset, tmp_path):
+    image = phantom_dataset / "imagesTr" / "phantom_000.nii.gz"
+    assert zoo_server.add_study(image, "guard_nifti") == 200
+    assert (zoo_server.studies / "guard_nifti.nii.gz").read_bytes() == image.read_bytes()
+    assert zoo_server.add_label(phantom_dataset / "labelsTr" / "phantom_000.nii.gz", "guard_nifti") == 200
+    assert (zoo_server.studies / "labels" / "final" / "guard_nifti.nii.gz").is_file()
+    plain = tmp_path / "guard_plain.nii"  # no id in the request: MONAI Label takes it from the file's name
+    nib.save(nib.load(str(image)), str(plain))
+    body, headers = multipart("file", plain)
+    status, answer = request(f"{zoo_server.url}/datastore/image", "PUT", body, headers)
+    assert status == 200 and json.loads(answer)["image"] == "guard_plain", answer
+    nrrd = NRRD_HEADER + b"endian: little\n\n" + bytes(8)
+    assert upload(zoo_server, "image=guard_nrrd", "file", "ct.nrrd", nrrd)[0] == 200
+    write_dicom_series(np.zeros((4, 4, 1), np.int16), np.ones(3), np.zeros(3), np.eye(3), tmp_path / "dicom")
+    (dicom,) = (tmp_path / "dicom").glob("*.dcm")
+    assert upload(zoo_server, "image=guard_dicom", "file", dicom.name, dicom.read_bytes())[0] == 200
+    status, _ = zoo_server.infer("guard_nifti")  # an uploaded study is served as before
+    assert status == 200
+
+
+def test_the_served_model_cannot_be_replaced_or_removed_through_the_server(zoo_server):
+    model = zoo_server.bundle / "models" / "model.pt"
+    before = sha256(model)
+    body, headers = multipart_bytes("file", "model.pt", b"not a model")
+    for method, data, extra in (("PUT", body, headers), ("DELETE", None, {})):
+        status, answer = request(f"{zoo_server.url}/model/{NAME}", method, data, extra)
+        assert status == 403, (method, status, answer)
+        assert f"{method} /model/{NAME} refused: the served bundle's files" in json.loads(answer)["detail"]
+    assert sha256(model) == before
+    assert request(f"{zoo_server.url}/model/{NAME}")[0] == 200  # downloading it is still possible
+
+
+def test_an_upload_cannot_replace_the_bundle_config_and_run_its_code_at_training(zoo_server, phantom_dataset, tmp_path):
+    """The probe's attack: a train.yaml uploaded over the served bundle's config (an image id that is a path to
+    it), then a training request, which would run the expression the upload added."""
+    config = zoo_server.bundle / "configs" / "train.yaml"
+    original = config.read_bytes()
+    marker = tmp_path / "uploaded_code_ran"
+    expression = f"initialize:\n  - $open({str(marker)!r}, 'w').close()\n".encode()
+    payload = original.replace(b"initialize:\n", expression)
+    assert payload != original
+    target = os.path.relpath(config.with_suffix(""), zoo_server.studies)  # ../apps/monaibundle/model/<name>/...
+    answers = [
+        upload(zoo_server, f"image={target}", "file", "train.yaml", payload),
+        upload(zoo_server, f"image={quote(target, safe='')}", "file", "train.yaml", payload),
+        upload(zoo_server, "image=train", "file", "train.yaml", payload),  # into the studies folder
+    ]
+    assert zoo_server.add_label(phantom_dataset / "labelsTr" / "phantom_000.nii.gz", "phantom_000") == 200
+    task = zoo_server.train(max_epochs=1, val_split=0.0)
+    assert task["status"] in ("DONE", "ERROR")  # ERROR after the module's empty-label test, which stays labelled
+    assert not marker.exists(), "the uploaded config's code ran"
+    assert config.read_bytes() == original
+    for (status, detail), refused in zip(answers, [f"image {target!r} refused"] * 2 + ["file 'train.yaml' refused"]):
+        assert status == 400 and refused in detail, (status, detail)
+
+
+def test_requests_naming_another_host_are_refused(zoo_server):
+    """DNS rebinding: a page whose name now points at 127.0.0.1 sends same-origin requests, without Origin."""
+    port = zoo_server.port
+    for host in (f"attacker.example:{port}", "attacker.example", f"127.0.0.1.attacker.example:{port}",
+                 f"{ALLOWED_HOST}.attacker.example:{port}", f"localhost:{port + 1}"):  # fmt: skip
+        status, body = request(f"{zoo_server.url}/datastore/?output=all", headers={"Host": host})
+        assert status == 403, (host, status, body[:300])
+        assert f"request for host {host} refused" in json.loads(body)["detail"]
+        assert b"phantom_000" not in body
+    headers = {"Host": f"attacker.example:{port}", "Content-Type": "application/json"}
+    assert request(f"{zoo_server.url}/train/{NAME}", "POST", b"{}", headers)[0] == 403
+
+
+def test_the_servers_own_host_names_and_a_configured_one_are_served(zoo_server):
+    port = zoo_server.port
+    for host in (f"127.0.0.1:{port}", f"localhost:{port}", f"[::1]:{port}", f"{ALLOWED_HOST}:{port}", ALLOWED_HOST,
+                 f"{ALLOWED_HOST.upper()}:9000"):  # fmt: skip
+        status, body = request(f"{zoo_server.url}/datastore/?output=all", headers={"Host": host})
+        assert status == 200 and b"phantom_000" in body, (host, status, body[:300])
 
 
 def test_repository_bundle_folder_serves_too(monailabel_env, exported, phantom_dataset, tmp_path, record_time):
@@ -510,12 +709,12 @@ def stop_helper(process: subprocess.Popen, sig: int, log: Path, port: int) -> No
         s.connect(("127.0.0.1", port))
 
 
-def test_helper_script_runs_with_a_bare_python_refuses_other_origins_keeps_a_trained_model_and_stops_its_server(
+def test_helper_script_runs_with_a_bare_python_refuses_other_origins_and_hosts_keeps_a_trained_model_and_stops(
     monailabel_env, exported, tmp_path, record_time
 ):
     bundle = unpacked_zip(exported, tmp_path / "download")
     port, log = free_port(), tmp_path / "helper.log"
-    command = helper_command(bundle, tmp_path / "app", port)
+    command = helper_command(bundle, tmp_path / "app", port, "--allowed_host", "tunnel.example:9000")
     start = time.perf_counter()
     helper = start_helper(command, log, cwd=tmp_path)
     record_time("MONAI Label helper start-up (environment reused, phantoms written)", time.perf_counter() - start)
@@ -529,6 +728,10 @@ def test_helper_script_runs_with_a_bare_python_refuses_other_origins_keeps_a_tra
         assert request(f"{url}/train/{NAME}", "POST", b"{}", evil)[0] == 403  # a "simple" request: no preflight
         preflight = {**evil, "Access-Control-Request-Method": "PUT"}
         assert "access-control-allow-origin" not in response_headers(f"{url}/datastore/image", "OPTIONS", preflight)
+        status, body = request(f"{url}/info/", headers={"Host": f"evil.example:{port}"})  # DNS rebinding
+        assert status == 403 and f"request for host evil.example:{port} refused" in json.loads(body)["detail"]
+        assert request(f"{url}/info/", headers={"Host": "tunnel.example:9000"})[0] == 200  # --allowed_host
+        assert request(f"{url}/info/", headers={"Host": "tunnel.example:9001"})[0] == 403
         served = tmp_path / "app" / "monaibundle" / "model" / NAME / "models" / "model.pt"
         weights = torch.load(served, map_location="cpu", weights_only=True)
         weights[next(iter(weights))] += 0.01  # what a training through MONAI Label does: another model.pt
