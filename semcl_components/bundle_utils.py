@@ -31,12 +31,12 @@ __all__ = [
 ]
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
+#: The files an inference folder is searched for, in any case: the volumes the configs' ITKReader reads from one
+#: named file (NIfTI, MetaImage ``.mha``/``.mhd``, NRRD ``.nrrd``/``.nhdr``). A DICOM series is a folder of its own.
 VOLUME_SUFFIXES = (".nii", ".nii.gz", ".mha", ".mhd", ".nrrd", ".nhdr")
-"""The files an inference folder is searched for, in any case: the volumes the configs' ITKReader reads from one
-named file (NIfTI, MetaImage ``.mha``/``.mhd``, NRRD ``.nrrd``/``.nhdr``). A DICOM series is a folder of its own."""
 _SUFFIXES_READ = ", ".join(VOLUME_SUFFIXES) + ", in any case"
+#: The voxel data files of ``.mhd`` and ``.nhdr`` headers: read through their header, never on their own.
 _DATA_SUFFIXES = (".raw.gz", ".raw", ".zraw")
-"""The voxel data files of ``.mhd`` and ``.nhdr`` headers: read through their header, never on their own."""
 _NAMES_SHOWN = 20
 
 logger = logging.getLogger(__name__)

@@ -28,7 +28,6 @@ from monai.transforms import MapTransform
 from monai.utils import convert_to_tensor
 
 from .bundle_utils import case_name
-
 from .transforms.object_crops import ObjectCrops, crop_mask, crop_to_box, paste_from_box, voxel_spacing
 
 __all__ = ["CascadeInferer", "CheckPriord", "OrganRefinementInferer", "attach_priors", "stitch_scores"]

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import fcntl
 import os
-import threading
 import socket
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import IO, Any

@@ -22,9 +22,8 @@ from __future__ import annotations
 import gzip
 import logging
 import os
-from collections.abc import Sequence
 import zlib
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 

@@ -37,9 +37,9 @@ _TRUE, _FALSE = ("true", "yes", "1", "on"), ("false", "no", "0", "off")
 _PACKAGE_AS_NAME = re.compile(r"(?<![@\w.])semcl_components\.")
 # arguments of `python -m monai.bundle run` itself, not config overrides
 _RUN_ARGUMENTS = {"config_file", "meta_file", "logging_file", "args_file", "tracking", "run_id", "init_id", "final_id"}
+#: Settings that name a folder a workflow writes into: one that is a file is refused before any work (a workflow would
+#: otherwise fail only when it first writes there: after inference, after an epoch).
 OUTPUT_FOLDERS = ("output_dir", "ckpt_dir")
-"""Settings that name a folder a workflow writes into: one that is a file is refused before any work (a workflow would
-otherwise fail only when it first writes there: after inference, after an epoch)."""
 
 
 def as_bool(value: Any, name: str = "value") -> bool:
@@ -164,9 +164,9 @@ def _folder_error(key: str, raw: str) -> str | None:
     return f"--{key} {raw} is a file, not a folder: give a folder to write into (it is created if missing)"
 
 
+#: The masks of pretraining's organ-centred crops (``crop_mode: object``): the label map's organs, or coarse ones
+#: simulated from it (``semcl_components.transforms.RandCoarseMask``).
 OBJECT_PRIORS = ("label", "simulated")
-"""The masks of pretraining's organ-centred crops (``crop_mode: object``): the label map's organs, or coarse ones
-simulated from it (``semcl_components.transforms.RandCoarseMask``)."""
 
 
 def check_pretraining_settings(

@@ -38,7 +38,7 @@ def test_demo_runs_every_stage_and_shows_progress_not_epochs(tmp_path):
     # one progress line per stage: ignite's and MONAI's per-epoch lines stay in the runs' log files
     for per_epoch in ("Complete. Time taken", "Metrics --", "Epoch: 1/"):
         assert per_epoch not in run.stdout
-        assert per_epoch in (tmp_path / "demo" / "logs" / "finetune__semcl_exact__finetune_1__seed0.log").read_text()
+        assert per_epoch in (tmp_path / "demo" / "logs" / "finetune__semcl_exact__finetune_1__seed0.log").read_text(encoding="utf-8")
     assert "finetune__semcl_exact__finetune_1__seed0 done in " in run.stdout and "val Dice" in run.stdout
     report = (tmp_path / "demo" / "demo_report.txt").read_text(encoding="utf-8")
     rows = {line.split()[0]: line.split()[1:] for line in report.splitlines() if line.startswith(("spleen", "mean "))}

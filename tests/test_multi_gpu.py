@@ -167,6 +167,19 @@ def test_two_process_finetuning_writes_a_model_that_single_process_inference_loa
     assert result.stdout.count("Epoch[1] Complete") + result.stderr.count("Epoch[1] Complete") >= 1
 
 
+def test_two_process_refinement_training_writes_a_stage_2_model(phantom_dataset, tmp_path):
+    """The multi-process overlay applies to the cascade's stage 2 (train.yaml + train_refine.yaml) as to train.yaml."""
+    out = tmp_path / "refine"
+    settings = ["--max_epochs", "1", "--val_key", "pretrain", "--val_interval", "1", "--refine_crop_size", "[24,24,24]"]
+    folders = ["--ckpt_dir", out / "models", "--output_dir", out / "eval"]
+    configs = ["train", "train_refine", "multi_gpu_train"]
+    run(torchrun(configs, ["--dataset_dir", phantom_dataset, *settings, *TINY_TRAIN_ARGS, *folders]), cwd=tmp_path)
+    summary = read_json(out / "eval" / "run_summary.json")
+    assert summary["status"] == "completed" and "val_mean_dice" in summary["history"][0]["val"]
+    weights = torch.load(out / "models" / "model.pt", map_location="cpu", weights_only=True)
+    assert weights["convInit.conv.weight"].shape[1] == 2  # [image, coarse mask of one organ]
+
+
 def test_two_process_evaluation_gathers_the_cases_of_both_processes(trained_model, phantom_dataset, tmp_path):
     """The same model evaluated by one and by two processes: the same per-organ means and confusion counts."""
     common = [

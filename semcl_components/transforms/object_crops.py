@@ -43,9 +43,9 @@ __all__ = [
 ]
 
 
+#: How pretraining cuts its samples: random ``patch``es holding several organs (each organ a sample), or one
+#: ``object`` (organ-centred) crop per organ (:class:`ObjectCropsd`: the paper's patches).
 CROP_MODES = ("patch", "object")
-"""How pretraining cuts its samples: random ``patch``es holding several organs (each organ a sample), or one
-``object`` (organ-centred) crop per organ (:class:`ObjectCropsd`: the paper's patches)."""
 
 
 @dataclass(frozen=True)
