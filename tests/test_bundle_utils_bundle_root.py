@@ -13,17 +13,23 @@ from semcl_components.bundle_utils import bundle_root, command_line_config_files
 BUNDLE = "/data/bü ndle v2/abdomen"  # spaces and a non-ASCII character
 
 
-@pytest.mark.parametrize(
-    "argv",
-    [
-        ["run", "--config_file", f"{BUNDLE}/configs/train.yaml"],
-        ["run", f"--config_file={BUNDLE}/configs/train.yaml"],
-        ["run", "--config_file", f"['{BUNDLE}/configs/train.yaml','{BUNDLE}/configs/evaluate.yaml']"],
-        ["run", "--config_file", f'["{BUNDLE}/configs/train.yaml", "/elsewhere/configs/x.yaml"]', "--max_epochs", "1"],
-        ["run", "--max_epochs", "1", "--config_file", f"{BUNDLE}/configs/train.yaml", "--amp"],
+#: command lines naming the bundle's config in every form `monai.bundle run` takes, with their test ids
+CONFIG_FILE_FORMS = {
+    "path": ["run", "--config_file", f"{BUNDLE}/configs/train.yaml"],
+    "equals": ["run", f"--config_file={BUNDLE}/configs/train.yaml"],
+    "list": ["run", "--config_file", f"['{BUNDLE}/configs/train.yaml','{BUNDLE}/configs/evaluate.yaml']"],
+    "json-list": [
+        "run",
+        "--config_file",
+        f'["{BUNDLE}/configs/train.yaml", "/elsewhere/configs/x.yaml"]',
+        "--max_epochs",
+        "1",
     ],
-    ids=["path", "equals", "list", "json-list", "among-overrides"],
-)
+    "among-overrides": ["run", "--max_epochs", "1", "--config_file", f"{BUNDLE}/configs/train.yaml", "--amp"],
+}
+
+
+@pytest.mark.parametrize("argv", list(CONFIG_FILE_FORMS.values()), ids=list(CONFIG_FILE_FORMS))
 def test_bundle_root_is_the_parent_of_the_first_configs_folder(argv):
     assert bundle_root(argv) == BUNDLE
 
@@ -75,17 +81,13 @@ def config_bundle_root(argv: list[str], config: str = "inference.yaml") -> str:
 @pytest.mark.parametrize(
     "argv",
     [
-        ["run", "--config_file", f"{BUNDLE}/configs/train.yaml"],
-        ["run", f"--config_file={BUNDLE}/configs/train.yaml"],
-        ["run", "--config_file", f"['{BUNDLE}/configs/train.yaml','{BUNDLE}/configs/evaluate.yaml']"],
-        ["run", "--config_file", f'["{BUNDLE}/configs/train.yaml", "/elsewhere/configs/x.yaml"]', "--max_epochs", "1"],
-        ["run", "--max_epochs", "1", "--config_file", f"{BUNDLE}/configs/train.yaml", "--amp"],
+        *CONFIG_FILE_FORMS.values(),
         ["run", "--config_file", "/b/configs/train.yaml,/b/configs/evaluate.yaml"],
         ["run", "--config_file", "bündle/configs/inference.yaml", "--input_path", "/data/ds/imagesTs/x.nii.gz"],
         ["run", "--bundle_root", "/x"],
         [],
     ],
-    ids=["path", "equals", "list", "json-list", "among-overrides", "comma-separated", "relative", "no-config", "none"],
+    ids=[*CONFIG_FILE_FORMS, "comma-separated", "relative", "no-config", "none"],
 )
 @pytest.mark.parametrize("config", ["inference.yaml", "train.yaml", "pretrain.yaml"])
 def test_the_configs_bundle_root_item_reads_the_command_line_as_bundle_root_does(argv, config, tmp_path, monkeypatch):
