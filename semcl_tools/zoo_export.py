@@ -2,12 +2,15 @@
 
 The zip holds one top-level folder named after the bundle with its configs, docs and LICENSE, the components the
 configs use (a copy of ``semcl_components`` in ``scripts/``, found by the configs' ``semcl_components`` item from any
-working directory), ``models/model.pt`` and ``models/pretrained_encoder.pt``, ``large_files.yml`` (each weight file's
-path, URL and SHA-256) and ``configs/metadata.json`` with the used packages pinned (in releases that install on the
-zoo CI's Python 3.10: :func:`pinned_version`) and ``eval_metrics`` holding the test-split numbers of the shipped
-weights. The weights are trained by the bundle's own workflows (pretrain, then
-train from the pretrained encoder) on phantoms, unless ``--weights-from`` gives a folder that has both files; either
-way they are evaluated on the test split by ``train.yaml + evaluate.yaml``.
+working directory), the weights of both stages of the cascade (:data:`WEIGHTS`: stage 1's ``models/model.pt`` and
+``models/pretrained_encoder.pt``, stage 2's ``models/refine/model.pt`` and its ``channel``-mode encoder
+``models/refine/pretrained_encoder.pt``), ``large_files.yml`` (each weight file's path, URL and SHA-256) and
+``configs/metadata.json`` with the used packages pinned (in releases that install on the zoo CI's Python 3.10:
+:func:`pinned_version`) and ``eval_metrics`` holding the test-split numbers of the shipped stage 1 weights. The weights
+are trained by the bundle's own workflows (stage 1: pretrain, then train from the pretrained encoder; stage 2:
+``channel`` pretraining on organ-centred crops, then ``train_refine.yaml`` from that encoder) on phantoms, unless
+``--weights-from`` gives a folder that has the four files (laid out as under ``models/``); either way stage 1 is
+evaluated on the test split by ``train.yaml + evaluate.yaml``.
 
 Beside the zip, the weight files are written under their names in ``large_files.yml`` (to publish at ``--url``) and
 ``<zip>.sha256`` (``sha256sum -c`` format). Exporting twice with the same weights gives a byte-identical zip (sorted
@@ -40,8 +43,10 @@ from .repository import BUNDLE, ROOT
 
 PACKAGE = ROOT / "semcl_components"
 """The package the bundle's configs use; copied whole into the zip (it holds nothing else)."""
-WEIGHTS = ("models/model.pt", "models/pretrained_encoder.pt")
-"""The large files of the bundle, relative to its root."""
+WEIGHTS = ("models/model.pt", "models/pretrained_encoder.pt", "models/refine/model.pt",
+           "models/refine/pretrained_encoder.pt")
+"""The large files of the bundle, relative to its root: stage 1 and its encoder, stage 2 (the cascade's refinement)
+and its encoder."""
 
 PINNED_PACKAGES = ("nibabel", "itk", "pytorch-ignite", "einops", "tensorboard", "tqdm", "fire", "pyyaml", "scipy",
                    "pillow", "matplotlib")
@@ -57,7 +62,9 @@ PRETRAIN_SETTINGS = ("patch_size", "view_size", "min_voxels", "num_samples")
 """The ``--set`` keys the pretraining run takes."""
 TRAIN_SETTINGS = ("roi_size", "num_samples", "train_key")
 """The ``--set`` keys the training run takes (``roi_size`` also the evaluation on the test split)."""
-SET_KEYS = tuple(dict.fromkeys(PRETRAIN_SETTINGS + TRAIN_SETTINGS))
+REFINE_SETTINGS = ("refine_crop_size", "roi_size", "train_key")
+"""The ``--set`` keys stage 2's training takes (its pretraining takes :data:`PRETRAIN_SETTINGS`)."""
+SET_KEYS = tuple(dict.fromkeys(PRETRAIN_SETTINGS + TRAIN_SETTINGS + REFINE_SETTINGS))
 """Every key ``--set`` accepts; any other is refused (it would be dropped without a word)."""
 
 SKIPPED = ("__pycache__", ".lock", ".pyc", ".DS_Store")
@@ -174,19 +181,31 @@ def write_zip(destination: Path, top: str, contents: Mapping[str, Path | bytes])
 
 
 def train_weights(work: Path, dataset_dir: Path, pretrain_epochs: int, train_epochs: int, extra: Sequence[str]) -> Path:
-    """Pretrain the encoder and train the segmentation network from it with the bundle's workflows; the models folder."""
+    """Both stages' weights with the bundle's own workflows: stage 1 (pretrain, then train from the pretrained encoder)
+    and stage 2 (``channel`` pretraining on organ-centred crops, then ``train_refine.yaml`` from it); the models
+    folder (stage 2's files in ``models/refine``)."""
     models = work / "models"
     overrides = dict(zip(extra[::2], extra[1::2]))
-    common = {"dataset_dir": dataset_dir, "ckpt_dir": models, "resume": "false"}
-    run_logged("pretrain", bundle_command(BUNDLE / "configs", ["pretrain.yaml"], {
-        **common, "output_dir": work / "eval" / "pretrain", "max_epochs": pretrain_epochs,
-        **{k: v for k, v in overrides.items() if k in PRETRAIN_SETTINGS},
-    }), work / "logs" / "pretrain.log", prefix="[export]")
-    run_logged("train", bundle_command(BUNDLE / "configs", ["train.yaml"], {
-        **common, "output_dir": work / "eval" / "train", "max_epochs": train_epochs,
-        "val_interval": max(1, train_epochs // 6), "pretrained_encoder": models / "pretrained_encoder.pt",
-        **{k: v for k, v in overrides.items() if k in TRAIN_SETTINGS},
-    }), work / "logs" / "train.log", prefix="[export]")
+
+    def chosen(keys: Sequence[str]) -> dict:
+        return {k: v for k, v in overrides.items() if k in keys}
+
+    runs = (
+        ("pretrain", ["pretrain.yaml"], models, {"max_epochs": pretrain_epochs, **chosen(PRETRAIN_SETTINGS)}),
+        ("train", ["train.yaml"], models, {"max_epochs": train_epochs, **chosen(TRAIN_SETTINGS)}),
+        ("pretrain_refine", ["pretrain.yaml"], models / "refine", {
+            "max_epochs": pretrain_epochs, "embedding_mode": "channel", "crop_mode": "object",
+            "object_prior": "simulated", **chosen(PRETRAIN_SETTINGS)}),
+        ("train_refine", ["train.yaml", "train_refine.yaml"], models / "refine", {
+            "max_epochs": train_epochs, **chosen(REFINE_SETTINGS)}),
+    )
+    for name, configs, ckpt_dir, settings in runs:
+        if name.startswith("train"):
+            settings = {"val_interval": max(1, train_epochs // 6), "pretrained_encoder": ckpt_dir / "pretrained_encoder.pt",
+                        **settings}
+        common = {"dataset_dir": dataset_dir, "ckpt_dir": ckpt_dir, "resume": "false", "output_dir": work / "eval" / name}
+        run_logged(name, bundle_command(BUNDLE / "configs", configs, {**common, **settings}),
+                   work / "logs" / f"{name}.log", prefix="[export]")
     return models
 
 
@@ -209,15 +228,20 @@ def evaluate_weights(work: Path, models: Path, dataset_dir: Path, roi_size: str 
     }
 
 
+def _in_models(path: str) -> str:
+    """A weight file's path inside the models folder: ``models/refine/model.pt`` -> ``refine/model.pt``."""
+    return Path(path).relative_to("models").as_posix()
+
+
 def export(args: argparse.Namespace) -> Path:
     work = args.workdir.absolute()
     metadata = json.loads((BUNDLE / "configs" / "metadata.json").read_text())
     bundle_version = args.version or metadata["version"]
     if args.weights_from:
         models = args.weights_from.absolute()
-        missing = [w for w in WEIGHTS if not (models / Path(w).name).is_file()]
+        missing = [_in_models(w) for w in WEIGHTS if not (models / _in_models(w)).is_file()]
         if missing:
-            raise SystemExit(f"export: --weights-from {models} lacks {', '.join(Path(m).name for m in missing)}.")
+            raise SystemExit(f"export: --weights-from {models} lacks {', '.join(missing)}.")
     else:
         models = train_weights(work, args.dataset_dir, args.pretrain_epochs, args.train_epochs, args.set or [])
     overrides = dict(zip((args.set or [])[::2], (args.set or [])[1::2]))
@@ -227,10 +251,11 @@ def export(args: argparse.Namespace) -> Path:
     out = args.out.absolute()
     out.mkdir(parents=True, exist_ok=True)
     for path in WEIGHTS:
-        source = models / Path(path).name
+        source, published = models / _in_models(path), out / _in_models(path)
         contents[path] = source
-        shutil.copyfile(source, out / Path(path).name)  # to publish at --url
-        entries.append((path, f"{args.url.rstrip('/')}/{Path(path).name}", file_sha256(source)))
+        published.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, published)  # to publish at --url, laid out as under models/
+        entries.append((path, f"{args.url.rstrip('/')}/{_in_models(path)}", file_sha256(source)))
     contents["large_files.yml"] = large_files_yaml(entries).encode()
     readme = (BUNDLE / "docs" / "README.md").read_text()
     contents["docs/README.md"] = readme_with_shipped_numbers(readme, eval_metrics).encode()
@@ -262,7 +287,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--url", required=True, help="where the weight files will be published (large_files.yml)")
     parser.add_argument("--out", type=Path, default=ROOT / "dist", help="output folder (default dist/)")
     parser.add_argument("--workdir", type=Path, default=ROOT / "runs" / "export", help="training and evaluation runs")
-    parser.add_argument("--weights-from", type=Path, help="a folder with model.pt and pretrained_encoder.pt to ship")
+    parser.add_argument("--weights-from", type=Path, help="a folder with model.pt, pretrained_encoder.pt and "
+                        "refine/model.pt, refine/pretrained_encoder.pt (both stages) to ship")
     parser.add_argument("--dataset_dir", type=Path, default=None, help="labelled data (default: phantoms in workdir)")
     parser.add_argument("--pretrain-epochs", type=int, default=20)
     parser.add_argument("--train-epochs", type=int, default=120)

@@ -351,6 +351,8 @@ TINY_EXPORT = [
     "1",
     "roi_size",
     "[32,32,32]",
+    "refine_crop_size",
+    "[24,24,24]",
 ]
 
 

@@ -28,6 +28,8 @@ import yaml
 
 from conftest import EXPORT, ZOO_SCHEMA_NAME, bundle_env, run_captured
 
+from semcl_tools.zoo_export import WEIGHTS
+
 pytestmark = pytest.mark.zoo
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -103,13 +105,17 @@ def test_zip_is_one_bundle_folder_with_code_weights_hashes_and_pinned_metadata(e
             "large_files.yml",
             "models/model.pt",
             "models/pretrained_encoder.pt",
+            "models/refine/model.pt",
+            "models/refine/pretrained_encoder.pt",
+            "configs/train_refine.yaml",
+            "configs/inference_cascade.yaml",
             "scripts/semcl_components/__init__.py",
             "scripts/semcl_components/networks/encoders.py",
         } <= inside
         assert not [n for n in inside if "__pycache__" in n or n.endswith((".lock", ".pyc"))]
         text = archive.read(f"{NAME}/configs/metadata.json").decode()
         large = yaml.safe_load(archive.read(f"{NAME}/large_files.yml"))
-        weights = ("models/model.pt", "models/pretrained_encoder.pt")
+        weights = WEIGHTS  # both stages of the cascade
         shipped = {p: hashlib.sha256(archive.read(f"{NAME}/{p}")).hexdigest() for p in weights}
     metadata = json.loads(text)
     assert text == json.dumps(metadata, indent=4) + "\n"  # the zoo's 4-space format
@@ -122,10 +128,12 @@ def test_zip_is_one_bundle_folder_with_code_weights_hashes_and_pinned_metadata(e
     summary = json.loads((exported["work"] / "eval" / "test" / "evaluation_summary.json").read_text())
     assert metadata["eval_metrics"]["mean_dice"] == round(summary["metrics"]["val_mean_dice"], 4)
     assert len(metadata["eval_metrics"]["mean_dice_per_organ"]) == 8
+    assert [entry["path"] for entry in large["large_files"]] == list(WEIGHTS)
     for entry in large["large_files"]:
+        published = Path(entry["path"]).relative_to("models")  # laid out as under models/
         assert entry["hash_type"] == "sha256" and entry["hash_val"] == shipped[entry["path"]]
-        assert entry["url"] == f"file://{exported['out']}/{Path(entry['path']).name}"
-        assert sha256(exported["out"] / Path(entry["path"]).name) == entry["hash_val"]  # the file to publish
+        assert entry["url"] == f"file://{exported['out']}/{published.as_posix()}"
+        assert sha256(exported["out"] / published) == entry["hash_val"]  # the file to publish
     digest, name = (exported["out"] / f"{exported['zip'].name}.sha256").read_text().split()
     assert (digest, name) == (sha256(exported["zip"]), exported["zip"].name)
 
@@ -488,7 +496,7 @@ def test_published_zip_carries_the_shipped_weights_and_no_large_files_yml(export
     with zipfile.ZipFile(published_zip) as published, zipfile.ZipFile(exported["zip"]) as original:
         names = set(published.namelist())
         assert f"{NAME}/large_files.yml" not in names
-        for weights in ("models/model.pt", "models/pretrained_encoder.pt"):
+        for weights in WEIGHTS:
             assert published.read(f"{NAME}/{weights}") == original.read(f"{NAME}/{weights}")
         assert {n for n in original.namelist() if not n.endswith("large_files.yml")} <= names
 

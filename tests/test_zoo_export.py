@@ -46,8 +46,9 @@ def test_exported_metadata_pins_only_releases_that_install_on_the_zoo_python():
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-KNOWN_SET_KEYS = ("patch_size", "view_size", "min_voxels", "num_samples", "roi_size", "train_key")
-"""What ``--set`` passes on: the pretraining run's crop settings, the training run's (``roi_size`` also to the test)."""
+KNOWN_SET_KEYS = ("patch_size", "view_size", "min_voxels", "num_samples", "roi_size", "train_key", "refine_crop_size")
+"""What ``--set`` passes on: the pretraining runs' crop settings, the training runs' (``roi_size`` also to the test),
+stage 2's crop size."""
 
 
 def export_script(tmp_path, *args: str):
@@ -92,9 +93,9 @@ def test_an_unknown_set_key_is_refused_naming_it_and_the_known_keys(tmp_path, pa
 
 
 def test_known_set_keys_are_taken():
-    from semcl_tools.zoo_export import PRETRAIN_SETTINGS, SET_KEYS, TRAIN_SETTINGS, parse_args
+    from semcl_tools.zoo_export import PRETRAIN_SETTINGS, REFINE_SETTINGS, SET_KEYS, TRAIN_SETTINGS, parse_args
 
-    assert set(SET_KEYS) == set(PRETRAIN_SETTINGS) | set(TRAIN_SETTINGS) == set(KNOWN_SET_KEYS)
+    assert set(SET_KEYS) == set(PRETRAIN_SETTINGS) | set(TRAIN_SETTINGS) | set(REFINE_SETTINGS) == set(KNOWN_SET_KEYS)
     pairs = [item for key in SET_KEYS for item in (key, "1")]
     args = parse_args(["--url", "file:///x", "--dataset_dir", "/data", "--set", *pairs])
     assert args.set == pairs
