@@ -28,6 +28,7 @@ from monai.transforms import MapTransform
 from monai.utils import convert_to_tensor
 
 from .bundle_utils import case_name
+from .input_checks import grid_difference
 from .transforms.object_crops import ObjectCrops, crop_mask, crop_to_box, paste_from_box, voxel_spacing
 
 __all__ = ["CascadeInferer", "CheckPriord", "OrganRefinementInferer", "attach_priors", "stitch_scores"]
@@ -295,13 +296,9 @@ class CheckPriord(MapTransform):
             self._as_read, (d[self.image_key], d[self.prior_key])
         )
         where = f"prior {prior_file} does not fit image {image_file}"
-        if shape != image_shape:
-            raise ValueError(f"{where}: shape {shape} against {image_shape}.")
-        if not torch.allclose(affine, image_affine, atol=self.affine_tolerance, rtol=0):
-            raise ValueError(
-                f"{where}: affine {affine.tolist()} against {image_affine.tolist()} (another grid or "
-                f"orientation; resample the prior onto the image first)."
-            )
+        problem = grid_difference((shape, image_shape), (affine, image_affine), self.affine_tolerance)
+        if problem:
+            raise ValueError(f"{where}: they {problem}; resample the prior onto the image first.")
         values = torch.unique(convert_to_tensor(d[self.prior_key], track_meta=False))
         bad = [v for v in values.tolist() if v != int(v) or not 0 <= v < self.num_classes]
         if bad:

@@ -45,6 +45,7 @@ __all__ = [
     "CheckOrthogonalAxesd",
     "CheckTrainingDomain",
     "CheckTrainingDomaind",
+    "grid_difference",
     "incomplete_nifti",
     "source_name",
 ]
@@ -288,6 +289,22 @@ class CheckLabeld(_KeyCheck):
         self.checker = CheckLabel(num_classes, require_foreground)
 
 
+def grid_difference(shapes: Sequence[Sequence[int]], affines: Sequence[Any], tolerance: float) -> str | None:
+    """How two volumes' voxel grids differ (``differ in shape: (..) vs (..)`` or ``differ in position or orientation
+    (affines differ by up to d, tolerance t)``), or ``None`` when they are one grid. An affine that is ``None`` is not
+    compared."""
+    first_shape, second_shape = (tuple(int(v) for v in shape) for shape in shapes)
+    if first_shape != second_shape:
+        return f"differ in shape: {first_shape} vs {second_shape}"
+    if any(a is None for a in affines):
+        return None
+    first, second = (convert_to_tensor(a, track_meta=False).double() for a in affines)
+    difference = float((first - second).abs().max())
+    if difference > tolerance:
+        return f"differ in position or orientation (affines differ by up to {difference:.3g}, tolerance {tolerance:g})"
+    return None
+
+
 class CheckGeometryd(MapTransform):
     """Check that an image and its label lie on one grid: the same spatial shape and affine (within a tolerance).
 
@@ -308,21 +325,16 @@ class CheckGeometryd(MapTransform):
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
         image, label = (d[key] for key in self.keys)
-        names = f"image {source_name(image)} and label {source_name(label)}"
-        if tuple(image.shape[1:]) != tuple(label.shape[1:]):
+        problem = grid_difference(
+            (image.shape[1:], label.shape[1:]),
+            (getattr(image, "affine", None), getattr(label, "affine", None)),
+            self.affine_tolerance,
+        )
+        if problem:
             raise ValueError(
-                f"{names} differ in shape: {tuple(image.shape[1:])} vs {tuple(label.shape[1:])}; a label must be on "
-                "its image's voxel grid."
+                f"image {source_name(image)} and label {source_name(label)} {problem}; a label must be on its "
+                "image's voxel grid."
             )
-        affines = [getattr(x, "affine", None) for x in (image, label)]
-        if all(a is not None for a in affines):
-            first, second = (convert_to_tensor(a, track_meta=False).double() for a in affines)
-            difference = float((first - second).abs().max())
-            if difference > self.affine_tolerance:
-                raise ValueError(
-                    f"{names} differ in position or orientation (affines differ by up to {difference:.3g}, tolerance "
-                    f"{self.affine_tolerance:g}); a label must be on its image's voxel grid."
-                )
         return d
 
 

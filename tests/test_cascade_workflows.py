@@ -118,7 +118,7 @@ def test_cascade_refuses_a_prior_of_another_grid(run_bundle, trained_model, refi
     nib.save(nib.Nifti1Image(np.asarray(label.dataobj), shifted), prior)
     run = _cascade(run_bundle, trained_model, refined, image, tmp_path / "out", "--prior", prior, expect_success=False)
     assert run.returncode != 0
-    assert f"prior {prior} does not fit image {image}: affine" in run.log
+    assert f"prior {prior} does not fit image {image}: they differ in position or orientation" in run.log
     assert not list((tmp_path / "out").glob("*_seg.nii.gz"))
     shutil.rmtree(tmp_path / "out", ignore_errors=True)
 
