@@ -3,6 +3,8 @@
 Weight-loading mismatches are the most common complaint users file against peer projects, so
 :func:`load_pretrained_encoder` says exactly which keys were loaded, adapted, skipped and missing
 (:class:`EncoderLoadReport`). :func:`encoder_parameter_groups` gives the loaded encoder its own learning rate.
+The key and shape matching is MONAI's ``copy_model_state``; what stays here is the report and the input-channel
+adaptation of ``channel``-mode encoders, which MONAI does not do.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn as nn
+from monai.networks.utils import copy_model_state
 
 from ..weights_file import read_weights_file
 
@@ -154,35 +157,38 @@ def load_pretrained_encoder(
     state = _encoder_state_dict(_read_checkpoint(checkpoint))
     target = network.state_dict()
     report = EncoderLoadReport()
-    to_load: dict[str, torch.Tensor] = {}
+    source: dict[str, torch.Tensor] = {}
     for key, value in state.items():
         name = prefix + key
         outside = encoder_modules is not None and key.split(".", 1)[0] not in encoder_modules
         if outside or name not in target or not isinstance(value, torch.Tensor):
             report.unexpected.append(name)
             continue
-        if value.shape == target[name].shape:
-            to_load[name] = value
-            continue
-        adapted = _adapt_input_channels(value, target[name].shape) if adapt_input_channels else None
-        entry = (name, tuple(value.shape), tuple(target[name].shape))
-        if adapted is None:
-            report.skipped.append(entry)
-        else:
-            to_load[name] = adapted
-            report.adapted.append(entry)
-    if not to_load and report.skipped:
+        adapted = None
+        if adapt_input_channels and value.shape != target[name].shape:
+            adapted = _adapt_input_channels(value, target[name].shape)
+        if adapted is not None:
+            report.adapted.append((name, tuple(value.shape), tuple(target[name].shape)))
+        source[key] = value if adapted is None else adapted
+    # MONAI matches the keys (with the prefix) and shapes; what it leaves unchanged differs in shape
+    updated_state, loaded, _ = copy_model_state(target, source, dst_prefix=prefix, inplace=False)
+    report.loaded = loaded
+    report.skipped = [
+        (prefix + key, tuple(value.shape), tuple(target[prefix + key].shape))
+        for key, value in source.items()
+        if prefix + key not in loaded
+    ]
+    if not loaded and report.skipped:
         shown = "; ".join(f"{k}: checkpoint {a} vs network {b}" for k, a, b in report.skipped[:3])
         raise ValueError(
             f"no encoder weight fits the network (0 tensors loaded): all {len(report.skipped)} matching keys differ "
             f"in shape, e.g. {shown}. Was the encoder pretrained with other settings (init_filters, blocks_down)?"
         )
-    if not to_load:
+    if not loaded:
         raise ValueError(
             "no encoder weight matched the network (0 tensors loaded). "
             f"First checkpoint keys: {list(state)[:5]}; first network keys: {list(target)[:5]}; prefix={prefix!r}."
         )
-    report.loaded = list(to_load)
     report.missing = _missing_encoder_keys(target, state, prefix)
     encoder_tensors = len(report.loaded) + len(report.skipped) + len(report.missing)
     if len(report.loaded) < min_loaded_fraction * encoder_tensors:
@@ -192,7 +198,7 @@ def load_pretrained_encoder(
             f"{min_loaded_fraction:.0%}); was the encoder pretrained with other settings (init_filters, blocks_down)? "
             f"Nothing was loaded. Pass min_loaded_fraction (--encoder_min_loaded_fraction) lower to accept it.\n{report}"
         )
-    network.load_state_dict(to_load, strict=False)
+    network.load_state_dict(updated_state)
     (logger or _LOGGER).info("load_pretrained_encoder: %s", report)
     return report
 
