@@ -1,4 +1,7 @@
-"""Small torch.distributed helpers for losses that contrast against samples from every rank.
+"""The differentiable all-gather of losses that contrast against samples from every rank.
+
+The rank, world size, reductions and padded gathers without gradient are ``ignite.distributed`` (``idist``) and
+``monai.utils.evenly_divisible_all_gather``.
 
 Why our own differentiable all_gather: ``torch.distributed.nn.functional.all_gather`` does the job but is deprecated in
 torch 2.13 (a ``FutureWarning`` on every call) in favour of a private module. The autograd function below uses only
@@ -7,17 +10,11 @@ public collectives (``all_gather`` forward, ``all_reduce`` backward) and so runs
 
 from __future__ import annotations
 
+import ignite.distributed as idist
 import torch
 import torch.distributed as dist
 
-__all__ = ["all_gather_padded", "all_gather_with_grad", "all_reduce_sum", "distributed_world_size", "is_rank_zero"]
-
-
-def distributed_world_size() -> int:
-    """Number of processes in the default group; 1 when torch.distributed is unavailable or not initialised."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_world_size()
-    return 1
+__all__ = ["all_gather_with_grad", "all_reduce_sum", "is_rank_zero"]
 
 
 def is_rank_zero() -> bool:
@@ -27,7 +24,7 @@ def is_rank_zero() -> bool:
 
 def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     """The element-wise sum of ``tensor`` over all ranks (a new tensor); ``tensor`` itself with one process."""
-    if distributed_world_size() == 1:
+    if idist.get_world_size() == 1:
         return tensor
     total = tensor.clone()
     dist.all_reduce(total, op=dist.ReduceOp.SUM)
@@ -70,23 +67,6 @@ def all_gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
         copy are summed and returned to the rank that owns the rows. Without an initialised process group (or with
         one process) the input is returned unchanged.
     """
-    if distributed_world_size() == 1:
+    if idist.get_world_size() == 1:
         return tensor
     return _AllGatherWithGrad.apply(tensor)
-
-
-def all_gather_padded(tensor: torch.Tensor, rows: int) -> torch.Tensor:
-    """Gather ``tensor`` (``(n, *)``, ``n <= rows``, no gradient) from all ranks after zero-padding it to ``rows``.
-
-    Returns:
-        ``(world_size * rows, *)``; rank ``r``'s real rows are ``[r * rows, r * rows + n_r)``, the rest is padding.
-    """
-    if tensor.shape[0] > rows:
-        raise ValueError(f"cannot pad {tuple(tensor.shape)} down to {rows} rows.")
-    padded = tensor.new_zeros((rows, *tensor.shape[1:]))
-    padded[: tensor.shape[0]] = tensor.detach()
-    if distributed_world_size() == 1:
-        return padded
-    chunks = [torch.empty_like(padded) for _ in range(dist.get_world_size())]
-    dist.all_gather(chunks, padded)
-    return torch.cat(chunks, dim=0)

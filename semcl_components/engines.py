@@ -36,13 +36,12 @@ from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import ignite.distributed as idist
 import torch
-import torch.distributed as dist
 from monai.engines.utils import IterationEvents
 from monai.utils import CommonKeys, convert_to_tensor
 
 from .data.collate import DEFAULT_OBJECT_KEYS, SAMPLE_INDEX_KEY
-from .distributed import all_reduce_sum, distributed_world_size
 from .losses import positive_pair_mask
 from .metrics import embedding_collapse_stats
 
@@ -175,11 +174,11 @@ class ContrastiveIteration:
         num_positive_pairs = int(positive_pair_mask(labels).sum())
         # reported: the mean of the ranks' losses, which with SemanticSupConLoss(gather_distributed=True) is the loss
         # of the global batch (one process: its own loss); the counts are this process's
-        reported = all_reduce_sum(loss.detach()) / distributed_world_size()
+        reported = idist.all_reduce(loss.detach().clone()) / idist.get_world_size()
         output.update(loss=reported, num_objects=int(embeddings.shape[0]), num_positive_pairs=num_positive_pairs)
         engine.fire_event(IterationEvents.LOSS_COMPLETED)
 
-        skip = _total_over_ranks(num_positive_pairs, loss.device) == 0
+        skip = idist.all_reduce(num_positive_pairs) == 0  # summed over the ranks
         if loss.requires_grad:
             (scaler.scale(loss) if scaler is not None else loss).backward()
         engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
@@ -343,15 +342,6 @@ def _mask_intensities(image: torch.Tensor, masks: Sequence[torch.Tensor], eps: f
         intensity = image.mean(dim=1).flatten(1)  # (B, V)
         means = [(m.flatten(1) @ intensity[b]) / (m.flatten(1).sum(dim=1) + eps) for b, m in enumerate(masks)]
         return torch.cat(means).clamp(0.0, 1.0) if means else image.new_zeros(0)
-
-
-def _total_over_ranks(count: int, device: torch.device) -> int:
-    """``count`` summed over the ranks of an initialised process group (itself otherwise)."""
-    if distributed_world_size() == 1:
-        return count
-    total = torch.tensor([count], device=device, dtype=torch.long)
-    dist.all_reduce(total)
-    return int(total.item())
 
 
 def _optimizer_step(optimizer: torch.optim.Optimizer, scaler: Any | None) -> None:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import math
 
+import ignite.distributed as idist
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
+from monai.utils import evenly_divisible_all_gather
 from torch.nn.modules.loss import _Loss
 
-from .distributed import all_gather_padded, all_gather_with_grad, distributed_world_size
+from .distributed import all_gather_with_grad
 
 __all__ = ["SemanticSupConLoss", "positive_pair_mask"]
 
@@ -135,7 +136,7 @@ class SemanticSupConLoss(_Loss):
             ValueError: when a required input is missing or a shape is wrong.
         """
         keys, intensities = self._check_inputs(embeddings, labels, intensities)
-        if self.gather_distributed and distributed_world_size() > 1:
+        if self.gather_distributed and idist.get_world_size() > 1:
             return self._distributed_loss(embeddings, keys, intensities)
         return self._local_loss(embeddings, keys, intensities)
 
@@ -154,29 +155,29 @@ class SemanticSupConLoss(_Loss):
         self, embeddings: torch.Tensor, keys: torch.Tensor, intensities: torch.Tensor | None
     ) -> torch.Tensor:
         n, dim = embeddings.shape
-        sizes = all_gather_padded(torch.tensor([n], device=embeddings.device), 1)
-        rows = int(sizes.max())
+        sizes = idist.all_gather(n)  # (world_size,) samples on every rank
+        rows = int(max(sizes))
         if rows == 0:  # no sample on any rank: no collective in backward either
             return embeddings.sum() * 0.0
         z = F.normalize(embeddings, dim=1)
-        all_z = all_gather_with_grad(torch.cat([z, z.new_zeros(rows - n, dim)]))
-        all_keys = all_gather_padded(keys, rows)
-        all_intensities = None if intensities is None else all_gather_padded(intensities, rows)
+        # every rank pads to `rows` for the differentiable gather; the padding rows are dropped again
+        padded_z = all_gather_with_grad(torch.cat([z, z.new_zeros(rows - n, dim)]))
+        real = torch.arange(rows).repeat(len(sizes)) < torch.tensor(sizes).repeat_interleave(rows)
+        all_z = padded_z[real.to(z.device)]
+        all_keys = evenly_divisible_all_gather(keys)
+        all_intensities = None if intensities is None else evenly_divisible_all_gather(intensities)
 
-        # columns: (rank, row) flattened; real samples are the first sizes[rank] rows of every rank's block
-        row_in_block = torch.arange(rows, device=z.device).repeat(sizes.shape[0])
-        real = row_in_block < sizes.repeat_interleave(rows)
-        own_columns = dist.get_rank() * rows + torch.arange(n, device=z.device)
-        others = real.unsqueeze(0).repeat(n, 1)
+        # columns: every rank's samples in rank order; this rank's start after those of the ranks before it
+        own_columns = sum(sizes[: idist.get_rank()]) + torch.arange(n, device=z.device)
+        others = torch.ones(n, all_z.shape[0], dtype=torch.bool, device=z.device)
         others[torch.arange(n, device=z.device), own_columns] = False
         positive = (keys.unsqueeze(1) == all_keys.unsqueeze(0)) & others
 
         losses = self._anchor_losses(z, all_z, positive, others, intensities, all_intensities)
-        valid = torch.tensor([losses.numel()], device=z.device, dtype=torch.long)
-        dist.all_reduce(valid)
+        valid = idist.all_reduce(losses.numel())  # anchors with a positive on all ranks
         if losses.numel() == 0:  # keep this rank in the gather's backward collective
-            return all_z.sum() * 0.0
-        return losses.sum() * (sizes.shape[0] / valid.item())
+            return padded_z.sum() * 0.0
+        return losses.sum() * (len(sizes) / valid)
 
     def _anchor_losses(
         self,
