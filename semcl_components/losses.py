@@ -35,45 +35,17 @@ def positive_pair_mask(labels: torch.Tensor) -> torch.Tensor:
 class SemanticSupConLoss(_Loss):
     """Supervised contrastive loss over object embeddings, optionally intensity-weighted and gathered over ranks.
 
-    Every sample is one object of one view of an image (the semantic attention mask picks the object). The caller
-    chooses what makes two samples positives by the ``labels`` it passes, as in SupContrast: the objects' class ids
-    (semantic-aware SupCon: every other sample of the same organ, the other view of the same object included), or
-    their instance ids (only the other views of the same object). With one whole-view mask per view and instance
-    ids, this is the image-level SimCLR loss (NT-Xent; ``monai.losses.ContrastiveLoss`` when
-    ``base_temperature == temperature``). For anchor ``i`` with positives ``P(i)`` (the other samples with its label)
-    and contrast set ``A(i)`` (all other samples)::
+    The ``labels`` choose the positives: class ids (semantic-aware SupCon) or instance ids (SimCLR). For anchor ``i``
+    with positives ``P(i)`` (the other samples with its label) and contrast set ``A(i)`` (all other samples)::
 
         L_i = -(tau / tau_base) * mean_{p in P(i)} [ s_ip / tau - log sum_{a in A(i)} exp(s_ia / tau) ]
 
-    with ``s`` the cosine similarity of the L2-normalised embeddings (normalised here, in ``forward``). The loss is
-    the mean of ``L_i`` over the anchors that have at least one positive; the others are left out. A batch without
-    any positive pair gives a zero that still backpropagates (to zero gradients), never NaN.
-
-    Intensity weighting (``intensity_weighting=True``): the "dynamic correlation" of the same group's follow-up paper
-    (Lee et al. 2022, below), not of the paper this loss implements, which released no code. The term of a non-positive sample
-    ``a`` in the denominator is tempered by ``w_ia = max(0, 1 - |mu_i - mu_a|)`` (``mu``: mean normalised intensity
-    inside each object's mask, in [0, 1]); positives keep weight 1. As in the follow-up's code
-    (MASILab/DCC_CL, ``losses_intensity_weight.py``: ``exp(logits * image_weight)`` after ``logits`` had the row max
-    subtracted, the row max being the self-similarity ``1 / tau`` of normalised features), the weight multiplies the
-    logit measured from its maximum ``1 / tau``::
-
-        exp(w_ia * (s_ia - 1) / tau) * exp(1 / tau)  =  exp((w_ia * s_ia + 1 - w_ia) / tau)
-
-    i.e. the negative's similarity is pulled towards 1 by ``1 - w_ia`` and its gradient is scaled by ``w_ia``: a
-    negative of very different intensity (an easy one) still weighs in the partition function but is pushed away
-    less. With all weights 1 this is the plain loss. Two deliberate differences from the follow-up's code: positives of
-    the same class keep weight 1 (their code weights every denominator term, but was only run with the two views of
-    one object as positives), and the fixed reference 1 replaces the numerical row max (equal up to rounding).
-
-    Across ranks (``gather_distributed=True`` with an initialised process group of more than one process): the
-    anchors are this rank's samples, the contrast set is every rank's samples (ranks may hold different ``N``; they
-    are padded to the largest ``N`` and the padding is masked out). Each rank returns
-    ``world_size / V * sum_{local anchors i with a positive} L_i`` with ``V`` the number of anchors with a positive
-    over all ranks, so the mean of the rank losses is exactly the single-process loss on the concatenated batch,
-    whatever the split. Gradients reach every rank's own embeddings from all ranks' losses (summed), so a rank's
-    embedding gradient is ``world_size`` times that of the single-process loss and DDP's gradient averaging gives
-    exactly the single-process parameter gradients. Every rank must call ``forward`` and ``backward`` (the gather and
-    its backward are collectives), even with no sample.
+    with ``s`` the cosine similarity of the L2-normalised embeddings; the loss is the mean of ``L_i`` over the anchors
+    with a positive (0, still differentiable, without any). With ``intensity_weighting`` a non-positive ``a`` enters
+    the denominator as ``exp((w_ia * s_ia + 1 - w_ia) / tau)``, ``w_ia = max(0, 1 - |mu_i - mu_a|)``. With
+    ``gather_distributed`` every rank's samples form the contrast set and the mean of the rank losses equals the
+    single-process loss on the whole batch; every rank must call ``forward`` and ``backward``. Derivations:
+    ``docs/LOSS.md``.
 
     References:
         - Lee et al., "Semantic-Aware Contrastive Learning for Multi-object Medical Image Segmentation", IEEE JBHI

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import math
 import socket
+from pathlib import Path
 
 import pytest
 import torch
@@ -309,3 +310,9 @@ def test_two_ranks_equal_the_single_process_loss(distributed_results, name):
     grads = [torch.tensor(distributed_results[name, rank][1], dtype=torch.float64) for rank in range(WORLD_SIZE)]
     rank_grads = torch.cat([grad.reshape(-1, embeddings.shape[1]) for grad in grads])
     torch.testing.assert_close(rank_grads / WORLD_SIZE, whole.grad, atol=1e-6, rtol=0)
+
+
+def test_docstring_names_the_page_with_the_derivations():
+    page = Path(__file__).resolve().parents[1] / "docs" / "LOSS.md"
+    assert "docs/LOSS.md" in SemanticSupConLoss.__doc__
+    assert "world_size / V" in page.read_text(encoding="utf-8")  # the gathering's scaling is derived there
