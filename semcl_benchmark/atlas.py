@@ -23,6 +23,8 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+from monai.transforms import VoteEnsemble, generate_spatial_bounding_box
+from scipy.ndimage import affine_transform, center_of_mass
 
 __all__ = ["BODY_HU", "atlas_registration", "evaluate_atlas", "majority_vote", "move_label_map"]
 
@@ -56,13 +58,13 @@ def atlas_registration(
     atlas_body, test_body = _body(atlas_image), _body(test_image)
     matrix = np.eye(4)
     if registration == "centroid":
-        matrix[:3, 3] = np.argwhere(atlas_body).mean(0) - np.argwhere(test_body).mean(0)
+        matrix[:3, 3] = np.subtract(center_of_mass(atlas_body), center_of_mass(test_body))
         return matrix
     if registration == "body_box":
-        (a_low, a_high), (t_low, t_high) = (
-            (np.argwhere(body).min(0), np.argwhere(body).max(0)) for body in (atlas_body, test_body)
+        (a_low, a_end), (t_low, t_end) = (
+            np.asarray(generate_spatial_bounding_box(b[None])) for b in (atlas_body, test_body)
         )
-        scale = (a_high - a_low) / np.maximum(t_high - t_low, 1)
+        scale = (a_end - a_low - 1) / np.maximum(t_end - t_low - 1, 1)  # the boxes' ends are exclusive
         matrix[:3, :3] = np.diag(scale)
         matrix[:3, 3] = a_low - scale * t_low
         return matrix
@@ -70,22 +72,22 @@ def atlas_registration(
 
 
 def move_label_map(label: np.ndarray, test_to_atlas: np.ndarray, shape: Sequence[int]) -> np.ndarray:
-    """``label`` (X, Y, Z) sampled (nearest neighbour) on a grid of ``shape``; outside ``label`` is background (0)."""
-    grid = np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij"), -1).reshape(-1, 3).astype(float)
-    source = np.rint(grid @ test_to_atlas[:3, :3].T + test_to_atlas[:3, 3]).astype(int)
-    inside = np.all((source >= 0) & (source < np.asarray(label.shape)), axis=1)
-    moved = np.zeros(len(grid), dtype=label.dtype)
-    moved[inside] = label[tuple(source[inside].T)]
-    return moved.reshape(shape)
+    """``label`` (X, Y, Z) sampled (nearest neighbour) on a grid of ``shape``; outside ``label`` is background (0).
+
+    ``test_to_atlas`` maps the grid's voxel indices to ``label``'s (4 x 4), as ``scipy.ndimage.affine_transform`` takes
+    it; ``grid-constant``: a voxel whose nearest ``label`` voxel lies outside it is background.
+    """
+    return affine_transform(label, test_to_atlas, output_shape=tuple(shape), order=0, mode="grid-constant", cval=0)
 
 
 def majority_vote(label_maps: Sequence[np.ndarray], num_classes: int) -> np.ndarray:
-    """Per voxel the class most of ``label_maps`` (each (X, Y, Z), ids 0..num_classes-1) give; ties: lower id."""
-    votes = np.zeros((num_classes, *label_maps[0].shape), dtype=np.int32)
-    for label_map in label_maps:
-        for k in range(num_classes):
-            votes[k] += label_map == k
-    return votes.argmax(0)
+    """Per voxel the class most of ``label_maps`` (each (X, Y, Z), ids 0..num_classes-1) give; ties: lower id.
+
+    MONAI's ``VoteEnsemble`` (the argmax of the maps' mean one-hot: it holds ``len(label_maps) * num_classes`` float
+    copies of the grid).
+    """
+    vote = VoteEnsemble(num_classes=num_classes)
+    return vote([torch.as_tensor(np.asarray(label_map))[None] for label_map in label_maps])[0].numpy()
 
 
 def _load(
@@ -148,13 +150,15 @@ def evaluate_atlas(
         ``{"test": {"cases", "classes", "dice"}, "test_summary": {"val_mean_dice": {class: mean}},
         "confusion_matrix": {"classes", "counts"}}``, laid out as a fine-tuning run's result.
     """
+    from ignite.metrics import ConfusionMatrix
     from monai.metrics import DiceMetric
     from monai.networks.utils import one_hot
 
     num_classes = len(class_names) + 1
     atlases = _load(labelled, dataset_dir, pixdim, num_classes, "labelled")
     metric = DiceMetric(include_background=False, reduction="none")
-    counts = np.zeros((num_classes, num_classes), dtype=np.int64)
+    # ignite's, as the bundle's ConfusionMatrixWriter: a row per true class, a column per predicted class
+    confusion = ConfusionMatrix(num_classes)
     cases, dice = [], []
     for case in _load(test, dataset_dir, pixdim, num_classes, "test"):
         moved = []
@@ -169,9 +173,7 @@ def evaluate_atlas(
         scores = metric(*as_one_hot)[0]
         dice.append([None if torch.isnan(v) else round(float(v), 6) for v in scores])
         cases.append(case["name"])
-        counts += np.bincount(
-            case["label"].ravel() * num_classes + prediction.ravel(), minlength=num_classes**2
-        ).reshape(num_classes, num_classes)
+        confusion.update((as_one_hot[0], torch.as_tensor(case["label"])[None]))
     means = {
         name: (None if not values else round(float(np.mean(values)), 4))
         for name, values in ((n, [row[i] for row in dice if row[i] is not None]) for i, n in enumerate(class_names))
@@ -179,5 +181,5 @@ def evaluate_atlas(
     return {
         "test": {"cases": cases, "classes": list(class_names), "dice": dice},
         "test_summary": {"val_mean_dice": means},
-        "confusion_matrix": {"classes": ["background", *class_names], "counts": counts.tolist()},
+        "confusion_matrix": {"classes": ["background", *class_names], "counts": confusion.compute().tolist()},
     }

@@ -29,6 +29,14 @@ def test_a_body_box_registration_maps_a_shifted_and_scaled_body_onto_the_test_bo
     assert dice(moved == 1, test_label == 1) > 0.9 > dice(as_is == 1, test_label == 1)
 
 
+def test_a_body_box_registration_maps_the_first_and_last_body_voxels_onto_the_atlas_ones():
+    atlas_image, _ = body_with_organ((20, 20, 20), np.s_[2:12, 3:9, 1:19], np.s_[2:4, 3:5, 1:3])
+    test_image, _ = body_with_organ((20, 20, 20), np.s_[4:19, 0:20, 5:10], np.s_[4:6, 0:2, 5:7])
+    matrix = atlas_registration("body_box", atlas_image, test_image, np.eye(4), np.eye(4))
+    test_corners = np.array([[4, 0, 5, 1], [18, 19, 9, 1]], dtype=float)  # first and last body voxel per axis
+    np.testing.assert_allclose(test_corners @ matrix.T, [[2, 3, 1, 1], [11, 8, 18, 1]])
+
+
 def test_a_centroid_registration_is_a_translation_of_the_body_centroid():
     atlas_image, _ = body_with_organ((16, 16, 16), np.s_[2:8, 2:8, 2:8], np.s_[2:4, 2:4, 2:4])
     test_image, _ = body_with_organ((16, 16, 16), np.s_[5:11, 6:12, 7:13], np.s_[5:7, 6:8, 7:9])
