@@ -10,7 +10,7 @@ maps give it (a tie goes to the lower class id, background first). How a map is 
 
 The body is every voxel above :data:`BODY_HU` (-500 HU: soft tissue, fat, bone; not air or lung), found in the
 images alone, so the registration never looks at a test label. Images and labels are read and checked as the bundle's
-workflows read and check them (:mod:`semcl_components.input_checks`: a missing, cut or non-finite file, an image of
+workflows read and check them (:mod:`semcl_components.bundle_runtime.input_checks`: a missing, cut or non-finite file, an image of
 other channels or dimensions, a label value that is no class, a label of background only, a label on another grid
 than its image stop the run naming the file; then RAS, resampled to ``pixdim``), and Dice is MONAI's ``DiceMetric``
 without background, as the bundle's ``MeanDice``: a class absent from a test label map scores NaN, left out of means.
@@ -97,7 +97,7 @@ def _load(
     the file), then channel first, RAS, resampled to ``pixdim``. ``split`` names the entries in messages."""
     from monai.transforms import LoadImaged, Orientationd, Spacingd
 
-    from semcl_components.input_checks import CheckFiled, CheckGeometryd, CheckImaged, CheckLabeld
+    from semcl_components.bundle_runtime.input_checks import CheckFiled, CheckGeometryd, CheckImaged, CheckLabeld
 
     keys = ["image", "label"]
     steps = [  # each called directly: MONAI's Compose would hide the check's message behind 'applying transform'

@@ -30,7 +30,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from semcl_components.atomic_io import write_json_atomic
+from semcl_components.bundle_runtime.atomic_io import write_json_atomic
 
 from .plan import BundleCall
 from .protocol import Protocol, load_protocol_or_exit
@@ -46,7 +46,7 @@ REFERENCE_ARM = "scratch"
 
 def seconds_per_epoch(history: Sequence[dict], first: int, last: int) -> float:
     """Wall seconds per epoch from the end of epoch ``first`` to the end of epoch ``last`` of a run summary's history
-    (``[{"epoch", "wall_time_s", ...}, ...]``, written by ``semcl_components.handlers.RunSummary``).
+    (``[{"epoch", "wall_time_s", ...}, ...]``, written by ``semcl_components.bundle_runtime.handlers.RunSummary``).
 
     Raises:
         ValueError: the history lacks one of the two epochs, or ``last`` is not after ``first``.

@@ -28,8 +28,8 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from semcl_components.atomic_io import write_json_atomic
-from semcl_components.bundle_utils import check_distinct_entries
+from semcl_components.bundle_runtime.atomic_io import write_json_atomic
+from semcl_components.bundle_runtime.datalists import check_distinct_entries
 from semcl_tools.hashing import file_sha256
 
 from .protocol import Size
@@ -137,7 +137,7 @@ class BenchmarkData:
         Raises:
             ValueError: naming the file and the problem.
         """
-        from semcl_components.bundle_utils import class_names
+        from semcl_components.bundle_runtime.labels import class_names
 
         class_names(self.folder / "dataset.json")
         entries = self.entries()
@@ -187,7 +187,7 @@ class BenchmarkData:
         """A user's dataset's foreground classes (``dataset.json`` ``labels``); ``None``: the bundle's own."""
         if self.user_dir is None:
             return None
-        from semcl_components.bundle_utils import class_names
+        from semcl_components.bundle_runtime.labels import class_names
 
         return class_names(self.user_dir / "dataset.json")
 

@@ -239,7 +239,7 @@ class Planner:
     def check(self, runs: list[Run]) -> None:
         """Stop before any work if a run would give a workflow an unknown setting or a value of the wrong kind.
 
-        The workflows check their command line themselves (``semcl_components.settings.check_overrides``), but only
+        The workflows check their command line themselves (``semcl_components.bundle_runtime.overrides.check_overrides``), but only
         when they start: in a long benchmark that may be hours after the first run.
 
         Raises:
@@ -247,7 +247,7 @@ class Planner:
         """
         from monai.bundle import ConfigParser
 
-        from semcl_components.settings import check_overrides
+        from semcl_components.bundle_runtime.overrides import check_overrides
 
         configs: dict[tuple[str, ...], dict] = {}
         problems = []

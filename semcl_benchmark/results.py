@@ -16,8 +16,8 @@ from collections import defaultdict
 from collections.abc import Iterable
 from pathlib import Path
 
-from semcl_components.atomic_io import read_json as read_json_file
-from semcl_components.atomic_io import write_json_atomic
+from semcl_components.bundle_runtime.atomic_io import read_json as read_json_file
+from semcl_components.bundle_runtime.atomic_io import write_json_atomic
 from semcl_tools.repository import ROOT
 
 from .plan import Run

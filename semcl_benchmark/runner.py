@@ -12,7 +12,7 @@ import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 
-from semcl_components.folder_lock import FolderLock
+from semcl_components.bundle_runtime.folder_lock import FolderLock
 from semcl_tools.progress import emit
 
 from .datasets import BenchmarkData, describe_dataset_change

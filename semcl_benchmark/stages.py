@@ -214,7 +214,8 @@ class Stages:
 
     def atlas(self, run: Run) -> dict:
         """The atlas baseline of a setting and seed on the test split (:mod:`semcl_benchmark.atlas`)."""
-        from semcl_components.bundle_utils import class_names, read_settings
+        from semcl_components.bundle_runtime.bundle_files import read_settings
+        from semcl_components.bundle_runtime.labels import class_names
 
         from .atlas import evaluate_atlas
 

@@ -6,9 +6,10 @@ Modules:
     networks: encoders, object-embedding model, encoder -> segmentation transfer.
     cascade: stage 2 of the coarse-to-fine cascade (organ-by-organ refinement of a prior, stitched).
     engines: the contrastive training step for MONAI/ignite trainers.
-    data: the embedded multi-organ CT phantom generator and its datalists.
-    handlers, input_checks, settings, monailabel_training, bundle_utils, atomic_io: what the bundle's workflows
-        need besides.
+    collate, distributed, metrics, embedding_quality: batching of object lists, gathering across ranks, embedding
+        monitors and organ separation.
+    bundle_runtime: what the bundle's workflows need besides the method (input checks, override checks, datalists,
+        handlers, atomic writing, run locks).
 
 Importing the package imports the modules the bundle configs use, so that a config reaches all of them through one
 item (``semcl_components: "$...pkgutil.resolve_name('semcl_components')"``), whether the package is installed or
@@ -18,35 +19,27 @@ copied into a model-zoo bundle's ``scripts/`` folder.
 __version__ = "0.1.0"
 
 from . import (  # noqa: E402  (after __version__, which the submodules may read)
-    atomic_io,
-    bundle_utils,
+    bundle_runtime,
     cascade,
-    data,
+    collate,
+    distributed,
     embedding_quality,
     engines,
-    handlers,
-    input_checks,
     losses,
     metrics,
-    monailabel_training,
     networks,
-    settings,
     transforms,
 )
 
 __all__ = [
-    "atomic_io",
-    "bundle_utils",
+    "bundle_runtime",
     "cascade",
-    "data",
+    "collate",
+    "distributed",
     "embedding_quality",
     "engines",
-    "handlers",
-    "input_checks",
     "losses",
     "metrics",
-    "monailabel_training",
     "networks",
-    "settings",
     "transforms",
 ]

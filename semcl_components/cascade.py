@@ -27,8 +27,8 @@ from monai.inferers import Inferer
 from monai.transforms import MapTransform
 from monai.utils import convert_to_tensor
 
-from .bundle_utils import case_name
-from .input_checks import grid_difference
+from .bundle_runtime.inference_files import case_name
+from .bundle_runtime.input_checks import grid_difference
 from .transforms.object_crops import ObjectCrops, crop_mask, crop_to_box, paste_from_box, voxel_spacing
 
 __all__ = ["CascadeInferer", "CheckPriord", "OrganRefinementInferer", "attach_priors", "stitch_scores"]
@@ -223,7 +223,7 @@ def attach_priors(items: Sequence[Mapping], prior: str | os.PathLike, prior_key:
     """Pair each inference item (``{"image": path}``) with its prior label file.
 
     Args:
-        items: the inference datalist (e.g. ``bundle_utils.inference_inputs``).
+        items: the inference datalist (e.g. ``bundle_runtime.inference_files.inference_inputs``).
         prior: a label file (for a single image) or a folder holding, for image ``CASE.*``, ``CASE.*`` or
             ``CASE_seg.*`` (a stage 1 or an earlier run's output).
         prior_key: where the prior's path goes.

@@ -10,7 +10,7 @@ projection (``ObjectEmbeddingModel.embed_objects``), whatever masks the pretrain
   pool (the pretraining volumes), and the silhouette score of each set by organ (cosine distance);
 - :func:`plot_embedding_projections`: PCA plots coloured by organ, one panel per encoder, side by side.
 
-:class:`~semcl_components.handlers.EmbeddingQualityHandler` runs them during pretraining; ``scripts/benchmark.py``
+:class:`~semcl_components.bundle_runtime.handlers.EmbeddingQualityHandler` runs them during pretraining; ``scripts/benchmark.py``
 runs them after it, for every pretraining arm alike.
 """
 
@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from .atomic_io import atomic_write
+from .bundle_runtime.atomic_io import atomic_write
 from .metrics import knn_accuracy, pca_projection, silhouette_score
 from .transforms import GenerateAttentionMasks
 

@@ -175,7 +175,7 @@ def stale_configs(parts_dir: Path = PARTS, configs_dir: Path = CONFIGS) -> list[
 def write_configs(parts_dir: Path = PARTS, configs_dir: Path = CONFIGS) -> list[Path]:
     """Write every generated config that differs from its parts (atomically); returns the files written."""
     # imported here: the package imports MONAI and torch, which --check and the tests of the parts do not need
-    from semcl_components.atomic_io import atomic_write
+    from semcl_components.bundle_runtime.atomic_io import atomic_write
 
     texts = assemble_all(parts_dir)  # every part is checked before any file is written
     written = []

@@ -35,7 +35,7 @@ from pathlib import Path
 
 from packaging.specifiers import SpecifierSet
 
-from semcl_components.atomic_io import atomic_write
+from semcl_components.bundle_runtime.atomic_io import atomic_write
 
 from .bundle_run import BundleRunError, bundle_command, run_logged
 from .hashing import file_sha256

@@ -7,7 +7,7 @@ import os
 import pytest
 import torch
 
-from semcl_components.atomic_io import atomic_write, write_json_atomic
+from semcl_components.bundle_runtime.atomic_io import atomic_write, write_json_atomic
 
 
 def test_write_json_atomic_replaces_the_file(tmp_path):
@@ -36,7 +36,7 @@ def test_image_writer_killed_mid_write_keeps_the_previous_segmentation(tmp_path,
     import numpy as np
     from monai.transforms import SaveImage
 
-    from semcl_components.atomic_io import AtomicITKWriter
+    from semcl_components.bundle_runtime.atomic_io import AtomicITKWriter
 
     def save(array, name="seg"):
         SaveImage(output_dir=tmp_path, output_postfix="", separate_folder=False, writer=AtomicITKWriter,
@@ -65,7 +65,7 @@ def _save_segmentation(folder, value: int, shape=(6, 6, 6), affine=None) -> None
     from monai.data import MetaTensor
     from monai.transforms import SaveImage
 
-    from semcl_components.atomic_io import AtomicITKWriter
+    from semcl_components.bundle_runtime.atomic_io import AtomicITKWriter
 
     array = MetaTensor(torch.full((1, *shape), value, dtype=torch.uint8), affine=affine)
     array.meta["filename_or_obj"] = "seg.nii.gz"
@@ -112,7 +112,7 @@ def test_a_full_disk_names_the_file_being_written(tmp_path):
 
 
 def test_read_json_names_a_truncated_file_and_the_way_out(tmp_path):
-    from semcl_components.atomic_io import read_json
+    from semcl_components.bundle_runtime.atomic_io import read_json
 
     path = tmp_path / "finetune_seed0.json"
     write_json_atomic({"config_hash": "abc", "test": {"dice": [[0.5, 0.7]]}}, path)
@@ -124,7 +124,7 @@ def test_read_json_names_a_truncated_file_and_the_way_out(tmp_path):
 
 
 def test_read_json_names_a_missing_file(tmp_path):
-    from semcl_components.atomic_io import read_json
+    from semcl_components.bundle_runtime.atomic_io import read_json
 
     with pytest.raises(FileNotFoundError, match=f"{tmp_path / 'missing.json'} does not exist"):
         read_json(tmp_path / "missing.json")

@@ -1,5 +1,5 @@
 """A user's dataset folder is given to the bundle as data (issue 35 item 4): its path was put inside a config
-expression (``$@semcl_components.bundle_utils.class_names('<path>/dataset.json')``), so a folder name with ``'`` broke
+expression (``$@semcl_components.bundle_runtime.labels.class_names('<path>/dataset.json')``), so a folder name with ``'`` broke
 every run with a SyntaxError and a crafted one ran its code."""
 
 from __future__ import annotations

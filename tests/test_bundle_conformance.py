@@ -228,7 +228,7 @@ def test_view_augmentation_strength_is_set_by_name(phantom_dataset):
 
 
 def test_train_workflow_attaches_the_encoder_warmup_to_its_optimizer(phantom_dataset):
-    from semcl_components.handlers import EncoderWarmup
+    from semcl_components.bundle_runtime.handlers import EncoderWarmup
 
     values = parsed_settings(CONFIGS.parent, "train.yaml", ("train#handlers", "optimizer"),
                              dataset_dir=str(phantom_dataset), encoder_warmup_epochs=3, init_filters=8)
@@ -275,7 +275,7 @@ def test_labels_json_gives_every_workflow_the_classes_of_a_dataset_json(tmp_path
 
 def test_the_classes_of_labels_json_pass_the_check_against_that_dataset(tmp_path):
     """The dataset.json check compares the dataset with the run's classes: given as its own file, they agree."""
-    from semcl_components.bundle_utils import load_datalist
+    from semcl_components.bundle_runtime.datalists import load_datalist
 
     labels = {"0": "background", "1": "liver", "2": "tumour"}
     (tmp_path / "dataset.json").write_text(json.dumps({"labels": labels}))
@@ -294,10 +294,10 @@ def test_the_classes_of_labels_json_pass_the_check_against_that_dataset(tmp_path
 
 def test_class_names_override_from_a_dataset_json_as_the_btcv_recipe_wrote_it(tmp_path):
     """The expression form of the BTCV recipe before ``labels_json`` still works:
-    ``--class_names "$@semcl_components.bundle_utils.class_names('<dataset.json>')"``."""
+    ``--class_names "$@semcl_components.bundle_runtime.labels.class_names('<dataset.json>')"``."""
     labels = {"0": "background", "1": "spleen", "2": "right kidney", "3": "left kidney", "4": "gallbladder"}
     (tmp_path / "dataset.json").write_text(json.dumps({"labels": labels}))
-    expression = f"$@semcl_components.bundle_utils.class_names('{tmp_path / 'dataset.json'}')"
+    expression = f"$@semcl_components.bundle_runtime.labels.class_names('{tmp_path / 'dataset.json'}')"
     for config in SHARED_WORKFLOWS:
         values = parsed_settings(CONFIGS.parent, config, ("class_names", "num_classes"), class_names=expression)
         assert values == {"class_names": ["spleen", "right kidney", "left kidney", "gallbladder"], "num_classes": 5}

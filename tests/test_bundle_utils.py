@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from semcl_components.bundle_utils import class_names, ensure_phantom_dataset, load_datalist
+from semcl_components.bundle_runtime.datalists import load_datalist
+from semcl_components.bundle_runtime.labels import class_names
+from semcl_components.bundle_runtime.phantom_dataset import ensure_phantom_dataset
 
 BUNDLE_CLASSES = ["spleen", "right kidney", "left kidney", "gallbladder", "liver", "stomach", "aorta", "pancreas"]
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from semcl_components.bundle_utils import bundle_root, command_line_config_files
+from semcl_components.bundle_runtime.bundle_files import bundle_root, command_line_config_files
 
 BUNDLE = "/data/bü ndle v2/abdomen"  # spaces and a non-ASCII character
 

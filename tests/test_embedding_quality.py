@@ -14,7 +14,7 @@ from semcl_components.embedding_quality import (
     plot_embedding_projections,
     projection_panel,
 )
-from semcl_components.handlers import EmbeddingQualityHandler
+from semcl_components.bundle_runtime.handlers import EmbeddingQualityHandler
 from semcl_components.networks import ObjectEmbeddingModel, build_encoder
 
 

@@ -9,7 +9,7 @@ import torch
 from ignite.engine import Engine
 from monai.networks.nets import SegResNet
 
-from semcl_components.handlers import EncoderWarmup
+from semcl_components.bundle_runtime.handlers import EncoderWarmup
 from semcl_components.networks import encoder_parameter_groups
 
 

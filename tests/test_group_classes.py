@@ -10,7 +10,7 @@ import torch
 from monai.data import MetaTensor
 
 from conftest import CONFIGS
-from semcl_components.bundle_utils import load_datalist, with_contrast_phases
+from semcl_components.bundle_runtime.datalists import load_datalist, with_contrast_phases
 from semcl_components.data.anatomy import CONTRAST_PHASES
 from semcl_components.transforms import GroupClassIds, GroupClassIdsd
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 from ignite.engine import Engine, Events
 
-from semcl_components.handlers import AtomicCheckpointSaver, epoch_checkpoints
+from semcl_components.bundle_runtime.handlers import AtomicCheckpointSaver, epoch_checkpoints
 
 
 def _files(folder) -> list[str]:
@@ -95,7 +95,7 @@ def test_no_checkpoint_gives_none(tmp_path):
 
 
 def test_resume_continues_and_removes_the_previous_sessions_checkpoint(tmp_path):
-    from semcl_components.handlers import CheckpointResumer
+    from semcl_components.bundle_runtime.handlers import CheckpointResumer
 
     def session(max_epochs: int) -> list[int]:
         objects = _objects()
@@ -129,7 +129,7 @@ def _session(
 ) -> list[int]:
     """One training session with a resumer and an every-epoch saver; ``kill_after``: raise after that epoch;
     ``run_settings``: the settings the resumer records in each checkpoint and compares on resuming."""
-    from semcl_components.handlers import CheckpointResumer
+    from semcl_components.bundle_runtime.handlers import CheckpointResumer
 
     net = torch.nn.Linear(net_size, 2)
     objects = {"model": net, "optimizer": torch.optim.SGD(net.parameters(), lr=0.1)}
@@ -178,7 +178,7 @@ def test_resume_false_starts_over_and_drops_old_checkpoints_once_it_has_its_own(
 
 @pytest.mark.parametrize("value", ["FALSE", "no", "maybe"])
 def test_resume_setting_reads_booleans_as_written(tmp_path, value):
-    from semcl_components.handlers import CheckpointResumer
+    from semcl_components.bundle_runtime.handlers import CheckpointResumer
 
     if value == "maybe":
         with pytest.raises(ValueError, match="resume must be true or false, got 'maybe'"):
@@ -188,7 +188,7 @@ def test_resume_setting_reads_booleans_as_written(tmp_path, value):
 
 
 def test_second_run_on_a_ckpt_dir_in_use_is_refused_naming_the_first(tmp_path):
-    from semcl_components.folder_lock import FolderInUseError, FolderLock
+    from semcl_components.bundle_runtime.folder_lock import FolderInUseError, FolderLock
 
     holder = FolderLock(tmp_path, "ckpt_dir")
     holder.acquire()
@@ -203,7 +203,7 @@ def test_second_run_on_a_ckpt_dir_in_use_is_refused_naming_the_first(tmp_path):
 def test_unwritable_ckpt_dir_fails_before_the_first_epoch(tmp_path):
     (tmp_path / "a_file").write_text("")
     folder = tmp_path / "a_file" / "models"  # cannot be created, even by root (read-only folders are not, for root)
-    from semcl_components.handlers import CheckpointResumer
+    from semcl_components.bundle_runtime.handlers import CheckpointResumer
 
     engine = _engine()
     CheckpointResumer(folder, load_dict={"model": torch.nn.Linear(2, 2)}).attach(engine)
@@ -290,7 +290,7 @@ def test_non_finite_loss_stops_before_the_update_naming_the_files():
     from monai.data import MetaTensor
     from monai.engines import SupervisedTrainer
 
-    from semcl_components.handlers import NonFiniteLossError, StopOnNonFiniteLoss
+    from semcl_components.bundle_runtime.handlers import NonFiniteLossError, StopOnNonFiniteLoss
 
     net = torch.nn.Conv3d(1, 2, 1)
     before = net.weight.detach().clone()
@@ -328,7 +328,7 @@ def _validator(metric_by_epoch: list[float]):
 
 @pytest.mark.parametrize("max_epochs, interval, expected", [(3, 5, [3]), (7, 5, [5, 7]), (10, 5, [5, 10])])
 def test_final_validation_handler_validates_the_last_epoch(max_epochs, interval, expected):
-    from semcl_components.handlers import FinalValidationHandler
+    from semcl_components.bundle_runtime.handlers import FinalValidationHandler
 
     evaluator, _ = _validator([0.1] * 5)
     validated = []
@@ -342,7 +342,7 @@ def test_final_validation_handler_validates_the_last_epoch(max_epochs, interval,
 def test_run_summary_records_validation_only_for_epochs_it_ran(tmp_path):
     import json
 
-    from semcl_components.handlers import FinalValidationHandler, RunSummaryWriter
+    from semcl_components.bundle_runtime.handlers import FinalValidationHandler, RunSummaryWriter
 
     evaluator, _ = _validator([0.2, 0.4])
     engine = _engine()
@@ -360,7 +360,7 @@ def test_run_summary_records_the_steps_and_seconds_at_each_epoch(tmp_path):
     """The data of a time-to-accuracy curve: the iteration and wall time at the end of every epoch."""
     import json
 
-    from semcl_components.handlers import RunSummaryWriter
+    from semcl_components.bundle_runtime.handlers import RunSummaryWriter
 
     engine = _engine()
     RunSummaryWriter(tmp_path / "summary.json", "train").attach(engine)
@@ -373,7 +373,7 @@ def test_run_summary_records_the_steps_and_seconds_at_each_epoch(tmp_path):
 def test_run_summary_says_failed_with_the_error(tmp_path):
     import json
 
-    from semcl_components.handlers import RunSummaryWriter
+    from semcl_components.bundle_runtime.handlers import RunSummaryWriter
 
     engine = Engine(lambda e, b: (_ for _ in ()).throw(ValueError("bad batch")))
     RunSummaryWriter(tmp_path / "summary.json", "train").attach(engine)
@@ -387,7 +387,7 @@ def test_run_summary_says_failed_with_the_error(tmp_path):
 _SIGTERM_SCRIPT = """
 import os, signal, sys
 from ignite.engine import Engine, Events
-from semcl_components.handlers import RunSummaryWriter
+from semcl_components.bundle_runtime.handlers import RunSummaryWriter
 
 engine = Engine(lambda engine, batch: None)
 RunSummaryWriter(sys.argv[1], "train").attach(engine)
@@ -418,7 +418,7 @@ def test_run_summary_says_interrupted_after_sigterm(tmp_path):
 def test_run_summary_gives_sigterm_back_when_the_run_ends(tmp_path):
     import signal
 
-    from semcl_components.handlers import RunSummaryWriter
+    from semcl_components.bundle_runtime.handlers import RunSummaryWriter
 
     before = signal.getsignal(signal.SIGTERM)
     engine = _engine()
@@ -427,8 +427,8 @@ def test_run_summary_gives_sigterm_back_when_the_run_ends(tmp_path):
     assert signal.getsignal(signal.SIGTERM) is before
 
 def test_confusion_matrix_counts_missed_and_swapped_voxels(tmp_path):
-    from semcl_components.handlers import ConfusionMatrixWriter
-    from semcl_components.handlers.confusion_matrix import confusion_matrix
+    from semcl_components.bundle_runtime.handlers import ConfusionMatrixWriter
+    from semcl_components.bundle_runtime.handlers.confusion_matrix import confusion_matrix
 
     label = torch.tensor([0, 0, 1, 1, 2, 2, 2]).reshape(1, 7, 1, 1)
     pred = torch.tensor([0, 1, 0, 1, 1, 1, 2]).reshape(1, 7, 1, 1)  # one class-1 voxel missed, two class-2 swapped
@@ -449,7 +449,7 @@ _FULL_DISK_SCRIPT = """
 import resource, signal, sys
 import torch
 from ignite.engine import Engine, Events
-from semcl_components.handlers import AtomicCheckpointSaver
+from semcl_components.bundle_runtime.handlers import AtomicCheckpointSaver
 
 net = torch.nn.Linear(200, 100)  # an 80 kB checkpoint
 engine = Engine(lambda engine, batch: None)
@@ -501,7 +501,7 @@ def _pickle_with_code(path) -> None:
     [(_truncated_weights, "damaged or cut short"), (_pickle_with_code, "objects other than tensors and plain containers (print:")],
 )
 def test_a_model_pt_that_is_not_a_weights_file_is_named_without_blaming_settings(tmp_path, capsys, make, expected):
-    from semcl_components.handlers import WeightsLoader
+    from semcl_components.bundle_runtime.handlers import WeightsLoader
 
     path = tmp_path / "model.pt"
     make(path)
@@ -519,7 +519,7 @@ def test_a_model_pt_of_other_classes_names_both_counts_and_where_the_classes_cam
     metadata.json also for a run whose classes came from --labels_json."""
     from monai.networks.nets import SegResNet
 
-    from semcl_components.handlers import WeightsLoader
+    from semcl_components.bundle_runtime.handlers import WeightsLoader
 
     def network(classes: int) -> torch.nn.Module:
         return SegResNet(3, 8, 1, classes + 1, blocks_down=[1, 1], blocks_up=[1])

@@ -23,8 +23,8 @@ import torch
 from monai.data import MetaTensor
 
 from conftest import TINY_INFERENCE_ARGS
-from semcl_components.bundle_utils import inference_inputs, segmentation_name
-from semcl_components.input_checks import CheckTrainingDomain
+from semcl_components.bundle_runtime.inference_files import inference_inputs, segmentation_name
+from semcl_components.bundle_runtime.input_checks import CheckTrainingDomain
 
 AFFINE = np.diag([1.5, 1.5, 1.5, 1.0])
 

@@ -15,7 +15,7 @@ from monai.data import MetaTensor
 from monai.transforms import Compose
 
 from conftest import CONFIGS
-from semcl_components.input_checks import CheckFile, CheckGeometryd, CheckImage, CheckLabel
+from semcl_components.bundle_runtime.input_checks import CheckFile, CheckGeometryd, CheckImage, CheckLabel
 
 AFFINE = np.diag([1.5, 1.5, 1.5, 1.0])
 
@@ -289,7 +289,7 @@ def test_inference_refuses_a_sheared_image_naming_it(tmp_path):
 def test_orthogonal_axes_pass_in_any_orientation():
     from scipy.spatial.transform import Rotation
 
-    from semcl_components.input_checks import CheckOrthogonalAxes
+    from semcl_components.bundle_runtime.input_checks import CheckOrthogonalAxes
 
     affine = np.eye(4)
     affine[:3, :3] = Rotation.from_euler("xyz", [10, -5, 20], degrees=True).as_matrix() @ np.diag([2.0, 0.7, 1.5])
@@ -304,7 +304,7 @@ def test_orthogonal_axes_pass_in_any_orientation():
 
 def test_dicom_folder_with_two_series_is_refused_naming_both(tmp_path):
     from conftest import write_dicom_series
-    from semcl_components.bundle_utils import inference_inputs
+    from semcl_components.bundle_runtime.inference_files import inference_inputs
 
     volume_ = (np.arange(8 * 8 * 4).reshape(8, 8, 4) % 50).astype(np.int16)
     geometry = (np.array([1.0, 1.0, 2.0]), np.zeros(3), np.eye(3))
@@ -320,7 +320,7 @@ def test_dicom_folder_with_two_series_is_refused_naming_both(tmp_path):
 
 def test_inference_folder_with_two_files_of_one_case_is_refused_naming_both(tmp_path):
     """``case.nii`` and ``case.nii.gz`` would both be written as ``case_seg.nii.gz``: the first result would be lost."""
-    from semcl_components.bundle_utils import inference_inputs
+    from semcl_components.bundle_runtime.inference_files import inference_inputs
 
     folder = tmp_path / "cases"
     folder.mkdir()

@@ -10,13 +10,13 @@ import textwrap
 
 import pytest
 
-from semcl_components.monailabel_training import (
+from semcl_components.bundle_runtime.monailabel_training import (
     check_training_cases,
     check_training_request,
     report_errors_last,
     training_request,
 )
-from semcl_components.settings import check_overrides
+from semcl_components.bundle_runtime.overrides import check_overrides
 
 APP = os.path.join("/venv", "lib", "site-packages", "monailabel", "interfaces", "utils", "app.py")
 SLICER_REQUEST = {  # what 3D Slicer's MONAI Label module sends: the trainer's config options and its client id
@@ -103,7 +103,7 @@ def test_the_innermost_error_ends_the_output():
     """A wrapped error (as MONAI's config wrappers raise) ends the output with its cause's message."""
     code = textwrap.dedent(
         """
-        from semcl_components.monailabel_training import report_errors_last
+        from semcl_components.bundle_runtime.monailabel_training import report_errors_last
         report_errors_last(drain_seconds=0)
         report_errors_last(drain_seconds=0)  # once per process
         try:

@@ -385,7 +385,7 @@ def test_cli_writes_a_realistic_dataset_and_records_the_preset(tmp_path, capsys)
 
 
 def test_ensure_phantom_dataset_writes_the_chosen_preset(tmp_path):
-    from semcl_components.bundle_utils import ensure_phantom_dataset
+    from semcl_components.bundle_runtime.phantom_dataset import ensure_phantom_dataset
 
     folder = ensure_phantom_dataset(tmp_path / "p", num=4, size=(16, 16, 12), preset="realistic")
     assert json.loads((Path(folder) / "dataset.json").read_text())["generator"]["preset"] == "realistic"

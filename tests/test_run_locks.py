@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 
 from conftest import TINY_INFERENCE_ARGS, TINY_TRAIN_ARGS
-from semcl_components import folder_lock
-from semcl_components.folder_lock import FolderInUseError, FolderLock, lock_for_run
+from semcl_components.bundle_runtime import folder_lock
+from semcl_components.bundle_runtime.folder_lock import FolderInUseError, FolderLock, lock_for_run
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from semcl_components.settings import as_bool, check_overrides, check_pretraining_settings, parse_cli_overrides
+from semcl_components.bundle_runtime.overrides import as_bool, check_overrides, check_pretraining_settings, parse_cli_overrides
 
 CONFIG = {"max_epochs": 40, "val_interval": 5, "resume": True, "learning_rate": 0.001, "roi_size": [64, 64, 64],
           "train": {"handlers": []}, "pretrained_encoder": "", "labels_json": "", "class_names": "$[]", "_meta_": {}}
@@ -46,11 +46,11 @@ def test_bad_overrides_are_named(argv, message):
 
 def test_the_package_named_as_a_module_in_an_expression_is_refused_naming_both_fixes():
     """The form documented before the bundle carried the components (a NameError in the configs since)."""
-    argv = ["--class_names", "$semcl_components.bundle_utils.class_names('/data/btcv/dataset.json')"]
+    argv = ["--class_names", "$semcl_components.bundle_runtime.labels.class_names('/data/btcv/dataset.json')"]
     with pytest.raises(ValueError) as error:
         check_overrides(argv, CONFIG)
     message = str(error.value)
-    assert "--class_names \"$semcl_components.bundle_utils.class_names('/data/btcv/dataset.json')\"" in message
+    assert "--class_names \"$semcl_components.bundle_runtime.labels.class_names('/data/btcv/dataset.json')\"" in message
     assert "write '$@semcl_components.' instead of '$semcl_components.'" in message
     assert "give --labels_json PATH instead" in message
 
@@ -78,7 +78,7 @@ def test_all_problems_are_listed_at_once():
         ["--config_file", "x.yaml", "--meta_file", "m.json", "--logging_file", "l.conf"],
         ["--learning_rate", "1"],  # an integer is a number
         ["--labels_json", "/data/btcv/dataset.json"],
-        ["--class_names", "$@semcl_components.bundle_utils.class_names('/data/btcv/dataset.json')"],  # a reference
+        ["--class_names", "$@semcl_components.bundle_runtime.labels.class_names('/data/btcv/dataset.json')"],  # a reference
     ],
 )
 def test_good_overrides_pass(argv):

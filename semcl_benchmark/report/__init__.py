@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from semcl_components.atomic_io import atomic_write
+from semcl_components.bundle_runtime.atomic_io import atomic_write
 
 from ..plan import Run
 from ..protocol import Size

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from semcl_components.atomic_io import atomic_write
+from semcl_components.bundle_runtime.atomic_io import atomic_write
 from semcl_components.embedding_quality import plot_embedding_projections
-from semcl_components.handlers.confusion_matrix import plot_confusion_matrix
+from semcl_components.bundle_runtime.handlers.confusion_matrix import plot_confusion_matrix
 
 from ..statistics import hierarchical_bootstrap
 from .comparison import dice_grid

@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 from monai.networks.utils import copy_model_state
 
-from ..weights_file import read_weights_file
+from ..bundle_runtime.weights_file import read_weights_file
 
 __all__ = ["ENCODER_PREFIXES", "EncoderLoadReport", "encoder_parameter_groups", "load_pretrained_encoder"]
 
@@ -230,7 +230,7 @@ def encoder_parameter_groups(
     Returns:
         ``[{"params": encoder parameters, "lr": lr * multiplier, "name": "encoder"}, {"params": the rest, "lr": lr,
         "name": "rest"}]``, empty groups left out, for ``torch.optim.AdamW(encoder_parameter_groups(...), lr=lr)``.
-        The names let :class:`semcl_components.handlers.EncoderWarmup` find the encoder's group.
+        The names let :class:`semcl_components.bundle_runtime.handlers.EncoderWarmup` find the encoder's group.
     """
     if encoder_lr_multiplier < 0:
         raise ValueError(f"encoder_lr_multiplier must be >= 0, got {encoder_lr_multiplier}.")

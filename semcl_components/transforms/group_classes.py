@@ -15,7 +15,7 @@ from typing import Any
 from monai.config import KeysCollection, NdarrayOrTensor
 from monai.transforms import MapTransform, Transform
 
-from ..input_checks import source_name
+from ..bundle_runtime.input_checks import source_name
 
 __all__ = ["GroupClassIds", "GroupClassIdsd"]
 

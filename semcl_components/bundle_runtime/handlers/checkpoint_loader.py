@@ -38,7 +38,7 @@ class WeightsLoader(CheckpointLoader):
     """``CheckpointLoader`` whose error, when the file's weights do not fit the network, names the file and the way out.
 
     A file that is not a weights file (damaged, cut short, a pickle holding code) is named as such first
-    (:func:`~semcl_components.weights_file.read_weights_file`: ``ValueError``), never unpickled beyond tensors.
+    (:func:`~semcl_components.bundle_runtime.weights_file.read_weights_file`: ``ValueError``), never unpickled beyond tensors.
     PyTorch's ``load_state_dict`` error lists the mismatched tensors but not the file, so a ``model.pt`` written with
     other settings (network width, depth, number of classes) would stop evaluation or inference without saying which
     file or setting is wrong. The message names the tensors whose shapes differ, with both shapes; when only the

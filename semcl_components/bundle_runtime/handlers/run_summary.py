@@ -13,9 +13,9 @@ from typing import Any
 import torch
 from ignite.engine import Engine, Events
 
+from ...distributed import is_rank_zero
+from ...engines import step_output_dict
 from ..atomic_io import write_json_atomic
-from ..distributed import is_rank_zero
-from ..engines import step_output_dict
 from ..termination import SigtermAsException, Terminated
 
 __all__ = ["RunSummaryWriter"]
@@ -32,7 +32,7 @@ class RunSummaryWriter:
     completed, wall time (summed over resumed sessions) and ``status`` (``running``, ``completed``, ``interrupted``
     when the run is stopped by SIGTERM or Ctrl-C, or ``failed`` with the error when the run stops on an exception,
     provided the handlers before it let the event through). While the run goes on, SIGTERM raises an exception
-    (:class:`~semcl_components.termination.SigtermAsException`), so a terminated run is recorded too.
+    (:class:`~semcl_components.bundle_runtime.termination.SigtermAsException`), so a terminated run is recorded too.
     Attached to an evaluator (``evaluator=None``), it records ``engine.state.metrics`` at completion.
 
     Args:

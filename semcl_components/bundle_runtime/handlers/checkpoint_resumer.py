@@ -14,9 +14,9 @@ import torch
 from ignite.engine import Engine, Events
 from monai.handlers import CheckpointLoader, CheckpointSaver
 
-from ..distributed import is_rank_zero
+from ...distributed import is_rank_zero
 from ..folder_lock import FolderLock
-from ..settings import as_bool
+from ..overrides import as_bool
 from .checkpoint_loader import first_line
 
 __all__ = ["CheckpointResumer", "epoch_checkpoints"]
@@ -60,7 +60,7 @@ class CheckpointResumer:
     such as ``max_epochs``, may change: a finished run continues with more epochs. A checkpoint without a record
     (written before runs recorded their settings) resumes with a warning.
 
-    While the trainer runs, the resumer holds a :class:`~semcl_components.folder_lock.FolderLock` on ``ckpt_dir``: a
+    While the trainer runs, the resumer holds a :class:`~semcl_components.bundle_runtime.folder_lock.FolderLock` on ``ckpt_dir``: a
     second run on the same folder stops at once, naming the first; so does a run whose ``ckpt_dir`` is not writable.
 
     It is deliberately not a ``CheckpointLoader`` in ``train#handlers``: MONAI Label inserts its own loader there

@@ -13,7 +13,7 @@ import torch
 import torch.distributed as dist
 from ignite.engine import Engine, Events
 
-from ..embedding_quality import (
+from ...embedding_quality import (
     EMBEDDING_QUALITY_KEYS,
     embedding_quality,
     organ_features,
@@ -34,7 +34,7 @@ class EmbeddingQualityHandler:
     :func:`~semcl_components.embedding_quality.embedding_quality` are put into the trainer's ``state.metrics`` as
     ``embedding_knn_accuracy``, ``embedding_silhouette_held_out`` and ``embedding_silhouette_reference`` for that
     epoch only (removed when the next epoch starts), so that handlers attached after this one record them:
-    :class:`~semcl_components.handlers.RunSummaryWriter` (``history[i]["metrics"]``) and MONAI's
+    :class:`~semcl_components.bundle_runtime.handlers.RunSummaryWriter` (``history[i]["metrics"]``) and MONAI's
     ``TensorBoardStatsHandler`` (epoch-level scalars). With ``plot_file``, a PCA plot of both sets coloured by organ
     is written there each time. Only rank 0 of a distributed run measures.
 

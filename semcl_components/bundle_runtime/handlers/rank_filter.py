@@ -7,7 +7,7 @@ from typing import Any
 
 from monai.handlers import StatsHandler, TensorBoardStatsHandler
 
-from ..distributed import is_rank_zero
+from ...distributed import is_rank_zero
 
 __all__ = ["RANK_ZERO_ONLY", "handlers_for_rank"]
 

@@ -9,7 +9,7 @@ training case ends the task DONE with nothing trained. MONAI Label then shows on
 output as the task's ``details``, where MONAI's config wrappers push the bundle's own message out.
 
 - :func:`training_request`: the request of the running process, if it is MONAI Label's training process.
-- :func:`check_training_request`: every option a known one, of the right kind (``settings.check_overrides`` calls it
+- :func:`check_training_request`: every option a known one, of the right kind (``overrides.check_overrides`` calls it
   in that process, as it checks a command line elsewhere).
 - :func:`check_training_cases`: at least one training case; without validation cases the run still writes
   ``models/model.pt`` (the final-model saver in ``train.yaml``'s ``train#handlers``) and says so.

@@ -1,6 +1,6 @@
 """``FolderLock``: one run at a time in a folder it writes, with a message naming the run that holds it.
 
-Training holds one on its ``ckpt_dir`` (:class:`~semcl_components.handlers.CheckpointResumer`); evaluation and
+Training holds one on its ``ckpt_dir`` (:class:`~semcl_components.bundle_runtime.handlers.CheckpointResumer`); evaluation and
 inference on their ``output_dir`` (:func:`lock_for_run`, called from the configs' ``run``); the benchmark on its
 results and work folders.
 """
@@ -107,7 +107,7 @@ _HELD_GUARD = threading.Lock()
 
 def _is_rank_zero() -> bool:
     """Whether this process writes a run's files: not a torchrun rank other than 0 (``RANK``), initialised or not."""
-    from .distributed import is_rank_zero
+    from ..distributed import is_rank_zero
 
     return os.environ.get("RANK", "0").strip() in ("", "0") and is_rank_zero()
 

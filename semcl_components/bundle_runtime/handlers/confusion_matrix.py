@@ -17,8 +17,8 @@ import torch
 from ignite.engine import Engine, Events
 from monai.handlers import from_engine
 
+from ...distributed import all_reduce_sum, is_rank_zero
 from ..atomic_io import atomic_write
-from ..distributed import all_reduce_sum, is_rank_zero
 
 __all__ = ["ConfusionMatrixWriter", "confusion_matrix", "plot_confusion_matrix"]
 

@@ -191,9 +191,9 @@ def check_pretraining_settings(
     Raises:
         ValueError: listing every problem, each naming the settings involved and a fix.
     """
-    from .engines import POSITIVES
-    from .networks import EMBEDDING_MODES
-    from .transforms import CROP_MODES, MASK_MODES
+    from ..engines import POSITIVES
+    from ..networks import EMBEDDING_MODES
+    from ..transforms import CROP_MODES, MASK_MODES
 
     problems = [
         f"--{name} must be one of {', '.join(valid)}, got {value!r}"

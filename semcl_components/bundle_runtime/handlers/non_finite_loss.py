@@ -9,7 +9,7 @@ from ignite.engine import Engine
 from monai.engines.utils import IterationEvents
 from monai.utils import CommonKeys
 
-from ..engines import step_output_dict
+from ...engines import step_output_dict
 from ..input_checks import source_name
 
 __all__ = ["NonFiniteLossError", "StopOnNonFiniteLoss"]
