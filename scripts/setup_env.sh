@@ -16,4 +16,4 @@ if ! "$VENV/bin/python" -c "import torch, sys; sys.exit(torch.__version__.split(
 fi
 echo "[setup] installing semcl_components[test] (editable)"
 "${PIP[@]}" install -e "$ROOT[test]" 2>&1 | grep -v "is ignored: it is neither a file nor a directory" || true
-"$VENV/bin/python" -c "import torch, monai, semcl_components; print(f'[setup] ok: torch {torch.__version__}, monai {monai.__version__}')"
+"$VENV/bin/python" -c "import torch, monai, semcl_components, semcl_phantoms; print(f'[setup] ok: torch {torch.__version__}, monai {monai.__version__}')"

@@ -40,7 +40,7 @@ else
     echo "$WANTED" > "$STAMP"
 fi
 # (checked from / without PYTHONPATH: only what is installed counts)
-if ! (cd / && env -u PYTHONPATH "$VENV/bin/python" -c "import semcl_components" 2>/dev/null); then
+if ! (cd / && env -u PYTHONPATH "$VENV/bin/python" -c "import semcl_components, semcl_phantoms" 2>/dev/null); then
     "$VENV/bin/python" -m pip --disable-pip-version-check -q install --no-deps -e "$ROOT" 2>&1 | grep -v "is ignored: it is neither" || true
 fi
-(cd / && env -u PYTHONPATH "$VENV/bin/python" -c "import torch, torchvision, monai, monailabel, numpy, semcl_components; print(f'[monailabel-env] ok: monailabel {monailabel.__version__}, monai {monai.__version__}, torch {torch.__version__}, numpy {numpy.__version__}, semcl_components from {semcl_components.__path__[0]}')")
+(cd / && env -u PYTHONPATH "$VENV/bin/python" -c "import torch, torchvision, monai, monailabel, numpy, semcl_components, semcl_phantoms; print(f'[monailabel-env] ok: monailabel {monailabel.__version__}, monai {monai.__version__}, torch {torch.__version__}, numpy {numpy.__version__}, semcl_components from {semcl_components.__path__[0]}')")

@@ -171,8 +171,8 @@ class BenchmarkData:
         if self._pixdim is not None:
             return self._pixdim
         if self.user_dir is None:
-            from semcl_components.data.phantoms import SIMPLE_SPACING_MM
-            from semcl_components.data.realistic_preset import REALISTIC
+            from semcl_phantoms.phantoms import SIMPLE_SPACING_MM
+            from semcl_phantoms.realistic_preset import REALISTIC
 
             if self.phantom_preset == "realistic":
                 return [round(f / n, 6) for f, n in zip(REALISTIC.fov_mm, self.shape)]
@@ -236,7 +236,7 @@ class BenchmarkData:
         ``preset_fingerprint``, so results on phantoms of another tuning do not count), or the user's folder and
         grid."""
         if self.user_dir is None:
-            from semcl_components.data.phantoms import preset_fingerprint
+            from semcl_phantoms.phantoms import preset_fingerprint
 
             data = dict(self.size.data)
             fingerprint = preset_fingerprint(self.phantom_preset)
@@ -281,7 +281,7 @@ class BenchmarkData:
     def prepare(self, seeds: Sequence[int]) -> None:
         """Write the phantoms (unless there already) and the datalist of every seed in ``seeds``."""
         if self.user_dir is None:
-            from semcl_components.data.phantoms import write_phantom_dataset
+            from semcl_phantoms.phantoms import write_phantom_dataset
 
             data = self.size.data
             write_phantom_dataset(self.folder, num=data["num"], seed=data["seed"], size=self.shape,

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from semcl_components.data.phantoms import format_summary, summarise_dataset
+from semcl_phantoms.phantoms import format_summary, summarise_dataset
 from semcl_tools.bundle_run import BundleRunError, bundle_command, run_logged
 from semcl_tools.progress import emit, format_seconds
 from semcl_tools.repository import CONFIGS, ROOT
@@ -132,7 +132,7 @@ def write_case_picture(data_dir: Path, item: dict, prediction: Path, names: dict
     """Ground truth beside prediction for one test case (radiological convention); the caption it carries."""
     import nibabel as nib
 
-    from semcl_components.data.preview import write_comparison
+    from semcl_phantoms.preview import write_comparison
 
     image = nib.load(data_dir / item["image"])
     reference = np.asarray(nib.load(data_dir / item["label"]).dataobj, dtype=np.int16)

@@ -58,14 +58,14 @@ from monai.networks.nets import SegResNet
 from monai.transforms import CenterSpatialCropd, Compose, RandFlipd, RandSpatialCropd, ScaleIntensityRanged
 
 from semcl_components.bundle_runtime.atomic_io import write_json_atomic
-from semcl_components.data.anatomy import LABEL_NAMES
-from semcl_components.data.collate import object_list_collate
-from semcl_components.data.phantoms import generate_phantom
+from semcl_components.collate import object_list_collate
 from semcl_components.engines import ContrastiveIteration
 from semcl_components.losses import SemanticSupConLoss
 from semcl_components.networks import ObjectEmbeddingModel, SegResNetEncoder
 from semcl_components.transforms import DropEmptyMasksd, GenerateAttentionMasksd, RandMultiViewd
 from semcl_components.bundle_runtime.bundle_files import read_settings
+from semcl_phantoms.anatomy import LABEL_NAMES
+from semcl_phantoms.phantoms import generate_phantom
 from semcl_tools.repository import CONFIGS, ROOT
 
 from .results import cpu_model

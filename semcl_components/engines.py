@@ -12,7 +12,7 @@ MONAI's; :class:`ContrastiveIteration` replaces only its per-iteration step, thr
     trainer = SupervisedTrainer(
         device=device,
         max_epochs=100,
-        train_data_loader=loader,  # batches of semcl_components.data.collate.ObjectListCollate
+        train_data_loader=loader,  # batches of semcl_components.collate.ObjectListCollate
         network=model,
         optimizer=torch.optim.SGD(model.parameters(), lr=5e-4, momentum=0.9, weight_decay=1e-4),
         loss_function=SemanticSupConLoss(temperature=0.3),
@@ -41,7 +41,7 @@ import torch
 from monai.engines.utils import IterationEvents
 from monai.utils import CommonKeys, convert_to_tensor
 
-from .data.collate import DEFAULT_OBJECT_KEYS, SAMPLE_INDEX_KEY
+from .collate import DEFAULT_OBJECT_KEYS, SAMPLE_INDEX_KEY
 from .losses import positive_pair_mask
 from .metrics import embedding_collapse_stats
 
@@ -91,7 +91,7 @@ class _Objects:
 class ContrastiveIteration:
     """One contrastive training step, for ``SupervisedTrainer(iteration_update=ContrastiveIteration(...))``.
 
-    Expects the batches of :class:`semcl_components.data.collate.ObjectListCollate`: ``image`` ``(B, C, *S)``
+    Expects the batches of :class:`semcl_components.collate.ObjectListCollate`: ``image`` ``(B, C, *S)``
     (intensities scaled to about [0, 1]), ``masks`` a list of ``B`` tensors ``(K_b, *S)``, ``class_ids`` and
     ``object_ids`` lists of ``(K_b,)`` and ``sample_index`` ``(B,)`` (the views of one sample share it). The trainer's
     ``network`` is an :class:`~semcl_components.networks.ObjectEmbeddingModel` (``network(image, masks) -> (N, D)``).
@@ -219,7 +219,7 @@ class ContrastiveIteration:
 
     def _get(self, batchdata: Mapping[Hashable, Any], key: str) -> Any:
         if key not in batchdata:
-            hint = " (batch it with semcl_components.data.collate.ObjectListCollate)"
+            hint = " (batch it with semcl_components.collate.ObjectListCollate)"
             hint = hint if key == self.sample_index_key else ""
             keys = sorted(map(str, batchdata))
             raise ValueError(f"the contrastive step needs the batch key '{key}'{hint}; got keys {keys}.")

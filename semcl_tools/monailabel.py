@@ -229,7 +229,7 @@ def write_phantom_studies(studies: Path) -> None:
     scratch = studies.parent / "phantom_source"
     code = (
         "import sys\n"
-        "from semcl_components.data.phantoms import write_phantom_set\n"
+        "from semcl_phantoms.phantoms import write_phantom_set\n"
         "write_phantom_set(sys.argv[1], 'annotation', preview=False, verbose=False)\n"
     )
     subprocess.run(

@@ -1,16 +1,16 @@
 """Export the bundle as a model-zoo artifact: ``<out>/<bundle>_v<version>.zip``, self-contained.
 
-The zip holds one top-level folder named after the bundle with its configs, docs and LICENSE, the components the
-configs use (a copy of ``semcl_components`` in ``scripts/``, found by the configs' ``semcl_components`` item from any
-working directory), the weights of both stages of the cascade (:data:`WEIGHTS`: stage 1's ``models/model.pt`` and
-``models/pretrained_encoder.pt``, stage 2's ``models/refine/model.pt`` and its ``channel``-mode encoder
-``models/refine/pretrained_encoder.pt``), ``large_files.yml`` (each weight file's path, URL and SHA-256) and
-``configs/metadata.json`` with the used packages pinned (in releases that install on the zoo CI's Python 3.10:
-:func:`pinned_version`) and ``eval_metrics`` holding the test-split numbers of the shipped stage 1 weights. The weights
-are trained by the bundle's own workflows (stage 1: pretrain, then train from the pretrained encoder; stage 2:
-``channel`` pretraining on organ-centred crops, then ``train_refine.yaml`` from that encoder) on phantoms, unless
-``--weights-from`` gives a folder that has the four files (laid out as under ``models/``); either way stage 1 is
-evaluated on the test split by ``train.yaml + evaluate.yaml``.
+The zip holds one top-level folder named after the bundle with its configs, docs and LICENSE, the code the configs use
+(copies of ``semcl_components`` and of the phantom simulator ``semcl_phantoms``, which writes the embedded data, in
+``scripts/``, found by the configs' ``semcl_components`` item from any working directory), the weights of both stages of
+the cascade (:data:`WEIGHTS`: stage 1's ``models/model.pt`` and ``models/pretrained_encoder.pt``, stage 2's
+``models/refine/model.pt`` and its ``channel``-mode encoder ``models/refine/pretrained_encoder.pt``),
+``large_files.yml`` (each weight file's path, URL and SHA-256) and ``configs/metadata.json`` with the used packages
+pinned (in releases that install on the zoo CI's Python 3.10: :func:`pinned_version`) and ``eval_metrics`` holding the
+test-split numbers of the shipped stage 1 weights. The weights are trained by the bundle's own workflows (stage 1:
+pretrain, then train from the pretrained encoder; stage 2: ``channel`` pretraining on organ-centred crops, then
+``train_refine.yaml`` from that encoder) on phantoms, unless ``--weights-from`` gives a folder that has the four files
+(laid out as under ``models/``); either way stage 1 is evaluated on the test split by ``train.yaml + evaluate.yaml``.
 
 Beside the zip, the weight files are written under their names in ``large_files.yml`` (to publish at ``--url``) and
 ``<zip>.sha256`` (``sha256sum -c`` format). Exporting twice with the same weights gives a byte-identical zip (sorted
@@ -41,8 +41,9 @@ from .bundle_run import BundleRunError, bundle_command, run_logged
 from .hashing import file_sha256
 from .repository import BUNDLE, ROOT
 
-PACKAGE = ROOT / "semcl_components"
-"""The package the bundle's configs use; copied whole into the zip (it holds nothing else)."""
+PACKAGES = (ROOT / "semcl_components", ROOT / "semcl_phantoms")
+"""The packages the bundle's configs reach (``semcl_components``, and through its runtime the phantom simulator that
+writes the embedded data); each copied whole into the zip's ``scripts/`` (they hold nothing else)."""
 WEIGHTS = ("models/model.pt", "models/pretrained_encoder.pt", "models/refine/model.pt",
            "models/refine/pretrained_encoder.pt")
 """The large files of the bundle, relative to its root: stage 1 and its encoder, stage 2 (the cascade's refinement)
@@ -78,11 +79,11 @@ def _skipped(path: Path) -> bool:
     return any(part in SKIPPED or part.endswith(SKIPPED) for part in path.parts)
 
 
-def bundle_files(bundle: Path = BUNDLE, package: Path = PACKAGE) -> dict[str, Path]:
+def bundle_files(bundle: Path = BUNDLE, packages: Sequence[Path] = PACKAGES) -> dict[str, Path]:
     """The files of the artifact (zip path below the bundle folder -> source), weights and generated files aside.
 
-    Configs (``metadata.json`` is rewritten), docs and LICENSE of the bundle; the package's Python files under
-    ``scripts/semcl_components`` (every one of them reachable from a config: ``tests/test_zoo_contents.py``).
+    Configs (``metadata.json`` is rewritten), docs and LICENSE of the bundle; the Python files of each package under
+    ``scripts/<package>`` (every one of them reachable from a config: ``tests/test_zoo_contents.py``).
     """
     files = {}
     for folder in ("configs", "docs"):
@@ -90,9 +91,10 @@ def bundle_files(bundle: Path = BUNDLE, package: Path = PACKAGE) -> dict[str, Pa
             if path.is_file() and not _skipped(path.relative_to(bundle)):
                 files[path.relative_to(bundle).as_posix()] = path
     files["LICENSE"] = bundle / "LICENSE"
-    for path in sorted(package.rglob("*.py")):
-        if not _skipped(path.relative_to(package)):
-            files[f"scripts/semcl_components/{path.relative_to(package).as_posix()}"] = path
+    for package in packages:
+        for path in sorted(package.rglob("*.py")):
+            if not _skipped(path.relative_to(package)):
+                files[f"scripts/{package.name}/{path.relative_to(package).as_posix()}"] = path
     return files
 
 
@@ -134,7 +136,7 @@ def exported_metadata(metadata: Mapping, bundle_version: str, changelog: str, ev
     result["monai_version"] = zoo_pin("monai")
     result["pytorch_version"] = zoo_pin("torch")
     result["numpy_version"] = zoo_pin("numpy")
-    # the components are inside the bundle (scripts/semcl_components), not a package to install
+    # the code is inside the bundle (scripts/semcl_components, scripts/semcl_phantoms), not a package to install
     result["required_packages_version"] = {name: zoo_pin(name) for name in PINNED_PACKAGES}
     result["eval_metrics"] = dict(eval_metrics)
     return result
@@ -224,7 +226,7 @@ def evaluate_weights(work: Path, models: Path, dataset_dir: Path, roi_size: str 
         "mean_dice": round(float(summary["metrics"]["val_mean_dice"]), 4),
         "mean_dice_per_organ": {organ: round(float(v), 4) for organ, v in per_organ.items()},
         "test_cases": cases,
-        "data": "synthetic phantoms (semcl_components.data.phantoms); a demonstration, not a clinical model",
+        "data": "synthetic phantoms (semcl_phantoms.phantoms); a demonstration, not a clinical model",
     }
 
 
@@ -303,7 +305,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if problem:
         parser.error(problem)
     if args.dataset_dir is None:
-        from semcl_components.data.phantoms import write_phantom_set
+        from semcl_phantoms.phantoms import write_phantom_set
 
         args.dataset_dir = args.workdir.absolute() / "phantoms"
         if not (args.dataset_dir / "datalist.json").is_file():

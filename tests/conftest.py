@@ -244,7 +244,7 @@ def phantom_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     Splits: pretrain 2, finetune_1/2/4, validation 1, test 1.
     """
-    from semcl_components.data.phantoms import write_phantom_set
+    from semcl_phantoms.phantoms import write_phantom_set
 
     folder = tmp_path_factory.mktemp("phantoms") / "dataset"
     write_phantom_set(folder, "tests", preview=False, verbose=False)

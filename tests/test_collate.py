@@ -1,4 +1,4 @@
-"""Tests for semcl_components.data.collate: batches with a variable number of objects per item."""
+"""Tests for semcl_components.collate: batches with a variable number of objects per item."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch
 from monai.data import DataLoader, Dataset, MetaTensor
 from monai.transforms import Compose, RandFlipd, RandSpatialCropd
 
-from semcl_components.data.collate import ObjectListCollate, object_list_collate
+from semcl_components.collate import ObjectListCollate, object_list_collate
 from semcl_components.transforms import DropEmptyMasksd, GenerateAttentionMasksd, RandMultiViewd
 
 

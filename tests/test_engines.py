@@ -14,7 +14,7 @@ from monai.handlers import StatsHandler, from_engine
 from monai.losses import ContrastiveLoss
 from monai.transforms import Compose, RandFlipd, RandGaussianNoised
 
-from semcl_components.data.collate import ObjectListCollate, object_list_collate
+from semcl_components.collate import ObjectListCollate, object_list_collate
 from semcl_components.engines import COLLAPSE_MONITOR_KEYS, CollapseMonitors, ContrastiveIteration
 from semcl_components.losses import SemanticSupConLoss
 from semcl_components.networks import ObjectEmbeddingModel, SegResNetEncoder

@@ -11,8 +11,8 @@ from monai.data import MetaTensor
 
 from conftest import CONFIGS
 from semcl_components.bundle_runtime.datalists import load_datalist, with_contrast_phases
-from semcl_components.data.anatomy import CONTRAST_PHASES
 from semcl_components.transforms import GroupClassIds, GroupClassIdsd
+from semcl_phantoms.anatomy import CONTRAST_PHASES
 
 
 def test_joint_ids_are_organ_plus_group_times_organs_and_background_stays_zero():

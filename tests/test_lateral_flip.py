@@ -8,8 +8,8 @@ import torch
 from monai.data import MetaTensor
 from monai.transforms import LoadImaged, Orientationd
 
-from semcl_components.data.anatomy import LABEL_NAMES
 from semcl_components.transforms import RandLateralFlipd, SwapLabels, lateral_pairs
+from semcl_phantoms.anatomy import LABEL_NAMES
 
 BTCV = ["spleen", "right kidney", "left kidney", "gallbladder", "esophagus", "liver", "stomach", "aorta",
         "inferior vena cava", "portal vein and splenic vein", "pancreas", "right adrenal gland", "left adrenal gland"]

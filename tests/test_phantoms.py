@@ -10,10 +10,10 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from semcl_components.data import phantoms
-from semcl_components.data.anatomy import LABEL_NAMES
-from semcl_components.data.datalists import make_low_label_splits
-from semcl_components.data.phantoms import generate_phantom, main, write_phantom_dataset
+from semcl_phantoms import phantoms
+from semcl_phantoms.anatomy import LABEL_NAMES
+from semcl_phantoms.datalists import make_low_label_splits
+from semcl_phantoms.phantoms import generate_phantom, main, write_phantom_dataset
 
 SIZE = (32, 32, 32)
 
@@ -217,9 +217,9 @@ def test_simple_preset_output_is_pinned(tmp_path):
 
 # --- the realistic preset -------------------------------------------------------------------------------------------
 
-from semcl_components.data.enhancement import PHASE_BUCKETS, EnhancementCurve, phase_bucket  # noqa: E402
-from semcl_components.data.realistic_phantom import generate_realistic_phantom  # noqa: E402
-from semcl_components.data.realistic_preset import REALISTIC  # noqa: E402
+from semcl_phantoms.enhancement import PHASE_BUCKETS, EnhancementCurve, phase_bucket  # noqa: E402
+from semcl_phantoms.realistic_phantom import generate_realistic_phantom  # noqa: E402
+from semcl_phantoms.realistic_preset import REALISTIC  # noqa: E402
 
 REALISTIC_SIZE = (48, 48, 36)
 

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from semcl_components.data.anatomy import LABEL_NAMES
-from semcl_components.data.phantoms import write_phantom_dataset
-from semcl_components.data.preview import oriented_slice, write_cohort_preview, write_comparison, write_preview
+from semcl_phantoms.anatomy import LABEL_NAMES
+from semcl_phantoms.phantoms import write_phantom_dataset
+from semcl_phantoms.preview import oriented_slice, write_cohort_preview, write_comparison, write_preview
 
 SPLEEN, LIVER = 1, 5
 

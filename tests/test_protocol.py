@@ -85,7 +85,7 @@ def test_retuning_the_realistic_preset_makes_its_runs_count_as_not_done(tmp_path
     """A run on phantoms of another tuning is another run: the preset's fingerprint is in every run's configuration."""
     from dataclasses import replace
 
-    import semcl_components.data.phantoms as phantoms
+    import semcl_phantoms.phantoms as phantoms
 
     benchmark, planned = plan("difficulty", tmp_path)
     fingerprint = phantoms.preset_fingerprint("realistic")

@@ -18,7 +18,7 @@ SIZE = (48, 48, 36)  # 7.5 mm voxels over the preset's 360 x 360 x 270 mm field 
 @pytest.fixture(scope="module")
 def realistic_dataset(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[float]]:
     """8 realistic phantoms and their spacing (mm), as the bundle's ``pixdim``."""
-    from semcl_components.data.phantoms import write_phantom_dataset
+    from semcl_phantoms.phantoms import write_phantom_dataset
 
     folder = tmp_path_factory.mktemp("realistic") / "dataset"
     summary = write_phantom_dataset(folder, num=8, seed=3, size=SIZE, preset="realistic", verbose=False)

@@ -33,7 +33,7 @@ A typical pretraining pipeline (dictionary transforms)::
         RandMultiViewd(view, num_views=2),  # -> list of 2 dicts, flattened by the collate function
     ])
 
-Batch it with :class:`semcl_components.data.collate.ObjectListCollate` (variable number of objects per item).
+Batch it with :class:`semcl_components.collate.ObjectListCollate` (variable number of objects per item).
 """
 
 from .attention_masks import (

@@ -2,8 +2,8 @@
 
 Every workflow of the project runs on these phantoms on a fresh machine, with no download::
 
-    python -m semcl_components.data.phantoms --out data/phantoms --num 24 --seed 0 --size 96 96 96 --preview
-    python -m semcl_components.data.phantoms --out data/realistic --preset realistic --size 64 64 48 --preview
+    python -m semcl_phantoms.phantoms --out data/phantoms --num 24 --seed 0 --size 96 96 96 --preview
+    python -m semcl_phantoms.phantoms --out data/realistic --preset realistic --size 64 64 48 --preview
 
 writes::
 
@@ -186,7 +186,7 @@ def _dataset_json(
         for c, info in subjects.items()
     ]
     generator = {
-        "module": "semcl_components.data.phantoms",
+        "module": "semcl_phantoms.phantoms",
         "version": GENERATOR_VERSION,
         "preset": preset,
         "seed": seed,
@@ -199,7 +199,7 @@ def _dataset_json(
         generator["preset_fingerprint"] = preset_fingerprint(preset)
     return {
         "name": "SemCLAbdomenPhantom",
-        "description": f"Synthetic multi-organ abdominal CT phantoms, {preset} preset (semcl_components.data.phantoms)",
+        "description": f"Synthetic multi-organ abdominal CT phantoms, {preset} preset (semcl_phantoms.phantoms)",
         "reference": "generated; no real patient data",
         "licence": "Apache-2.0",
         "release": f"generator v{GENERATOR_VERSION}",
@@ -406,7 +406,7 @@ def format_summary(summary: dict) -> str:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m semcl_components.data.phantoms",
+        prog="python -m semcl_phantoms.phantoms",
         description="Write deterministic multi-organ abdominal CT phantoms in the MSD layout.",
     )
     parser.add_argument("--out", required=True, help="output dataset folder")

@@ -92,7 +92,7 @@ def object_list_collate(
 class ObjectListCollate:
     """Picklable ``collate_fn`` calling :func:`object_list_collate`, e.g. from a bundle config::
 
-    "collate_fn": {"_target_": "semcl_components.data.collate.ObjectListCollate"}
+    "collate_fn": {"_target_": "semcl_components.collate.ObjectListCollate"}
     """
 
     def __init__(self, object_keys: Sequence[Hashable] = DEFAULT_OBJECT_KEYS) -> None:

@@ -8,14 +8,11 @@ lung bases (``painter.lung``) keep organs out. Bones come last and are labelled 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 
 from .implicit_shapes import ellipsoid_distance, half_space_distance
-
-if TYPE_CHECKING:
-    from .realistic_phantom import _Painter
+from .realistic_anatomy import Structure, Tube
+from .realistic_painter import Painter
 
 __all__ = ["paint_body", "paint_bones"]
 
@@ -26,13 +23,13 @@ _IDENTITY = np.eye(3, dtype=np.float32)
 _RIBS = ((1, 80.0, 40.0), (2, 110.0, 60.0), (3, 130.0, 80.0), (4, 145.0, 90.0), (5, 150.0, 95.0), (6, 155.0, 95.0))
 
 
-def _cylinder(painter: _Painter, centre_xy, semi_xy) -> np.ndarray:
+def _cylinder(painter: Painter, centre_xy, semi_xy) -> np.ndarray:
     coords = painter.grid.coords(painter.grid.everything)
     centre = (centre_xy[0], centre_xy[1], 0.0)
     return ellipsoid_distance(coords, centre, (semi_xy[0], semi_xy[1], _FAR), _IDENTITY)
 
 
-def paint_body(painter: _Painter) -> None:
+def paint_body(painter: Painter) -> None:
     """Body outline, subcutaneous fat, abdominal wall, visceral fat, back muscles, lung bases and the heart's apex."""
     sub, grid, everything = painter.subject, painter.grid, painter.grid.everything
     coords = grid.coords(everything)
@@ -50,8 +47,6 @@ def paint_body(painter: _Painter) -> None:
         painter.paint(everything, occupancy, tissue, 0)
     painter.cavity = occupancy
     # back muscles (erector spinae) and psoas beside the spine
-    from .realistic_anatomy import Structure, Tube
-
     for side in (1.0, -1.0):
         back = Structure(
             "erector spinae",
@@ -85,10 +80,8 @@ def paint_body(painter: _Painter) -> None:
     painter.lung = painter.lung * (1.0 - heart)
 
 
-def paint_bones(painter: _Painter) -> None:
+def paint_bones(painter: Painter) -> None:
     """Vertebrae (bodies, discs, posterior arches, spinous and transverse processes, spinal canal) and ribs."""
-    from .realistic_anatomy import Structure, Tube
-
     sub, grid = painter.subject, painter.grid
     pitch, levels = sub.pitch, range(-5, 8)
     l1 = sub.l1
@@ -150,7 +143,7 @@ def paint_bones(painter: _Painter) -> None:
             tube("rib", "bone_cortex", points, (5.5,) * len(points))
 
 
-def _unscaled(painter: _Painter, s):
+def _unscaled(painter: Painter, s):
     """A structure drawn at its template's size and position relative to L1 (bones do not spread with habitus)."""
     saved = painter.subject.habitus_scale
     painter.subject.habitus_scale = np.ones(3, dtype=np.float32)

@@ -1,1 +1,0 @@
-"""Embedded data: a deterministic multi-organ CT phantom generator and MSD-style datalists."""
