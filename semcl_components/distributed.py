@@ -14,21 +14,7 @@ import ignite.distributed as idist
 import torch
 import torch.distributed as dist
 
-__all__ = ["all_gather_with_grad", "all_reduce_sum", "is_rank_zero"]
-
-
-def is_rank_zero() -> bool:
-    """Whether this process writes the run's files: rank 0 of the default group, or the only process."""
-    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
-
-
-def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
-    """The element-wise sum of ``tensor`` over all ranks (a new tensor); ``tensor`` itself with one process."""
-    if idist.get_world_size() == 1:
-        return tensor
-    total = tensor.clone()
-    dist.all_reduce(total, op=dist.ReduceOp.SUM)
-    return total
+__all__ = ["all_gather_with_grad"]
 
 
 class _AllGatherWithGrad(torch.autograd.Function):

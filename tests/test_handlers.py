@@ -426,23 +426,36 @@ def test_run_summary_gives_sigterm_back_when_the_run_ends(tmp_path):
     engine.run([0], max_epochs=1)
     assert signal.getsignal(signal.SIGTERM) is before
 
+
 def test_confusion_matrix_counts_missed_and_swapped_voxels(tmp_path):
     from semcl_components.bundle_runtime.handlers import ConfusionMatrixWriter
-    from semcl_components.bundle_runtime.handlers.confusion_matrix import confusion_matrix
 
     label = torch.tensor([0, 0, 1, 1, 2, 2, 2]).reshape(1, 7, 1, 1)
     pred = torch.tensor([0, 1, 0, 1, 1, 1, 2]).reshape(1, 7, 1, 1)  # one class-1 voxel missed, two class-2 swapped
-    counts = confusion_matrix(pred, label, 3)
-    assert counts.tolist() == [[1, 1, 0], [1, 1, 0], [0, 2, 1]]
     one_hot = torch.nn.functional.one_hot(pred[0], 3).permute(3, 0, 1, 2)
-    assert torch.equal(confusion_matrix(one_hot, label, 3), counts)  # one-hot and class ids agree
+    names = ["background", "liver", "spleen"]
+    for folder, prediction in (("ids", pred), ("one_hot", one_hot)):  # class ids and one-hot count alike
+        engine = Engine(lambda e, b, prediction=prediction: [{"pred": prediction, "label": label}])
+        ConfusionMatrixWriter(tmp_path / folder, names).attach(engine)
+        engine.run([0, 1], max_epochs=1)  # two identical cases
+        lines = (tmp_path / folder / "confusion_matrix.csv").read_text().splitlines()
+        assert lines == ["true \\ predicted,background,liver,spleen", "background,2,2,0", "liver,2,2,0", "spleen,0,4,2"]
+    assert (tmp_path / "ids" / "confusion_matrix.png").stat().st_size > 1000
 
-    engine = Engine(lambda e, b: [{"pred": pred, "label": label}])
-    ConfusionMatrixWriter(tmp_path, ["background", "liver", "spleen"]).attach(engine)
-    engine.run([0, 1], max_epochs=1)  # two identical cases
-    lines = (tmp_path / "confusion_matrix.csv").read_text().splitlines()
-    assert lines == ["true \\ predicted,background,liver,spleen", "background,2,2,0", "liver,2,2,0", "spleen,0,4,2"]
-    assert (tmp_path / "confusion_matrix.png").stat().st_size > 1000
+
+def test_confusion_matrix_starts_again_with_each_run_and_refuses_mismatched_shapes(tmp_path):
+    from semcl_components.bundle_runtime.handlers import ConfusionMatrixWriter
+
+    label = torch.tensor([0, 1, 1]).reshape(1, 3, 1, 1)
+    engine = Engine(lambda e, b: [{"pred": label, "label": label}])
+    ConfusionMatrixWriter(tmp_path, ["background", "liver"]).attach(engine)
+    engine.run([0], max_epochs=1)
+    engine.run([0], max_epochs=1)  # a second evaluation counts its own cases only
+    assert (tmp_path / "confusion_matrix.csv").read_text().splitlines()[1:] == ["background,1,0", "liver,0,2"]
+    engine = Engine(lambda e, b: [{"pred": label, "label": label[:, :2]}])
+    ConfusionMatrixWriter(tmp_path, ["background", "liver"]).attach(engine)
+    with pytest.raises(ValueError, match=r"differ in shape: \(1, 3, 1, 1\) vs \(1, 2, 1, 1\)"):
+        engine.run([0], max_epochs=1)
 
 
 _FULL_DISK_SCRIPT = """

@@ -107,9 +107,9 @@ _HELD_GUARD = threading.Lock()
 
 def _is_rank_zero() -> bool:
     """Whether this process writes a run's files: not a torchrun rank other than 0 (``RANK``), initialised or not."""
-    from ..distributed import is_rank_zero
+    import ignite.distributed as idist
 
-    return os.environ.get("RANK", "0").strip() in ("", "0") and is_rank_zero()
+    return os.environ.get("RANK", "0").strip() in ("", "0") and idist.get_rank() == 0
 
 
 def lock_for_run(

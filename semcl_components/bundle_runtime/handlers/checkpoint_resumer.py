@@ -10,11 +10,11 @@ import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+import ignite.distributed as idist
 import torch
 from ignite.engine import Engine, Events
 from monai.handlers import CheckpointLoader, CheckpointSaver
 
-from ...distributed import is_rank_zero
 from ..folder_lock import FolderLock
 from ..overrides import as_bool
 from .checkpoint_loader import first_line
@@ -160,7 +160,7 @@ class CheckpointResumer:
                 self.key_metric_saver.load_state_dict({"_saved": [(state["best_metric"], self.key_metric_filename)]})
 
     def __call__(self, engine: Engine) -> None:
-        if is_rank_zero():  # in a distributed run, rank 0 holds the lock and prunes; every rank loads
+        if idist.get_rank() == 0:  # in a distributed run, rank 0 holds the lock and prunes; every rank loads
             self.lock.acquire()
             self._found_at_start = {path: _identity(path) for path, _ in epoch_checkpoints(self.ckpt_dir)}
         if not self.enabled:

@@ -13,33 +13,17 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import ignite.distributed as idist
 import torch
 from ignite.engine import Engine, Events
+from ignite.exceptions import NotComputableError
+from ignite.metrics import ConfusionMatrix
 from monai.handlers import from_engine
+from monai.networks.utils import one_hot
 
-from ...distributed import all_reduce_sum, is_rank_zero
 from ..atomic_io import atomic_write
 
-__all__ = ["ConfusionMatrixWriter", "confusion_matrix", "plot_confusion_matrix"]
-
-
-def confusion_matrix(pred: torch.Tensor, label: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """Voxel counts ``(num_classes, num_classes)``: row = true class, column = predicted class.
-
-    Args:
-        pred: ``(C, *spatial)`` one-hot or scores (argmax over channels), or ``(1, *spatial)`` class ids.
-        label: same forms as ``pred``.
-        num_classes: number of classes including background.
-    """
-
-    def ids(x: torch.Tensor) -> torch.Tensor:
-        x = torch.as_tensor(x)
-        return (x.argmax(0) if x.shape[0] > 1 else x[0]).long().flatten()
-
-    truth, predicted = ids(label), ids(pred)
-    if truth.shape != predicted.shape:
-        raise ValueError(f"pred and label differ in shape: {tuple(pred.shape)} vs {tuple(label.shape)}.")
-    return torch.bincount(truth * num_classes + predicted, minlength=num_classes**2).reshape(num_classes, num_classes)
+__all__ = ["ConfusionMatrixWriter", "plot_confusion_matrix"]
 
 
 def plot_confusion_matrix(
@@ -76,14 +60,16 @@ def plot_confusion_matrix(
 class ConfusionMatrixWriter:
     """Accumulate the voxel confusion matrix over an evaluator's cases; write ``<prefix>.csv`` and ``<prefix>.png``.
 
-    The CSV has one row per true class and one column per predicted class (voxel counts, class names as headers);
-    the PNG shows each row as shares of that class's voxels.
+    The counting is ignite's ``ConfusionMatrix`` (summed over the ranks of a distributed run). The CSV has one row
+    per true class and one column per predicted class (voxel counts, class names as headers); the PNG shows each row
+    as shares of that class's voxels.
 
     Args:
         output_dir: where the files go.
         class_names: all class names, background first (``len(class_names)`` classes).
-        output_transform: maps ``engine.state.output`` to ``(preds, labels)``, lists of per-case ``(C, *spatial)``
-            tensors (MONAI's decollated output: ``from_engine(["pred", "label"])``, the default).
+        output_transform: maps ``engine.state.output`` to ``(preds, labels)``, lists of per-case tensors, each
+            ``(C, *spatial)`` one-hot or scores or ``(1, *spatial)`` class ids (MONAI's decollated output:
+            ``from_engine(["pred", "label"])``, the default).
         prefix: the file name without suffix.
     """
 
@@ -98,30 +84,37 @@ class ConfusionMatrixWriter:
         self.class_names = list(class_names)
         self.output_transform = output_transform or from_engine(["pred", "label"])
         self.prefix = prefix
-        self.counts = torch.zeros(len(self.class_names), len(self.class_names), dtype=torch.long)
+        self.metric = ConfusionMatrix(num_classes=len(self.class_names))
 
     def attach(self, engine: Engine) -> None:
-        engine.add_event_handler(Events.STARTED, self._reset)
+        engine.add_event_handler(Events.STARTED, lambda _: self.metric.reset())
         engine.add_event_handler(Events.ITERATION_COMPLETED, self._accumulate)
         engine.add_event_handler(Events.COMPLETED, self.write)
-
-    def _reset(self, engine: Engine) -> None:
-        self.counts.zero_()
 
     def _accumulate(self, engine: Engine) -> None:
         preds, labels = self.output_transform(engine.state.output)
         for pred, label in zip(preds, labels):
-            self.counts += confusion_matrix(pred.detach().cpu(), label.detach().cpu(), len(self.class_names))
+            scores, truth = (self._one_hot(x.detach()) for x in (pred, label))
+            if scores.shape != truth.shape:
+                raise ValueError(f"pred and label differ in shape: {tuple(pred.shape)} vs {tuple(label.shape)}.")
+            self.metric.update((scores[None], truth.argmax(0)[None]))
+
+    def _one_hot(self, x: torch.Tensor) -> torch.Tensor:
+        """``(C, *spatial)`` as given, or class ids ``(1, *spatial)`` one-hot encoded."""
+        return one_hot(x, len(self.class_names), dim=0) if x.shape[0] == 1 and len(self.class_names) > 1 else x
 
     def write(self, engine: Engine | None = None) -> None:
         """Write the CSV and the PNG of the counts so far (summed over the ranks of a distributed run, by rank 0)."""
-        self.counts = all_reduce_sum(self.counts)
-        if not is_rank_zero():
+        try:
+            counts = self.metric.compute().cpu()  # an all-reduce under torch.distributed: every rank takes part
+        except NotComputableError:  # no case evaluated
+            counts = torch.zeros(len(self.class_names), len(self.class_names), dtype=torch.long)
+        if idist.get_rank() != 0:
             return
         with atomic_write(self.output_dir / f"{self.prefix}.csv") as tmp:
             with open(tmp, "w", newline="") as stream:
                 writer = csv.writer(stream)
                 writer.writerow(["true \\ predicted", *self.class_names])
-                for name, row in zip(self.class_names, self.counts.tolist()):
+                for name, row in zip(self.class_names, counts.tolist()):
                     writer.writerow([name, *row])
-        plot_confusion_matrix(self.counts, self.class_names, self.output_dir / f"{self.prefix}.png")
+        plot_confusion_matrix(counts, self.class_names, self.output_dir / f"{self.prefix}.png")

@@ -5,9 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import ignite.distributed as idist
 from monai.handlers import StatsHandler, TensorBoardStatsHandler
-
-from ...distributed import is_rank_zero
 
 __all__ = ["RANK_ZERO_ONLY", "handlers_for_rank"]
 
@@ -25,6 +24,6 @@ def handlers_for_rank(handlers: Sequence[Any] | None) -> list[Any]:
     ``ConfusionMatrixWriter`` (counts summed over ranks), ``EmbeddingQualityHandler`` and ``CheckpointResumer``.
     """
     handlers = list(handlers or [])
-    if is_rank_zero():
+    if idist.get_rank() == 0:
         return handlers
     return [handler for handler in handlers if not isinstance(handler, RANK_ZERO_ONLY)]

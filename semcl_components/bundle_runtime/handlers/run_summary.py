@@ -10,10 +10,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import ignite.distributed as idist
 import torch
 from ignite.engine import Engine, Events
 
-from ...distributed import is_rank_zero
 from ...engines import step_output_dict
 from ..atomic_io import write_json_atomic
 from ..termination import SigtermAsException, Terminated
@@ -193,7 +193,7 @@ class RunSummaryWriter:
         return result
 
     def _write(self, engine: Engine, status: str) -> None:
-        if not is_rank_zero():
+        if idist.get_rank() != 0:
             return  # in a distributed run rank 0 writes; validation metrics are gathered over ranks by MONAI
         self.summary["status"] = status
         # the epochs with a record: a run stopped part-way through an epoch has not completed it
