@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ignite.engine import Engine, Events
+from ignite.handlers import PiecewiseLinear
 from torch.optim import Optimizer
 
 __all__ = ["EncoderWarmup"]
@@ -14,8 +15,9 @@ class EncoderWarmup:
     A pretrained encoder joined to a random decoder receives large, random gradients in the first steps, which can
     overwrite what pretraining learned before the decoder makes use of it. With a warm-up the decoder trains at its
     full rate from the start and the encoder follows: at iteration ``i`` (1-based) of a run the encoder group's rate
-    is ``base * min(1, (i - 1) / (warmup_epochs * epoch_length))``. The rate is computed from the engine's iteration,
-    so a run resumed from a checkpoint continues the ramp where it stopped. ``warmup_epochs=0`` attaches nothing.
+    is ``base * min(1, (i - 1) / (warmup_epochs * epoch_length))``, ignite's ``PiecewiseLinear`` on that group. Its
+    position is set from the engine's iteration, so a run resumed from a checkpoint continues the ramp where it
+    stopped. ``warmup_epochs=0`` attaches nothing.
 
     The encoder group is the optimizer's parameter group named ``group_name``
     (:func:`semcl_components.networks.encoder_parameter_groups` names it ``"encoder"``).
@@ -43,15 +45,16 @@ class EncoderWarmup:
             )
         # read before a checkpoint is loaded into the optimizer: the configured rate, not a warmed-up fraction of it
         self.base_lr = None if self.group_index is None else float(optimizer.param_groups[self.group_index]["lr"])
+        self.scheduler: PiecewiseLinear | None = None
 
     def attach(self, engine: Engine) -> None:
         if self.warmup_epochs:
             engine.add_event_handler(Events.ITERATION_STARTED, self)
 
-    def factor(self, iteration: int, epoch_length: int) -> float:
-        """The share of the encoder's configured rate at ``iteration`` (1-based) with ``epoch_length`` iterations."""
-        return min(1.0, (iteration - 1) / float(self.warmup_epochs * epoch_length))
-
     def __call__(self, engine: Engine) -> None:
-        factor = self.factor(engine.state.iteration, engine.state.epoch_length or 1)
-        self.optimizer.param_groups[self.group_index]["lr"] = self.base_lr * factor
+        iterations = self.warmup_epochs * (engine.state.epoch_length or 1)
+        if self.scheduler is None or self.scheduler.milestones[-1] != iterations:
+            ramp = [(0, 0.0), (iterations, self.base_lr)]
+            self.scheduler = PiecewiseLinear(self.optimizer, "lr", ramp, param_group_index=self.group_index)
+        self.scheduler.event_index = engine.state.iteration - 1  # from the engine: a resumed run continues the ramp
+        self.scheduler(engine)
