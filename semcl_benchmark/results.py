@@ -134,7 +134,7 @@ def _number(value: str) -> float | None:
 # ------------------------------------------------------------------------------------------------- provenance
 
 
-CODE_FOLDERS = ("semcl_components", "semcl_benchmark", "semcl_tools", "bundles", "scripts")
+CODE_FOLDERS = ("semcl_components", "semcl_phantoms", "semcl_benchmark", "semcl_tools", "bundles", "scripts")
 """Folders whose untracked files count as uncommitted code (a new module a run would import)."""
 
 
