@@ -2,7 +2,8 @@
 
 A run is one pretraining, fine-tuning, atlas or embedding measurement of one arm and seed; its configuration (and the
 hash of it) holds everything that decides its result, so a result file counts only for exactly that configuration.
-Run keys name the stage, arm, labelled setting and seed: ``pretrain__<arm>__seed<s>``,
+A run is identified by its :class:`~semcl_benchmark.run_records.RunKey` (stage, arm, labelled setting, seed, probe),
+whose name names its result file, folder and log: ``pretrain__<arm>__seed<s>``,
 ``finetune__<arm>__<setting>__seed<s>[__probe]``, ``atlas__<arm>__<setting>__seed<s>``, ``embedding__<arm>__seed<s>``.
 """
 
@@ -18,6 +19,7 @@ from semcl_tools.repository import CONFIGS
 
 from .datasets import BenchmarkData
 from .protocol import Arm, Protocol, Size
+from .run_records import RunKey
 
 __all__ = ["BundleCall", "Planner", "Run", "Workspace", "config_hash"]
 
@@ -29,11 +31,17 @@ def config_hash(config: dict) -> str:
 
 @dataclass
 class Run:
-    """One planned run: its key (and result file name), its configuration, and the runs it needs first."""
+    """One planned run: its key (its name is the result file's), its configuration, and the runs it needs first.
 
-    key: str
+    A key given by its name (``"finetune__scratch__finetune_1__seed0"``) is parsed into a :class:`RunKey`.
+    """
+
+    key: RunKey
     config: dict
-    needs: list[str] = field(default_factory=list)
+    needs: list[RunKey] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.key = self.key if isinstance(self.key, RunKey) else RunKey.parse(self.key)
 
     @property
     def hash(self) -> str:
@@ -69,9 +77,9 @@ class Workspace:
 
     def folder(self, run: Run) -> Path:
         """Where a pretraining or fine-tuning run writes its checkpoints and outputs."""
-        return self.work / run.config["stage"] / run.key
+        return self.work / run.key.stage / run.key.name
 
-    def log(self, name: str) -> Path:
+    def log(self, name: str | RunKey) -> Path:
         return self.work / "logs" / f"{name}.log"
 
 
@@ -111,7 +119,7 @@ class Planner:
         """The runs of ``arms`` x ``settings`` x ``seeds`` (with the probe), then of the study arms ``study`` (default:
         the size's) in the size's study setting and seeds, as far as ``settings`` and ``seeds`` hold them."""
         size = self.size
-        runs: dict[str, Run] = {}
+        runs: dict[RunKey, Run] = {}
         for seed in seeds:
             for arm in arms:
                 self._add_arm(runs, arm, seed, [s for s in settings if size.plans(self.arm(arm), s, seed)])
@@ -124,17 +132,17 @@ class Planner:
                 self._add_arm(runs, arm, seed, study_settings)
         return list(runs.values())
 
-    def _pretrain_key(self, arm: str, seed: int) -> str | None:
+    def _pretrain_key(self, arm: str, seed: int) -> RunKey | None:
         source = self.arm(arm).source
-        return None if source is None else f"pretrain__{source}__seed{seed}"
+        return None if source is None else RunKey("pretrain", source, None, seed)
 
-    def _add_arm(self, runs: dict[str, Run], arm: str, seed: int, settings: list[str]) -> None:
+    def _add_arm(self, runs: dict[RunKey, Run], arm: str, seed: int, settings: list[str]) -> None:
         """An arm's pretraining (unless it has none of its own), fine-tuning in ``settings`` and embedding runs; an
         atlas arm's evaluation in ``settings``."""
         size, source = self.size, self.arm(arm).source
         if self.arm(arm).atlas is not None:
             for setting in settings:
-                key = f"atlas__{arm}__{setting}__seed{seed}"
+                key = RunKey("atlas", arm, setting, seed)
                 runs[key] = Run(key, {"stage": "atlas", "arm": arm, "atlas": self.arm(arm).atlas, "setting": setting,
                                       "seed": seed, "probe": False, "data": self.data.config(), "pretrain": None})
             return
@@ -147,15 +155,15 @@ class Planner:
             runs[pretrain] = Run(pretrain, self._with_extensions(config))
         for setting in settings:
             self._add_finetune(runs, arm, setting, seed, probe=False)
-        key = f"embedding__{source or arm}__seed{seed}"
+        key = RunKey("embedding", source or arm, None, seed)
         if key not in runs:
             config = {"stage": "embedding", "arm": source or arm, "seed": seed, "data": self.data.config(),
                       "network": size.network, "pretrain": None if pretrain is None else runs[pretrain].config}
             runs[key] = Run(key, config, [] if pretrain is None else [pretrain])
 
-    def _add_finetune(self, runs: dict[str, Run], arm: str, setting: str, seed: int, probe: bool) -> None:
+    def _add_finetune(self, runs: dict[RunKey, Run], arm: str, setting: str, seed: int, probe: bool) -> None:
         size = self.size
-        key = f"finetune__{arm}__{setting}__seed{seed}" + ("__probe" if probe else "")
+        key = RunKey("finetune", arm, setting, seed, probe)
         pretrain = self._pretrain_key(arm, seed)
         config = {"stage": "finetune", "arm": arm, "setting": setting, "seed": seed, "probe": probe,
                   "data": self.data.config(), "network": size.network,
@@ -169,9 +177,9 @@ class Planner:
         runs[key] = Run(key, self._with_extensions(config), needs)
 
     @staticmethod
-    def scratch_key(setting: str, seed: int) -> str:
+    def scratch_key(setting: str, seed: int) -> RunKey:
         """The run whose best epoch is the budget of ``setting`` and ``seed`` (``budget_fractions``)."""
-        return f"finetune__scratch__{setting}__seed{seed}"
+        return RunKey("finetune", "scratch", setting, seed)
 
     def _with_extensions(self, config: dict) -> dict:
         """``config`` with the size's ``budget_extensions`` (recorded only where there are any: v1 had none)."""
@@ -215,11 +223,11 @@ class Planner:
                              "roi_size": finetune["roi_size"], "num_samples": finetune["num_samples"],
                              "batch_size": finetune["batch_size"], "learning_rate": size.pretrain["learning_rate"],
                              **arm.pretrain}  # e.g. a budget and early stopping of its own (its validation plateau)
-                return [self._call(run.key, ["train.yaml"], overrides, log)]
+                return [self._call(run.key.name, ["train.yaml"], overrides, log)]
             configs = ["pretrain.yaml"] + ([arm.overlay] if arm.overlay else [])
             overrides = {**self._common(seed, encoder_only=True), **outputs, "encoder_file": "encoder.pt",
                          **size.pretrain, **arm.pretrain}
-            return [self._call(run.key, configs, {k: v for k, v in overrides.items() if v is not None}, log)]
+            return [self._call(run.key.name, configs, {k: v for k, v in overrides.items() if v is not None}, log)]
         if config["stage"] == "finetune":
             source = self.arm(config["arm"]).source
             encoder = "" if source is None else self.encoder_file(source, seed)
@@ -231,7 +239,7 @@ class Planner:
                 overrides["snapshot_interval"] = config["finetune"]["val_interval"]
             evaluation = {**self._common(seed), "ckpt_dir": folder / "models", "output_dir": folder / "test",
                           "roi_size": size.finetune["roi_size"]}
-            return [self._call(run.key, ["train.yaml"], overrides, log),
+            return [self._call(run.key.name, ["train.yaml"], overrides, log),
                     self._call(f"{run.key} (test)", ["train.yaml", "evaluate.yaml"], evaluation,
                                self.workspace.log(f"{run.key}__test"))]
         return []  # embedding and atlas runs run in this process

@@ -1,7 +1,8 @@
 """Result files: one JSON per finished run, what the workflows' outputs hold, and where a run was made.
 
-A run's result counts only while its file holds the run's configuration hash (:func:`semcl_benchmark.plan.config_hash`):
-a changed protocol makes the affected runs count as not done.
+Each file holds a :class:`~semcl_benchmark.run_records.RunRecord` (``<run key>.json``). A run's result counts only
+while its file holds the run's configuration hash (:func:`semcl_benchmark.plan.config_hash`): a changed protocol makes
+the affected runs count as not done.
 """
 
 from __future__ import annotations
@@ -17,10 +18,10 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from semcl_components.bundle_runtime.atomic_io import read_json as read_json_file
-from semcl_components.bundle_runtime.atomic_io import write_json_atomic
 from semcl_tools.repository import ROOT
 
 from .plan import Run
+from .run_records import RunKey, RunRecord, parse_run_record, write_run_record
 
 __all__ = [
     "CODE_FOLDERS",
@@ -45,16 +46,17 @@ def results_folder(size_name: str) -> Path:
 
 
 class ResultStore:
-    """The result files of one benchmark in ``folder``: ``<run key>.json``."""
+    """The result files of one benchmark in ``folder``: ``<run key>.json``, each a
+    :class:`~semcl_benchmark.run_records.RunRecord`."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
 
     def file(self, run: Run) -> Path:
-        return self.folder / f"{run.key}.json"
+        return self.folder / f"{run.key.name}.json"
 
-    def read(self, run: Run) -> dict | None:
-        """The run's result if its file exists with the run's configuration hash, else ``None``.
+    def _content(self, run: Run) -> dict | None:
+        """The run's file's content if it exists with the run's configuration hash, else ``None``.
 
         A damaged file (cut short by a copy or a sync) counts as not finished: it is named on stderr, left out of a
         report, and replaced when the run is repeated.
@@ -69,19 +71,43 @@ class ResultStore:
             return None
         return result if isinstance(result, dict) and result.get("config_hash") == run.hash else None
 
+    def _checked(self, run: Run) -> tuple[dict, RunRecord] | None:
+        """The run's file's content and record, if it holds the run's configuration hash and is a run record (a
+        malformed file is named on stderr and counts as not finished)."""
+        content = self._content(run)
+        if content is None:
+            return None
+        try:
+            return content, parse_run_record(content, self.file(run))
+        except ValueError as error:
+            print(f"[benchmark] warning: {error} The run counts as not finished.", file=sys.stderr, flush=True)
+            return None
+
+    def read(self, run: Run) -> RunRecord | None:
+        """The run's record if its file exists with the run's configuration hash, else ``None``."""
+        checked = self._checked(run)
+        return None if checked is None else checked[1]
+
     def finished(self, run: Run) -> bool:
         return self.read(run) is not None
 
-    def load(self, planned: Iterable[Run]) -> dict[str, dict]:
-        """The result of every finished run among ``planned``, by run key."""
-        return {run.key: result for run in planned if (result := self.read(run)) is not None}
+    def records(self, planned: Iterable[Run]) -> list[RunRecord]:
+        """The record of every finished run among ``planned``, in their order."""
+        return [record for run in planned if (record := self.read(run)) is not None]
 
-    def write(self, run: Run, result: dict) -> None:
-        write_json_atomic(result, self.file(run))
+    def load(self, planned: Iterable[Run]) -> dict[RunKey, dict]:
+        """The file content of every finished run among ``planned``, by run key (the report's input until it reads
+        :meth:`records`)."""
+        return {run.key: checked[0] for run in planned if (checked := self._checked(run)) is not None}
+
+    def write(self, run: Run, record: RunRecord) -> None:
+        """Write ``run``'s record (atomically)."""
+        write_run_record(record, self.file(run))
 
 
-def by_stage(results: dict[str, dict]) -> tuple[dict, dict, dict]:
-    """Results by stage: ``(finetunes, pretrains, embeddings)``.
+def by_stage(results: dict[RunKey, dict]) -> tuple[dict, dict, dict]:
+    """Results (:meth:`ResultStore.load`) by stage: ``(finetunes, pretrains, embeddings)``, as the current report
+    reads them (its rewrite reads :class:`~semcl_benchmark.run_records.RunRecord` instead).
 
     ``finetunes[arm, setting, probe][seed]``, ``pretrains[arm][seed]`` and ``embeddings[arm][seed]`` are result dicts.
     An atlas run counts as a fine-tuning run of its arm (its result has the same ``test`` layout, no training).

@@ -62,6 +62,7 @@ __all__ = [
     "ValidationPoint",
     "case_id",
     "dataset_entries",
+    "parse_run_record",
     "read_run_record",
     "read_run_records",
     "read_v2_record",
@@ -433,10 +434,14 @@ class RunRecord:
     @classmethod
     def of_run(cls, settings: RunSettings, draw: Draw | None, values: Mapping, provenance: Provenance) -> RunRecord:
         """The record of a run just made: its configuration, its draw, what its stage measured (``values``, with the
-        budget's caps under ``budget``) and its provenance."""
-        measured = {k: v for k, v in values.items() if k not in _RECORD_KEYS}
-        return cls(RunKey.of_config(settings.config), settings, draw, Budget.of_run(settings.config, values),
-                   RunResult(settings.config["stage"], measured), provenance)
+        budget's caps under ``budget``) and its provenance.
+
+        Raises:
+            RunRecordError: the measurements lack what a record of the stage holds (e.g. a fine-tuning run's test
+                Dice): such a record would be written and then refused when read.
+        """
+        key = RunKey.of_config(settings.config)
+        return _record({**values, **provenance.to_json()}, key.name, key, settings, draw, SCHEMA_VERSION)
 
     def to_json(self) -> dict:
         """The result file's content (module docstring)."""
@@ -651,7 +656,15 @@ def read_run_record(path: str | os.PathLike) -> RunRecord:
         ValueError: the file is not valid JSON, or (:class:`RunRecordError`) not a run record of a known schema;
             the message names the file.
     """
-    data = read_json(path, fix="Move it away, or repeat its run.")
+    return parse_run_record(read_json(path, fix="Move it away, or repeat its run."), path)
+
+
+def parse_run_record(data: Any, path: str | os.PathLike = "<record>") -> RunRecord:
+    """The record in a result file's content ``data`` (read from ``path``, for messages), of either schema version.
+
+    Raises:
+        RunRecordError: ``data`` is not a run record of a known schema; the message names ``path``.
+    """
     if isinstance(data, Mapping) and "schema_version" in data:
         return RunRecord.from_json(data, path)
     return read_v2_record(data, path)

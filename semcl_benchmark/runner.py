@@ -1,7 +1,9 @@
 """Running a benchmark: every unfinished planned run, in parallel, each after the runs it needs, resumable.
 
-Each finished run writes its result file (:class:`~semcl_benchmark.results.ResultStore`); a run whose file holds its
-configuration hash is skipped, so a benchmark can be stopped and completed later, even on another machine.
+Each finished run writes its result file (:class:`~semcl_benchmark.results.ResultStore`): its
+:class:`~semcl_benchmark.run_records.RunRecord`, with the seed's whole draw (labelled, pretraining pool, validation
+and test case ids) and the schema version; a run whose file holds its configuration hash is skipped, so a benchmark
+can be stopped and completed later, even on another machine.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from .datasets import BenchmarkData, describe_dataset_change
 from .plan import Planner, Run, Workspace
 from .protocol import Protocol, Size, load_protocol
 from .results import ResultStore, check_clean_tree, code_version, machine
+from .run_records import Draw, Provenance, RunKey, RunRecord, RunSettings
 from .stages import Stages
 
 __all__ = ["Benchmark", "failure_reason"]
@@ -75,7 +78,7 @@ class Benchmark:
         data = BenchmarkData(size, self.workspace.work, dataset_dir, pixdim)
         self.planner = Planner(protocol or load_protocol(), size, self.workspace, data, device, processes)
         self.store = ResultStore(results)
-        self._planned: dict[str, Run] = {}
+        self._planned: dict[RunKey, Run] = {}
         self._work_lock: FolderLock | None = None
         self.stages = Stages(self.planner, threads_per_job=threads_per_job, prefix=prefix, finished=self._result)
 
@@ -91,8 +94,8 @@ class Benchmark:
         """See :meth:`semcl_benchmark.plan.Planner.check`."""
         self.planner.check(runs)
 
-    def _result(self, key: str) -> dict | None:
-        """The result of a finished planned run by key (``None``: not planned now or not finished)."""
+    def _result(self, key: RunKey) -> RunRecord | None:
+        """The record of a finished planned run by key (``None``: not planned now or not finished)."""
         run = self._planned.get(key)
         return None if run is None else self.store.read(run)
 
@@ -106,7 +109,8 @@ class Benchmark:
         return self.workspace.folder(run)
 
     def run(self, planned: list[Run], max_runs: int | None = None) -> list[str]:
-        """Run every unfinished run (those a needed encoder depends on first); returns the keys that failed.
+        """Run every unfinished run (those a needed encoder depends on first); returns the names of the runs that
+        failed.
 
         Holds a lock on the results folder meanwhile, and on the work folder once the calls are checked: a second
         benchmark of the same size, or one with other results but this work folder, would redo (and delete) the runs
@@ -123,7 +127,7 @@ class Benchmark:
         lock = FolderLock(self.store.folder, "benchmark results folder")
         lock.acquire()
         try:
-            return self._run_all(planned, max_runs)
+            return [key.name for key in self._run_all(planned, max_runs)]
         finally:
             lock.release()
             if self._work_lock is not None:
@@ -145,19 +149,19 @@ class Benchmark:
         needed = {need for run in todo for need in run.needs}
         for key in needed:  # a finished pretraining whose encoder file is gone (another machine) is run again
             run = by_key.get(key)
-            if run is None or run.config["stage"] != "pretrain":
+            if run is None or run.key.stage != "pretrain":
                 continue
-            encoder = self.planner.encoder_file(run.config["arm"], run.config["seed"])
+            encoder = self.planner.encoder_file(run.key.arm, run.key.seed)
             if run not in todo and not encoder.is_file():
                 todo.insert(0, run)
         return todo if max_runs is None else todo[:max_runs]
 
-    def _run_all(self, planned: list[Run], max_runs: int | None) -> list[str]:
+    def _run_all(self, planned: list[Run], max_runs: int | None) -> list[RunKey]:
         self._planned = {run.key: run for run in planned}
         todo = self._todo(planned, max_runs)
         self.check(todo)
         self._lock_work()  # after the check: a refused plan leaves no folder behind
-        self.stages.data(sorted({run.config["seed"] for run in planned}))
+        self.stages.data(sorted({run.key.seed for run in planned}))
         total, done, failed = len(todo), 0, []
         self._say(f"{len(planned)} runs planned, {len(planned) - len([r for r in planned if not self.finished(r)])} "
                   f"finished already, {total} to do now with {self.jobs} parallel jobs")
@@ -190,14 +194,14 @@ class Benchmark:
 
     def _execute(self, run: Run) -> None:
         start = time.perf_counter()
-        result = self.stages(run)
-        result.update(key=run.key, config=run.config, config_hash=run.hash, machine=machine(), code=self.code,
-                      allow_dirty=self.allow_dirty, finished=time.strftime("%Y-%m-%d %H:%M:%S"),
-                      total_seconds=round(time.perf_counter() - start, 1))
-        manifest = self.planner.data.manifest
-        if manifest is not None:  # what the user's dataset held: a later edit is named by what changed
-            result["dataset"] = {"dataset_dir": str(self.planner.data.folder), **manifest}
-        self.store.write(run, result)
+        measured = self.stages(run)
+        data = self.planner.data
+        manifest = data.manifest  # what a user's dataset held: a later edit is named by what changed
+        provenance = Provenance(self.code, self.allow_dirty, machine(), time.strftime("%Y-%m-%d %H:%M:%S"),
+                                round(time.perf_counter() - start, 1),
+                                None if manifest is None else {"dataset_dir": str(data.folder), **manifest})
+        draw = Draw.from_datalist(data.datalist(run.key.seed), run.key.setting)
+        self.store.write(run, RunRecord.of_run(RunSettings(run.config, run.hash), draw, measured, provenance))
 
     def _recorded(self, files: list[Path]) -> dict[Path, dict]:
         """The result dicts in ``files`` that hold a run's configuration (unreadable files are skipped)."""

@@ -31,6 +31,7 @@ from semcl_tools.repository import CONFIGS
 
 from .plan import BundleCall, Planner, Run
 from .results import read_case_dice, read_confusion, read_json
+from .run_records import RunKey, RunRecord
 
 __all__ = ["COLLAPSE", "Stages", "capped_while_improving", "collapse"]
 
@@ -66,7 +67,7 @@ class Stages:
         planner: the plan whose runs these are (their bundle calls, folders and encoder files).
         threads_per_job: CPU threads of each run (``OMP_NUM_THREADS`` of its workflows).
         prefix: put before every line printed.
-        finished: the result of a finished run by key, else ``None`` (scratch's budget for ``budget_fractions``).
+        finished: the record of a finished run by key, else ``None`` (scratch's budget for ``budget_fractions``).
     """
 
     def __init__(
@@ -74,7 +75,7 @@ class Stages:
         planner: Planner,
         threads_per_job: int = 1,
         prefix: str = "[bench]",
-        finished: Callable[[str], dict | None] = lambda key: None,
+        finished: Callable[[RunKey], RunRecord | None] = lambda key: None,
     ) -> None:
         self.planner = planner
         self.finished = finished
@@ -84,9 +85,10 @@ class Stages:
         self._seed_lock = threading.Lock()
 
     def __call__(self, run: Run) -> dict:
-        """Do ``run``; its result (without the bookkeeping the runner adds: key, configuration, machine, times)."""
+        """Do ``run``; what its stage measured (:class:`~semcl_benchmark.run_records.RunResult`'s values, with the
+        epoch caps under ``budget``; the runner adds the key, configuration, draw and provenance)."""
         stages = {"pretrain": self.pretrain, "finetune": self.finetune, "atlas": self.atlas, "embedding": self.embedding}
-        return stages[run.config["stage"]](run)
+        return stages[run.key.stage](run)
 
     def data(self, seeds: Sequence[int]) -> None:
         """Write the size's phantoms (skipped when they are there already) and the datalist of every seed."""
@@ -96,7 +98,7 @@ class Stages:
         folder = self.planner.workspace.folder(run)
         shutil.rmtree(folder, ignore_errors=True)  # a run is redone whole, never resumed across protocol versions
         (call,) = self.planner.bundle_calls(run)
-        arm = self.planner.arm(run.config["arm"])
+        arm = self.planner.arm(run.key.arm)
         if arm.workflow == "train.yaml":  # supervised: to its own validation plateau
             cost, summary, budget = self._train_to_plateau(run, call, folder)
         else:
@@ -178,11 +180,11 @@ class Stages:
         from .snapshots import budget_epochs, evaluate_snapshots, snapshot_files
 
         config, folder = run.config, self.planner.workspace.folder(run) / "models"
-        if config["arm"] == "scratch":
-            scratch = result
+        if run.key == self.planner.scratch_key(config["setting"], config["seed"]):
+            scratch_epoch = result["best_metric_epoch"]
         else:
             scratch = self.finished(self.planner.scratch_key(config["setting"], config["seed"]))
-        scratch_epoch = None if scratch is None else scratch.get("best_metric_epoch")
+            scratch_epoch = None if scratch is None or scratch.budget is None else scratch.budget.best_epoch
         snapshots = snapshot_files(folder / "snapshots")
         record: dict = {"scratch_best_epoch": scratch_epoch, "points": []}
         if scratch_epoch is not None:
@@ -254,7 +256,7 @@ class Stages:
         torch.set_num_threads(self.threads_per_job)
         size, data = self.planner.size, self.planner.data
         data_dir = data.folder
-        arm, seed = run.config["arm"], run.config["seed"]
+        arm, seed = run.key.arm, run.key.seed
         network = {k: v for k, v in size.network.items() if k != "blocks_up"}
         with self._seed_lock:
             torch.manual_seed(seed)

@@ -78,15 +78,26 @@ def test_the_benchmark_refuses_a_dirty_tree_before_any_work(tmp_path, monkeypatc
     assert not (tmp_path / "work").exists()
 
 
+ATLAS = {"stage": "atlas", "test": {"cases": ["t.nii.gz"], "classes": ["liver"], "dice": [[0.5]]}}
+"""What an atlas stage measures, at its smallest (the stage itself is tested apart)."""
+
+
+def without_data(benchmark: Benchmark, monkeypatch) -> None:
+    """No phantoms written: the seeds' datalist is a one-case stub."""
+    datalist = {"finetune_1": [{"image": "a.nii.gz"}], "pretrain": [], "validation": [], "test": [{"image": "t.nii.gz"}]}
+    monkeypatch.setattr(benchmark.stages, "data", lambda seeds: None)
+    monkeypatch.setattr(benchmark.planner.data, "datalist", lambda seed: datalist)
+
+
 def test_allow_dirty_is_recorded_in_every_result_file(tmp_path, monkeypatch):
     monkeypatch.setattr(results_module, "working_tree_changes", lambda root=None: [" M semcl_benchmark/plan.py"])
     benchmark = Benchmark(load_protocol().sizes["quick"], tmp_path / "results", tmp_path / "work", allow_dirty=True)
     (run,) = benchmark.plan(["atlas_body_box"], ["finetune_1"], [0], study=[])
-    monkeypatch.setattr(benchmark.stages, "atlas", lambda run: {"stage": "atlas"})  # the stage itself: tested apart
-    monkeypatch.setattr(benchmark.stages, "data", lambda seeds: None)
+    monkeypatch.setattr(benchmark.stages, "atlas", lambda run: ATLAS)
+    without_data(benchmark, monkeypatch)
     assert benchmark.run([run]) == []
-    result = benchmark.store.read(run)
-    assert result["allow_dirty"] is True and result["code"]
+    provenance = benchmark.store.read(run).provenance
+    assert provenance.allow_dirty is True and provenance.code
 
 
 def test_file_sha256_is_the_hash_of_the_bytes(tmp_path):
@@ -108,12 +119,12 @@ def test_result_files_record_the_commit_the_runs_started_from(tmp_path, monkeypa
 
     def atlas_while_a_commit_lands(run):
         head["commit"] = "later"
-        return {"stage": "atlas"}
+        return ATLAS
 
     monkeypatch.setattr(benchmark.stages, "atlas", atlas_while_a_commit_lands)
-    monkeypatch.setattr(benchmark.stages, "data", lambda seeds: None)
+    without_data(benchmark, monkeypatch)
     benchmark.run([run])
-    assert benchmark.store.read(run)["code"] == "start"
+    assert benchmark.store.read(run).provenance.code == "start"
 
 
 def test_the_unfinished_table_keeps_the_run_order_while_seeds_finish(tmp_path):

@@ -65,7 +65,7 @@ def test_a_user_file_adds_an_arm_a_study_arm_and_a_size(tmp_path):
     assert size.pretrain == {**quick.pretrain, "max_epochs": 3} and size.network == quick.network
     assert size.seeds == quick.seeds and size.arms == ("scratch", "semcl_wide")
     _, planned = plan("mine", tmp_path, protocol)
-    runs = {run.key: run for run in planned}
+    runs = {run.key.name: run for run in planned}
     pretrain = runs["pretrain__semcl_wide__seed0"].config
     assert pretrain["arm_settings"] == {"mask_mode": "dilate", "dilate_radius": 6} and pretrain["pretrain"]["max_epochs"] == 3
     study = runs["finetune__semcl_wide_warmup__finetune_1__seed0"].config
@@ -78,7 +78,7 @@ def test_changing_an_arm_makes_its_runs_count_as_not_done(tmp_path):
     benchmark, planned = plan("v1", tmp_path, load_protocol([path]))
     redo = {run.key for run in planned if not benchmark.finished(run)}
     # its pretraining, embedding, fine-tuning and probe runs: 8 seeds x (1 + 1 + 2 settings) + 3 probes
-    assert len(redo) == 35 and all("semcl_coarse" in key for key in redo)
+    assert len(redo) == 35 and all(key.arm == "semcl_coarse" for key in redo)
 
 
 def test_retuning_the_realistic_preset_makes_its_runs_count_as_not_done(tmp_path, monkeypatch):
@@ -162,4 +162,4 @@ def test_a_cut_result_file_counts_as_unfinished_and_is_named(tmp_path, capsys):
     assert store.read(run) is None
     assert f"{store.file(run)} is not valid JSON" in capsys.readouterr().err
     store.file(run).write_text(committed.read_text())
-    assert store.read(run)["config_hash"] == run.hash
+    assert store.read(run).settings.config_hash == run.hash

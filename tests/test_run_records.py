@@ -212,3 +212,32 @@ def test_the_reconstruction_refuses_phantoms_of_another_tuning():
     data = {**record.settings.data, "preset_fingerprint": "0000000000000000"}
     with pytest.raises(ValueError, match="preset fingerprint 0000000000000000"):
         reconstruct_draw({**record.settings.config, "data": data})
+
+
+def test_the_runner_records_the_whole_draw_that_the_v2_reader_would_reconstruct(tmp_path):
+    """Atlas runs (no training) at a tiny size: every file records the seed's labelled, pool, validation and test
+    cases as its datalist holds them, and the schema version."""
+    from dataclasses import replace
+
+    from semcl_benchmark.protocol import load_protocol
+    from semcl_benchmark.runner import Benchmark
+
+    tiny = tmp_path / "tiny.yaml"
+    tiny.write_text("sizes:\n  tiny:\n    base: quick\n    data: {preset: realistic, num: 16, size: [24, 24, 16], seed: 0}\n"
+                    "    splits: {test: 4, validation: 2, training_pool: 6, pretraining_pool: 3}\n", encoding="utf-8")
+    protocol = load_protocol([tiny])
+    benchmark = Benchmark(protocol.sizes["tiny"], tmp_path / "results", tmp_path / "work", protocol=protocol,
+                          allow_dirty=True)
+    planned = benchmark.plan(["atlas_body_box"], ["finetune_1", "finetune_all"], [0, 1], study=[])
+    assert benchmark.run(planned) == []
+    records = read_run_records(tmp_path / "results")
+    assert [r.key for r in records] == sorted(run.key for run in planned) and len(records) == 4
+    for record in records:
+        draw = record.draw
+        assert record.schema_version == SCHEMA_VERSION and not draw.reconstructed
+        assert draw == Draw.from_datalist(benchmark.planner.data.datalist(record.key.seed), record.key.setting)
+        assert (len(draw.labelled), len(draw.pool), len(draw.validation), len(draw.test)) == (
+            1 if record.key.setting == "finetune_1" else 6, 3, 2, 4)
+        assert draw.labelled == tuple(case["case"] for case in record.result.values["labelled_cases"])
+        assert reconstruct_draw(record.settings.config) == replace(draw, reconstructed=True)
+        assert record.budget.epochs == 0 and sorted(record.result.test.cases) == sorted(draw.test)
