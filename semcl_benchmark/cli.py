@@ -19,9 +19,11 @@ Every stage is a ``python -m monai.bundle run`` of the bundle's own workflows (t
 
 Each seed pretrains and fine-tunes anew, and (v2) draws its own labelled volumes and pretraining pool around one fixed
 test set (``semcl_benchmark/splits.py``): the training run is the unit of every statistic. Every finished run writes
-a small JSON (its configuration and a hash of it, seed, per-case per-organ Dice, validation curve, wall time, peak
-memory, the commit it ran from) into the results folder (``docs/results/benchmark/<size>/``, committed); a run whose
-JSON exists with the same configuration hash is skipped, so the benchmark can be stopped and completed later, even on
+a small JSON, its run record (``semcl_benchmark/run_records.py``: its configuration and a hash of it, its whole draw
+of labelled, pretraining pool, validation and test cases, per-case per-organ Dice, validation curve, budget, wall
+time, peak memory, the commit it ran from, the schema version) into the results folder
+(``docs/results/benchmark/<size>/``, committed); a run whose JSON exists with the same configuration hash is
+skipped, so the benchmark can be stopped and completed later, even on
 another machine. A run refuses to start from a working tree with uncommitted changes (its own result files and
 reports aside) unless ``--allow-dirty`` (which every result file records). The report (``docs/RESULTS.md`` for the
 default size, ``docs/RESULTS_v1.md`` for v1) is regenerated from these files alone, with whatever is finished.
