@@ -2,19 +2,21 @@
 
 Training holds one on its ``ckpt_dir`` (:class:`~semcl_components.bundle_runtime.handlers.CheckpointResumer`); evaluation and
 inference on their ``output_dir`` (:func:`lock_for_run`, called from the configs' ``run``); the benchmark on its
-results and work folders.
+results and work folders. The lock itself is ``filelock``'s (``flock`` on Unix); this module adds the record of the
+holder and the messages.
 """
 
 from __future__ import annotations
 
-import fcntl
 import os
 import socket
 import sys
 import threading
 import time
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
+
+from filelock import FileLock, Timeout
 
 __all__ = ["FolderInUseError", "FolderLock", "lock_for_run"]
 
@@ -26,12 +28,14 @@ class FolderInUseError(RuntimeError):
 
 
 class FolderLock:
-    """An exclusive ``flock`` on ``<folder>/.lock``, held from :meth:`acquire` until :meth:`release` or process exit.
+    """An exclusive ``filelock.FileLock`` on ``<folder>/.lock``, held from :meth:`acquire` until :meth:`release` or
+    process exit.
 
     Two runs writing checkpoints and ``model.pt`` into one folder would resume from and overwrite each other's files
-    without a word. The operating system drops a ``flock`` when its process dies (even by ``kill -9``), so a lock never
+    without a word. The operating system drops the lock when its process dies (even by ``kill -9``), so a lock never
     outlives its run and needs no clean-up. The lock file records the holder's pid, host, start time and command line
-    for the message a second run gets.
+    for the message a second run gets (filelock >= 4 leaves that record alone; 3.x empties the file when it tries the
+    lock, and the message then says "another process").
 
     Args:
         folder: the folder to lock; created if needed.
@@ -52,7 +56,7 @@ class FolderLock:
         self.holds = holds
         self.conflict = conflict
         self.path = self.folder / ".lock"
-        self._handle: IO[str] | None = None
+        self._lock = FileLock(self.path, thread_local=False)  # e.g. released by another thread than took it
 
     def acquire(self) -> None:
         """Take the lock, or raise naming the process that has it.
@@ -61,44 +65,42 @@ class FolderLock:
             PermissionError: the folder or its lock file cannot be written (e.g. a read-only ``ckpt_dir``).
             FolderInUseError: another process holds the lock.
         """
-        if self._handle is not None:
+        if self._lock.is_locked:
             return
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
-            handle = open(self.path, "a+")
+            self._lock.acquire(timeout=0)
+        except Timeout as error:
+            raise FolderInUseError(
+                f"{self.purpose} {self.folder} is in use by {self._holder()}. Two runs in one folder would "
+                f"{self.conflict}: wait for that run to end, or give this run another {self.purpose}."
+            ) from error
         except OSError as error:
             raise PermissionError(
                 f"cannot write to {self.purpose} {self.folder} ({type(error).__name__}: {error}); {self.holds} go "
                 "there, so give a writable folder."
             ) from error
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError as error:
-            handle.seek(0)
-            holder = handle.read().strip() or "another process"
-            handle.close()
-            raise FolderInUseError(
-                f"{self.purpose} {self.folder} is in use by {holder}. Two runs in one folder would {self.conflict}: "
-                f"wait for that run to end, or give this run another {self.purpose}."
-            ) from error
-        handle.seek(0)
-        handle.truncate()
         started = time.strftime("%Y-%m-%d %H:%M:%S")
-        handle.write(f"pid {os.getpid()} on {socket.gethostname()}, started {started}: {' '.join(sys.argv)}\n")
-        handle.flush()
-        self._handle = handle
+        record = f"pid {os.getpid()} on {socket.gethostname()}, started {started}: {' '.join(sys.argv)}\n"
+        try:
+            self.path.write_text(record, encoding="utf-8")
+        except OSError:  # the record is for messages only; the lock holds without it
+            pass
+
+    def _holder(self) -> str:
+        """The record of the process that holds the lock, as its :meth:`acquire` wrote it."""
+        try:
+            return self.path.read_text(encoding="utf-8", errors="replace").strip() or "another process"
+        except OSError:
+            return "another process"
 
     def release(self) -> None:
         """Drop the lock (the lock file stays; it is empty of meaning without a holder)."""
-        if self._handle is None:
-            return
-        fcntl.flock(self._handle, fcntl.LOCK_UN)
-        self._handle.close()
-        self._handle = None
+        self._lock.release()
 
     @property
     def held(self) -> bool:
-        return self._handle is not None
+        return self._lock.is_locked
 
 
 _HELD: dict[str, FolderLock] = {}
