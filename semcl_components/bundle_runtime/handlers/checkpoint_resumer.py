@@ -1,4 +1,10 @@
-"""``CheckpointResumer``: continue an interrupted training from the last epoch checkpoint of its folder."""
+"""``CheckpointResumer``: continue an interrupted training from the last epoch checkpoint of its folder.
+
+The loading is MONAI's ``CheckpointLoader`` (ignite's ``Checkpoint.load_objects``, keeping this run's
+``max_epochs``). Finding the checkpoint stays here (:func:`epoch_checkpoints`): ignite's ``Checkpoint.last_checkpoint``
+knows only the files its saver wrote in this process, and a resume has to find them on disk, newest first, and skip
+unreadable ones.
+"""
 
 from __future__ import annotations
 
