@@ -197,3 +197,29 @@ def test_the_bundle_phantom_folder_is_written_on_first_use(tmp_path):
     folder = tmp_path / "data" / "phantoms"
     assert ensure_phantom_dataset(folder, num=4, size=(16, 16, 16), phantom_folder=folder) == str(folder)
     assert (folder / "dataset.json").is_file() and (folder / "datalist.json").is_file()
+
+
+# ------------------------------------------------------------------------------------------------ paths and entries
+
+
+def test_paths_are_resolved_against_the_dataset_folder_and_a_missing_file_is_named(tmp_path):
+    folder = _dataset(tmp_path / "data", {"train": ["a"], "test": ["b"]})
+    datalist = json.loads((folder / "datalist.json").read_text())
+    datalist["test"] = ["imagesTr/b.nii.gz"]  # MSD's test list: bare image paths
+    datalist["validation"] = [{"image": "./imagesTr/../imagesTr/a.nii.gz", "label": str(folder / "labelsTr/a.nii.gz")}]
+    (folder / "datalist.json").write_text(json.dumps(datalist))
+    (validation,) = load_datalist(folder / "datalist.json", "validation", tmp_path / "data" / ".." / "data")
+    assert validation == {"image": str(folder / "imagesTr/a.nii.gz"), "label": str(folder / "labelsTr/a.nii.gz")}
+    assert load_datalist(folder / "datalist.json", "test", folder, require_label=False) == [
+        {"image": str(folder / "imagesTr/b.nii.gz")}
+    ]
+    (folder / "labelsTr" / "a.nii.gz").unlink()
+    with pytest.raises(FileNotFoundError, match=r"label file .*labelsTr/a.nii.gz \(entry 0 of 'train' in .*\) does not"):
+        load_datalist(folder / "datalist.json", "train", folder)
+
+
+def test_a_bare_path_outside_the_test_list_is_refused_naming_the_entry(tmp_path):
+    folder = _dataset(tmp_path, {"train": ["a"]})
+    (folder / "datalist.json").write_text(json.dumps({"train": ["imagesTr/a.nii.gz"]}))
+    with pytest.raises(ValueError, match=r"entry 0 of 'train' in .* is a bare path \(imagesTr/a.nii.gz\)"):
+        load_datalist(folder / "datalist.json", "train", folder, require_label=False)

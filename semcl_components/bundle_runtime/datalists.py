@@ -11,6 +11,8 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from monai.data import load_decathlon_datalist
+
 from .inference_files import NIFTI_SUFFIXES
 from .labels import check_dataset_classes
 
@@ -87,13 +89,18 @@ def _datalist_entries(
     image_key: str,
     label_key: str,
 ) -> list[dict]:
-    """The entries of list ``key``, paths resolved against ``base_dir``; every named file must exist."""
+    """The entries of list ``key``, paths resolved against ``base_dir`` (MONAI's ``load_decathlon_datalist``); every
+    named file must exist."""
     if key not in content:
         lists = [k for k, v in content.items() if isinstance(v, list)]
         raise KeyError(f"datalist {datalist_file} has no list '{key}'; it has {lists}.")
-    items = []
     for index, entry in enumerate(content[key]):
-        entry = {"image": entry} if isinstance(entry, str) else dict(entry)
+        if isinstance(entry, str) and key != "test":
+            raise ValueError(
+                f"entry {index} of '{key}' in {datalist_file} is a bare path ({entry}); only the 'test' list may list "
+                f"bare image paths, the others list entries such as {{'{image_key}': ..., '{label_key}': ...}}."
+            )
+        entry = {"image": entry} if isinstance(entry, str) else entry
         if image_key not in entry:
             raise ValueError(f"entry {index} of '{key}' in {datalist_file} has no '{image_key}': {entry}.")
         if require_label and label_key not in entry:
@@ -101,15 +108,13 @@ def _datalist_entries(
                 f"image {entry[image_key]} (entry {index} of '{key}' in {datalist_file}) has no '{label_key}'; "
                 "training and evaluation need a label map for every image."
             )
+    items = load_decathlon_datalist(datalist_file, is_segmentation=True, data_list_key=key, base_dir=base_dir.resolve())
+    for index, entry in enumerate(items):
         for k in (image_key, label_key):
-            if k in entry:
-                path = Path(entry[k])
-                entry[k] = str(path if path.is_absolute() else (base_dir / path).resolve())
-                if not os.path.exists(entry[k]):
-                    raise FileNotFoundError(
-                        f"{k} file {entry[k]} (entry {index} of '{key}' in {datalist_file}) does not exist."
-                    )
-        items.append(entry)
+            if k in entry and not os.path.exists(entry[k]):
+                raise FileNotFoundError(
+                    f"{k} file {entry[k]} (entry {index} of '{key}' in {datalist_file}) does not exist."
+                )
     return items
 
 
