@@ -26,7 +26,8 @@ time, peak memory, the commit it ran from, the schema version) into the results 
 skipped, so the benchmark can be stopped and completed later, even on
 another machine. A run refuses to start from a working tree with uncommitted changes (its own result files and
 reports aside) unless ``--allow-dirty`` (which every result file records). The report (``docs/RESULTS.md`` for the
-default size, ``docs/RESULTS_v1.md`` for v1) is regenerated from these files alone, with whatever is finished.
+default size) is regenerated from these files alone, with whatever is finished; v1's report (``docs/RESULTS_v1.md``)
+is frozen with its result files.
 
 Usage:
     python scripts/benchmark.py [--quick | --full | --size NAME] [--protocol FILE ...] [--jobs 2]
@@ -194,7 +195,11 @@ def main(argv: list[str] | None = None) -> int:
     data = f" --dataset_dir {args.dataset_dir}" if args.dataset_dir else ""
     data += f" --pixdim {' '.join(map(str, args.pixdim))}" if args.pixdim else ""
     command = "python scripts/benchmark.py" + option + protocols + data
-    write_report(size, planned, benchmark.store, report, command)
+    try:
+        write_report(size, planned, benchmark.store, report, command)
+    except ValueError as error:  # a v1 size: its report is frozen
+        print(f"[bench] {error}", file=sys.stderr)
+        return 2
     print(f"[bench] report: {report}")
     if failed:
         print(f"[bench] {len(failed)} runs failed: {', '.join(failed)}; their logs are in {work / 'logs'}")

@@ -42,8 +42,8 @@ from semcl_tools.repository import CONFIGS, ROOT
 from .plan import Run
 from .protocol import load_protocol
 from .report import endpoints, mean_dice
-from .report.comparison import format_difference, format_p
-from .results import ResultStore, by_stage, cpu_model, read_json, results_folder
+from .report.load import load_runs, runs_of
+from .results import cpu_model, read_json, results_folder
 from .runner import Benchmark
 
 DEMO_ARM = "semcl_exact"
@@ -67,16 +67,15 @@ def organ_dice(result: dict) -> dict[str, float]:
 def committed_runs(size_name: str, arm: str, setting: str) -> dict[int, dict]:
     """The benchmark's committed fine-tuning results of ``arm`` in ``setting`` by seed (those whose configuration the
     protocol still plans), from ``docs/results/benchmark/<size>``."""
-    return committed_finetunes(size_name, [arm], setting).get((arm, setting, False), {})
+    return runs_of(committed_finetunes(size_name, [arm], setting), arm, setting)
 
 
-def committed_finetunes(size_name: str, arms: list[str], setting: str) -> dict:
-    """``finetunes[arm, setting, probe][seed]`` of the committed result files (see :func:`~.results.by_stage`)."""
+def committed_finetunes(size_name: str, arms: list[str], setting: str):
+    """The committed result files of ``arms`` in ``setting`` as the report's long table (:mod:`.report.load`)."""
     size = load_protocol().sizes[size_name]
     reference = Benchmark(size, results_folder(size.name), ROOT / "runs" / "benchmark" / size.name)
     planned = reference.plan(arms, [setting], list(size.seeds), study=[])
-    finetunes, _, _ = by_stage(reference.store.load(planned))
-    return finetunes
+    return load_runs(planned, reference.store)
 
 
 def distribution_table(run: dict, seeds: dict[int, dict]) -> str:
@@ -105,10 +104,10 @@ def benchmark_verdict(size_name: str, arm: str, setting: str) -> str:
     if outcome is None or outcome.seeds < 2:
         return (f"The benchmark ({size_name} size) has no primary test of {arm} against scratch on {setting} with "
                 f"paired runs to quote.")
+    d = outcome.difference
     return (f"The benchmark ({report}, {outcome.seeds} paired seeds): {arm} minus scratch on {setting} = "
-            f"{format_difference(outcome.difference, outcome.seeds)} mean test Dice, Wilcoxon p = "
-            f"{format_p(outcome.p)}, Holm p = {format_p(outcome.holm_p)} over its {len(family)} primary tests: "
-            f"{outcome.direction}.")
+            f"{d.mean:+.3f} [{d.low:+.3f}, {d.high:+.3f}] mean test Dice, Wilcoxon p = {outcome.p:.4f}, Holm p = "
+            f"{outcome.holm_p:.4f} over its {len(family)} primary tests: {endpoints.DIRECTION[outcome.direction]}.")
 
 
 def _segment(bench: Benchmark, run: Run, test_image: str, work: Path) -> Path:

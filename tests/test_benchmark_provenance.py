@@ -129,15 +129,14 @@ def test_result_files_record_the_commit_the_runs_started_from(tmp_path, monkeypa
 
 def test_the_unfinished_table_keeps_the_run_order_while_seeds_finish(tmp_path):
     """A group whose first seed has finished keeps its row; it does not move below the groups that follow it."""
-    from semcl_benchmark.report.provenance import unfinished
+    from semcl_benchmark.report.tables import unfinished
 
     benchmark = Benchmark(load_protocol().sizes["quick"], tmp_path / "results", tmp_path / "work", allow_dirty=True)
     planned = benchmark.plan(["scratch", "atlas"], ["finetune_1"], [0, 1, 2], study=[])
     first = planned[0]
-    none_finished = [row for row in unfinished(planned, {}) if row.startswith("| ") and "---" not in row][1:]
-    some_finished = [row for row in unfinished(planned, {first.key: {}}) if row.startswith("| ") and "---" not in row][1:]
+    none_finished = unfinished(planned, set())  # rows (stage, arm, setting, seed ranges)
+    some_finished = unfinished(planned, {str(first.key)})
     assert len(none_finished) == len(some_finished) > 1
-    assert [row.split("|")[1:4] for row in none_finished] == [row.split("|")[1:4] for row in some_finished]
-    moved = next(i for i, row in enumerate(some_finished) if f"`{first.config['arm']}`" in row)
-    assert some_finished[moved].endswith("| 1-2 |") and none_finished[moved].endswith("| 0-2 |")
-    assert unfinished(planned, {run.key: {} for run in planned}) == []
+    assert [row[:3] for row in none_finished] == [row[:3] for row in some_finished]
+    assert none_finished[0][3] == "0-2" and some_finished[0][3] == "1-2"
+    assert unfinished(planned, {str(run.key) for run in planned}) == []

@@ -41,18 +41,13 @@ def test_every_committed_run_of_the_v1_size_counts(tmp_path):
     assert [run for run in planned if not benchmark.finished(run)] == []
 
 
-def test_the_v1_report_is_regenerated_identical_apart_from_its_date(tmp_path):
-    """``--size v1 --report-only`` rewrites docs/RESULTS_v1.md from the committed v1 files, the same but for its date."""
-    import shutil
-
-    results = tmp_path / "docs" / "results" / "benchmark" / "v1"  # the committed layout: the same plot links
-    shutil.copytree(results_folder("v1"), results)
-    report = tmp_path / "docs" / "RESULTS_v1.md"
-    assert main(["--size", "v1", "--report-only", "--results", str(results), "--report", str(report)]) == 0
-    committed = (Path(__file__).resolve().parents[1] / "docs" / "RESULTS_v1.md").read_text().splitlines()
-    regenerated = report.read_text().splitlines()
-    differing = [(a, b) for a, b in zip(committed, regenerated) if a != b]
-    assert len(committed) == len(regenerated) and all(a.startswith("- Report written ") for a, _ in differing)
+def test_the_v1_report_is_frozen(tmp_path, capsys):
+    """Version 1's report is a frozen file beside its result files (issue 34): ``--size v1 --report-only`` writes no
+    report and says why, and docs/RESULTS_v1.md is left as committed."""
+    report = tmp_path / "RESULTS_v1.md"
+    arguments = ["--size", "v1", "--report-only", "--results", str(results_folder("v1")), "--report", str(report)]
+    assert main(arguments) == 2
+    assert not report.exists() and "version 1's report is frozen" in capsys.readouterr().err
 
 
 def test_a_user_file_adds_an_arm_a_study_arm_and_a_size(tmp_path):

@@ -1,149 +1,168 @@
-"""The benchmark report, regenerated from the result JSON files alone (see ``semcl_benchmark``).
+"""The benchmark report as load -> analyse -> render, from the result files alone.
 
-Statistics take the training run as the unit (:mod:`.comparison`). Where the method does not beat a baseline, the
-report's first lines say so (:mod:`.verdict`), followed by what bounds the gain, measured from the same runs
-(:mod:`.diagnosis`: what a second labelled volume is worth, run-to-run noise, early lead, whether organ separation
-predicts Dice, the shortcut study, organs that no arm learns); then the tables (:mod:`.tables`, :mod:`.study`) and
-plots (:mod:`.plots`).
-
-A v2 size (one with ``splits``: :func:`.records.is_v2`) gets benchmark v2's report instead: the endpoints declared in
-``docs/PROTOCOL.md`` with Holm-adjusted p and crossed bootstrap intervals (:mod:`.endpoints`), deviations from the
-protocol, time to accuracy (:mod:`.time_to_accuracy`), whether every arm was trained to its best (:mod:`.baselines`)
-and every result file's provenance (:mod:`.provenance`); a size with ``difficulty_criteria: true`` also the testbed's
-difficulty criteria (:mod:`.difficulty`). What it reads from the result files beyond v1's fields, and in which
-format, is in :mod:`.records`.
+**Load** (:mod:`.load`): every finished run as one long pandas table, read and validated once. **Analyse**
+(:mod:`.endpoints`, :mod:`.accuracy`, :mod:`.budget`, :mod:`.diagnosis`, :mod:`.tables`, :mod:`.difficulty`): frozen
+dataclasses, one per endpoint or diagnosis, every wording that depends on a number decided there as a field;
+:func:`analyse` gathers them into one :class:`Report`. **Render** (:func:`render`): one Jinja2 template per report
+(``templates/``) that only formats those values. Version 1's report is frozen (``docs/RESULTS_v1.md`` beside its
+result files); a size without ``splits`` gets no regenerated report.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+
+import jinja2
+import pandas as pd
 
 from semcl_components.bundle_runtime.atomic_io import atomic_write
 
 from ..plan import Run
 from ..protocol import Size
-from ..results import ResultStore, by_stage
-from ..statistics import crossed_bootstrap
-from . import endpoints, tables
-from .baselines import baselines_at_their_best
-from .comparison import compare, is_method, mean_dice
-from .diagnosis import diagnosis, diagnosis_v2
-from .difficulty import difficulty_criteria, read_cost_ratio
-from .plots import plots_section
-from .provenance import file_provenance, unfinished
-from .records import is_v2
-from .study import study
-from .time_to_accuracy import time_to_accuracy
-from .verdict import primary_verdict, verdict
+from ..results import ResultStore
+from . import accuracy, budget, diagnosis, difficulty, endpoints, tables
+from .difficulty import read_cost_ratio
+from .fields import deviations
+from .load import load_runs, mean_dice
+from .plots import write_embedding_plots, write_plots
 
-__all__ = [
-    "compare",
-    "diagnosis",
-    "diagnosis_v2",
-    "difficulty_criteria",
-    "mean_dice",
-    "report_v1",
-    "report_v2",
-    "verdict",
-    "write_report",
-]
+__all__ = ["Report", "analyse", "mean_dice", "render", "write_report"]
+
+TEMPLATES = Path(__file__).parent / "templates"
 
 
-def write_report(size: Size, planned: Sequence[Run], store: ResultStore, report: Path, command: str) -> None:
+@dataclass(frozen=True)
+class Report:
+    """Every value the v2 report prints (see the template for where)."""
+
+    size: Size
+    command: str
+    written: str
+    finished: int
+    planned: int
+    arms: list[str]
+    settings: list[str]
+    families: dict[str, endpoints.Family]  # primary, secondary titles, "per phase", "probe", "budget fractions"
+    values: dict = field(default_factory=dict)  # the diagnoses and tables by name (see :func:`analyse`)
+
+
+def _order(size: Size, runs: pd.DataFrame) -> tuple[list[str], list[str]]:
+    main = runs[runs.stage.isin(("finetune", "atlas")) & ~runs.arm.isin(size.study_arms)]
+    arms = [a for a in size.arms if a in set(main.arm)] + sorted(set(main.arm) - set(size.arms))
+    settings = [s for s in size.settings if s in set(main.setting)] + sorted(set(main.setting) - set(size.settings))
+    return arms, settings
+
+
+def _families(runs, size, keys, settings) -> dict[str, endpoints.Family]:
+    seeds = len(size.seeds) or None
+    found = {"primary": endpoints.family(runs, endpoints.primary_family(), seeds)}
+    found |= {t: endpoints.family(runs, tests, seeds) for t, tests in endpoints.secondary_families(keys).items()}
+    phases = next((p for r in runs.record if r.get("test") and (p := r["test"].get("contrast_phases"))), None)
+    buckets = sorted({p for p in phases or () if p is not None})
+    found["per phase"] = endpoints.family(runs, [endpoints.Test(t.method, t.baseline, t.setting, phase=p)
+                                                 for p in buckets for t in endpoints.primary_family()], seeds)
+    found["probe"] = endpoints.family(runs, endpoints.probe_family(keys, size.probe_setting),
+                                      len(size.probe_seeds) or None)
+    pairs = accuracy.declared_reaches(keys, settings)
+    found["budget fractions"] = accuracy.budget_fraction_family(runs, pairs, seeds)
+    return found
+
+
+def analyse(size: Size, planned: Sequence[Run], runs: pd.DataFrame, plots: Path, command: str) -> Report:
+    """Every value of the v2 report, from the long table of finished ``runs`` of the ``planned`` ones."""
+    arms, settings = _order(size, runs)
+    keys = {(r.config["arm"], r.config["setting"], bool(r.config["probe"])) for r in planned
+            if r.config["stage"] == "finetune"}
+    families = _families(runs, size, keys, settings)
+    trained = [a for a in arms if not endpoints.is_atlas(a)]
+    limited = [s for s in settings if s != endpoints.UPPER_BOUND_SETTING]
+    methods = [a for a in arms if endpoints.is_method(a)]
+    pairs = accuracy.declared_reaches(keys, settings)
+    reaches = accuracy.reach_family(runs, pairs)
+    endpoint = [o for name, f in families.items() if name not in ("per phase", "probe", "budget fractions")
+                for o in f.outcomes]
+    phases = next((p for r in runs.record if r.get("test") and (p := r["test"].get("contrast_phases"))), None) or []
+    order = {a: i for i, a in enumerate([endpoints.REFERENCE, *size.arms])}.get
+    collapse = sorted(budget.collapse_rows(runs), key=lambda c: order(c.arm))
+    contrastive = {c.arm for c in collapse}
+    values = {
+        "deviations": deviations(size),
+        "unfinished": tables.unfinished(planned, set(runs.key)),
+        "upper": tables.cell(diagnosis.runs_of(runs, endpoints.REFERENCE, endpoints.UPPER_BOUND_SETTING)),
+        "headroom": diagnosis.gaps(runs, endpoints.REFERENCE, endpoints.UPPER_BOUND_SETTING, endpoints.REFERENCE,
+                                   limited),
+        "atlases": {a: diagnosis.gaps(runs, endpoints.REFERENCE, None, a, limited)
+                    for a in arms if endpoints.is_atlas(a)},
+        "noise": diagnosis.noise(runs, methods, limited),
+        "reaches": reaches, "declared_reaches": len(pairs),
+        "method_reaches": [x for x in reaches if endpoints.is_method(x.arm) and x.setting in limited and x.paired > 1],
+        "reach_floor": accuracy.reach_floor(reaches, len(pairs), len(size.seeds) or None),
+        "caps": budget.caps(runs), "collapse": collapse, "validating": budget.validating_rows(runs),
+        "pretraining_budgets": [b for b in budget.pretraining_budgets(runs) if b.arm in contrastive],
+        "baseline_collapse": [c for c in collapse if not endpoints.is_method(c.arm)],
+        "probe_against_full": budget.probe_against_full(runs, size.probe_setting),
+        "low_organs": diagnosis.low_organs(runs, trained, limited),
+        "ceilings": diagnosis.setting_ceilings(endpoint),
+        "own_best": diagnosis.own_best(endpoint, families["budget fractions"].outcomes),
+        "draws": diagnosis.draws(runs), "pool_mask_arms": diagnosis.pool_mask_arms(runs),
+        "headline": tables.headline(runs, arms, settings),
+        "phase_counts": {p: phases.count(p) for p in sorted({p for p in phases if p is not None})},
+        "probe_cells": {a: tables.cell(diagnosis.runs_of(runs, a, size.probe_setting, True))
+                        for a in sorted(set(runs[runs.probe].arm), key=order)},
+        "organs": tables.organ_tables(runs, arms, settings), "cost": tables.cost_rows(runs, trained),
+        "step": tables.step_cost(), "provenance": tables.file_provenance(runs),
+        "embedding": tables.embedding_rows(runs, list(size.arms)),
+        "study": tables.study_rows(runs, size) if size.study_arms else [],
+        "difficulty": difficulty.criteria(runs, size, read_cost_ratio(plots.parent)) if size.difficulty_criteria else None,
+    }
+    pretrained = [a for a in size.arms if a in set(runs[runs.stage == "pretrain"].arm)]
+    values["knn_curves"] = tables.knn_curves(runs, pretrained)
+    values["knn"] = tables.knn_rows(runs, values["knn_curves"])
+    values["machines"] = sorted({f"{r['machine']['cpu']} ({r['machine']['cores']} cores, torch {r['machine']['torch']})"
+                                 for r in runs.record})
+    values["dates"] = sorted(r["finished"] for r in runs.record)
+    values["codes"] = sorted({r.get("code", "not recorded") for r in runs.record})
+    return Report(size, command, time.strftime("%Y-%m-%d %H:%M"), len(runs), len(planned), arms, settings, families,
+                  values)
+
+
+def render(report: Report, plots: str, template: str = "results_v2.md.j2") -> str:
+    """The report's Markdown from its template; ``plots``: the plots folder relative to the report."""
+    environment = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), undefined=jinja2.StrictUndefined,
+                                     trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
+    environment.filters.update(
+        f3=lambda x: "-" if x is None else f"{x:.3f}", s3=lambda x: f"{x:+.3f}",
+        p=lambda x: "n/a" if x != x else f"{x:.4f}",
+        est=lambda e, n=2: f"{e.mean:.3f} [no interval: 1 seed]" if n < 2 else f"{e.mean:.3f} [{e.low:.3f}, {e.high:.3f}]",
+        json=json.dumps,
+        diff=lambda e, n=2: f"{e.mean:+.3f} [no interval: 1 seed]" if n < 2 else f"{e.mean:+.3f} [{e.low:+.3f}, {e.high:+.3f}]")
+    environment.tests["method"] = endpoints.is_method
+    environment.globals["DIRECTION"] = endpoints.DIRECTION
+    return environment.get_template(template).render(r=report, v=report.values, plots=plots)
+
+
+def write_report(size: Size, planned: Sequence[Run], store: ResultStore, report: Path, command: str,
+                 written: str | None = None) -> None:
     """Write ``report`` (Markdown) and its plots (``<results folder>/plots``) from the finished runs of ``planned``.
 
-    A v2 size (with ``splits``) gets the v2 report (:func:`report_v2`), a v1 size v1's (:func:`report_v1`), so v1's
-    committed report regenerates unchanged.
-
-    Args:
-        size: the benchmark size (its arms, settings and study give the report's rows and columns).
-        planned: the runs; those whose result file holds their configuration hash count.
-        store: the result files.
-        report: the Markdown file to write.
-        command: the command that makes (and completes) the runs, for the provenance section.
+    A size without ``splits`` (v1) is refused: its report is frozen with its result files.
     """
-    results = store.load(planned)
-    write = report_v2 if is_v2(size) else report_v1
-    lines = write(size, planned, results, store.folder / "plots", report, command)
+    if getattr(size, "splits", None) is None:
+        raise ValueError(f"size {size.name!r} has no splits: version 1's report is frozen (docs/RESULTS_v1.md); "
+                         "no code regenerates it.")
+    runs = load_runs(planned, store)
+    plots = store.folder / "plots"
+    analysed = analyse(size, planned, runs, plots, command)
+    if written is not None:
+        analysed = Report(**{**analysed.__dict__, "written": written})
+    trained = [a for a in analysed.arms if not endpoints.is_atlas(a)]
+    analysed.values["plots"] = write_plots(runs, trained, analysed.settings, plots)
+    write_embedding_plots(runs, analysed.values["embedding"], analysed.values["knn_curves"], plots)
+    text = render(analysed, os.path.relpath(plots, report.parent))
     with atomic_write(report) as tmp:
-        tmp.write_text("\n".join(lines) + "\n")
-
-
-def report_v1(size: Size, planned: Sequence[Run], results: dict, plots: Path, report: Path, command: str) -> list[str]:
-    """Benchmark v1's report: every method arm against every baseline, two-level bootstrap intervals."""
-    finetunes, pretrains, embeddings = by_stage(results)
-    arms = [arm for arm in size.arms if any(key[0] == arm for key in finetunes)]
-    settings = [s for s in size.settings if any(key[1] == s for key in finetunes)]
-    pretrained = [a for a in size.arms if a in pretrains]
-    lines: list[str] = [f"# Benchmark results: {size.name} size", ""]
-    lines += verdict(finetunes, arms, settings)
-    lines += ["", f"Runs finished: {len(results)} of {len(planned)} planned ({size.notes}).", ""]
-    lines += diagnosis(finetunes, embeddings, arms, settings, size)
-    lines += tables.headline(finetunes, arms, settings)
-    lines += tables.comparisons(finetunes, arms, settings)
-    lines += tables.per_organ(finetunes, arms, settings)
-    lines += tables.probe(finetunes, size)
-    lines += tables.pretraining(pretrains, pretrained)
-    lines += tables.cost(finetunes, pretrains, arms)
-    lines += tables.embedding(embeddings, [a for a in size.arms if a in embeddings], plots, report)
-    lines += tables.embedding_during_pretraining(pretrains, pretrained, plots, report)
-    lines += tables.steps_to_scratch(finetunes, arms, settings)
-    lines += study(finetunes, pretrains, embeddings, size, planned)
-    lines += plots_section(finetunes, arms, settings, plots, report)
-    lines += tables.provenance(results, command, size)
-    return lines
-
-
-def report_v2(size: Size, planned: Sequence[Run], results: dict, plots: Path, report: Path, command: str) -> list[str]:
-    """Benchmark v2's report: the endpoints declared in ``docs/PROTOCOL.md`` with Holm p, crossed bootstrap intervals.
-
-    Rows are the size's arms, then any other arm with fine-tuning results (atlases, the paper's setting); columns the
-    size's settings, then any other setting with results (the upper bound). A size with ``difficulty_criteria`` starts
-    with the testbed's difficulty criteria; a size that plans no arm of the method has no verdict.
-    """
-    finetunes, pretrains, embeddings = by_stage(results)
-    main = {key: runs for key, runs in finetunes.items() if key[0] not in size.study_arms}
-    present_arms = {key[0] for key in main}
-    present_settings = {key[1] for key in main}
-    arms = [a for a in size.arms if a in present_arms] + sorted(present_arms - set(size.arms))
-    settings = [s for s in size.settings if s in present_settings] + sorted(present_settings - set(size.settings))
-    trained = [a for a in arms if not endpoints.is_atlas(a)]
-    pretrained = [a for a in size.arms if a in pretrains]
-    keys = endpoints.planned_keys(planned)
-    planned_seeds = len(size.seeds) or None  # every declared comparison but the probes pairs the size's seeds
-    primary = endpoints.run_family(finetunes, endpoints.primary_family())
-    lines: list[str] = [f"# Benchmark results: {size.name} size (protocol v2, `docs/PROTOCOL.md`)", ""]
-    if size.difficulty_criteria:
-        lines += difficulty_criteria(finetunes, size, paired=read_cost_ratio(plots.parent))
-    if any(is_method(a) for a in size.arms):
-        lines += primary_verdict(primary)
-    lines += ["", f"Runs finished: {len(results)} of {len(planned)} planned ({size.notes}).", ""]
-    lines += unfinished(planned, results)
-    lines += endpoints.deviations_section(size)
-    lines += diagnosis_v2(finetunes, pretrains, arms, settings, size, keys)
-    if finetunes:
-        lines += tables.headline(finetunes, arms, settings, crossed_bootstrap,
-                                 "95% CI: crossed bootstrap over seeds and the shared test cases")
-    if primary:
-        lines += ["## Primary endpoint", "",
-                  endpoints.family_note(primary, len(endpoints.primary_family()), planned_seeds), "",
-                  *endpoints.outcome_table(primary), ""]
-    for title, tests in endpoints.secondary_families(keys).items():
-        outcomes = endpoints.run_family(finetunes, tests)
-        if outcomes:
-            lines += [f"## Secondary: {title}", "", endpoints.family_note(outcomes, len(tests), planned_seeds), "",
-                      *endpoints.outcome_table(outcomes), ""]
-    lines += endpoints.per_phase(finetunes, endpoints.primary_family(), planned_seeds)
-    lines += time_to_accuracy(finetunes, trained, settings, keys, planned_seeds)
-    lines += endpoints.probe_section(finetunes, size, keys)
-    lines += baselines_at_their_best(finetunes, pretrains)
-    lines += tables.per_organ(finetunes, arms, settings)
-    lines += tables.cost(finetunes, pretrains, trained)
-    lines += tables.embedding(embeddings, [a for a in size.arms if a in embeddings], plots, report)
-    lines += tables.embedding_during_pretraining(pretrains, pretrained, plots, report)
-    lines += study(finetunes, pretrains, embeddings, size, planned)
-    lines += plots_section(finetunes, trained, settings, plots, report, crossed_bootstrap)
-    lines += [*tables.provenance(results, command, size), ""]
-    lines += file_provenance(results)
-    return lines
+        tmp.write_text(text, encoding="utf-8")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -11,9 +10,9 @@ from semcl_components.bundle_runtime.atomic_io import atomic_write
 from semcl_components.embedding_quality import plot_embedding_projections
 from semcl_components.bundle_runtime.handlers.confusion_matrix import plot_confusion_matrix
 
-from ..statistics import hierarchical_bootstrap
-from .comparison import dice_grid
-from .records import validation_points
+from .endpoints import estimate, grid
+from .fields import validation_points
+from .load import runs_of
 
 
 def pyplot():
@@ -47,32 +46,30 @@ def plot_knn_during_pretraining(curves: dict[str, list[list[tuple[int, float]]]]
     save_figure(figure, path)
 
 
-def labelled_volumes(setting: str, finetunes) -> int | None:
+def labelled_volumes(setting: str, runs) -> int | None:
     """How many volumes ``setting`` labels: its name's count (``finetune_4``), else the labelled cases its runs record
     (the upper bound, ``finetune_all``); ``None`` if neither says."""
     suffix = setting.rsplit("_", 1)[-1]
     if suffix.isdigit():
         return int(suffix)
-    cases = [len(r["labelled_cases"]) for (_, s, _), runs in finetunes.items() if s == setting
-             for r in runs.values() if r.get("labelled_cases")]
+    cases = [len(r["labelled_cases"]) for r in runs[runs.setting == setting].record if r.get("labelled_cases")]
     return max(cases) if cases else None
 
 
-def plots_section(finetunes, arms, settings, plots: Path, report: Path, bootstrap=hierarchical_bootstrap) -> list[str]:
-    """Dice against labelled volumes (intervals by ``bootstrap``), validation curves per setting, one confusion matrix
-    per arm; their links."""
-    if not finetunes:
+def write_plots(runs, arms, settings, plots: Path) -> list[tuple[str, str]]:
+    """Dice against labelled volumes, validation curves per setting, one confusion matrix per arm: ``(title, file)``
+    of each plot written into ``plots``."""
+    if not runs.stage.isin(("finetune", "atlas")).any():
         return []
     plt = pyplot()
     plots.mkdir(parents=True, exist_ok=True)
-    relative = os.path.relpath(plots, report.parent)
-    lines = ["## Plots", ""]
+    lines = []
     # Dice against the number of labelled volumes
     figure, axes = plt.subplots(figsize=(5.5, 4))
-    volumes = {s: n for s in settings if (n := labelled_volumes(s, finetunes)) is not None}
+    volumes = {s: n for s in settings if (n := labelled_volumes(s, runs)) is not None}
     for arm in arms:
-        points = [(volumes[s], bootstrap(dice_grid(r, sorted(r)))) for s in settings
-                  if s in volumes and (r := finetunes.get((arm, s, False)))]
+        points = [(volumes[s], estimate(grid(r, sorted(r)))) for s in settings
+                  if s in volumes and (r := runs_of(runs, arm, s))]
         if points:
             x = [p[0] for p in points]
             y = np.array([[e.mean, e.mean - e.low, e.high - e.mean] for _, e in points])
@@ -83,14 +80,13 @@ def plots_section(finetunes, arms, settings, plots: Path, report: Path, bootstra
     axes.legend(fontsize=8)
     figure.tight_layout()
     save_figure(figure, plots / "dice_vs_labelled_volumes.png")
-    lines.append(f"![Dice vs labelled volumes]({relative}/dice_vs_labelled_volumes.png)")
+    lines.append(("Dice vs labelled volumes", "dice_vs_labelled_volumes.png"))
     # validation Dice against fine-tuning steps
     for setting in settings:
         per_arm = {}
         for arm in arms:
-            runs = finetunes.get((arm, setting, False), {})
             curves = [np.array([(p.step, np.nan if p.dice is None else p.dice) for p in points], dtype=np.float64)
-                      for r in runs.values() if (points := validation_points(r))]
+                      for r in runs_of(runs, arm, setting).values() if (points := validation_points(r))]
             if curves:
                 per_arm[arm] = curves
         if not per_arm:  # e.g. only the atlases have finished in this setting: nothing validates
@@ -105,20 +101,20 @@ def plots_section(finetunes, arms, settings, plots: Path, report: Path, bootstra
         axes.legend(fontsize=8)
         figure.tight_layout()
         save_figure(figure, plots / f"validation_curve_{setting}.png")
-        lines.append(f"![validation Dice, {setting}]({relative}/validation_curve_{setting}.png)")
+        lines.append((f"validation Dice, {setting}", f"validation_curve_{setting}.png"))
     # confusion matrices of one run per arm
     for arm in arms:
         for setting in settings:
-            runs = finetunes.get((arm, setting, False), {})
-            if runs and runs[min(runs)].get("confusion_matrix"):
-                seed = min(runs)
-                matrix = runs[seed]["confusion_matrix"]
+            found = runs_of(runs, arm, setting)
+            if found and found[min(found)].get("confusion_matrix"):
+                seed = min(found)
+                matrix = found[seed]["confusion_matrix"]
                 name = f"confusion_{arm}_{setting}_seed{seed}.png"
                 plot_confusion_matrix(np.array(matrix["counts"]), matrix["classes"], plots / name,
                                       title=f"{arm}, {setting}, seed {seed}")
-                lines.append(f"![confusion {arm}]({relative}/{name})")
+                lines.append((f"confusion {arm}", name))
                 break
-    return lines + [""]
+    return lines
 
 
 def save_figure(figure, path: Path) -> None:
@@ -126,3 +122,16 @@ def save_figure(figure, path: Path) -> None:
     with atomic_write(path) as tmp:
         figure.savefig(tmp, dpi=100)
     pyplot().close(figure)
+
+
+def write_embedding_plots(runs, embedding_rows, knn_curves, plots: Path) -> None:
+    """The PCA of organ features (one seed per arm with embedding runs) and kNN accuracy during pretraining."""
+    panels = {}
+    for arm, _, _ in embedding_rows:
+        found = runs_of(runs, arm, stage="embedding")
+        pca = found[min(found)]["pca"]
+        panels[f"{arm} (seed {min(found)})"] = (pca["xy"], pca["labels"], pca["held_out"])
+    if panels:
+        plot_embedding_pca(panels, plots / "embedding_pca.png")
+    if knn_curves:
+        plot_knn_during_pretraining(knn_curves, plots / "embedding_knn_during_pretraining.png")

@@ -1,229 +1,175 @@
-"""The report's tables: Dice per arm, comparisons, per organ, probe, pretraining, cost, embeddings, provenance."""
+"""Analyse: the report's tables as values: Dice per arm, per organ, cost, embeddings, the shortcut study, provenance."""
 
 from __future__ import annotations
 
 import json
-import os
-import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from semcl_tools.repository import ROOT
 
-from ..statistics import hierarchical_bootstrap
-from . import plots as plotting
-from .comparison import compare, dice_grid, format_difference, format_mean_dice, format_p, is_method
-from .records import validation_points
+from ..statistics import Estimate
+from .endpoints import compare, estimate, grid
+from .fields import FileProvenance, provenance_of
+from .load import runs_of
+
+__all__ = ["Cell", "StudyRow", "cost_rows", "embedding_rows", "headline", "knn_curves", "organ_tables",
+           "step_cost", "study_rows", "unfinished"]
+
+STEP_BENCHMARK = ROOT / "docs" / "results" / "step_benchmark.json"  # scripts/benchmark_step.py's committed result
 
 
-def headline(finetunes, arms, settings, bootstrap=hierarchical_bootstrap,
-             interval: str = "95% CI over seeds and test cases") -> list[str]:
-    """Mean test Dice per arm (rows) and setting (columns), with the ``bootstrap``'s ``interval``."""
-    lines = [f"## Mean test Dice per arm ({interval})", ""]
-    lines.append("| arm | " + " | ".join(settings) + " |")
-    lines.append("| --- |" + " --- |" * len(settings))
-    for arm in arms:
-        cells = []
-        for setting in settings:
-            runs = finetunes.get((arm, setting, False), {})
-            cells.append(f"{format_mean_dice(runs, bootstrap)} (n={len(runs)})" if runs else "-")
-        lines.append(f"| `{arm}` | " + " | ".join(cells) + " |")
-    return lines + [""]
+@dataclass(frozen=True)
+class Cell:
+    """A mean test Dice with its interval over ``seeds`` runs (no interval with one)."""
+
+    estimate: Estimate
+    seeds: int
 
 
-def comparisons(finetunes, arms, settings) -> list[str]:
-    lines = ["## Method against each baseline (paired by seed)", "",
-             "| setting | method | baseline | difference [95% CI] | Wilcoxon p | seeds |", "| --- | --- | --- | --- | --- | --- |"]
+def cell(found: dict[int, dict]) -> Cell | None:
+    return Cell(estimate(grid(found, sorted(found))), len(found)) if found else None
+
+
+def headline(runs: pd.DataFrame, arms: Sequence[str], settings: Sequence[str]) -> dict[str, list[Cell | None]]:
+    """Mean test Dice per arm (rows) and setting (columns)."""
+    return {arm: [cell(runs_of(runs, arm, s)) for s in settings] for arm in arms}
+
+
+def organ_tables(runs: pd.DataFrame, arms, settings) -> list[tuple[str, list[str], dict[str, list[float]]]]:
+    """Per setting: ``(setting, organs, {arm: mean Dice per organ})`` over seeds and cases."""
+    tables = []
     for setting in settings:
-        for method in [a for a in arms if is_method(a)]:
-            for baseline in [a for a in arms if not is_method(a)]:
-                comparison = compare(finetunes, method, baseline, setting)
-                if comparison is not None:
-                    difference, p, n = comparison
-                    lines.append(f"| {setting} | `{method}` | `{baseline}` | {format_difference(difference, n)} | "
-                                 f"{format_p(p)} | {n} |")
-    return lines + [""]
+        found = {arm: r for arm in arms if (r := runs_of(runs, arm, setting))}
+        if found:
+            organs = next(iter(next(iter(found.values())).values()))["test"]["classes"]
+            tables.append((setting, organs, {arm: [float(np.nanmean(grid(r, sorted(r), organ=i)))
+                                                   for i in range(len(organs))] for arm, r in found.items()}))
+    return tables
 
 
-def per_organ(finetunes, arms, settings) -> list[str]:
-    lines = []
-    for setting in settings:
-        runs_by_arm = {arm: finetunes.get((arm, setting, False), {}) for arm in arms}
-        example = next((r for runs in runs_by_arm.values() for r in runs.values()), None)
-        if example is None:
-            continue
-        organs = example["test"]["classes"]
-        lines += [f"## Per-organ test Dice, {setting} (mean over seeds and cases)", "",
-                  "| arm | " + " | ".join(organs) + " |", "| --- |" + " --- |" * len(organs)]
-        for arm, runs in runs_by_arm.items():
-            if runs:
-                cells = [f"{np.nanmean(dice_grid(runs, sorted(runs), organ)):.3f}" for organ in range(len(organs))]
-                lines.append(f"| `{arm}` | " + " | ".join(cells) + " |")
-        lines.append("")
-    return lines
-
-
-def probe(finetunes, size) -> list[str]:
-    probes = {key[0]: runs for key, runs in finetunes.items() if key[2]}
-    if not probes:
-        return []
-    lines = [f"## Frozen-encoder probe ({size.probe_setting}: only the decoder trains)", "",
-             "| arm | test Dice [95% CI] | seeds |", "| --- | --- | --- |"]
-    for arm, runs in probes.items():
-        lines.append(f"| `{arm}` | {format_mean_dice(runs)} | {len(runs)} |")
-    return lines + [""]
-
-
-def pretraining(pretrains, arms) -> list[str]:
-    """How each contrastive pretraining ended: the collapse monitors of its last epoch (mean over seeds)."""
-    contrastive = [a for a in arms if any("final_negative_cosine" in r["summary"] for r in pretrains[a].values())]
-    if not contrastive:
-        return []
-    lines = ["## Contrastive pretraining at its last epoch (collapse monitors, mean over seeds)", "",
-             "A negative cosine near the positive one (both near 1) and an embedding spread near 0 mean the embeddings "
-             "collapsed onto one point: that arm learned nothing from its pretext task.", "",
-             "| arm | loss | positive cosine | negative cosine | effective rank | embedding spread | collapsed seeds |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
-    for arm in contrastive:
-        runs = [r["summary"] for r in pretrains[arm].values()]
-        mean = {k: np.mean([r[f"final_{k}"] for r in runs]) for k in
-                ("loss", "positive_cosine", "negative_cosine", "effective_rank", "embedding_std")}
-        collapsed = sum(r["final_negative_cosine"] > 0.99 for r in runs)
-        lines.append(f"| `{arm}` | {mean['loss']:.3f} | {mean['positive_cosine']:.3f} | {mean['negative_cosine']:.3f} | "
-                     f"{mean['effective_rank']:.2f} | {mean['embedding_std']:.4f} | {collapsed} of {len(runs)} |")
-    return lines + [""]
-
-
-def cost(finetunes, pretrains, arms) -> list[str]:
-    lines = ["## Cost per run (wall time and peak memory of each process; one CPU thread per run)", "",
-             "| arm | pretraining s | fine-tuning s (mean) | fine-tuning epochs (mean) | peak memory MB (max) |",
-             "| --- | --- | --- | --- | --- |"]
+def cost_rows(runs: pd.DataFrame, arms) -> list[tuple[str, float | None, float | None, float | None, float | None]]:
+    """Per arm: pretraining seconds (mean), fine-tuning seconds and epochs (mean), peak memory MB (max)."""
+    rows = []
     for arm in arms:
-        pre = [r["cost"]["seconds"] for r in pretrains.get(arm, {}).values()]
-        fine = [r for (a, _, probe), runs in finetunes.items() if a == arm and not probe for r in runs.values()]
-        memory = [r["cost"]["peak_memory_mb"] for r in pretrains.get(arm, {}).values()]
-        memory += [r["cost"]["train"]["peak_memory_mb"] for r in fine]
-        lines.append(
-            f"| `{arm}` | {np.mean(pre):.0f} | " if pre else f"| `{arm}` | - | "
-        )
-        lines[-1] += (f"{np.mean([r['cost']['train']['seconds'] for r in fine]):.0f} | "
-                      f"{np.mean([r['epochs'] for r in fine]):.0f} | {max(memory):.0f} |") if fine else "- | - | - |"
-    return lines + [""] + step_cost(STEP_BENCHMARK)
+        pre = list(runs_of(runs, arm, stage="pretrain").values())
+        fine = runs[(runs.stage == "finetune") & (runs.arm == arm) & ~runs.probe].record.tolist()
+        memory = [r["cost"]["peak_memory_mb"] for r in pre] + [r["cost"]["train"]["peak_memory_mb"] for r in fine]
+        rows.append((arm, np.mean([r["cost"]["seconds"] for r in pre]) if pre else None,
+                     np.mean([r["cost"]["train"]["seconds"] for r in fine]) if fine else None,
+                     np.mean([r["epochs"] for r in fine]) if fine else None, max(memory) if fine else None))
+    return rows
 
 
-STEP_BENCHMARK = ROOT / "docs" / "results" / "step_benchmark.json"
-"""The step micro-benchmark's committed result (``scripts/benchmark_step.py``)."""
-
-
-def step_cost(path: Path) -> list[str]:
-    """The method's two embedding modes per training step, from the step micro-benchmark's committed result."""
+def step_cost(path: Path = STEP_BENCHMARK) -> dict | None:
+    """The step micro-benchmark's committed result (the method's two embedding modes per training step)."""
     if not path.is_file():
-        return []
-    step = json.loads(path.read_text())
-    arms, settings, machine = step["arms"], step["settings"], step["environment"]
-    return [f"Pretraining step of the method's embedding modes (`scripts/benchmark_step.py`, `{path.name}`; one process, "
-            f"arms interleaved; {settings['views']} views of {settings['size']}^3 crops holding "
-            f"{step['objects']['total']} organs, SegResNet width {settings['init_filters']}, {settings['threads']} threads, "
-            f"{machine['cpu_model']}): `pool` {arms['pool']['median_s']:.2f} s, `channel` {arms['channel']['median_s']:.2f} s "
-            f"median per step, a `channel`/`pool` ratio of {arms['channel']['median_s'] / arms['pool']['median_s']:.1f}; "
-            f"a plain segmentation step {arms['seg']['median_s']:.2f} s.", ""]
+        return None
+    step = json.loads(path.read_text(encoding="utf-8"))
+    return {"file": path.name, **step["settings"], "objects": step["objects"]["total"],
+            "cpu": step["environment"]["cpu_model"], **{k: v["median_s"] for k, v in step["arms"].items()},
+            "ratio": step["arms"]["channel"]["median_s"] / step["arms"]["pool"]["median_s"]}
 
 
-def embedding(embeddings, arms, plots: Path, report: Path) -> list[str]:
-    """kNN organ accuracy and silhouettes of each arm's encoder features, with a PCA plot of one seed per arm."""
-    if not arms:
-        return []
-    lines = ["## Embedding quality (encoder features of each organ; held-out test subjects vs the pretraining pool)", "",
-             "Object feature: the layer-normalised deepest encoder features averaged inside the organ's mask, before any "
-             "projection head. kNN: share of held-out organs whose 5 nearest pretraining-pool organs (cosine) vote "
-             "for the right organ. Silhouette by organ (cosine), on held-out and on pool organs. Mean (min-max) over "
-             "seeds.", "",
-             "| arm | kNN organ accuracy | silhouette, held-out | silhouette, pool | seeds |", "| --- | --- | --- | --- | --- |"]
-
-    def cell(values: list[float]) -> str:
-        return f"{np.mean(values):.3f} ({min(values):.3f}-{max(values):.3f})"
-
+def embedding_rows(runs: pd.DataFrame, arms) -> list[tuple[str, list[tuple[float, float, float]], int]]:
+    """Per arm with embedding runs: (mean, min, max) of kNN accuracy, held-out and pool silhouette; seeds."""
+    rows = []
     for arm in arms:
-        runs = list(embeddings[arm].values())
-        lines.append(f"| `{arm}` | {cell([r['knn_accuracy'] for r in runs])} | {cell([r['silhouette_test'] for r in runs])} "
-                     f"| {cell([r['silhouette_pretrain'] for r in runs])} | {len(runs)} |")
-    panels = {}
-    for arm in arms:
-        seed = min(embeddings[arm])
-        pca = embeddings[arm][seed]["pca"]
-        panels[f"{arm} (seed {seed})"] = (pca["xy"], pca["labels"], pca["held_out"])
-    plotting.plot_embedding_pca(panels, plots / "embedding_pca.png")
-    return lines + ["", f"![embedding PCA]({os.path.relpath(plots, report.parent)}/embedding_pca.png)", ""]
+        if found := list(runs_of(runs, arm, stage="embedding").values()):
+            values = [[r[k] for r in found] for k in ("knn_accuracy", "silhouette_test", "silhouette_pretrain")]
+            rows.append((arm, [(np.mean(v), min(v), max(v)) for v in values], len(found)))
+    return rows
 
 
-def embedding_during_pretraining(pretrains, arms, plots: Path, report: Path) -> list[str]:
-    """kNN organ accuracy of held-out subjects against the pretraining epoch (EmbeddingQualityHandler's records)."""
-    curves: dict[str, list[list[tuple[int, float]]]] = {}
+def knn_curves(runs: pd.DataFrame, arms) -> dict[str, list[list[tuple[int, float]]]]:
+    """kNN organ accuracy of held-out subjects per pretraining epoch, one curve per seed (EmbeddingQualityHandler)."""
+    curves: dict[str, list] = {}
     for arm in arms:
-        for run in pretrains[arm].values():
+        for run in runs_of(runs, arm, stage="pretrain").values():
             points = [(h["epoch"], h["metrics"]["embedding_knn_accuracy"]) for h in run.get("history", [])
                       if "embedding_knn_accuracy" in h.get("metrics", {})]
             if points:
                 curves.setdefault(arm, []).append(points)
-    if not curves:
-        return []
-    lines = ["## Embedding quality during pretraining (held-out validation subjects vs the pretraining pool)", "",
-             "Measured by the pretraining workflow itself (`EmbeddingQualityHandler`, every "
-             "`embedding_quality_interval` epochs; runs of older code did not record it). Mean over seeds.", "",
-             "| arm | kNN organ accuracy, first measurement | kNN, last | silhouette (held-out), last | seeds |",
-             "| --- | --- | --- | --- | --- |"]
-    for arm, runs in curves.items():
-        last = [run["history"][-1]["metrics"] for run in pretrains[arm].values()
-                if "embedding_knn_accuracy" in run.get("history", [{}])[-1].get("metrics", {})]
+    return curves
+
+
+def knn_rows(runs: pd.DataFrame, curves) -> list[tuple[str, int, int, float, float, float, int]]:
+    """Per arm: first and last epoch measured, mean kNN first and last, held-out silhouette last, seeds."""
+    rows = []
+    for arm, found in curves.items():
+        last = [r["history"][-1]["metrics"] for r in runs_of(runs, arm, stage="pretrain").values()
+                if "embedding_knn_accuracy" in r.get("history", [{}])[-1].get("metrics", {})]
         silhouette = np.nanmean([m["embedding_silhouette_held_out"] for m in last]) if last else float("nan")
-        lines.append(f"| `{arm}` (epoch {runs[0][0][0]} to {runs[0][-1][0]}) | "
-                     f"{np.mean([r[0][1] for r in runs]):.3f} | {np.mean([r[-1][1] for r in runs]):.3f} | "
-                     f"{silhouette:.3f} | {len(runs)} |")
-    plotting.plot_knn_during_pretraining(curves, plots / "embedding_knn_during_pretraining.png")
-    relative = os.path.relpath(plots, report.parent)
-    return lines + ["", f"![kNN during pretraining]({relative}/embedding_knn_during_pretraining.png)", ""]
+        rows.append((arm, found[0][0][0], found[0][-1][0], np.mean([c[0][1] for c in found]),
+                     np.mean([c[-1][1] for c in found]), silhouette, len(found)))
+    return rows
 
 
-def steps_to_scratch(finetunes, arms, settings) -> list[str]:
-    """Fine-tuning steps each pretrained arm needs to reach the best validation Dice of scratch, paired by seed."""
-    lines = ["## Fine-tuning steps to reach scratch's validation Dice (paired by seed)", "",
-             "For each seed: the first validation at which the pretrained arm's Dice reaches the best validation Dice "
-             "that `scratch` reached with that seed in its whole run; median steps over the seeds where it does, and "
-             "scratch's own median steps to its best.", "",
-             "| arm | " + " | ".join(settings) + " |", "| --- |" + " --- |" * len(settings)]
-    rows = {arm: [] for arm in arms}
-    for setting in settings:
-        scratch = finetunes.get(("scratch", setting, False), {})
-        for arm in arms:
-            runs = finetunes.get((arm, setting, False), {})
-            reached, paired = [], 0
-            for seed, run in runs.items():
-                theirs, ours = validation_points(scratch[seed]) if seed in scratch else [], validation_points(run)
-                if not theirs or not ours:
-                    continue
-                paired += 1
-                target = max(p.dice for p in theirs if p.dice is not None)
-                steps = [p.step for p in ours if p.dice is not None and p.dice >= target]
-                if steps:
-                    reached.append(steps[0])
-            cell = f"{np.median(reached):.0f} ({len(reached)} of {paired} seeds)" if reached else f"never (0 of {paired})"
-            rows[arm].append(cell if paired else "-")
-    return lines + [f"| `{arm}` | " + " | ".join(cells) + " |" for arm, cells in rows.items()] + [""]
+@dataclass(frozen=True)
+class StudyRow:
+    """A shortcut-study variant (or main arm) beside ``scratch`` and ``semcl_exact`` on the same seeds."""
+
+    arm: str
+    change: str | None  # None for a main arm
+    loss: tuple[float, float] | None  # pretext loss, first and last epoch (mean over seeds)
+    knn: float | None
+    silhouette: float | None
+    dice: Cell
+    against: list[tuple[Estimate, float, int] | None]  # vs scratch, vs semcl_exact
 
 
-def provenance(results: dict, command: str, size) -> list[str]:
-    machines = sorted({f"{r['machine']['cpu']} ({r['machine']['cores']} cores, torch {r['machine']['torch']})"
-                       for r in results.values()})
-    dates = sorted(r["finished"] for r in results.values())
-    codes = sorted({r.get("code", "8c11f62 (not recorded; the first results of 2026-11-26)") for r in results.values()})
-    lines = ["## How this was made", "",
-             f"- Command: `{command}` (resumable: rerun it to complete the missing runs; `--report-only` rewrites this file).",
-             "- Result files: one JSON per run; this report is generated from them alone.",
-             f"- Machines: {'; '.join(machines) if machines else 'none yet'}.",
-             f"- Code: {', '.join(codes) if codes else '-'}.",
-             f"- Runs finished between {dates[0]} and {dates[-1]}." if dates else "- No run finished yet.",
-             f"- Report written {time.strftime('%Y-%m-%d %H:%M')}.",
-             f"- Size `{size.name}`: data {json.dumps(size.data)}, network {json.dumps(size.network)}, "
-             f"pretraining {json.dumps(size.pretrain)}, fine-tuning {json.dumps(size.finetune)}."]
-    return lines
+def _change(record: dict, size) -> str:
+    config = record["config"]
+    pretrain = config["pretrain"] or {}
+    changes = [f"`{k}={json.dumps(v)}`" for k, v in pretrain.get("arm_settings", {}).items()
+               if k not in ("mask_mode", "overlay") and v is not None]
+    changes += [f"`{k}={json.dumps(v)}`" for k, v in config["finetune"].items() if size.finetune.get(k) != v]
+    own = f" (`{pretrain['arm']}`'s encoders)" if pretrain and pretrain.get("arm") != config["arm"] else ""
+    return (", ".join(changes) or "-") + own
+
+
+def study_rows(runs: pd.DataFrame, size) -> list[StudyRow]:
+    """The shortcut study's rows: main arms, then each variant with results on the study's seeds."""
+    setting, rows = size.study_setting, []
+    for arm in ["scratch", "semcl_exact", "semcl_coarse", *size.study_arms]:
+        found = {s: r for s, r in runs_of(runs, arm, setting).items() if s in size.study_seeds}
+        if not found:
+            continue
+        source = (next(iter(found.values()))["config"]["pretrain"] or {}).get("arm")
+        history = [r.get("history") for s, r in runs_of(runs, source, stage="pretrain").items() if s in found]
+        emb = [r for s, r in runs_of(runs, source or arm, stage="embedding").items() if s in found]
+        loss = ((np.mean([h[0]["mean_loss"] for h in history]), np.mean([h[-1]["mean_loss"] for h in history]))
+                if history and all(history) else None)
+        against = [None if b == arm else compare(found, {s: r for s, r in runs_of(runs, b, setting).items()
+                                                         if s in found}) for b in ("scratch", "semcl_exact")]
+        rows.append(StudyRow(arm, _change(next(iter(found.values())), size) if arm in size.study_arms else None, loss,
+                             np.mean([r["knn_accuracy"] for r in emb]) if emb else None,
+                             np.mean([r["silhouette_test"] for r in emb]) if emb else None, cell(found), against))
+    return rows
+
+
+def unfinished(planned, finished: set[str]) -> list[tuple[str, str, str, str]]:
+    """Planned runs without a result file, as ``(stage, arm, setting, seed ranges)`` in run order."""
+    groups: dict[tuple[str, str, str], list[int]] = {}
+    for run in planned:
+        c = run.config
+        where = (c.get("setting") or "") + (" (probe)" if c.get("probe") else "")
+        seeds = groups.setdefault((c["stage"], c["arm"], where or "-"), [])
+        if str(run.key) not in finished:
+            seeds.append(c["seed"])
+    rows = []
+    for (stage, arm, where), seeds in groups.items():
+        if seeds:
+            runs_of_seeds = np.split(np.array(sorted(seeds)), np.where(np.diff(sorted(seeds)) != 1)[0] + 1)
+            ranges = ", ".join(f"{r[0]}" if len(r) == 1 else f"{r[0]}-{r[-1]}" for r in runs_of_seeds)
+            rows.append((stage, arm, where, ranges))
+    return rows
+
+
+def file_provenance(runs: pd.DataFrame) -> list[FileProvenance]:
+    """Every result file's provenance, by key."""
+    return [provenance_of(key, record) for key, record in sorted(zip(runs.key, runs.record))]
