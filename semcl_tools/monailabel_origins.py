@@ -19,6 +19,9 @@ MONAI Label 0.8.5 has no such checks of its own:
   (``semcl_tools.monailabel_requests``; HTTP 400); ``PUT`` and ``DELETE /model/<name>`` (replace or remove the
   served ``models/model.pt``) are refused (HTTP 403). So no upload lands outside the studies folder, and none has the
   extension of a bundle file (config, script, weights).
+- It merges an infer request's ``params`` (JSON, a form field) into the task's request after the study's and the
+  uploaded label's paths: ``params`` that set a file a task reads (``image_path``, ``file``, ``prior``) or an
+  ``image``/``label`` that is a path are refused (HTTP 400), in multipart and URL-encoded forms alike.
 
 Every refusal answers JSON ``{"detail": ...}`` naming the host, origin, id or file and the reason, and is logged.
 The server helper starts ``monailabel start_server --uvicorn_app semcl_tools.monailabel_origins:app`` (with this
@@ -48,6 +51,7 @@ from semcl_tools.monailabel_requests import (
     host_problem,
     id_problem,
     medical_file_problem,
+    params_problem,
     path_problem,
     upload_name_problem,
 )
@@ -63,6 +67,8 @@ logger = logging.getLogger(__name__)
 SPOOL_BYTES = 16 << 20
 """A multipart body is kept in memory up to this size while it is checked, then in a temporary file."""
 REPLAY_CHUNK = 1 << 20
+FORMS = ("multipart/", "application/x-www-form-urlencoded")
+"""Request bodies read and checked before MONAI Label sees them (its endpoints take files and ``params`` as forms)."""
 BUNDLE_FILE_ROUTES = ("model",)
 """Path prefixes where requests other than GET and HEAD change the served bundle's files (``PUT /model/<name>``
 replaces ``models/model.pt`` with the upload, ``DELETE`` moves it away)."""
@@ -146,10 +152,14 @@ def check_empty_image(scope: Scope, uploads: int) -> None:
 
 
 def check_uploads(form: list[tuple[str, Any]]) -> int:
-    """Refuse (400) any uploaded file that is not named and built as a NIfTI, NRRD or DICOM file; the file count."""
+    """Refuse (400) any uploaded file that is not named and built as a NIfTI, NRRD or DICOM file, and ``params`` that
+    name files (:func:`~semcl_tools.monailabel_requests.params_problem`); the file count."""
     count = 0
     for field, value in form:
         if not isinstance(value, UploadFile):
+            problem = params_problem(value) if field == "params" and isinstance(value, str) else None
+            if problem:
+                raise RefusedRequestError(400, f"params refused: {problem}")
             continue
         count += 1
         name = value.filename or ""
@@ -162,8 +172,9 @@ def check_uploads(form: list[tuple[str, Any]]) -> int:
 
 
 async def read_form(scope: Scope, receive: Receive, spool: IO[bytes]) -> int:
-    """Check the files of a multipart request (:func:`check_uploads`), parsed as MONAI Label's endpoints parse it
-    (Starlette's parser), with the raw body copied into ``spool`` on the way; the file count."""
+    """Check the files and ``params`` of a form (multipart or URL-encoded; :func:`check_uploads`), parsed as MONAI
+    Label's endpoints parse it (Starlette's parser), with the raw body copied into ``spool`` on the way; the file
+    count."""
 
     async def tee() -> Message:
         message = await receive()
@@ -225,7 +236,7 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             check_target(scope)
             uploads = 0
-            if any("multipart" in value.lower() for value in _header_values(scope, b"content-type")):
+            if any(form in value.lower() for value in _header_values(scope, b"content-type") for form in FORMS):
                 spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)
                 try:
                     uploads = await read_form(scope, receive, spool)

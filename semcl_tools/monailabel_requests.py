@@ -6,7 +6,8 @@ name (a ``train.yaml`` uploaded over the served bundle's config ran at the next 
 whatever ``Host`` a request names, so a web page whose name is rebound to 127.0.0.1 (DNS rebinding) reads it as its
 own origin. These checks, applied by the server's guard (``semcl_tools.monailabel_origins``), keep ids to one file
 name in the studies folder, uploads to medical images (NIfTI, NRRD, DICOM, by name and content) and requests to the
-server's own address. Each returns ``None`` when the value passes, else the reason, for a message that names it.
+server's own address. An infer request's ``params`` (JSON merged into the task's request after the uploads) may not
+name the files a task reads. Each returns ``None`` when the value passes, else the reason, for a message that names it.
 
 Standard library only: the project's tests import it without MONAI Label.
 """
@@ -14,6 +15,7 @@ Standard library only: the project's tests import it without MONAI Label.
 from __future__ import annotations
 
 import ipaddress
+import json
 import re
 import struct
 import zlib
@@ -27,6 +29,7 @@ __all__ = [
     "host_problem",
     "id_problem",
     "medical_file_problem",
+    "params_problem",
     "parse_host",
     "path_problem",
     "upload_name_problem",
@@ -34,6 +37,11 @@ __all__ = [
 
 ID_PARAMETERS = ("image", "label", "id", "tag", "session_id")
 """Query parameters that MONAI Label 0.8.5 turns into file or folder names (studies, labels, label tags, sessions)."""
+FILE_PARAMETERS = ("image_path", "file", "prior")
+"""Request keys that name a file a task reads (MONAI Label's image path, the cascade's prior): never set by params."""
+ID_IN_PARAMS = ("image", "label")
+"""Request keys that params may set to a plain name only (3D Slicer's interactive models send the segment's name as
+``label``), not a path: MONAI Label puts the study's path under ``image`` and the uploaded label's under ``label``."""
 MEDICAL_EXTENSIONS = {".nii.gz": "NIfTI", ".nii": "NIfTI", ".nrrd": "NRRD", ".dcm": "DICOM"}
 """The file name extensions an upload may have (compared in lower case), and their formats."""
 NRRD_HEADER_LIMIT = 1 << 20
@@ -58,6 +66,32 @@ def id_problem(value: str) -> str | None:
         return f"it starts with a dot ({_ID_RULE})"
     if _CONTROL.search(value):
         return f"it holds a control character ({_ID_RULE})"
+    return None
+
+
+def params_problem(text: str) -> str | None:
+    """Why an infer request's ``params`` form field is refused, or ``None``.
+
+    MONAI Label 0.8.5 merges ``params`` (a JSON object) into the task's request after the study's path (``image``)
+    and the uploaded label's path (``label``), so ``{"label": "/other/patient.nii.gz"}`` would make a task read any
+    file on the server. Refused: keys of :data:`FILE_PARAMETERS`, and values of :data:`ID_IN_PARAMS` keys that are not
+    plain names (:func:`id_problem`). Text that is not a JSON object is left to MONAI Label (its own error).
+    """
+    try:
+        value = json.loads(text) if text else {}
+    except ValueError:
+        return None
+    if not isinstance(value, dict):
+        return None
+    for key in FILE_PARAMETERS:
+        if key in value:
+            return f"it sets {key!r}, a file the server reads (name the study in the URL, upload a label file)"
+    for key in ID_IN_PARAMS:
+        if key in value and (not isinstance(value[key], str) or id_problem(value[key])):
+            return (
+                f"its {key!r} is {value[key]!r}, not a plain name (name the study in the URL, upload the label in the "
+                "'label' field)"
+            )
     return None
 
 

@@ -14,6 +14,7 @@ from semcl_tools.monailabel_requests import (
     host_problem,
     id_problem,
     medical_file_problem,
+    params_problem,
     parse_host,
     path_problem,
     upload_name_problem,
@@ -136,3 +137,25 @@ def test_a_server_on_another_address_accepts_that_address_only():
     assert host_problem("192.168.1.5:8000", allowed) is None
     assert host_problem("localhost:8000", allowed) is not None
     assert host_problem(None, allowed) == "the request names no Host"
+
+
+@pytest.mark.parametrize(
+    "text", ["", "{}", '{"device": "cpu"}', '{"label": "spleen"}', '{"image": "phantom_000"}', "[1, 2]", "not json"]
+)
+def test_params_that_name_no_file_pass(text):
+    assert params_problem(text) is None
+
+
+@pytest.mark.parametrize(
+    "text, reason",
+    [
+        ('{"label": "/data/other_patient.nii.gz"}', "its 'label' is '/data/other_patient.nii.gz', not a plain name"),
+        ('{"label": "../labels/final/x.nii.gz"}', "its 'label' is"),
+        ('{"image": "/etc/hostname", "device": "cpu"}', "its 'image' is '/etc/hostname', not a plain name"),
+        ('{"label": 3}', "its 'label' is 3, not a plain name"),
+        ('{"prior": "x.nii.gz"}', "it sets 'prior', a file the server reads"),
+        ('{"image_path": "phantom_000"}', "it sets 'image_path', a file the server reads"),
+    ],
+)
+def test_params_that_name_a_file_are_refused(text, reason):
+    assert reason in params_problem(text)
