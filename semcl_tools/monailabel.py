@@ -5,8 +5,11 @@ present), (2) the ``monaibundle`` sample app copied from the installed MONAI Lab
 copy of the bundle in ``<app>/model/<bundle>`` (the server writes ``models/model.pt`` and ``eval/`` there when it
 trains): its configs, docs and code are refreshed at every start, but a copy whose ``models/`` holds a ``model.pt``
 keeps its ``models/`` and ``eval/`` (a model trained through MONAI Label survives a restart; the output says what is
-kept), and ``--weights`` fills a copy that has none, (4) no start without ``models/model.pt`` (MONAI Label would list
-no model, answer inference with an unrelated HTTP 500, and serve a model trained later only after a restart), (5)
+kept), and ``--weights`` fills a copy that has none, (4) when the copy has stage 2 of the cascade
+(``models/refine/model.pt``), a second model ``<bundle>_refine`` that refines the label an infer request uploads (the
+annotator's current label; ``semcl_tools.monailabel_refine``), (5) no start without ``models/model.pt`` (MONAI Label
+would list no model, answer inference with an unrelated HTTP 500, and serve a model trained later only after a
+restart), (6)
 ``monailabel start_server`` with the settings that keep it offline: ``zoo_source github`` (``monaihosting`` would
 fetch the model zoo's index even for a local bundle) and ``sam2 false`` (else it downloads SAM2 weights), on
 127.0.0.1 only and behind the project's request guard (``semcl_tools.monailabel_origins``: requests from web pages
@@ -19,15 +22,15 @@ Usage:
     python scripts/monailabel_server.py [--bundle DIR] [--weights DIR] [--studies DIR] [--app-dir DIR] [--port 8000]
         [--allowed_host NAME ...]
 
-Any Python >= 3.10 runs it (standard library only; the phantom studies are written by the MONAI Label environment's
-Python). ``--bundle`` is the repository's bundle folder (default; the server imports the components from this
-checkout) or an unpacked model-zoo zip (which carries them). ``--weights`` is a folder with ``model.pt`` (and
-``pretrained_encoder.pt``), e.g. an export's output folder or an unpacked zip's ``models/``. ``--studies`` defaults to
-``<app-dir>/studies`` with 4 phantom volumes written into it if it is empty. Then open 3D Slicer's MONAI Label module
-on http://127.0.0.1:<port>. ``--allowed_host NAME`` (repeatable; ``NAME`` for any port, ``NAME:PORT`` for one)
-accepts requests naming another host, e.g. ``127.0.0.1:9000`` for an SSH tunnel from another local port or a reverse
-proxy's name: without it, a request whose ``Host`` is not 127.0.0.1, localhost or [::1] on ``--port`` is refused
-(DNS rebinding).
+Any Python >= 3.10 runs it (standard library only; the phantom studies and the refine model's config are written by the
+MONAI Label environment's Python). ``--bundle`` is the repository's bundle folder (default; the server imports the
+components from this checkout) or an unpacked model-zoo zip (which carries them). ``--weights`` is a folder with
+``model.pt`` (and ``pretrained_encoder.pt``, ``refine/model.pt``), e.g. an export's output folder or an unpacked zip's
+``models/``. ``--studies`` defaults to ``<app-dir>/studies`` with 4 phantom volumes written into it if it is empty. Then
+open 3D Slicer's MONAI Label module on http://127.0.0.1:<port>. ``--allowed_host NAME`` (repeatable; ``NAME`` for any
+port, ``NAME:PORT`` for one) accepts requests naming another host, e.g. ``127.0.0.1:9000`` for an SSH tunnel from
+another local port or a reverse proxy's name: without it, a request whose ``Host`` is not 127.0.0.1, localhost or [::1]
+on ``--port`` is refused (DNS rebinding).
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from .monailabel_refine import refine_model_name
 from .monailabel_requests import parse_host
 from .repository import BUNDLE, ROOT
 
@@ -52,8 +56,8 @@ COPIED = ("configs", "docs", "scripts", "models", "LICENSE", "large_files.yml")
 """What of a bundle folder the app gets (no eval/, data/ or run locks)."""
 SERVED_OUTPUTS = ("models", "eval")
 """What the server writes into its copy of the bundle; kept across starts once ``models/`` holds a ``model.pt``."""
-WEIGHT_FILES = ("model.pt", "pretrained_encoder.pt")
-"""The weight files ``--weights`` provides."""
+WEIGHT_FILES = ("model.pt", "pretrained_encoder.pt", "refine/model.pt")
+"""The weight files ``--weights`` provides (``refine/``: stage 2 of the cascade, served as ``<bundle>_refine``)."""
 NO_MODEL = """no models/model.pt in {bundle}: MONAI Label would list no model, answer every inference with HTTP 500, and
 serve a model trained later only after a restart. Give the weights: --weights DIR (a folder with model.pt, e.g. the
 output folder of scripts/export_bundle.py or an unpacked model-zoo zip's models/), serve an unpacked zip
@@ -103,7 +107,9 @@ def prepare_app(app_dir: Path, bundle: Path = BUNDLE, weights: Path | None = Non
 
     The copy's configs, docs and code are replaced by the bundle's. Its ``models/`` and ``eval/`` are kept when
     ``models/model.pt`` exists (trained through MONAI Label, or placed on an earlier start), else taken from the
-    bundle, and then ``weights`` (a folder with ``model.pt`` and/or ``pretrained_encoder.pt``) fill ``models/``.
+    bundle, and then ``weights`` (a folder with ``model.pt``, ``pretrained_encoder.pt`` and/or ``refine/model.pt``)
+    fill ``models/``. With stage 2's ``models/refine/model.pt``, the refine model ``<bundle>_refine`` is written
+    beside the copy (``semcl_tools.monailabel_refine``, run by MONAI Label's Python), else an earlier one is removed.
     What is kept or placed is printed.
     """
     app = app_dir / "monaibundle"
@@ -135,22 +141,36 @@ def prepare_app(app_dir: Path, bundle: Path = BUNDLE, weights: Path | None = Non
         (target / "models").mkdir(exist_ok=True)
         placed = [name for name in WEIGHT_FILES if (weights / name).is_file()]
         for name in placed:
+            (target / "models" / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(weights / name, target / "models" / name)
         print(f"[monailabel] placed {', '.join(placed) or 'no weight file'} from {weights} in {target / 'models'}",
               flush=True)
+    refine = app / "model" / refine_model_name(bundle.name)
+    if (target / "models" / "refine" / "model.pt").is_file():
+        subprocess.run([str(VENV / "bin" / "python"), "-m", "semcl_tools.monailabel_refine", str(target)], check=True,
+                       env=server_environment(with_checkout=True))
+    elif refine.exists() or refine.is_symlink():
+        _remove(refine)
     return app
 
 
+def served_models(app: Path, model: str) -> list[str]:
+    """The models ``app`` serves for the bundle ``model``: the bundle, and its refine model when prepared."""
+    return [model] + [name for name in [refine_model_name(model)] if (app / "model" / name).is_dir()]
+
+
 def server_command(app: Path, studies: Path, model: str, port: int) -> list[str]:
-    """``monailabel start_server`` for ``app`` serving the bundle ``model`` offline on 127.0.0.1:``port``, behind
-    the request guard (``semcl_tools.monailabel_origins``; needs :func:`server_environment` ``with_checkout``).
+    """``monailabel start_server`` for ``app`` serving the bundle ``model`` (and its refine model,
+    :func:`served_models`) offline on 127.0.0.1:``port``, behind the request guard
+    (``semcl_tools.monailabel_origins``; needs :func:`server_environment` ``with_checkout``).
 
     The environment's Python runs MONAI Label's CLI module directly: its ``monailabel`` script puts the folder two
     levels above itself first on ``PYTHONPATH``, i.e. the checkout that holds the environment, not necessarily this
     one."""
     return [str(VENV / "bin" / "python"), "-m", "monailabel.main", "start_server", "--app", str(app), "--studies",
             str(studies),
-            "--conf", "models", model, "--conf", "zoo_source", "github", "--conf", "sam2", "false",
+            "--conf", "models", ",".join(served_models(app, model)), "--conf", "zoo_source", "github",
+            "--conf", "sam2", "false",
             "--host", "127.0.0.1", "--port", str(port), "--uvicorn_app", "semcl_tools.monailabel_origins:app"]
 
 
