@@ -194,7 +194,9 @@ def test_workflows_define_no_shared_value_of_their_own():
     for config in SHARED_WORKFLOWS:
         content = yaml.safe_load((CONFIGS / config).read_text())
         for key in shared & set(content):
-            assert content[key] == f"$@common['{key}']", f"{config} sets {key}: {content[key]!r}"
+            value = content[key]
+            taken = isinstance(value, dict) and value.get("_target_", "").endswith("bundle_files.shared_setting")
+            assert taken and value["settings"] == "@common" and value["name"] == key, f"{config} sets {key}: {value!r}"
 
 
 def test_simclr_overlay_contrasts_view_sized_patches():

@@ -1,9 +1,11 @@
 """What the bundle's workflows need besides the method: reading and checking their inputs, writing safely, running.
 
 Modules, one concern each:
-    bundle_files: the bundle folder of a run and the settings files in it (``configs/common.yaml``, the metadata).
+    bundle_files: the bundle folder of a run, the settings files in it (``configs/common.yaml``, the metadata),
+        paths of a run.
     overrides: command-line settings checked against the config, booleans read as written.
-    labels: the run's class names, from the metadata's ``channel_def`` or a dataset's ``dataset.json``.
+    workflow_settings: a workflow's switches, checked (with the command line) and read once (its ``settings`` item).
+    labels: the run's class names (from the metadata's ``channel_def`` or a dataset's ``dataset.json``), ids, count.
     datalists: MSD-style datalists read with every file checked; lists that must not overlap.
     phantom_dataset: the embedded phantoms written as the default dataset on first use.
     inference_files: the volumes of an inference input and the names of their segmentations.
@@ -28,6 +30,7 @@ from . import (
     phantom_dataset,
     termination,
     weights_file,
+    workflow_settings,
 )
 
 __all__ = [
@@ -44,4 +47,5 @@ __all__ = [
     "phantom_dataset",
     "termination",
     "weights_file",
+    "workflow_settings",
 ]

@@ -8,7 +8,16 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["bundle_root", "command_line_config_files", "read_settings"]
+__all__ = [
+    "bundle_root",
+    "command_line_config_files",
+    "file_if_present",
+    "image_channels",
+    "path_in",
+    "read_bundle_config",
+    "read_settings",
+    "shared_setting",
+]
 
 
 def command_line_config_files(argv: Sequence[str] | None = None) -> list[str]:
@@ -68,3 +77,35 @@ def read_settings(path: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(settings, Mapping):
         raise ValueError(f"shared settings file {path} must hold a mapping of settings, got {type(settings).__name__}.")
     return dict(settings)
+
+
+def read_bundle_config(bundle_root: str | os.PathLike, name: str) -> dict[str, Any]:
+    """:func:`read_settings` of ``<bundle_root>/configs/<name>``: ``common.yaml`` or ``metadata.json``."""
+    return read_settings(Path(bundle_root) / "configs" / name)
+
+
+def shared_setting(settings: Mapping[str, Any], name: str) -> Any:
+    """One entry of the shared settings (``configs/common.yaml``), named at a workflow's top level (``pixdim``, ...).
+
+    Raises:
+        KeyError: the file has no such entry (the message lists those it has).
+    """
+    if name not in settings:
+        raise KeyError(f"configs/common.yaml has no setting '{name}'; it has {sorted(settings)}.")
+    return settings[name]
+
+
+def image_channels(metadata: Mapping[str, Any]) -> int:
+    """The image channels the network takes: ``network_data_format.inputs.image.num_channels`` of the metadata."""
+    return int(metadata["network_data_format"]["inputs"]["image"]["num_channels"])
+
+
+def path_in(folder: str | os.PathLike, name: str) -> str:
+    """``folder/name``: a file or folder of a run (``<bundle_root>/models``, ``<output_dir>/run_summary.json``)."""
+    return os.path.join(folder, name)
+
+
+def file_if_present(folder: str | os.PathLike, name: str) -> str:
+    """``folder/name`` if that file exists, else ``''`` (an optional input, e.g. a pretrained encoder in ``models/``)."""
+    path = os.path.join(folder, name)
+    return path if os.path.isfile(path) else ""

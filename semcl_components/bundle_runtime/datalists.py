@@ -13,10 +13,17 @@ from pathlib import Path
 
 from monai.data import load_decathlon_datalist
 
-from .inference_files import NIFTI_SUFFIXES
+from .inference_files import NIFTI_SUFFIXES, inference_inputs
 from .labels import check_dataset_classes
+from .phantom_dataset import ensure_phantom_dataset
 
-__all__ = ["check_disjoint_lists", "check_distinct_entries", "load_datalist", "with_contrast_phases"]
+__all__ = [
+    "check_disjoint_lists",
+    "check_distinct_entries",
+    "inference_datalist",
+    "load_datalist",
+    "with_contrast_phases",
+]
 
 
 def load_datalist(
@@ -203,9 +210,11 @@ def _file_identity(path: str | os.PathLike) -> tuple[int, int] | str:
 
 
 def with_contrast_phases(
-    items: Sequence[Mapping], dataset_dir: str | os.PathLike, key: str = "contrast_phase"
+    items: Sequence[Mapping], dataset_dir: str | os.PathLike, key: str = "contrast_phase", enabled: bool = True
 ) -> list[dict]:
     """The datalist entries with each subject's contrast phase under ``key``, for organ x phase contrastive labels.
+
+    ``enabled`` false (pretraining without ``contrast_phase_labels``): the entries as they are, nothing is looked up.
 
     An entry that has ``key`` keeps it (a datalist can carry the phases itself). Otherwise the phase comes from the
     ``dataset.json`` in ``dataset_dir``: its ``contrast_phases`` map (the phantom writer records it under
@@ -214,6 +223,8 @@ def with_contrast_phases(
     Raises:
         ValueError: an entry's phase is found nowhere (the message names the image file and where it looked).
     """
+    if not enabled:
+        return [dict(item) for item in items]
     phases: Mapping[str, str] = {}
     dataset_json = Path(dataset_dir) / "dataset.json"
     if dataset_json.is_file():
@@ -233,3 +244,35 @@ def with_contrast_phases(
             item[key] = phases[case]
         out.append(item)
     return out
+
+
+def inference_datalist(
+    input_path: str | os.PathLike,
+    output_dir: str | os.PathLike,
+    output_postfix: str,
+    dataset_dir: str | os.PathLike,
+    infer_key: str,
+    phantom_folder: str | os.PathLike,
+    datalist_file: str | os.PathLike | None = None,
+) -> list[dict]:
+    """The images inference segments: those of ``input_path`` if one is given, else the ``infer_key`` list of the
+    dataset's datalist (the bundle's phantoms, written into ``phantom_folder`` on first use, when ``dataset_dir`` is
+    that folder).
+
+    Args:
+        input_path: the ``--input_path`` (a volume file, a folder of them, a DICOM series), or ``''``.
+        output_dir: where the segmentations go (no input is read from there).
+        output_postfix: the postfix of the segmentations' names (files named so are an earlier run's outputs).
+        dataset_dir: the dataset folder, without ``input_path``.
+        infer_key: the datalist's list to segment, without ``input_path``.
+        phantom_folder: the bundle's phantom folder (:func:`~.phantom_dataset.ensure_phantom_dataset`).
+        datalist_file: the datalist (default ``<dataset_dir>/datalist.json``).
+
+    Raises:
+        as :func:`~.inference_files.inference_inputs` and :func:`load_datalist`.
+    """
+    if input_path:
+        return inference_inputs(input_path, output_dir, output_postfix)
+    dataset_dir = ensure_phantom_dataset(dataset_dir, phantom_folder=phantom_folder)
+    datalist_file = os.path.join(dataset_dir, "datalist.json") if datalist_file is None else datalist_file
+    return load_datalist(datalist_file, infer_key, dataset_dir, require_label=False)

@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["check_dataset_classes", "class_names"]
+__all__ = ["check_dataset_classes", "class_names", "foreground_ids", "num_classes", "run_class_names", "with_background"]
 
 
 def class_names(labels: Mapping[str, str] | str | os.PathLike) -> list[str]:
@@ -127,3 +127,28 @@ def _labels_of_file(path: Path) -> Mapping[str, str]:
 def _name_key(name: str) -> str:
     """A class name for comparison: lower case, ``_`` and ``-`` as spaces, single spaces."""
     return " ".join(name.lower().replace("_", " ").replace("-", " ").split())
+
+
+def run_class_names(labels_json: str | os.PathLike, metadata: Mapping[str, Any]) -> list[str]:
+    """The foreground classes of a run: those of ``labels_json`` if one is given, else the metadata's ``channel_def``
+    (``network_data_format.outputs.pred.channel_def`` of ``configs/metadata.json``).
+
+    The configs' ``class_names`` item (``--labels_json /data/btcv/dataset.json`` trains, evaluates and infers a model
+    of that dataset's classes). Errors as :func:`class_names`.
+    """
+    return class_names(labels_json or metadata["network_data_format"]["outputs"]["pred"]["channel_def"])
+
+
+def num_classes(class_names: Sequence[str]) -> int:
+    """The network's output channels for foreground ``class_names``: one per class and the background."""
+    return len(class_names) + 1
+
+
+def foreground_ids(class_names: Sequence[str]) -> list[int]:
+    """The label ids of foreground ``class_names``: ``[1, ..., K]``."""
+    return list(range(1, len(class_names) + 1))
+
+
+def with_background(class_names: Sequence[str]) -> list[str]:
+    """All class names by label id, the background (id 0) first: ``["background", *class_names]``."""
+    return ["background", *class_names]
