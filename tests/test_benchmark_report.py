@@ -242,6 +242,20 @@ def test_the_six_corrections_are_numbers_of_the_result_files(default_report):
     assert (d.pool_size, d.pool_shared) == (12, (6, 11))
     # 6. the arms that also use the pool's masks
     assert v["pool_mask_arms"] == ["semcl_coarse", "semcl_exact", "supervised"]
+    # the README's results section quotes these counts (its decimals are checked by tests/test_readmes.py)
+    readme = " ".join(ROOT.joinpath("README.md").read_text(encoding="utf-8").split("<!-- benchmark-v2 -->")[1].split())
+    quoted = {
+        r"(\d+) optimiser steps against the method's (\d+)": (120, 360),
+        r"still falling over its last 10 epochs in (\d+) of (\d+) seeds": (7, 8),
+        r"(\d+) distinct volumes serve the (\d+) seeds at 1 labelled volume": (d.distinct["finetune_1"], d.seeds),
+        r"seeds (\d+) and (\d+) draw the same 2 volumes": d.shared_sets["finetune_2"][0],
+        r"one volume is in (\d+) of the (\d+) four-volume sets": (d.most_common["finetune_4"][1], d.seeds),
+        r"share (\d+) to (\d+) of their (\d+) cases": (*d.pool_shared, d.pool_size),
+        r"masks of the (\d+) volumes of their pretraining pool": (d.pool_size,),
+    }
+    for pattern, numbers in quoted.items():
+        match = re.search(pattern, readme)
+        assert match and tuple(map(int, match.groups())) == tuple(numbers), pattern
 
 
 def test_the_template_formats_values_only():
