@@ -11,7 +11,9 @@ Modules:
     atlas: the atlas baseline (a majority vote of the seed's labelled maps, registered; no training).
     snapshots: test Dice at fixed fractions of scratch's budget (time to accuracy).
     runner: the schedule: unfinished runs in parallel, each after the runs it needs, resumable.
-    results: result files, the workflows' CSV outputs, provenance (code version, a clean tree, machine).
+    run_records: the result files' versioned schema (run key, settings, draw, budget, result, provenance) and their
+        reader (v2's files: the draw reconstructed from the splits).
+    results: the result store, the workflows' CSV outputs, provenance (code version, a clean tree, machine).
     report: the Markdown report and plots, from the result files alone (verdict, diagnosis, tables, plots; v2:
         endpoints, time to accuracy, baselines at their best, provenance, the testbed's difficulty criteria).
     statistics: two-level bootstrap intervals and the paired Wilcoxon test, the training run as the unit.

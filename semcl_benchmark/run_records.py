@@ -267,9 +267,9 @@ class Budget:
         stage = config["stage"]
         if stage == "embedding":
             return None
-        recorded = values.get("budget") or {}
         if stage == "atlas":
             return cls((), 0, 0)
+        recorded = values.get("budget") or {}
         if stage == "finetune":
             epochs, best = values.get("epochs"), values.get("best_metric_epoch")
             per_epoch = values.get("steps_per_epoch")
@@ -306,6 +306,8 @@ class TestScores:
         dice: ``(cases, classes)``; ``None`` where the organ is absent from the case (and from its prediction).
         phases: each case's contrast phase bucket (``None``: the dataset records none).
     """
+
+    __test__ = False  # not a test class, whatever its name
 
     cases: tuple[str, ...]
     classes: tuple[str, ...]

@@ -10,6 +10,7 @@ import pytest
 from semcl_benchmark.cli import main
 from semcl_benchmark.protocol import load_protocol
 from semcl_benchmark.results import results_folder
+from semcl_benchmark.run_records import RunKey
 from semcl_benchmark.runner import Benchmark
 
 USER_PROTOCOL = """
@@ -108,6 +109,16 @@ def test_the_default_size_plans_the_fixed_protocols_runs(tmp_path):
     assert sorted(c["seed"] for c in finetunes if c["arm"] == "scratch" and c["setting"] == "finetune_4") == list(range(8))
     assert sorted({c["seed"] for c in finetunes if c["probe"]}) == [0, 1, 2]
     assert len(finetunes) == 8 * (5 + 5 + 4) + 3 + 3 * 5
+
+
+def test_every_planned_run_is_keyed_by_its_configuration_and_needs_only_planned_runs(tmp_path):
+    benchmark, planned = plan("default", tmp_path)
+    keys = {run.key for run in planned}
+    assert len(keys) == len(planned) and all(RunKey.of_config(run.config) == run.key for run in planned)
+    for run in planned:  # its encoder's pretraining, and for time to accuracy scratch's run of its setting and seed
+        for need in run.needs:
+            assert need in keys and need != run.key
+            assert need.stage == "pretrain" or need == benchmark.planner.scratch_key(run.key.setting, run.key.seed)
 
 
 @pytest.mark.parametrize(
