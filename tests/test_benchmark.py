@@ -91,6 +91,14 @@ def test_quick_benchmark_writes_results_and_a_report_and_resumes(tmp_path):
     assert run["test"]["contrast_phases"] == atlas["test"]["contrast_phases"] == [phases[c] for c in run["test"]["cases"]]
     pretrain = json.loads((tmp_path / "results" / "pretrain__semcl_exact__seed0.json").read_text())
     assert set(pretrain["collapse"]) >= {"effective_rank", "negative_cosine", "collapsed"}
+    # every file records its seed's whole draw (labelled, pretraining pool, validation, test) and the schema version
+    ids = {split: [e["image"].rsplit("/", 1)[-1].split(".")[0] for e in entries] for split, entries in datalist.items()}
+    for record in (run, atlas, pretrain):
+        assert record["schema_version"] == 3
+        assert (record["draw"]["pool"], record["draw"]["validation"], record["draw"]["test"]) == (
+            ids["pretrain"], ids["validation"], ids["test"])
+    assert run["draw"]["labelled"] == [case["case"] for case in run["labelled_cases"]] == ids["finetune_1"]
+    assert pretrain["draw"]["labelled"] == [] and pretrain["budget"]["steps"] == pretrain["history"][-1]["iteration"]
     report = (tmp_path / "results" / "RESULTS.md").read_text()
     # a size with splits gets the v2 report, read from these very files: every section holds numbers
     assert report.startswith("# Benchmark results: quick size (protocol v2, `docs/PROTOCOL.md`)\n\n## Verdict (primary "
