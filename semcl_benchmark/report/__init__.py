@@ -27,8 +27,7 @@ from ..protocol import Size
 from ..results import ResultStore
 from . import accuracy, budget, diagnosis, difficulty, endpoints, tables
 from .difficulty import read_cost_ratio
-from .fields import deviations
-from .load import load_runs, mean_dice
+from .load import deviations, load_runs, mean_dice
 from .plots import write_embedding_plots, write_plots
 
 __all__ = ["Report", "analyse", "mean_dice", "render", "write_report"]

@@ -17,8 +17,7 @@ import pandas as pd
 
 from ..statistics import paired_wilcoxon
 from .endpoints import REFERENCE, Family, Test, family, holm_floor, holm_over_declared, is_atlas
-from .fields import budget_fractions, validation_points
-from .load import runs_of, table
+from .load import budget_fractions, runs_of, table, validation_points
 
 __all__ = ["Reach", "budget_fraction_family", "declared_reaches", "reach", "reach_family"]
 

@@ -15,8 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .fields import epoch_caps
-from .load import runs_of
+from .load import epoch_caps, runs_of
 
 __all__ = ["ArmBudget", "CapRow", "Caps", "CollapseRow", "ProbeAgainstFull", "caps", "collapse_rows",
            "pretraining_budgets", "probe_against_full", "validating_rows"]

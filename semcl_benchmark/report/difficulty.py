@@ -25,8 +25,7 @@ import pandas as pd
 from ..cost_ratio import COST_RATIO_FILE
 from ..results import results_folder
 from .endpoints import REFERENCE, grid, is_atlas
-from .fields import case_phases
-from .load import runs_of, table
+from .load import case_phases, runs_of, table
 
 __all__ = ["Criteria", "criteria", "read_cost_ratio"]
 

@@ -18,8 +18,7 @@ import numpy as np
 import pandas as pd
 
 from ..statistics import Estimate, crossed_bootstrap, holm, paired_wilcoxon
-from .fields import case_phases
-from .load import case_means, runs_of
+from .load import case_means, case_phases, runs_of
 
 __all__ = ["ALPHA", "DIRECTION", "Family", "HolmFloor", "Outcome", "Test", "estimate", "family", "holm_floor", "is_atlas",
            "is_method", "primary_family", "probe_family", "run_family", "secondary_families"]

@@ -1,15 +1,25 @@
-"""Load: every finished run of a benchmark as one long table (pandas), read and validated once.
+"""Load: every finished run of a benchmark as one long table (pandas), read and validated once; the fields of a
+result file the analysis reads.
 
 Each result file is read as a typed run record (:func:`semcl_benchmark.run_records.parse_run_record`: a malformed
 file, or one whose recorded cases are not its seed's draw, is refused naming it). One row per file: ``key``,
 ``stage``, ``arm``, ``setting``, ``probe``, ``seed``, the draw's ``labelled`` and ``pool`` case ids (a v2 file's pool
 reconstructed from :mod:`semcl_benchmark.splits`), the file's ``record`` (its JSON: the fields of :mod:`.fields`) and
 for fine-tuning and atlas runs ``cases`` (the case-mean test Dice, in the order of ``test.cases``) and ``mean_dice``.
+
+A record's fields beyond v1's: ``validation_points`` ``[{"epoch", "step", "seconds", "val_mean_dice"}, ...]`` (v1:
+``validation_curve``, ``[[epoch, Dice], ...]``); ``test["contrast_phases"]``, the phase bucket of every test case;
+``budget_fractions`` ``{"points": [{"fraction", "test"}, ...]}``, the test Dice of the snapshot nearest that fraction of
+``scratch``'s best epoch; ``budget`` ``{"max_epochs": [cap, doubled cap, ...]}``; ``collapse`` (contrastive
+pretraining) of its last epoch; ``labelled_cases`` ``[{"case", "contrast_phase"}, ...]``; ``code`` (``+changes``: a
+dirty tree), ``allow_dirty``; ``encoder`` ``{"sha256", "loaded_fraction"}``. A size's ``deviations``:
+``[{text, date, reason}, ...]``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -18,7 +28,8 @@ from ..plan import Run
 from ..results import ResultStore
 from ..run_records import RunRecord, parse_run_record
 
-__all__ = ["COLUMNS", "case_means", "load_runs", "mean_dice", "runs_of", "table"]
+__all__ = ["FileProvenance", "ValidationPoint", "budget_fractions", "case_means", "case_phases", "deviations",
+           "epoch_caps", "load_runs", "mean_dice", "provenance_of", "runs_of", "table", "validation_points"]
 
 COLUMNS = ("key", "stage", "arm", "setting", "probe", "seed", "labelled", "pool", "record", "cases", "mean_dice")
 TESTED = ("finetune", "atlas")  # stages whose result holds per-case, per-organ test Dice
@@ -69,3 +80,80 @@ def runs_of(runs: pd.DataFrame, arm: str, setting: str | None = None, probe: boo
     else:
         rows = runs[(runs.stage == stage) & (runs.arm == arm)]
     return dict(zip(rows.seed.astype(int), rows.record))
+
+
+DEVIATION_KEYS = ("text", "date", "reason")
+
+
+@dataclass(frozen=True)
+class ValidationPoint:
+    """One validation of a fine-tuning run: epoch, optimiser steps and seconds so far (``None``: not recorded)."""
+
+    epoch: int
+    step: int
+    seconds: float | None
+    dice: float | None
+
+
+def validation_points(result: dict) -> list[ValidationPoint]:
+    """A fine-tuning run's validations in order (v1's ``validation_curve``: steps from ``steps_per_epoch``)."""
+    if result.get("validation_points") is not None:
+        return [ValidationPoint(p["epoch"], p["step"] if p.get("step") is not None
+                                else p["epoch"] * result["steps_per_epoch"], p.get("seconds"), p.get("val_mean_dice"))
+                for p in result["validation_points"]]
+    return [ValidationPoint(epoch, epoch * result["steps_per_epoch"], None, dice)
+            for epoch, dice in (entry[:2] for entry in result.get("validation_curve") or [])]
+
+
+def case_phases(result: dict) -> list[str | None] | None:
+    """The phase bucket of each test case, in the order of ``test["cases"]``; ``None`` if not recorded."""
+    phases = result["test"].get("contrast_phases")
+    if phases is not None and len(phases) != len(result["test"]["cases"]):
+        raise ValueError(f"result {result.get('key', '?')}: test.contrast_phases has {len(phases)} entries for "
+                         f"{len(result['test']['cases'])} test cases; it must name the phase of every case, in order.")
+    return None if phases is None else list(phases)
+
+
+def budget_fractions(result: dict) -> dict[float, dict]:
+    """``{fraction of scratch's budget: test result}`` of a fine-tuning run; empty when not recorded."""
+    return {float(p["fraction"]): p["test"] for p in (result.get("budget_fractions") or {}).get("points", [])}
+
+
+def epoch_caps(result: dict) -> list[int]:
+    """Every epoch cap a run had (the first, then one per budget extension); ``[]`` where none is recorded."""
+    return list((result.get("budget") or {}).get("max_epochs") or [])
+
+
+def deviations(size) -> list[dict]:
+    """The size's recorded deviations from the protocol (``text``, ``date``, ``reason``; checked)."""
+    entries = getattr(size, "deviations", None) or ()
+    for index, entry in enumerate(entries):
+        missing = [k for k in DEVIATION_KEYS if not isinstance(entry, Mapping) or not entry.get(k)]
+        if missing:
+            raise ValueError(f"size {size.name!r}: deviations[{index}] lacks {', '.join(missing)}; each deviation is "
+                             f"a mapping {{text: what changed, date: YYYY-MM-DD, reason: why}}, got {entry!r}.")
+    return [dict(entry) for entry in entries]
+
+
+@dataclass(frozen=True)
+class FileProvenance:
+    """Where a result file came from: its commit, whether from a dirty tree, and the encoder it loaded."""
+
+    key: str
+    commit: str | None
+    dirty: bool
+    encoder_sha256: str | None
+    loaded_fraction: float | None
+
+    @property
+    def partial_load(self) -> bool:
+        """Whether the run loaded less than all keys of its encoder."""
+        return self.loaded_fraction is not None and self.loaded_fraction < 1
+
+
+def provenance_of(key: str, result: dict) -> FileProvenance:
+    """A result's provenance fields; a commit ending in ``+changes`` counts as from a dirty tree."""
+    code, encoder = result.get("code"), result.get("encoder") or {}
+    dirty = bool(result.get("allow_dirty")) or (code is not None and code.endswith("+changes"))
+    return FileProvenance(key, None if code is None else code.removesuffix("+changes"), dirty,
+                          encoder.get("sha256"), encoder.get("loaded_fraction"))

@@ -14,8 +14,7 @@ from semcl_tools.repository import ROOT
 
 from ..statistics import Estimate
 from .endpoints import compare, estimate, grid
-from .fields import FileProvenance, provenance_of
-from .load import runs_of
+from .load import FileProvenance, provenance_of, runs_of
 
 __all__ = ["Cell", "StudyRow", "cost_rows", "embedding_rows", "headline", "knn_curves", "organ_tables",
            "step_cost", "study_rows", "unfinished"]
