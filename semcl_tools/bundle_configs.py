@@ -7,7 +7,7 @@ written once, in a part of the bundle's ``config_parts/`` folder (which the mode
 
 - ``base.yaml``: what the three workflows share (the components, the bundle folder, ``configs/common.yaml``'s
   settings named at the top level, the classes and channels from ``metadata.json``, the device);
-- ``training.yaml``: what ``pretrain.yaml`` and ``train.yaml`` share (their imports and deterministic transforms);
+- ``training.yaml``: what ``pretrain.yaml`` and ``train.yaml`` share (their dataset and deterministic transforms);
 - ``<workflow>.yaml``: the items of that workflow alone.
 
 A generated file is a header, then its parts verbatim, in the order of :data:`WORKFLOW_PARTS`, each under a line that
