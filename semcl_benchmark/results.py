@@ -13,7 +13,6 @@ import os
 import platform
 import subprocess
 import sys
-from collections import defaultdict
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -27,7 +26,6 @@ __all__ = [
     "CODE_FOLDERS",
     "DirtyTreeError",
     "ResultStore",
-    "by_stage",
     "check_clean_tree",
     "code_version",
     "cpu_model",
@@ -103,25 +101,6 @@ class ResultStore:
     def write(self, run: Run, record: RunRecord) -> None:
         """Write ``run``'s record (atomically)."""
         write_run_record(record, self.file(run))
-
-
-def by_stage(results: dict[RunKey, dict]) -> tuple[dict, dict, dict]:
-    """Results (:meth:`ResultStore.load`) by stage: ``(finetunes, pretrains, embeddings)``, as the current report
-    reads them (its rewrite reads :class:`~semcl_benchmark.run_records.RunRecord` instead).
-
-    ``finetunes[arm, setting, probe][seed]``, ``pretrains[arm][seed]`` and ``embeddings[arm][seed]`` are result dicts.
-    An atlas run counts as a fine-tuning run of its arm (its result has the same ``test`` layout, no training).
-    """
-    finetunes: dict[tuple[str, str, bool], dict[int, dict]] = defaultdict(dict)
-    pretrains: dict[str, dict[int, dict]] = defaultdict(dict)
-    embeddings: dict[str, dict[int, dict]] = defaultdict(dict)
-    for result in results.values():
-        config = result["config"]
-        if config["stage"] in ("finetune", "atlas"):
-            finetunes[config["arm"], config["setting"], config["probe"]][config["seed"]] = result
-        else:
-            (pretrains if config["stage"] == "pretrain" else embeddings)[config["arm"]][config["seed"]] = result
-    return finetunes, pretrains, embeddings
 
 
 # ------------------------------------------------------------------------------------------- workflow outputs
