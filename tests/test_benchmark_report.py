@@ -264,3 +264,19 @@ def test_the_template_formats_values_only():
         text = template.read_text(encoding="utf-8")
         assert not re.search(r"{%[^%]*[<>]=?\s*-?\d", text), f"{template.name} compares a value with a number"
     assert render is not None
+
+
+def test_a_size_with_no_finished_run_gets_a_report_of_what_is_planned(tmp_path):
+    from semcl_benchmark.protocol import load_protocol
+    from semcl_benchmark.report import write_report
+    from semcl_benchmark.runner import Benchmark
+
+    size = load_protocol().sizes["quick"]
+    benchmark = Benchmark(size, tmp_path / "results", tmp_path / "work")
+    planned = benchmark.plan(list(size.arms), list(size.settings), list(size.seeds), study=list(size.study_arms))
+    write_report(size, planned, benchmark.store, tmp_path / "RESULTS.md", "command", written="now")
+    text = (tmp_path / "RESULTS.md").read_text(encoding="utf-8")
+    assert f"Runs finished: 0 of {len(planned)} planned" in text
+    rows = [line for line in text.splitlines() if re.match(r"\| (pretrain|finetune|atlas|embedding) \|", line)]
+    seeds = [part.strip().split("-") for row in rows for part in row.split("|")[4].split(",")]
+    assert sum(int(r[-1]) - int(r[0]) + 1 for r in seeds) == len(planned)  # every planned run listed as unfinished

@@ -20,7 +20,7 @@ import pandas as pd
 from ..statistics import Estimate, crossed_bootstrap, holm, paired_wilcoxon
 from .load import case_means, case_phases, runs_of
 
-__all__ = ["ALPHA", "DIRECTION", "Family", "HolmFloor", "Outcome", "Test", "estimate", "family", "holm_floor", "is_atlas",
+__all__ = ["ALPHA", "DIRECTION", "Family", "HolmFloor", "Outcome", "Test", "family", "holm_floor", "is_atlas",
            "is_method", "primary_family", "probe_family", "run_family", "secondary_families"]
 
 ALPHA = 0.05  # a test is significant when its Holm-adjusted p is below it
@@ -106,11 +106,6 @@ class Family:
         return self.declared - len(self.outcomes)
 
 
-def estimate(grid_a: np.ndarray, grid_b: np.ndarray | None = None) -> Estimate:
-    """Crossed bootstrap estimate of ``(seeds, cases)`` (or of its paired difference from ``grid_b``)."""
-    return crossed_bootstrap(grid_a, grid_b)
-
-
 def grid(runs: dict[int, dict], seeds: Sequence[int], phase: str | None = None, organ: int | None = None) -> np.ndarray:
     """``(seeds, cases)`` of the case-mean test Dice (or one organ's), only the cases of ``phase`` when given."""
     rows = []
@@ -133,7 +128,7 @@ def compare(a: dict[int, dict], b: dict[int, dict], phase: str | None = None) ->
     if grid_a.size == 0:
         return None
     p = paired_wilcoxon(np.nanmean(grid_a, axis=1), np.nanmean(grid_b, axis=1)) if len(seeds) > 1 else float("nan")
-    return estimate(grid_a, grid_b), p, len(seeds)
+    return crossed_bootstrap(grid_a, grid_b), p, len(seeds)
 
 
 def holm_over_declared(p_values: Sequence[float], declared: int) -> list[float]:

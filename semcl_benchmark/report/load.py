@@ -64,7 +64,8 @@ def table(records: Sequence[RunRecord] | dict[str, dict]) -> pd.DataFrame:
         rows = [_row(str(key), record) for key, record in records.items()]
     else:
         rows = [_row(r.key.name, r.to_json(), r.draw) for r in records]
-    return pd.DataFrame(sorted(rows, key=lambda row: row["key"]), columns=list(COLUMNS))
+    runs = pd.DataFrame(sorted(rows, key=lambda row: row["key"]), columns=list(COLUMNS))
+    return runs.astype({"probe": bool, "seed": int})
 
 
 def load_runs(planned: Sequence[Run], store: ResultStore) -> pd.DataFrame:

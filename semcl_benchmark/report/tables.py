@@ -12,8 +12,8 @@ import pandas as pd
 
 from semcl_tools.repository import ROOT
 
-from ..statistics import Estimate
-from .endpoints import compare, estimate, grid
+from ..statistics import Estimate, crossed_bootstrap
+from .endpoints import compare, grid
 from .load import FileProvenance, provenance_of, runs_of
 
 __all__ = ["Cell", "StudyRow", "cost_rows", "embedding_rows", "headline", "knn_curves", "organ_tables",
@@ -31,7 +31,7 @@ class Cell:
 
 
 def cell(found: dict[int, dict]) -> Cell | None:
-    return Cell(estimate(grid(found, sorted(found))), len(found)) if found else None
+    return Cell(crossed_bootstrap(grid(found, sorted(found))), len(found)) if found else None
 
 
 def headline(runs: pd.DataFrame, arms: Sequence[str], settings: Sequence[str]) -> dict[str, list[Cell | None]]:
