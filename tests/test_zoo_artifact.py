@@ -111,6 +111,7 @@ def test_zip_is_one_bundle_folder_with_code_weights_hashes_and_pinned_metadata(e
             "configs/inference_cascade.yaml",
             "scripts/semcl_components/__init__.py",
             "scripts/semcl_components/networks/encoders.py",
+            "scripts/semcl_phantoms/phantoms.py",  # the simulator that writes the demonstration data
         } <= inside
         assert not [n for n in inside if "__pycache__" in n or n.endswith((".lock", ".pyc"))]
         text = archive.read(f"{NAME}/configs/metadata.json").decode()
@@ -120,7 +121,7 @@ def test_zip_is_one_bundle_folder_with_code_weights_hashes_and_pinned_metadata(e
     metadata = json.loads(text)
     assert text == json.dumps(metadata, indent=4) + "\n"  # the zoo's 4-space format
     assert metadata["version"] in metadata["changelog"]
-    assert "semcl_components" not in metadata["required_packages_version"]  # inside the bundle, not a package
+    assert not {"semcl_components", "semcl_phantoms"} & set(metadata["required_packages_version"])  # inside the bundle
     assert {"nibabel", "itk", "pytorch-ignite", "fire", "pyyaml", "pillow"} <= set(
         metadata["required_packages_version"]
     )
@@ -163,7 +164,7 @@ def test_zip_readme_stands_alone_and_states_the_shipped_weights_numbers(exported
     assert "No weights ship with a source checkout" not in readme
     # every bundle file the README names is in the zip (outputs the commands write aside)
     named = set(re.findall(r"`((?:configs|docs|scripts)/[\w./-]+?)`", readme))
-    assert named and named <= inside | {"scripts/semcl_components"}, named - inside
+    assert named and named <= inside | {"scripts/semcl_components", "scripts/semcl_phantoms"}, named - inside
     assert "$B" not in readme and "setup_env" not in readme and "RESULTS.md" not in readme
 
 
