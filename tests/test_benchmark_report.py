@@ -96,7 +96,8 @@ def test_runs_at_their_cap_and_still_improving_are_counted():
                   run("scratch", "finetune_1", 2, 0.5, epochs=60, best_metric_epoch=40, budget={"max_epochs": [50, 100]}))
     found = caps(table_)
     assert (found.total, found.capped, found.improving) == (3, 2, 1)
-    assert found.improving_runs == ["`scratch` finetune_1 seed 0"] and len(found.extended) == 1
+    assert found.improving_runs == [("scratch", "finetune_1", False, 0)]
+    assert found.extended == [("scratch", "finetune_1", False, 2, [50, 100], 40, 60)]
 
 
 def test_pretraining_steps_and_a_still_falling_loss():

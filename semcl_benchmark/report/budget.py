@@ -44,8 +44,8 @@ class Caps:
     capped: int
     improving: int
     rows: list[CapRow]
-    extended: list[str]  # runs whose budget was doubled: "`arm` setting seed s (caps [...], best epoch b of e)"
-    improving_runs: list[str]
+    extended: list[tuple]  # runs whose budget was doubled: (arm, setting, probe, seed, caps, best epoch, epochs)
+    improving_runs: list[tuple]  # (arm, setting, probe, seed)
 
 
 def _budget(record: dict, pretraining: bool) -> tuple[int, int, int, int] | None:
@@ -83,10 +83,9 @@ def caps(runs: pd.DataFrame) -> Caps:
     for (where, arm, probe), group in groups.groupby(["where", "arm", "probe"], sort=True):
         budgets = {s: b for s, r in zip(group.seed, group.record) if (b := _budget(r, where == "pretraining"))}
         flags = {s: _flags(b) for s, b in sorted(budgets.items())}
-        name = f"`{arm}` {where}{' probe' if probe else ''} seed"
-        extended += [f"{name} {s} (caps {epoch_caps(r)}, best epoch {budgets[s][2]} of {budgets[s][0]})"
+        extended += [(arm, where, probe, s, epoch_caps(r), budgets[s][2], budgets[s][0])
                      for s, r in sorted(zip(group.seed, group.record)) if len(epoch_caps(r)) > 1 and s in budgets]
-        improving_runs += [f"{name} {s}" for s, f in flags.items() if f[1]]
+        improving_runs += [(arm, where, probe, s) for s, f in flags.items() if f[1]]
         capped = sum(f[0] for f in flags.values())
         if where != "pretraining":
             total += len(flags)
