@@ -151,15 +151,13 @@ def cost(runs: pd.DataFrame, settings, seeds, paired, reference: Path = V1_RESUL
     """The cost criterion, v1's seconds per setting, and the cost table's rows."""
     v1_runs = table({p.stem: json.loads(p.read_text(encoding="utf-8"))
                      for p in sorted(reference.glob(f"finetune__{REFERENCE}__*.json"))})
-    v1_runs = v1_runs[~v1_runs.probe] if len(v1_runs) else v1_runs
-    v1 = {s: (float(np.mean([r["cost"]["train"]["seconds"] for r in g.record])), len(g))
-          for s, g in v1_runs.groupby("setting")} if len(v1_runs) else {}
-    v1_epochs = {s: float(g.record.map(lambda r: r["epochs"]).mean()) for s, g in v1_runs.groupby("setting")} \
-        if len(v1_runs) else {}
+    by_setting = {s: g.record.tolist() for s, g in v1_runs[~v1_runs.probe].groupby("setting")}
+    v1 = {s: (float(np.mean([r["cost"]["train"]["seconds"] for r in rs])), len(rs)) for s, rs in by_setting.items()}
+    v1_epochs = {s: float(np.mean([r["epochs"] for r in rs])) for s, rs in by_setting.items()}
     rows = [_cost_row(s, list(runs_of(runs, REFERENCE, s).values()), v1, v1_epochs, paired) for s in settings]
     ratios = {r.setting: r for r in rows if r.by_seconds is not None}
     missing = [m for s in settings if s in v1 for m in _missing(runs, REFERENCE, s, seeds)]
-    values = {"ratios": ratios, "paired": paired, "v1_epochs": v1_epochs, "v1": v1, "none": not ratios}
+    values = {"ratios": ratios, "paired": paired, "v1_epochs": v1_epochs, "v1": v1}
     held = bool(ratios) and all((r.paired or r.by_seconds) <= COST_RATIO for r in ratios.values())
     return Criterion("cost", values, _state(missing, held) if ratios else "waiting", missing), v1, rows
 
