@@ -76,7 +76,7 @@ def test_settings_read_booleans_as_written_once():
     settings = TrainSettings(amp="false", tensorboard="No", resume=1, check_command_line=False)
     assert (settings.amp, settings.tensorboard, settings.resume) == (False, False, True)
     assert InferenceSettings(load_pretrain="off", check_command_line=False).load_pretrain is False
-    assert CascadeSettings(refine="true", check_command_line=False).refine is True
+    assert CascadeSettings(refine="false", resume="no", check_command_line=False).refine is False
     with pytest.raises(ValueError, match="amp must be true or false, got 'maybe'"):
         TrainSettings(amp="maybe", check_command_line=False)
 

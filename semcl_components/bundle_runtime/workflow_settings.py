@@ -139,8 +139,8 @@ class InferenceSettings(CheckedSettings):
 
 
 @dataclass
-class CascadeSettings(WorkflowSettings):
-    """The switches of the cascade's evaluation (``evaluate_cascade.yaml``).
+class CascadeSettings(TrainSettings):
+    """The switches of the cascade's evaluation (``evaluate_cascade.yaml``, an overlay on ``train.yaml``).
 
     Args:
         refine: run stage 2 (false: stage 1 alone, evaluated the same way).
