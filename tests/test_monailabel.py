@@ -583,6 +583,7 @@ def checkout_bundle(exported: dict, folder: Path, weights: bool = True) -> Path:
     shutil.copytree(BUNDLE_DIR, target, ignore=shutil.ignore_patterns(
         "data", "eval", "runs", "*.pt", "*.ts", "*.onnx", "__pycache__", ".lock"))  # fmt: skip
     if weights:
+        (target / "models").mkdir(exist_ok=True)  # a fresh clone has no (empty) models/ folder
         for name in ("model.pt", "pretrained_encoder.pt"):
             shutil.copy2(exported["out"] / name, target / "models" / name)
     return target
