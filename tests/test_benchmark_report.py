@@ -139,10 +139,11 @@ def test_draw_overlap_counts_distinct_volumes_shared_draws_and_pools():
                     for s, c in enumerate(["p1", "p2", "p1"])])
     table_["labelled"] = [("p1",), ("p2",), ("p1",)]
     table_["pool"] = [("u1", "u2", "u3"), ("u2", "u3", "u4"), ("u1", "u2", "u3")]
+    table_["reconstructed"] = False
     found = draws(table_)
     assert found.distinct == {"finetune_1": 2} and found.shared_sets == {"finetune_1": [(0, 2)]}
     assert found.most_common == {"finetune_1": ("p1", 2)} and found.phases_single == {"arterial": 3}
-    assert (found.pool_size, found.pool_shared) == (3, (2, 3))
+    assert (found.pool_size, found.pool_shared) == (3, (2, 3)) and found.overlapping and not found.pool_reconstructed
 
 
 def test_noise_counts_seeds_ahead_and_the_smallest_p():
@@ -240,7 +241,7 @@ def test_the_six_corrections_are_numbers_of_the_result_files(default_report):
     d = v["draws"]
     assert d.distinct["finetune_1"] == 6 and "native" not in d.phases_single and sum(d.phases_single.values()) == 8
     assert (0, 7) in d.shared_sets["finetune_2"] and d.most_common["finetune_4"] == ("phantom_000", 7)
-    assert (d.pool_size, d.pool_shared) == (12, (6, 11))
+    assert (d.pool_size, d.pool_shared, d.pool_reconstructed) == (12, (6, 11), True)
     # 6. the arms that also use the pool's masks
     assert v["pool_mask_arms"] == ["semcl_coarse", "semcl_exact", "supervised"]
     # the README's results section quotes these counts (its decimals are checked by tests/test_readmes.py)

@@ -148,6 +148,8 @@ class Draws:
     most_common: dict[str, tuple[str, int]]  # setting -> (volume, seeds whose draw holds it)
     pool_size: int
     pool_shared: tuple[int, int] | None  # fewest and most cases any two seeds' pretraining pools share
+    pool_reconstructed: bool  # the pools were made again from the splits (v2 files do not record them)
+    overlapping: bool  # two seeds share a draw, or two pools share a case
 
 
 def draws(runs: pd.DataFrame) -> Draws | None:
@@ -171,7 +173,8 @@ def draws(runs: pd.DataFrame) -> Draws | None:
     overlap = [len(a & b) for a, b in itertools.combinations(pools, 2)]
     return Draws(len(seeds), {k: len(set().union(*v.values())) for k, v in sets.items()},
                  dict(Counter(str(p) for p in singles.values())), shared, counts, len(pools[0]),
-                 (min(overlap), max(overlap)) if overlap else None)
+                 (min(overlap), max(overlap)) if overlap else None, bool(tested.reconstructed.any()),
+                 any(shared.values()) or max(overlap, default=0) > 0)
 
 
 def pool_mask_arms(runs: pd.DataFrame) -> list[str]:

@@ -3,9 +3,10 @@ result file the analysis reads.
 
 Each result file is read as a typed run record (:func:`semcl_benchmark.run_records.parse_run_record`: a malformed
 file, or one whose recorded cases are not its seed's draw, is refused naming it). One row per file: ``key``,
-``stage``, ``arm``, ``setting``, ``probe``, ``seed``, the draw's ``labelled`` and ``pool`` case ids (a v2 file's pool
-reconstructed from :mod:`semcl_benchmark.splits`), the file's ``record`` (its JSON: the fields of :mod:`.fields`) and
-for fine-tuning and atlas runs ``cases`` (the case-mean test Dice, in the order of ``test.cases``) and ``mean_dice``.
+``stage``, ``arm``, ``setting``, ``probe``, ``seed``, the draw's ``labelled`` and ``pool`` case ids and whether they
+were ``reconstructed`` from :mod:`semcl_benchmark.splits` (a v2 file records its labelled and test cases only), the
+file's ``record`` (its JSON: the fields below) and for fine-tuning and atlas runs ``cases`` (the case-mean test Dice,
+in the order of ``test.cases``) and ``mean_dice``.
 
 A record's fields beyond v1's: ``validation_points`` ``[{"epoch", "step", "seconds", "val_mean_dice"}, ...]`` (v1:
 ``validation_curve``, ``[[epoch, Dice], ...]``); ``test["contrast_phases"]``, the phase bucket of every test case;
@@ -31,7 +32,8 @@ from ..run_records import RunRecord, parse_run_record
 __all__ = ["FileProvenance", "ValidationPoint", "budget_fractions", "case_means", "case_phases", "deviations",
            "epoch_caps", "load_runs", "mean_dice", "provenance_of", "runs_of", "table", "validation_points"]
 
-COLUMNS = ("key", "stage", "arm", "setting", "probe", "seed", "labelled", "pool", "record", "cases", "mean_dice")
+COLUMNS = ("key", "stage", "arm", "setting", "probe", "seed", "labelled", "pool", "reconstructed", "record", "cases",
+           "mean_dice")
 TESTED = ("finetune", "atlas")  # stages whose result holds per-case, per-organ test Dice
 
 
@@ -53,6 +55,7 @@ def _row(key: str, record: dict, draw=None) -> dict:
     return {"key": key, "stage": config["stage"], "arm": config["arm"], "setting": config.get("setting"),
             "probe": bool(config.get("probe")), "seed": int(config["seed"]), "record": record,
             "labelled": None if draw is None else draw.labelled, "pool": None if draw is None else draw.pool,
+            "reconstructed": None if draw is None else draw.reconstructed,
             "cases": case_means(record["test"]) if tested else None,
             "mean_dice": mean_dice(record) if tested else np.nan}
 
