@@ -377,3 +377,14 @@ def exported(phantom_dataset, tmp_path_factory) -> dict:
     result = run_captured(command, cwd=work, timeout=1200)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return {"zip": out / f"{BUNDLE_DIR.name}_v0.1.0.zip", "out": out, "work": work}
+
+
+ATLAS = {"stage": "atlas", "test": {"cases": ["t.nii.gz"], "classes": ["liver"], "dice": [[0.5]]}}
+"""What an atlas stage measures, at its smallest (the stage itself is tested apart)."""
+
+
+def without_data(benchmark, monkeypatch) -> None:
+    """No phantoms written: the seeds' datalist is a one-case stub."""
+    datalist = {"finetune_1": [{"image": "a.nii.gz"}], "pretrain": [], "validation": [], "test": [{"image": "t.nii.gz"}]}
+    monkeypatch.setattr(benchmark.stages, "data", lambda seeds: None)
+    monkeypatch.setattr(benchmark.planner.data, "datalist", lambda seed: datalist)

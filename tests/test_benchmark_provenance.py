@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import ATLAS, without_data
 from semcl_benchmark import results as results_module
 from semcl_benchmark.protocol import load_protocol
 from semcl_benchmark.results import DirtyTreeError, check_clean_tree, working_tree_changes
@@ -76,17 +77,6 @@ def test_the_benchmark_refuses_a_dirty_tree_before_any_work(tmp_path, monkeypatc
     with pytest.raises(DirtyTreeError, match="M semcl_benchmark/plan.py"):
         benchmark.run(planned)
     assert not (tmp_path / "work").exists()
-
-
-ATLAS = {"stage": "atlas", "test": {"cases": ["t.nii.gz"], "classes": ["liver"], "dice": [[0.5]]}}
-"""What an atlas stage measures, at its smallest (the stage itself is tested apart)."""
-
-
-def without_data(benchmark: Benchmark, monkeypatch) -> None:
-    """No phantoms written: the seeds' datalist is a one-case stub."""
-    datalist = {"finetune_1": [{"image": "a.nii.gz"}], "pretrain": [], "validation": [], "test": [{"image": "t.nii.gz"}]}
-    monkeypatch.setattr(benchmark.stages, "data", lambda seeds: None)
-    monkeypatch.setattr(benchmark.planner.data, "datalist", lambda seed: datalist)
 
 
 def test_allow_dirty_is_recorded_in_every_result_file(tmp_path, monkeypatch):

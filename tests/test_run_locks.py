@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TINY_INFERENCE_ARGS, TINY_TRAIN_ARGS
+from conftest import ATLAS, TINY_INFERENCE_ARGS, TINY_TRAIN_ARGS, without_data
 from semcl_components.bundle_runtime import folder_lock
 from semcl_components.bundle_runtime.folder_lock import FolderInUseError, FolderLock, lock_for_run
 
@@ -147,8 +147,8 @@ def test_a_second_benchmark_on_a_workdir_in_use_is_refused_naming_it(tmp_path, m
     work = tmp_path / "work"
     benchmark = Benchmark(load_protocol().sizes["quick"], tmp_path / "results", work, allow_dirty=True)
     (run,) = benchmark.plan(["atlas_body_box"], ["finetune_1"], [0], study=[])
-    monkeypatch.setattr(benchmark.stages, "atlas", lambda run: {"stage": "atlas"})  # the stage itself: tested apart
-    monkeypatch.setattr(benchmark.stages, "data", lambda seeds: None)
+    monkeypatch.setattr(benchmark.stages, "atlas", lambda run: ATLAS)
+    without_data(benchmark, monkeypatch)
     other = FolderLock(work, "benchmark workdir")
     other.acquire()
     try:
