@@ -8,7 +8,14 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["check_dataset_classes", "class_names", "foreground_ids", "num_classes", "run_class_names", "with_background"]
+__all__ = [
+    "check_dataset_classes",
+    "class_names",
+    "foreground_ids",
+    "num_classes",
+    "run_class_names",
+    "with_background",
+]
 
 
 def class_names(labels: Mapping[str, str] | str | os.PathLike) -> list[str]:
