@@ -84,14 +84,16 @@ class DrawDesign:
         raise KeyError(f"seed {seed} is not in this design (seeds: {[d.seed for d in self.seeds]}).")
 
     def record(self, seed: int, labelled: int) -> dict[str, list[str]]:
-        """What a result file of ``seed`` with ``labelled`` volumes records as its whole draw (case ids)."""
+        """What a result file of ``seed`` with ``labelled`` volumes records as its whole draw: case ids per part and
+        every one of those cases' phase bucket (``phases``)."""
         draw = self.seed(seed)
-        return {
+        parts = {
             "labelled": list(draw.labelled[:labelled]),
             "pool": list(draw.pool),
             "validation": list(self.validation),
             "test": list(self.test),
         }
+        return {**parts, "phases": {case: self.phases[case] for cases in parts.values() for case in cases}}
 
     def max_overlap(self, part: str = "training") -> int:
         """The largest number of cases two seeds share in ``part``: ``training`` (labelled + pool) or ``pool``."""

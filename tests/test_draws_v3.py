@@ -71,8 +71,9 @@ def test_at_the_proposed_count_seeds_share_no_training_case_and_pools_keep_the_p
 
 def test_a_result_file_records_the_whole_draw():
     record = DESIGN.record(3, 2)
-    assert set(record) == {"labelled", "pool", "validation", "test"}
+    assert set(record) == {"labelled", "pool", "validation", "test", "phases"}
     assert record["pool"] == list(DESIGN.seed(3).pool) and record["test"] == list(DESIGN.test)
+    assert record["phases"] == {c: PHASES[c] for c in (*DESIGN.seed(3).training, *DESIGN.validation, *DESIGN.test)}
     with pytest.raises(KeyError, match="seed 42"):
         DESIGN.record(42, 1)
 
