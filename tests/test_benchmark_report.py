@@ -22,9 +22,9 @@ import numpy as np
 import pytest
 
 from semcl_benchmark.report import endpoints, render
-from semcl_benchmark.report.accuracy import reach
-from semcl_benchmark.report.budget import caps, pretraining_budgets, probe_against_full
-from semcl_benchmark.report.diagnosis import draws, noise, own_best, setting_ceilings
+from semcl_benchmark.report.diagnosis import (caps, draws, noise, own_best, pretraining_budgets, probe_against_full,
+                                              setting_ceilings)
+from semcl_benchmark.report.endpoints import reach
 from semcl_benchmark.report.load import mean_dice, table
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,11 +1,10 @@
 """The benchmark report as load -> analyse -> render, from the result files alone.
 
-**Load** (:mod:`.load`): every finished run as one long pandas table, read and validated once. **Analyse**
-(:mod:`.endpoints`, :mod:`.accuracy`, :mod:`.budget`, :mod:`.diagnosis`, :mod:`.tables`, :mod:`.difficulty`): frozen
-dataclasses, one per endpoint or diagnosis, every wording that depends on a number decided there as a field;
-:func:`analyse` gathers them into one :class:`Report`. **Render** (:func:`render`): one Jinja2 template per report
-(``templates/``) that only formats those values. Version 1's report is frozen (``docs/RESULTS_v1.md`` beside its
-result files); a size without ``splits`` gets no regenerated report.
+**Load** (:mod:`.load`): every finished run as one long pandas table. **Analyse** (:mod:`.endpoints`,
+:mod:`.diagnosis`, :mod:`.tables`, :mod:`.difficulty`): frozen dataclasses, every wording that depends on a number
+decided there as a field, gathered by :func:`analyse` into one :class:`Report`. **Render** (:func:`render`,
+:mod:`.plots`): one Jinja2 template per report (``templates/``) that only formats those values. Version 1's report is
+frozen (``docs/RESULTS_v1.md``); a size without ``splits`` gets no regenerated report.
 """
 
 from __future__ import annotations
@@ -25,9 +24,9 @@ from semcl_components.bundle_runtime.atomic_io import atomic_write
 from ..plan import Run
 from ..protocol import Size
 from ..results import ResultStore
-from . import accuracy, budget, diagnosis, difficulty, endpoints, tables
+from . import diagnosis, difficulty, endpoints, tables
 from .difficulty import read_cost_ratio
-from .load import deviations, load_runs, mean_dice
+from .load import deviations, load_runs, mean_dice, runs_of
 from .plots import write_embedding_plots, write_plots
 
 __all__ = ["Report", "analyse", "mean_dice", "render", "write_report"]
@@ -57,19 +56,84 @@ def _order(size: Size, runs: pd.DataFrame) -> tuple[list[str], list[str]]:
     return arms, settings
 
 
-def _families(runs, size, keys, settings) -> dict[str, endpoints.Family]:
+def _phases(runs: pd.DataFrame) -> list[str | None]:
+    """The phase bucket of every test case, from the first tested run that records them."""
+    return next((p for r in runs.record if r.get("test") and (p := r["test"].get("contrast_phases"))), None) or []
+
+
+def _families(runs: pd.DataFrame, size: Size, keys: set,
+              settings: list[str]) -> tuple[dict[str, endpoints.Family], endpoints.Family]:
+    """The declared families by title, and time to accuracy's (its outcomes :class:`~.endpoints.Reach`)."""
     seeds = len(size.seeds) or None
     found = {"primary": endpoints.family(runs, endpoints.primary_family(), seeds)}
     found |= {t: endpoints.family(runs, tests, seeds) for t, tests in endpoints.secondary_families(keys).items()}
-    phases = next((p for r in runs.record if r.get("test") and (p := r["test"].get("contrast_phases"))), None)
-    buckets = sorted({p for p in phases or () if p is not None})
     found["per phase"] = endpoints.family(runs, [endpoints.Test(t.method, t.baseline, t.setting, phase=p)
-                                                 for p in buckets for t in endpoints.primary_family()], seeds)
+                                                 for p in sorted({p for p in _phases(runs) if p is not None})
+                                                 for t in endpoints.primary_family()], seeds)
     found["probe"] = endpoints.family(runs, endpoints.probe_family(keys, size.probe_setting),
                                       len(size.probe_seeds) or None)
-    pairs = accuracy.declared_reaches(keys, settings)
-    found["budget fractions"] = accuracy.budget_fraction_family(runs, pairs, seeds)
-    return found
+    pairs = endpoints.declared_reaches(keys, settings)
+    found["budget fractions"] = endpoints.budget_fraction_family(runs, pairs, seeds)
+    reaches = endpoints.reach_family(runs, pairs)
+    floor = endpoints.holm_floor(max(r.paired for r in reaches), len(pairs), seeds) if reaches else None
+    return found, endpoints.Family(reaches, len(pairs), floor)
+
+
+def _diagnoses(runs: pd.DataFrame, size: Size, arms: list[str], settings: list[str], families: dict,
+               reaches: endpoints.Family) -> dict:
+    """What bounds the gain, whether the baselines were at their best, what the runs do not support."""
+    limited = [s for s in settings if s != endpoints.UPPER_BOUND_SETTING]
+    order = {a: i for i, a in enumerate([endpoints.REFERENCE, *size.arms])}.get
+    collapse = sorted(diagnosis.collapse_rows(runs), key=lambda c: order(c.arm))
+    endpoint = [o for name, f in families.items() if name not in ("per phase", "probe", "budget fractions")
+                for o in f.outcomes]
+    return {
+        "upper": tables.cell(runs_of(runs, endpoints.REFERENCE, endpoints.UPPER_BOUND_SETTING)),
+        "headroom": diagnosis.gaps(runs, endpoints.REFERENCE, endpoints.UPPER_BOUND_SETTING, endpoints.REFERENCE,
+                                   limited),
+        "atlases": {a: diagnosis.gaps(runs, endpoints.REFERENCE, None, a, limited)
+                    for a in arms if endpoints.is_atlas(a)},
+        "noise": diagnosis.noise(runs, [a for a in arms if endpoints.is_method(a)], limited),
+        "reaches": reaches,
+        "method_reaches": [x for x in reaches.outcomes
+                           if endpoints.is_method(x.arm) and x.setting in limited and x.paired > 1],
+        "caps": diagnosis.caps(runs), "collapse": collapse, "validating": diagnosis.validating_rows(runs),
+        "pretraining_budgets": [b for b in diagnosis.pretraining_budgets(runs) if b.arm in {c.arm for c in collapse}],
+        "baseline_collapse": [c for c in collapse if not endpoints.is_method(c.arm)],
+        "probe_against_full": diagnosis.probe_against_full(runs, size.probe_setting),
+        "low_organs": diagnosis.low_organs(runs, [a for a in arms if not endpoints.is_atlas(a)], limited),
+        "ceilings": diagnosis.setting_ceilings(endpoint),
+        "own_best": diagnosis.own_best(endpoint, families["budget fractions"].outcomes),
+        "draws": diagnosis.draws(runs), "pool_mask_arms": diagnosis.pool_mask_arms(runs),
+    }
+
+
+def _tables(runs: pd.DataFrame, size: Size, planned: Sequence[Run], arms: list[str], settings: list[str],
+            plots: Path) -> dict:
+    """The report's tables, provenance and difficulty criteria."""
+    order = {a: i for i, a in enumerate([endpoints.REFERENCE, *size.arms])}.get
+    phases = _phases(runs)
+    pretrained = [a for a in size.arms if a in set(runs[runs.stage == "pretrain"].arm)]
+    curves = tables.knn_curves(runs, pretrained)
+    trained = [a for a in arms if not endpoints.is_atlas(a)]
+    return {
+        "deviations": deviations(size), "unfinished": tables.unfinished(planned, set(runs.key)),
+        "headline": tables.headline(runs, arms, settings),
+        "phase_counts": {p: phases.count(p) for p in sorted({p for p in phases if p is not None})},
+        "probe_cells": {a: tables.cell(runs_of(runs, a, size.probe_setting, True))
+                        for a in sorted(set(runs[runs.probe].arm), key=order)},
+        "organs": tables.organ_tables(runs, arms, settings), "cost": tables.cost_rows(runs, trained),
+        "step": tables.step_cost(), "provenance": tables.file_provenance(runs),
+        "embedding": tables.embedding_rows(runs, list(size.arms)),
+        "study": tables.study_rows(runs, size) if size.study_arms else [],
+        "difficulty": (difficulty.criteria(runs, size, read_cost_ratio(plots.parent))
+                       if size.difficulty_criteria else None),
+        "knn_curves": curves, "knn": tables.knn_rows(runs, curves),
+        "machines": sorted({f"{r['machine']['cpu']} ({r['machine']['cores']} cores, torch {r['machine']['torch']})"
+                            for r in runs.record}),
+        "dates": sorted(r["finished"] for r in runs.record),
+        "codes": sorted({r.get("code", "not recorded") for r in runs.record}),
+    }
 
 
 def analyse(size: Size, planned: Sequence[Run], runs: pd.DataFrame, plots: Path, command: str) -> Report:
@@ -77,55 +141,8 @@ def analyse(size: Size, planned: Sequence[Run], runs: pd.DataFrame, plots: Path,
     arms, settings = _order(size, runs)
     keys = {(r.config["arm"], r.config["setting"], bool(r.config["probe"])) for r in planned
             if r.config["stage"] == "finetune"}
-    families = _families(runs, size, keys, settings)
-    trained = [a for a in arms if not endpoints.is_atlas(a)]
-    limited = [s for s in settings if s != endpoints.UPPER_BOUND_SETTING]
-    methods = [a for a in arms if endpoints.is_method(a)]
-    pairs = accuracy.declared_reaches(keys, settings)
-    reaches = accuracy.reach_family(runs, pairs)
-    endpoint = [o for name, f in families.items() if name not in ("per phase", "probe", "budget fractions")
-                for o in f.outcomes]
-    phases = next((p for r in runs.record if r.get("test") and (p := r["test"].get("contrast_phases"))), None) or []
-    order = {a: i for i, a in enumerate([endpoints.REFERENCE, *size.arms])}.get
-    collapse = sorted(budget.collapse_rows(runs), key=lambda c: order(c.arm))
-    contrastive = {c.arm for c in collapse}
-    values = {
-        "deviations": deviations(size),
-        "unfinished": tables.unfinished(planned, set(runs.key)),
-        "upper": tables.cell(diagnosis.runs_of(runs, endpoints.REFERENCE, endpoints.UPPER_BOUND_SETTING)),
-        "headroom": diagnosis.gaps(runs, endpoints.REFERENCE, endpoints.UPPER_BOUND_SETTING, endpoints.REFERENCE,
-                                   limited),
-        "atlases": {a: diagnosis.gaps(runs, endpoints.REFERENCE, None, a, limited)
-                    for a in arms if endpoints.is_atlas(a)},
-        "noise": diagnosis.noise(runs, methods, limited),
-        "reaches": reaches, "declared_reaches": len(pairs),
-        "method_reaches": [x for x in reaches if endpoints.is_method(x.arm) and x.setting in limited and x.paired > 1],
-        "reach_floor": accuracy.reach_floor(reaches, len(pairs), len(size.seeds) or None),
-        "caps": budget.caps(runs), "collapse": collapse, "validating": budget.validating_rows(runs),
-        "pretraining_budgets": [b for b in budget.pretraining_budgets(runs) if b.arm in contrastive],
-        "baseline_collapse": [c for c in collapse if not endpoints.is_method(c.arm)],
-        "probe_against_full": budget.probe_against_full(runs, size.probe_setting),
-        "low_organs": diagnosis.low_organs(runs, trained, limited),
-        "ceilings": diagnosis.setting_ceilings(endpoint),
-        "own_best": diagnosis.own_best(endpoint, families["budget fractions"].outcomes),
-        "draws": diagnosis.draws(runs), "pool_mask_arms": diagnosis.pool_mask_arms(runs),
-        "headline": tables.headline(runs, arms, settings),
-        "phase_counts": {p: phases.count(p) for p in sorted({p for p in phases if p is not None})},
-        "probe_cells": {a: tables.cell(diagnosis.runs_of(runs, a, size.probe_setting, True))
-                        for a in sorted(set(runs[runs.probe].arm), key=order)},
-        "organs": tables.organ_tables(runs, arms, settings), "cost": tables.cost_rows(runs, trained),
-        "step": tables.step_cost(), "provenance": tables.file_provenance(runs),
-        "embedding": tables.embedding_rows(runs, list(size.arms)),
-        "study": tables.study_rows(runs, size) if size.study_arms else [],
-        "difficulty": difficulty.criteria(runs, size, read_cost_ratio(plots.parent)) if size.difficulty_criteria else None,
-    }
-    pretrained = [a for a in size.arms if a in set(runs[runs.stage == "pretrain"].arm)]
-    values["knn_curves"] = tables.knn_curves(runs, pretrained)
-    values["knn"] = tables.knn_rows(runs, values["knn_curves"])
-    values["machines"] = sorted({f"{r['machine']['cpu']} ({r['machine']['cores']} cores, torch {r['machine']['torch']})"
-                                 for r in runs.record})
-    values["dates"] = sorted(r["finished"] for r in runs.record)
-    values["codes"] = sorted({r.get("code", "not recorded") for r in runs.record})
+    families, reaches = _families(runs, size, keys, settings)
+    values = _diagnoses(runs, size, arms, settings, families, reaches) | _tables(runs, size, planned, arms, settings, plots)
     return Report(size, command, time.strftime("%Y-%m-%d %H:%M"), len(runs), len(planned), arms, settings, families,
                   values)
 

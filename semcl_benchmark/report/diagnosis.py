@@ -1,6 +1,11 @@
-"""Analyse: what bounds the method's gain, each point a measurement from the result files, and what the v2 runs do
-not support (issue 34, item 3): where the intervals still allow the target gain, each arm at its own best epoch, the
-seeds a headroom figure pairs, how much the seeds' draws overlap, and the masks beyond the labelled volumes.
+"""Analyse: whether every arm was trained to its best, what bounds the method's gain, and what the v2 runs do not
+support (issue 34, item 3), each point a measurement from the result files.
+
+A run *ends at its cap while still improving* when it used all its epochs (its last cap, after any budget extension)
+and its best validation came within its last patience window. A contrastive pretraining *collapsed* as its result file
+says, and is *near collapse* at a negative cosine of at least :data:`NEAR_COLLAPSE_NEGATIVE_COSINE` or an effective
+rank below :data:`NEAR_COLLAPSE_RANK`. Its loss is *still falling* when the least-squares slope over its last
+:data:`FALLING_EPOCHS` epochs is below 0.
 """
 
 from __future__ import annotations
@@ -13,13 +18,178 @@ import numpy as np
 import pandas as pd
 
 from ..statistics import Estimate
-from .endpoints import REFERENCE, TARGET_GAIN, UPPER_BOUND_SETTING, Outcome, compare, grid, is_method
-from .load import runs_of
+from .endpoints import (REFERENCE, TARGET_GAIN, UPPER_BOUND_SETTING, Outcome, compare, is_method, organ_means,
+                        seed_differences)
+from .load import by_arm, epoch_caps, runs_of
 
-__all__ = ["Draws", "Gap", "LowOrgan", "OwnBest", "SettingCeiling", "draws", "gaps", "low_organs", "noise",
-           "own_best", "pool_mask_arms", "setting_ceilings"]
+__all__ = ["ArmBudget", "CapRow", "Caps", "CollapseRow", "Draws", "Gap", "LowOrgan", "OwnBest", "ProbeAgainstFull",
+           "SettingCeiling", "caps", "collapse_rows", "draws", "gaps", "low_organs", "noise", "own_best",
+           "pool_mask_arms", "pretraining_budgets", "probe_against_full", "setting_ceilings", "validating_rows"]
 
+NEAR_COLLAPSE_NEGATIVE_COSINE = 0.5
+NEAR_COLLAPSE_RANK = 4.0
+FALLING_EPOCHS = 10
 SMALL_ORGAN_DICE = 0.5  # organs below this in every trained arm and setting are named
+
+
+@dataclass(frozen=True)
+class CapRow:
+    setting: str
+    arm: str
+    probe: bool
+    runs: int
+    capped: int
+    improving: int
+    best_at_last: int
+
+
+@dataclass(frozen=True)
+class Caps:
+    """Fine-tuning (and validating pretraining) runs at their cap; ``extended``/``improving`` name the runs."""
+
+    total: int  # fine-tuning runs (atlases have no budget)
+    capped: int
+    improving: int
+    rows: list[CapRow]
+    extended: list[tuple]  # runs whose budget was doubled: (arm, setting, probe, seed, caps, best epoch, epochs)
+    improving_runs: list[tuple]  # (arm, setting, probe, seed)
+
+
+def _budget(record: dict, pretraining: bool) -> tuple[int, int, int, int] | None:
+    """``(epochs, cap, best epoch, patience window)`` of a run that validates; ``None`` otherwise."""
+    config = record["config"]
+    if pretraining:
+        summary = record["summary"]
+        if summary.get("best_metric_epoch") is None:
+            return None
+        settings = {**(config.get("pretrain") or {}), **(config.get("arm_settings") or {})}
+        epochs, best, cap = summary.get("epochs_completed"), summary["best_metric_epoch"], summary.get("max_epochs")
+    else:
+        settings = config.get("finetune") or {}
+        epochs, best, cap = record.get("epochs"), record.get("best_metric_epoch"), settings.get("max_epochs")
+    patience = settings.get("early_stop_patience")
+    window = patience * settings.get("val_interval", 1) if patience else 0
+    cap = (epoch_caps(record) or [cap or settings.get("max_epochs")])[-1]
+    return None if epochs is None or cap is None else (epochs, cap, best, window)
+
+
+def _flags(budget) -> tuple[bool, bool, bool]:
+    """(at its cap, still improving there, best at the last epoch) of :func:`_budget`."""
+    epochs, cap, best, window = budget
+    capped = epochs >= cap
+    if not capped or best is None:
+        return capped, False, False
+    return capped, best > epochs - window if window else best >= epochs, best >= epochs
+
+
+def caps(runs: pd.DataFrame) -> Caps:
+    """Runs at their cap, still improving, with their budget doubled; by setting and arm (pretraining last)."""
+    rows, extended, improving_runs, total, capped_all, improving_all = [], [], [], 0, 0, 0
+    groups = runs[runs.stage.isin(("finetune", "pretrain"))].copy()
+    groups["where"] = groups.setting.fillna("pretraining")
+    for (where, arm, probe), group in groups.groupby(["where", "arm", "probe"], sort=True):
+        budgets = {s: b for s, r in zip(group.seed, group.record) if (b := _budget(r, where == "pretraining"))}
+        flags = {s: _flags(b) for s, b in sorted(budgets.items())}
+        extended += [(arm, where, probe, s, epoch_caps(r), budgets[s][2], budgets[s][0])
+                     for s, r in sorted(zip(group.seed, group.record)) if len(epoch_caps(r)) > 1 and s in budgets]
+        improving_runs += [(arm, where, probe, s) for s, f in flags.items() if f[1]]
+        capped, improving, best_at_last = (sum(f[i] for f in flags.values()) for i in range(3))
+        if where != "pretraining":
+            total, capped_all, improving_all = total + len(flags), capped_all + capped, improving_all + improving
+        if capped:
+            rows.append(CapRow(where, arm, bool(probe), len(flags), capped, improving, best_at_last))
+    return Caps(total, capped_all, improving_all, rows, extended, improving_runs)
+
+
+@dataclass(frozen=True)
+class CollapseRow:
+    """A contrastive arm's collapse monitors per seed (effective rank, negative cosine) and its counts."""
+
+    arm: str
+    monitors: dict[int, tuple[float, float | None]]
+    collapsed: int
+    near: int
+    rule: dict
+
+
+def _near_collapse(monitors: dict) -> bool:
+    cosine = monitors.get("negative_cosine")
+    high_cosine = cosine is not None and cosine >= NEAR_COLLAPSE_NEGATIVE_COSINE
+    return not monitors["collapsed"] and (high_cosine or monitors["effective_rank"] < NEAR_COLLAPSE_RANK)
+
+
+def collapse_rows(runs: pd.DataFrame) -> list[CollapseRow]:
+    """Every pretraining arm whose runs record their collapse monitors."""
+    rows = []
+    for arm, found in by_arm(runs, "pretrain").items():
+        if records := {s: r["collapse"] for s, r in sorted(found.items()) if r.get("collapse")}:
+            monitors = {s: (r["effective_rank"], r.get("negative_cosine")) for s, r in records.items()}
+            rows.append(CollapseRow(arm, monitors, sum(r["collapsed"] for r in records.values()),
+                                    sum(map(_near_collapse, records.values())),
+                                    next(iter(records.values())).get("rule") or {}))
+    return rows
+
+
+def validating_rows(runs: pd.DataFrame) -> list[tuple[str, int, float, float, float, int]]:
+    """Pretraining that validates: ``(arm, best at the last epoch, median best epoch, median epochs, mean best Dice,
+    seeds)``."""
+    rows = []
+    for arm, found in by_arm(runs, "pretrain").items():
+        if summaries := [r["summary"] for r in found.values() if r["summary"].get("best_metric_epoch") is not None]:
+            best, done = ([s[k] for s in summaries] for k in ("best_metric_epoch", "epochs_completed"))
+            rows.append((arm, sum(b >= d for b, d in zip(best, done)), float(np.median(best)), float(np.median(done)),
+                         float(np.mean([s["best_metric"] for s in summaries])), len(summaries)))
+    return rows
+
+
+@dataclass(frozen=True)
+class ArmBudget:
+    """A contrastive pretraining's optimiser steps (median over seeds) and the seeds whose loss was still falling."""
+
+    arm: str
+    steps: int
+    falling: int
+    seeds: int
+
+
+def pretraining_budgets(runs: pd.DataFrame) -> list[ArmBudget]:
+    """Optimiser steps and a still-falling loss of every pretraining arm that records its loss per epoch."""
+    budgets = []
+    for arm, found in by_arm(runs, "pretrain").items():
+        histories = [r.get("history") or [] for r in found.values()]
+        losses = [[h["mean_loss"] for h in history] for history in histories
+                  if len(history) >= FALLING_EPOCHS and all(h.get("mean_loss") is not None for h in history)]
+        if len(losses) == len(histories) and losses and all(h[-1].get("iteration") for h in histories):
+            slopes = [np.polyfit(np.arange(FALLING_EPOCHS), loss[-FALLING_EPOCHS:], 1)[0] for loss in losses]
+            steps = int(np.median([h[-1]["iteration"] for h in histories]))
+            budgets.append(ArmBudget(arm, steps, sum(s < 0 for s in slopes), len(losses)))
+    return budgets
+
+
+@dataclass(frozen=True)
+class ProbeAgainstFull:
+    """An arm's frozen-encoder probe (mean test Dice over its seeds) against its full fine-tuning on the same seeds."""
+
+    arm: str
+    setting: str
+    probe: float
+    full: dict[int, float]
+
+    @property
+    def probe_above_every_full_run(self) -> bool:
+        return all(self.probe > full for full in self.full.values())
+
+
+def probe_against_full(runs: pd.DataFrame, setting: str | None) -> list[ProbeAgainstFull]:
+    """Every pretrained arm with probe runs: the probes' mean test Dice and the full fine-tuning of the same seeds."""
+    found = []
+    probes = runs[runs.probe & (runs.setting == setting) & (runs.arm != REFERENCE)]
+    for arm, group in probes.groupby("arm", sort=False):
+        full = runs[~runs.probe & (runs.arm == arm) & (runs.setting == setting) & runs.seed.isin(group.seed)]
+        if len(full):
+            found.append(ProbeAgainstFull(arm, setting, float(group.mean_dice.mean()),
+                                          dict(zip(full.seed.astype(int), full.mean_dice.astype(float)))))
+    return found
 
 
 @dataclass(frozen=True)
@@ -58,16 +228,13 @@ class Noise:
 
 def noise(runs: pd.DataFrame, methods: list[str], settings: list[str]) -> Noise | None:
     """On how many seeds each method is ahead of ``scratch``, and the smallest two-sided Wilcoxon p."""
-    ahead, spreads, most = [], [], 0
-    for arm in methods:
-        for setting in settings:
-            a, b = runs_of(runs, arm, setting), runs_of(runs, REFERENCE, setting)
-            seeds = sorted(set(a) & set(b))
-            if len(seeds) > 1:
-                d = np.array([np.nanmean(grid(a, [s])) - np.nanmean(grid(b, [s])) for s in seeds])
-                ahead.append((arm, setting, int((d > 0).sum()), len(d)))
-                spreads.append(float(np.std(d, ddof=1)))
-                most = max(most, len(d))
+    ahead, spreads = [], []
+    for arm, setting in itertools.product(methods, settings):
+        d = np.array(list(seed_differences(runs_of(runs, arm, setting), runs_of(runs, REFERENCE, setting)).values()))
+        if len(d) > 1:
+            ahead.append((arm, setting, int((d > 0).sum()), len(d)))
+            spreads.append(float(np.std(d, ddof=1)))
+    most = max((n for *_, n in ahead), default=0)
     return Noise(ahead, min(spreads), max(spreads), most, 2 / 2**most) if ahead else None
 
 
@@ -90,13 +257,14 @@ def low_organs(runs: pd.DataFrame, arms: list[str], settings: list[str]) -> list
             continue
         example = next(iter(found.values()))
         classes = example["test"]["classes"]
-        for organ, name in enumerate(classes):
-            means.setdefault(name, []).append(float(np.nanmean(grid(found, sorted(found), organ=organ))))
+        for name, mean in zip(classes, organ_means(found)):
+            means.setdefault(name, []).append(mean)
         if matrix := example.get("confusion_matrix"):
-            voxels.update(zip(matrix["classes"], np.asarray(matrix["counts"]).sum(axis=1) / len(example["test"]["cases"])))
+            per_case = np.asarray(matrix["counts"]).sum(axis=1) / len(example["test"]["cases"])
+            voxels.update(zip(matrix["classes"], per_case))
     upper = runs_of(runs, REFERENCE, UPPER_BOUND_SETTING)
-    return [LowOrgan(name, voxels.get(name, float("nan")), min(means[name]), max(means[name]),
-                     float(np.nanmean(grid(upper, sorted(upper), organ=classes.index(name)))) if upper else None)
+    upper_means = dict(zip(classes, organ_means(upper))) if upper else {}
+    return [LowOrgan(name, voxels.get(name, float("nan")), min(means[name]), max(means[name]), upper_means.get(name))
             for name in classes if means.get(name) and max(means[name]) < SMALL_ORGAN_DICE]
 
 
@@ -159,7 +327,6 @@ def draws(runs: pd.DataFrame) -> Draws | None:
     if tested.empty:
         return None
     sets = {s: dict(zip(g.seed, g.labelled.map(lambda c: tuple(sorted(c))))) for s, g in tested.groupby("setting")}
-    seeds = sorted(set(tested.seed))
     shared = {}
     for setting, by_seed in sets.items():
         groups: dict[tuple, list[int]] = {}
@@ -171,7 +338,7 @@ def draws(runs: pd.DataFrame) -> Draws | None:
                if len(r.get("labelled_cases") or ()) == 1}
     pools = [set(g.iloc[0]) for _, g in tested.groupby("seed").pool]
     overlap = [len(a & b) for a, b in itertools.combinations(pools, 2)]
-    return Draws(len(seeds), {k: len(set().union(*v.values())) for k, v in sets.items()},
+    return Draws(tested.seed.nunique(), {k: len(set().union(*v.values())) for k, v in sets.items()},
                  dict(Counter(str(p) for p in singles.values())), shared, counts, len(pools[0]),
                  (min(overlap), max(overlap)) if overlap else None, bool(tested.reconstructed.any()),
                  any(shared.values()) or max(overlap, default=0) > 0)
@@ -181,8 +348,8 @@ def pool_mask_arms(runs: pd.DataFrame) -> list[str]:
     """Pretrained arms whose pretraining reads the label masks of the pretraining pool (class positives or
     supervised segmentation), beside the labelled volumes of their fine-tuning."""
     arms = []
-    for arm in dict.fromkeys(runs[runs.stage == "pretrain"].arm):
-        record = next(iter(runs_of(runs, arm, stage="pretrain").values()))
+    for arm, found in by_arm(runs, "pretrain").items():
+        record = next(iter(found.values()))
         summary, settings = record["summary"], record["config"].get("arm_settings") or {}
         uses_masks = summary.get("positives") == "class" or summary.get("workflow") == "train"
         if uses_masks and not settings.get("pretrain_key"):

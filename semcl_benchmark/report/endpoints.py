@@ -1,12 +1,11 @@
-"""Analyse: the endpoints that ``docs/PROTOCOL.md`` declares for benchmark v2, tested as families with Holm's correction.
+"""Analyse: the endpoints that ``docs/PROTOCOL.md`` declares for benchmark v2, tested as families (Holm's correction).
 
-The primary endpoint: mean test Dice at the validation plateau, each of :data:`PRIMARY_METHODS` against
-:data:`REFERENCE` in each of :data:`PRIMARY_SETTINGS` (4 tests). Secondary: the same methods against
-:data:`SECONDARY_BASELINES`; every pretrained arm against ``scratch`` at :data:`MORE_LABELS_SETTING` (the paper's own
-setting, :data:`PAPER_ARM`, among them); the primary tests per phase bucket; the frozen probes against a frozen random
-encoder. Every test is a paired two-sided Wilcoxon signed-rank test over seeds on the runs' mean test Dice, every
-interval a crossed bootstrap over seeds and the shared test cases, every p Holm-adjusted over its family's declared
-tests (a test without results yet counts as p = 1).
+Primary: each of :data:`PRIMARY_METHODS` against :data:`REFERENCE` in each of :data:`PRIMARY_SETTINGS` (mean test
+Dice at the validation plateau). Secondary: against :data:`SECONDARY_BASELINES`; every pretrained arm against
+``scratch`` at :data:`MORE_LABELS_SETTING` (:data:`PAPER_ARM` among them); the primary tests per phase bucket; the
+frozen probes; time to accuracy; test Dice at fractions of ``scratch``'s budget. Every test is a paired two-sided
+Wilcoxon signed-rank test over seeds, every interval a crossed bootstrap over seeds and the shared test cases, every p
+Holm-adjusted over its family's declared tests (one without results yet counts as p = 1).
 """
 
 from __future__ import annotations
@@ -18,10 +17,11 @@ import numpy as np
 import pandas as pd
 
 from ..statistics import Estimate, crossed_bootstrap, holm, paired_wilcoxon
-from .load import case_means, case_phases, runs_of
+from .load import budget_fractions, case_means, case_phases, runs_of, table, validation_points
 
-__all__ = ["ALPHA", "DIRECTION", "Family", "HolmFloor", "Outcome", "Test", "family", "holm_floor", "is_atlas",
-           "is_method", "primary_family", "probe_family", "run_family", "secondary_families"]
+__all__ = ["ALPHA", "DIRECTION", "Family", "HolmFloor", "Outcome", "Reach", "Test", "budget_fraction_family",
+           "declared_reaches", "family", "holm_floor", "is_atlas", "is_method", "primary_family", "probe_family",
+           "reach", "reach_family", "run_family", "secondary_families"]
 
 ALPHA = 0.05  # a test is significant when its Holm-adjusted p is below it
 TARGET_GAIN = 0.05  # the issue's target: +5 Dice points over random init
@@ -33,8 +33,8 @@ SECONDARY_BASELINES = ("simclr", "supervised")
 MORE_LABELS_SETTING = "finetune_4"
 PAPER_ARM = "semcl_labelled"  # semantic-aware pretraining on the seed's labelled volumes, then fine-tuning on them
 UPPER_BOUND_SETTING = "finetune_all"
+#: What each :attr:`Outcome.direction` says in words (the report's templates and the demo print these).
 DIRECTION = {"gain": "gain", "loss": "loss", "none": "no significant difference", "untestable": "not testable: 1 seed"}
-"""What each :attr:`Outcome.direction` says in words (the report's templates and the demo print these)."""
 
 
 def is_atlas(arm: str) -> bool:
@@ -60,8 +60,8 @@ class Test:
 
 @dataclass(frozen=True)
 class Outcome:
-    """A test's result: paired difference (crossed bootstrap), raw and Holm-adjusted Wilcoxon p, paired seeds, and
-    what it shows: ``direction`` is ``gain`` or ``loss`` (Holm p < :data:`ALPHA`), ``none`` or ``untestable`` (1 seed)."""
+    """A test's paired difference (crossed bootstrap), raw and Holm-adjusted Wilcoxon p and paired seeds;
+    ``direction``: ``gain`` or ``loss`` (Holm p < :data:`ALPHA`), ``none`` or ``untestable`` (1 seed)."""
 
     test: Test
     difference: Estimate
@@ -97,7 +97,7 @@ class HolmFloor:
 class Family:
     """A declared family of tests: the outcomes of those with results, over ``declared`` tests."""
 
-    outcomes: list[Outcome]
+    outcomes: list  # of Outcome (of Reach for time to accuracy)
     declared: int
     floor: HolmFloor | None
 
@@ -117,6 +117,17 @@ def grid(runs: dict[int, dict], seeds: Sequence[int], phase: str | None = None, 
             row = row[np.asarray(case_phases(runs[seed]) or [None] * len(row)) == phase]
         rows.append(row)
     return np.asarray(rows, dtype=np.float64)
+
+
+def organ_means(found: dict[int, dict]) -> list[float]:
+    """Mean test Dice of each organ (``test["classes"]`` order) over the seeds and cases of ``{seed: record}``."""
+    classes = next(iter(found.values()))["test"]["classes"]
+    return [float(np.nanmean(grid(found, sorted(found), organ=i))) for i in range(len(classes))]
+
+
+def seed_differences(a: dict[int, dict], b: dict[int, dict]) -> dict[int, float]:
+    """``{seed: mean test Dice of a minus b}`` over the seeds both ran."""
+    return {s: float(np.nanmean(grid(a, [s])) - np.nanmean(grid(b, [s]))) for s in sorted(set(a) & set(b))}
 
 
 def compare(a: dict[int, dict], b: dict[int, dict], phase: str | None = None) -> tuple[Estimate, float, int] | None:
@@ -189,3 +200,80 @@ def probe_family(keys, setting: str | None) -> list[Test]:
     """Every pretrained arm's frozen-encoder probe among ``keys`` against a frozen random encoder's (``scratch``)."""
     return [Test(arm, REFERENCE, setting, probe=True) for (arm, s, probe) in sorted(keys)
             if probe and s == setting and arm != REFERENCE]
+
+
+@dataclass(frozen=True)
+class Reach:
+    """Time to accuracy: how soon ``arm`` reaches the best validation Dice of ``scratch`` with the same seed,
+    paired by seed; medians ``None`` where no seed reached it."""
+
+    arm: str
+    setting: str
+    paired: int  # seeds where both runs have validation curves
+    reached: int
+    steps: float | None  # median over reaching seeds of the arm's steps to scratch's best
+    seconds: float | None
+    ratio: float | None  # median of arm steps / scratch's steps to its best
+    scratch_steps: float
+    scratch_seconds: float | None
+    faster: int  # paired seeds on which the arm reached it in fewer steps than scratch took to its best
+    p: float
+    holm_p: float = float("nan")
+
+
+def _median(values: list) -> float | None:
+    return float(np.median(values)) if values else None
+
+
+def reach(runs: pd.DataFrame, arm: str, setting: str) -> Reach | None:
+    """:class:`Reach` of ``arm`` in ``setting`` (``None``: no pair). The Wilcoxon test pairs the arm's steps with
+    ``scratch``'s to its best; a seed that never reaches it ranks slower than every seed that does."""
+    scratch, ours = runs_of(runs, REFERENCE, setting), runs_of(runs, arm, setting)
+    pairs = []  # (arm's first reaching point or None, scratch's best point)
+    for seed in sorted(set(ours) & set(scratch)):
+        mine = [p for p in validation_points(ours[seed]) if p.dice is not None]
+        theirs = [p for p in validation_points(scratch[seed]) if p.dice is not None]
+        if mine and theirs:
+            target = max(theirs, key=lambda p: p.dice)
+            pairs.append((next((p for p in mine if p.dice >= target.dice), None), target))
+    if not pairs:
+        return None
+    hit = [(a, b) for a, b in pairs if a is not None]
+    slowest = max((abs(a.step - b.step) for a, b in hit), default=0) + 1
+    ranked = [b.step + slowest if a is None else a.step for a, b in pairs]
+    targets = [b.step for _, b in pairs]
+    p = paired_wilcoxon(ranked, targets) if len(pairs) > 1 else float("nan")
+    seconds = [a.seconds for a, _ in hit if a.seconds is not None]
+    scratch_seconds = [b.seconds for _, b in pairs if b.seconds is not None]
+    return Reach(arm, setting, len(pairs), len(hit), _median([a.step for a, _ in hit]), _median(seconds),
+                 _median([a.step / max(b.step, 1) for a, b in hit]), float(np.median(targets)),
+                 _median(scratch_seconds), sum(r < t for r, t in zip(ranked, targets)), p)
+
+
+def declared_reaches(keys, settings=()) -> list[tuple[str, str]]:
+    """``(arm, setting)`` of every pretrained arm's planned fine-tuning with a ``scratch`` run in its setting."""
+    pairs = {(a, s) for a, s, probe in keys
+             if not probe and a != REFERENCE and not is_atlas(a) and (REFERENCE, s, False) in keys}
+    order = {s: i for i, s in enumerate(settings)}
+    return sorted(pairs, key=lambda pair: (order.get(pair[1], len(order)), pair[1], pair[0]))
+
+
+def reach_family(runs: pd.DataFrame, pairs: list[tuple[str, str]]) -> list[Reach]:
+    """:func:`reach` of each declared ``(arm, setting)`` with results, Holm-adjusted over all ``pairs``."""
+    reaches = [r for arm, setting in pairs if (r := reach(runs, arm, setting)) is not None]
+    adjusted = holm_over_declared([r.p for r in reaches], len(pairs))
+    return [Reach(**{**r.__dict__, "holm_p": h}) for r, h in zip(reaches, adjusted)]
+
+
+def budget_fraction_family(runs: pd.DataFrame, pairs: list[tuple[str, str]], planned_seeds: int | None) -> Family:
+    """Each declared ``(arm, setting)`` against ``scratch`` at every recorded fraction of ``scratch``'s best epoch
+    (the settings are named ``"<setting> @ <fraction>"``)."""
+    records = {}
+    for row in runs[(runs.stage == "finetune") & ~runs.probe].itertuples():
+        for fraction, test in budget_fractions(row.record).items():
+            config = {**row.record["config"], "setting": f"{row.setting} @ {fraction:g}"}
+            records[f"{row.key}@{fraction:g}"] = {**row.record, "test": test, "config": config}
+    fractions = table(records)
+    levels = sorted({float(s.rsplit(" @ ", 1)[1]) for s in fractions.setting}) if len(fractions) else []
+    tests = [Test(arm, REFERENCE, f"{setting} @ {f:g}") for arm, setting in pairs for f in levels]
+    return family(fractions, tests, planned_seeds)

@@ -1,20 +1,11 @@
-"""Load: every finished run of a benchmark as one long table (pandas), read and validated once; the fields of a
-result file the analysis reads.
+"""Load: every finished run of a benchmark as one long table (pandas), read and validated once, and typed views of
+the result fields the analysis reads.
 
-Each result file is read as a typed run record (:func:`semcl_benchmark.run_records.parse_run_record`: a malformed
-file, or one whose recorded cases are not its seed's draw, is refused naming it). One row per file: ``key``,
-``stage``, ``arm``, ``setting``, ``probe``, ``seed``, the draw's ``labelled`` and ``pool`` case ids and whether they
-were ``reconstructed`` from :mod:`semcl_benchmark.splits` (a v2 file records its labelled and test cases only), the
-file's ``record`` (its JSON: the fields below) and for fine-tuning and atlas runs ``cases`` (the case-mean test Dice,
-in the order of ``test.cases``) and ``mean_dice``.
-
-A record's fields beyond v1's: ``validation_points`` ``[{"epoch", "step", "seconds", "val_mean_dice"}, ...]`` (v1:
-``validation_curve``, ``[[epoch, Dice], ...]``); ``test["contrast_phases"]``, the phase bucket of every test case;
-``budget_fractions`` ``{"points": [{"fraction", "test"}, ...]}``, the test Dice of the snapshot nearest that fraction of
-``scratch``'s best epoch; ``budget`` ``{"max_epochs": [cap, doubled cap, ...]}``; ``collapse`` (contrastive
-pretraining) of its last epoch; ``labelled_cases`` ``[{"case", "contrast_phase"}, ...]``; ``code`` (``+changes``: a
-dirty tree), ``allow_dirty``; ``encoder`` ``{"sha256", "loaded_fraction"}``. A size's ``deviations``:
-``[{text, date, reason}, ...]``.
+Each result file is read as a run record (:func:`semcl_benchmark.run_records.parse_run_record`: a malformed file, or
+one whose cases are not its seed's draw, is refused naming it). One row per file (:data:`COLUMNS`): the run key's
+parts; the draw's ``labelled`` and ``pool`` case ids and whether they were ``reconstructed`` from the splits (v2 files
+record the labelled and test cases only); ``record``, the file's JSON (layout: :mod:`semcl_benchmark.run_records`);
+for fine-tuning and atlas runs ``cases`` (each test case's mean Dice, ``test.cases`` order) and ``mean_dice``.
 """
 
 from __future__ import annotations
@@ -29,8 +20,9 @@ from ..plan import Run
 from ..results import ResultStore
 from ..run_records import RunRecord, parse_run_record
 
-__all__ = ["FileProvenance", "ValidationPoint", "budget_fractions", "case_means", "case_phases", "deviations",
-           "epoch_caps", "load_runs", "mean_dice", "provenance_of", "runs_of", "table", "validation_points"]
+__all__ = ["FileProvenance", "ValidationPoint", "budget_fractions", "by_arm", "case_means", "case_phases",
+           "deviations", "epoch_caps", "load_runs", "mean_dice", "provenance_of", "runs_of", "table",
+           "validation_points"]
 
 COLUMNS = ("key", "stage", "arm", "setting", "probe", "seed", "labelled", "pool", "reconstructed", "record", "cases",
            "mean_dice")
@@ -84,6 +76,11 @@ def runs_of(runs: pd.DataFrame, arm: str, setting: str | None = None, probe: boo
     else:
         rows = runs[(runs.stage == stage) & (runs.arm == arm)]
     return dict(zip(rows.seed.astype(int), rows.record))
+
+
+def by_arm(runs: pd.DataFrame, stage: str) -> dict[str, dict[int, dict]]:
+    """``{arm: {seed: record}}`` of one stage's runs, the arms in table order."""
+    return {arm: runs_of(runs, arm, stage=stage) for arm in dict.fromkeys(runs[runs.stage == stage].arm)}
 
 
 DEVIATION_KEYS = ("text", "date", "reason")
