@@ -24,8 +24,8 @@ import pandas as pd
 
 from ..cost_ratio import COST_RATIO_FILE
 from ..results import results_folder
-from .endpoints import REFERENCE, grid, is_atlas
-from .load import case_phases, runs_of, table
+from .endpoints import REFERENCE, is_atlas, organ_means, seed_differences
+from .load import case_phases, mean_dice, runs_of, table
 
 __all__ = ["Criteria", "criteria", "read_cost_ratio"]
 
@@ -72,17 +72,17 @@ def _missing(runs, arm: str, setting: str, seeds) -> list[str]:
     return [f"`{arm}` {setting} seed {s}" for s in seeds if s not in found]
 
 
+def _mean(found: dict[int, dict]) -> float:
+    """The mean over seeds of each run's mean test Dice."""
+    return float(np.mean([mean_dice(record) for record in found.values()]))
+
+
 def _state(missing: list[str], holds: bool) -> str:
     return "waiting" if missing else "holds" if holds else "fails"
 
 
-def _paired(runs, arm: str, baseline: str, setting_a: str, setting_b: str) -> dict[int, float]:
-    a, b = runs_of(runs, arm, setting_a), runs_of(runs, baseline, setting_b)
-    return {s: float(np.nanmean(grid(a, [s])) - np.nanmean(grid(b, [s]))) for s in sorted(set(a) & set(b))}
-
-
 def headroom(runs: pd.DataFrame, seeds) -> Criterion:
-    per_seed = _paired(runs, REFERENCE, REFERENCE, MANY, FEW)
+    per_seed = seed_differences(runs_of(runs, REFERENCE, MANY), runs_of(runs, REFERENCE, FEW))
     mean = float(np.mean(list(per_seed.values()))) if per_seed else None
     missing = _missing(runs, REFERENCE, MANY, seeds) + _missing(runs, REFERENCE, FEW, seeds)
     holds = mean is not None and len(per_seed) >= MIN_SEEDS and mean >= HEADROOM
@@ -90,15 +90,15 @@ def headroom(runs: pd.DataFrame, seeds) -> Criterion:
 
 
 def learning_needed(runs: pd.DataFrame, atlases, seeds) -> Criterion:
-    means = {a: float(np.mean([np.nanmean(grid(r, [s])) for s in r])) for a in atlases if (r := runs_of(runs, a, MIDDLE))}
+    means = {a: _mean(found) for a in atlases if (found := runs_of(runs, a, MIDDLE))}
     missing = [m for arm in [REFERENCE, *atlases] for m in _missing(runs, arm, MIDDLE, seeds)]
     scratch = runs_of(runs, REFERENCE, MIDDLE)
     if not means or not scratch:
         return Criterion("learning", {"mean": None, "atlases": means}, "waiting", missing)
     best = max(means, key=means.get)
-    per_seed = _paired(runs, REFERENCE, best, MIDDLE, MIDDLE)
+    per_seed = seed_differences(scratch, runs_of(runs, best, MIDDLE))
     mean = float(np.mean(list(per_seed.values()))) if per_seed else None
-    values = {"mean": mean, "scratch": float(np.mean([np.nanmean(grid(scratch, [s])) for s in scratch])),
+    values = {"mean": mean, "scratch": _mean(scratch),
               "atlases": means, "best": best, "per_seed": per_seed}
     return Criterion("learning", values, _state(missing, mean is not None and mean >= LEARNING), missing)
 
@@ -113,10 +113,7 @@ def coverage(runs: pd.DataFrame, seeds) -> tuple[Criterion, dict[str, float]]:
         gaps = [f"{organ} in {b}" for b in buckets for i, organ in enumerate(test["classes"])
                 if not any(row[i] is not None for row, p in zip(test["dice"], phases) if p == b)]
     found = runs_of(runs, REFERENCE, MANY)
-    organs = {}
-    if found:
-        classes = next(iter(found.values()))["test"]["classes"]
-        organs = {o: float(np.nanmean(grid(found, sorted(found), organ=i))) for i, o in enumerate(classes)}
+    organs = dict(zip(next(iter(found.values()))["test"]["classes"], organ_means(found))) if found else {}
     below = {o: d for o, d in organs.items() if not d >= ORGAN_DICE}
     missing = _missing(runs, REFERENCE, MANY, seeds)
     state = "fails" if gaps or (below and not missing) else "waiting" if missing or buckets is None else "holds"

@@ -44,6 +44,13 @@ def _line_plot(path: Path, series: dict[str, tuple], xlabel: str, ylabel: str, m
     plt.close(figure)
 
 
+def _mean_curve(curves: list[list[tuple[float, float]]]) -> tuple[list[float], np.ndarray]:
+    """The x of the first curve and the mean y over the curves (``[(x, y), ...]`` each, NaN: not measured), cut to
+    the shortest."""
+    n = min(map(len, curves))
+    return [x for x, _ in curves[0][:n]], np.nanmean([[y for _, y in c[:n]] for c in curves], axis=0)
+
+
 def write_plots(runs: pd.DataFrame, arms, settings, plots: Path) -> list[tuple[str, str]]:
     """Dice against labelled volumes, validation curves per setting, one confusion matrix per arm (its first seed
     in its first setting): ``(title, file)`` of each plot written into ``plots``."""
@@ -67,9 +74,7 @@ def write_plots(runs: pd.DataFrame, arms, settings, plots: Path) -> list[tuple[s
             curves = [[(p.step, np.nan if p.dice is None else p.dice) for p in points]
                       for r in runs_of(runs, arm, setting).values() if (points := validation_points(r))]
             if curves:
-                length = min(map(len, curves))
-                series[f"{arm} ({len(curves)} seeds)"] = ([s for s, _ in curves[0][:length]],
-                                                          np.nanmean([[d for _, d in c[:length]] for c in curves], 0))
+                series[f"{arm} ({len(curves)} seeds)"] = _mean_curve(curves)
         if series:  # e.g. only the atlases have finished in this setting: nothing validates
             _line_plot(plots / f"validation_curve_{setting}.png", series, "fine-tuning steps",
                        "validation Dice (mean over seeds)")
@@ -98,10 +103,6 @@ def write_embedding_plots(runs: pd.DataFrame, embedding_rows, knn_curves, plots:
         plot_embedding_projections(panels, plots / "embedding_pca.png",
                                    title="PCA of organ features: dots = pretraining pool, crosses = held-out subjects")
     if knn_curves:
-        series = {}
-        for arm, curves in knn_curves.items():
-            n = min(map(len, curves))
-            series[f"{arm} ({len(curves)} seeds)"] = ([e for e, _ in curves[0][:n]],
-                                                      np.mean([[v for _, v in c[:n]] for c in curves], axis=0))
+        series = {f"{arm} ({len(curves)} seeds)": _mean_curve(curves) for arm, curves in knn_curves.items()}
         _line_plot(plots / "embedding_knn_during_pretraining.png", series, "pretraining epoch",
                    "kNN organ accuracy, held-out subjects", marker="o")

@@ -13,7 +13,7 @@ import pandas as pd
 from semcl_tools.repository import ROOT
 
 from ..statistics import Estimate, crossed_bootstrap
-from .endpoints import compare, grid
+from .endpoints import compare, grid, organ_means
 from .load import FileProvenance, provenance_of, runs_of
 
 __all__ = ["Cell", "StudyRow", "cost_rows", "embedding_rows", "headline", "knn_curves", "organ_tables",
@@ -46,8 +46,7 @@ def organ_tables(runs: pd.DataFrame, arms, settings) -> list[tuple[str, list[str
         found = {arm: r for arm in arms if (r := runs_of(runs, arm, setting))}
         if found:
             organs = next(iter(next(iter(found.values())).values()))["test"]["classes"]
-            tables.append((setting, organs, {arm: [float(np.nanmean(grid(r, sorted(r), organ=i)))
-                                                   for i in range(len(organs))] for arm, r in found.items()}))
+            tables.append((setting, organs, {arm: organ_means(r) for arm, r in found.items()}))
     return tables
 
 
