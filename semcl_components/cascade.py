@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from monai.data import MetaTensor
 from monai.inferers import Inferer
-from monai.transforms import MapTransform
+from monai.transforms import MapTransform, ResampleToMatch, Spacing
 from monai.utils import convert_to_tensor
 
 from .bundle_runtime.inference_files import case_name
@@ -164,8 +164,8 @@ class CascadeInferer(Inferer):
         image_channels: ``C``: an input with ``C + 1`` channels brings its prior as the last channel, and stage 1 is
             skipped.
         stage1_scale: stage 1's grid relative to the input's, per voxel edge (``0.5``: stage 1 sees the image at
-            half the resolution, e.g. 5.625 mm for a 2.8125 mm input); its logits are brought back by linear
-            interpolation before the argmax.
+            half the resolution, e.g. 5.625 mm for a 2.8125 mm input), resampled as the stage-1 workflows'
+            ``Spacingd`` and ``Invertd`` do (:meth:`prior`); its logits are brought back linearly before the argmax.
 
     ``__call__(inputs, network)``: ``inputs`` ``(B, C, *S)`` or ``(B, C + 1, *S)``; ``network`` is stage 1's.
     Returns stage 2's ``(B, num_classes, *S)`` class scores (see :func:`stitch_scores`).
@@ -188,15 +188,26 @@ class CascadeInferer(Inferer):
         self.refine_network, self.image_channels, self.stage1_scale = refine_network, int(image_channels), stage1_scale
 
     def prior(self, image: torch.Tensor, network: Callable[..., torch.Tensor]) -> torch.Tensor:
-        """Stage 1's label map ``(B, 1, *S)`` of ``(B, C, *S)`` images."""
-        spatial = image.shape[2:]
-        if self.stage1_scale < 1:
-            coarse = [max(1, round(s * self.stage1_scale)) for s in spatial]
-            image = F.interpolate(image, size=coarse, mode="trilinear" if len(spatial) == 3 else "bilinear")
-        logits = convert_to_tensor(self.stage1_inferer(image, network), track_meta=False)
-        if tuple(logits.shape[2:]) != tuple(spatial):
-            logits = F.interpolate(logits, size=list(spatial), mode="trilinear" if len(spatial) == 3 else "bilinear")
-        return logits.argmax(1, keepdim=True).to(image.dtype)
+        """Stage 1's label map ``(B, 1, *S)`` of ``(B, C, *S)`` images.
+
+        With ``stage1_scale < 1`` the images go to stage 1's grid as the stage-1 workflows' ``Spacingd`` takes them
+        there (voxel ``i`` of the coarse grid on voxel ``i / stage1_scale`` of the input, origins shared), and the
+        logits come back as ``Invertd`` brings them (linear, border values beyond the last coarse voxel): stage 1 sees
+        the grid it was trained on, not one shifted by half a coarse voxel.
+        """
+        if self.stage1_scale == 1:
+            logits = convert_to_tensor(self.stage1_inferer(image, network), track_meta=False)
+            return logits.argmax(1, keepdim=True).to(image.dtype)
+        fine = [MetaTensor(convert_to_tensor(item, track_meta=False), affine=torch.eye(4)) for item in image]
+        to_stage1 = Spacing(pixdim=[1 / self.stage1_scale] * (image.ndim - 2), mode="bilinear", padding_mode="border")
+        coarse = [to_stage1(item) for item in fine]
+        logits = self.stage1_inferer(torch.stack([convert_to_tensor(c, track_meta=False) for c in coarse]), network)
+        back = ResampleToMatch(mode="bilinear", padding_mode="border")
+        labels = [
+            back(MetaTensor(convert_to_tensor(scores, track_meta=False), affine=c.affine), img_dst=f).argmax(0, True)
+            for scores, c, f in zip(logits, coarse, fine)
+        ]
+        return torch.stack([convert_to_tensor(label, track_meta=False) for label in labels]).to(image.dtype)
 
     def __call__(self, inputs: torch.Tensor, network: Callable[..., torch.Tensor], *args: Any, **kwargs: Any):
         channels = inputs.shape[1]

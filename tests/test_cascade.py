@@ -120,6 +120,31 @@ def test_cascade_runs_stage_1_on_its_coarser_grid_unless_a_prior_is_given():
     assert _dice(labels == 2, truth == 2) > 0.95
 
 
+def test_cascade_stage_1_sees_the_grid_the_stage_1_workflows_spacing_makes():
+    """Before: stage 1 got the image by F.interpolate, its voxels half a coarse voxel off the Spacingd grid it was
+    trained on (1.4 mm at 2.8125 -> 5.625 mm)."""
+    from monai.transforms import Spacing
+
+    image = torch.arange(40.0).reshape(1, 1, 40, 1, 1).expand(1, 1, 40, 8, 6).clone()  # value = voxel index along x
+    seen = []
+
+    def stage1(coarse: torch.Tensor) -> torch.Tensor:  # organ 1 where the image (a position) is at least 20
+        seen.append(coarse)
+        organ = (coarse[:, 0] >= 20).float()
+        return torch.stack([1 - organ, organ], dim=1)
+
+    cascade = CascadeInferer(
+        lambda x, net: net(x), OrganRefinementInferer(crop_size=(8, 8, 8), num_classes=2), None, stage1_scale=0.5
+    )
+    labels = cascade(image, stage1).argmax(1)[0]
+    spaced = Spacing(pixdim=(2.0, 2.0, 2.0), mode="bilinear", padding_mode="border")(
+        MetaTensor(image[0], affine=torch.eye(4))
+    )
+    assert torch.equal(seen[0][0], spaced.as_tensor())  # what inference.yaml's Spacingd gives stage 1
+    assert torch.allclose(seen[0][0, 0, :, 0, 0], torch.arange(0.0, 40.0, 2.0), atol=1e-4)  # coarse i on input 2i
+    assert torch.equal(labels, (image[0, 0] >= 20).long())  # back on the input's grid without a shift
+
+
 def test_cascade_without_stage_2_scores_stage_1_alone():
     truth = _truth()
     refine = OrganRefinementInferer(crop_size=(16, 16, 16), num_classes=3)
