@@ -142,9 +142,17 @@ def analyse(size: Size, planned: Sequence[Run], runs: pd.DataFrame, plots: Path,
     keys = {(r.config["arm"], r.config["setting"], bool(r.config["probe"])) for r in planned
             if r.config["stage"] == "finetune"}
     families, reaches = _families(runs, size, keys, settings)
-    values = _diagnoses(runs, size, arms, settings, families, reaches) | _tables(runs, size, planned, arms, settings, plots)
+    values = _diagnoses(runs, size, arms, settings, families, reaches)
+    values |= _tables(runs, size, planned, arms, settings, plots)
     return Report(size, command, time.strftime("%Y-%m-%d %H:%M"), len(runs), len(planned), arms, settings, families,
                   values)
+
+
+def _estimate(e, seeds: int, spec: str) -> str:
+    """``mean [low, high]`` of an estimate, no interval with 1 seed."""
+    if seeds < 2:
+        return f"{e.mean:{spec}} [no interval: 1 seed]"
+    return f"{e.mean:{spec}} [{e.low:{spec}}, {e.high:{spec}}]"
 
 
 def render(report: Report, plots: str, template: str = "results_v2.md.j2") -> str:
@@ -154,9 +162,7 @@ def render(report: Report, plots: str, template: str = "results_v2.md.j2") -> st
     environment.filters.update(
         f3=lambda x: "-" if x is None else f"{x:.3f}", s3=lambda x: f"{x:+.3f}",
         p=lambda x: "n/a" if x != x else f"{x:.4f}",
-        est=lambda e, n=2: f"{e.mean:.3f} [no interval: 1 seed]" if n < 2 else f"{e.mean:.3f} [{e.low:.3f}, {e.high:.3f}]",
-        json=json.dumps,
-        diff=lambda e, n=2: f"{e.mean:+.3f} [no interval: 1 seed]" if n < 2 else f"{e.mean:+.3f} [{e.low:+.3f}, {e.high:+.3f}]")
+        est=lambda e, n=2: _estimate(e, n, ".3f"), diff=lambda e, n=2: _estimate(e, n, "+.3f"), json=json.dumps)
     environment.tests["method"] = endpoints.is_method
     environment.globals["DIRECTION"] = endpoints.DIRECTION
     return environment.get_template(template).render(r=report, v=report.values, plots=plots)

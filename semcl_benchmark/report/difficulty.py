@@ -2,7 +2,7 @@
 
 headroom         ``scratch`` at :data:`MANY` minus at :data:`FEW` volumes, paired by seed: mean >= :data:`HEADROOM`
                  over >= :data:`MIN_SEEDS` seeds
-learning needed  ``scratch`` minus the best atlas (highest mean test Dice) at :data:`MIDDLE`, paired: >= :data:`LEARNING`
+learning needed  ``scratch`` minus the best atlas (highest mean Dice) at :data:`MIDDLE`, paired: >= :data:`LEARNING`
 coverage         every organ's test Dice of ``scratch`` at :data:`MANY` >= :data:`ORGAN_DICE`, and every organ present
                  in some test case of every phase bucket
 cost             ``scratch``'s fine-tuning cost per run at most :data:`COST_RATIO` x v1's in every setting both ran: a

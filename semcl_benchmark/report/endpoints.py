@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from ..run_records import RunResult
 from ..statistics import Estimate, crossed_bootstrap, holm, paired_wilcoxon
-from .load import budget_fractions, case_means, case_phases, runs_of, table, validation_points
+from .load import budget_fractions, case_means, case_phases, runs_of, table
 
 __all__ = ["ALPHA", "DIRECTION", "Family", "HolmFloor", "Outcome", "Reach", "Test", "budget_fraction_family",
            "declared_reaches", "family", "holm_floor", "is_atlas", "is_method", "primary_family", "probe_family",
@@ -231,8 +232,8 @@ def reach(runs: pd.DataFrame, arm: str, setting: str) -> Reach | None:
     scratch, ours = runs_of(runs, REFERENCE, setting), runs_of(runs, arm, setting)
     pairs = []  # (arm's first reaching point or None, scratch's best point)
     for seed in sorted(set(ours) & set(scratch)):
-        mine = [p for p in validation_points(ours[seed]) if p.dice is not None]
-        theirs = [p for p in validation_points(scratch[seed]) if p.dice is not None]
+        mine = [p for p in RunResult("finetune", ours[seed]).validation if p.dice is not None]
+        theirs = [p for p in RunResult("finetune", scratch[seed]).validation if p.dice is not None]
         if mine and theirs:
             target = max(theirs, key=lambda p: p.dice)
             pairs.append((next((p for p in mine if p.dice >= target.dice), None), target))

@@ -20,9 +20,8 @@ from ..plan import Run
 from ..results import ResultStore
 from ..run_records import RunRecord, parse_run_record
 
-__all__ = ["FileProvenance", "ValidationPoint", "budget_fractions", "by_arm", "case_means", "case_phases",
-           "deviations", "epoch_caps", "load_runs", "mean_dice", "provenance_of", "runs_of", "table",
-           "validation_points"]
+__all__ = ["FileProvenance", "budget_fractions", "by_arm", "case_means", "case_phases", "deviations", "epoch_caps",
+           "load_runs", "mean_dice", "provenance_of", "runs_of", "table"]
 
 COLUMNS = ("key", "stage", "arm", "setting", "probe", "seed", "labelled", "pool", "reconstructed", "record", "cases",
            "mean_dice")
@@ -84,26 +83,6 @@ def by_arm(runs: pd.DataFrame, stage: str) -> dict[str, dict[int, dict]]:
 
 
 DEVIATION_KEYS = ("text", "date", "reason")
-
-
-@dataclass(frozen=True)
-class ValidationPoint:
-    """One validation of a fine-tuning run: epoch, optimiser steps and seconds so far (``None``: not recorded)."""
-
-    epoch: int
-    step: int
-    seconds: float | None
-    dice: float | None
-
-
-def validation_points(result: dict) -> list[ValidationPoint]:
-    """A fine-tuning run's validations in order (v1's ``validation_curve``: steps from ``steps_per_epoch``)."""
-    if result.get("validation_points") is not None:
-        return [ValidationPoint(p["epoch"], p["step"] if p.get("step") is not None
-                                else p["epoch"] * result["steps_per_epoch"], p.get("seconds"), p.get("val_mean_dice"))
-                for p in result["validation_points"]]
-    return [ValidationPoint(epoch, epoch * result["steps_per_epoch"], None, dice)
-            for epoch, dice in (entry[:2] for entry in result.get("validation_curve") or [])]
 
 
 def case_phases(result: dict) -> list[str | None] | None:

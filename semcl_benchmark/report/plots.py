@@ -12,9 +12,10 @@ from semcl_components.bundle_runtime.atomic_io import atomic_write
 from semcl_components.bundle_runtime.handlers.confusion_matrix import plot_confusion_matrix
 from semcl_components.embedding_quality import plot_embedding_projections
 
+from ..run_records import RunResult
 from ..statistics import crossed_bootstrap
 from .endpoints import grid
-from .load import runs_of, validation_points
+from .load import runs_of
 
 __all__ = ["write_embedding_plots", "write_plots"]
 
@@ -71,8 +72,9 @@ def write_plots(runs: pd.DataFrame, arms, settings, plots: Path) -> list[tuple[s
     for setting in settings:
         series = {}
         for arm in arms:
+            validations = [RunResult("finetune", r).validation for r in runs_of(runs, arm, setting).values()]
             curves = [[(p.step, np.nan if p.dice is None else p.dice) for p in points]
-                      for r in runs_of(runs, arm, setting).values() if (points := validation_points(r))]
+                      for points in validations if points]
             if curves:
                 series[f"{arm} ({len(curves)} seeds)"] = _mean_curve(curves)
         if series:  # e.g. only the atlases have finished in this setting: nothing validates
