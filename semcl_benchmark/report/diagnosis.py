@@ -1,11 +1,5 @@
-"""Analyse: whether every arm was trained to its best, what bounds the method's gain, and what the v2 runs do not
-support (issue 34, item 3), each point a measurement from the result files.
-
-A run *ends at its cap while still improving* when it used all its epochs (its last cap, after any budget extension)
-and its best validation came within its last patience window. A contrastive pretraining *collapsed* as its result file
-says, and is *near collapse* at a negative cosine of at least :data:`NEAR_COLLAPSE_NEGATIVE_COSINE` or an effective
-rank below :data:`NEAR_COLLAPSE_RANK`. Its loss is *still falling* when the least-squares slope over its last
-:data:`FALLING_EPOCHS` epochs is below 0.
+"""Analyse: whether every arm was trained to its best (epoch caps, collapse, optimiser steps, a still-falling loss,
+probe against full fine-tuning), what bounds the method's gain, and what the v2 runs do not support (issue 34 item 3).
 """
 
 from __future__ import annotations
@@ -45,7 +39,8 @@ class CapRow:
 
 @dataclass(frozen=True)
 class Caps:
-    """Fine-tuning (and validating pretraining) runs at their cap; ``extended``/``improving`` name the runs."""
+    """Fine-tuning (and validating pretraining) runs at their cap (all epochs used) and still improving there (best
+    validation within the last patience window); ``extended``/``improving_runs`` name the runs."""
 
     total: int  # fine-tuning runs (atlases have no budget)
     capped: int
@@ -103,7 +98,9 @@ def caps(runs: pd.DataFrame) -> Caps:
 
 @dataclass(frozen=True)
 class CollapseRow:
-    """A contrastive arm's collapse monitors per seed (effective rank, negative cosine) and its counts."""
+    """A contrastive arm's collapse monitors per seed (effective rank, negative cosine) and its counts (near
+    collapse: a negative cosine of at least :data:`NEAR_COLLAPSE_NEGATIVE_COSINE` or a rank below
+    :data:`NEAR_COLLAPSE_RANK`)."""
 
     arm: str
     monitors: dict[int, tuple[float, float | None]]
@@ -153,7 +150,8 @@ class ArmBudget:
 
 
 def pretraining_budgets(runs: pd.DataFrame) -> list[ArmBudget]:
-    """Optimiser steps and a still-falling loss of every pretraining arm that records its loss per epoch."""
+    """Optimiser steps and a still-falling loss (slope over the last :data:`FALLING_EPOCHS` epochs below 0) of every
+    pretraining arm that records its loss per epoch."""
     budgets = []
     for arm, found in by_arm(runs, "pretrain").items():
         histories = [r.get("history") or [] for r in found.values()]

@@ -1,11 +1,7 @@
 """Analyse: the endpoints that ``docs/PROTOCOL.md`` declares for benchmark v2, tested as families (Holm's correction).
 
-Primary: each of :data:`PRIMARY_METHODS` against :data:`REFERENCE` in each of :data:`PRIMARY_SETTINGS` (mean test
-Dice at the validation plateau). Secondary: against :data:`SECONDARY_BASELINES`; every pretrained arm against
-``scratch`` at :data:`MORE_LABELS_SETTING` (:data:`PAPER_ARM` among them); the primary tests per phase bucket; the
-frozen probes; time to accuracy; test Dice at fractions of ``scratch``'s budget. Every test is a paired two-sided
-Wilcoxon signed-rank test over seeds, every interval a crossed bootstrap over seeds and the shared test cases, every p
-Holm-adjusted over its family's declared tests (one without results yet counts as p = 1).
+Every test is a paired two-sided Wilcoxon signed-rank test over seeds, every interval a crossed bootstrap over seeds
+and the shared test cases, every p Holm-adjusted over its family's declared tests (without results yet: p = 1).
 """
 
 from __future__ import annotations
