@@ -18,7 +18,7 @@ import pandas as pd
 
 from ..plan import Run
 from ..results import ResultStore
-from ..run_records import RunRecord, parse_run_record
+from ..run_records import RunRecord, TestScores, parse_run_record
 
 __all__ = ["FileProvenance", "budget_fractions", "by_arm", "case_means", "case_phases", "deviations", "epoch_caps",
            "load_runs", "mean_dice", "provenance_of", "runs_of", "table"]
@@ -29,15 +29,13 @@ TESTED = ("finetune", "atlas")  # stages whose result holds per-case, per-organ 
 
 
 def case_means(test: dict) -> np.ndarray:
-    """Mean Dice over the organs of every test case (``test["dice"]``: cases x organs, ``null`` for an absent organ)."""
-    dice = np.array([[np.nan if v is None else v for v in row] for row in test["dice"]], dtype=np.float64)
-    with np.errstate(invalid="ignore"):
-        return np.nanmean(dice, axis=1)
+    """``(cases,)``: each test case's mean Dice over its organs (``test``: a result's test field)."""
+    return TestScores.from_json(test).case_means()
 
 
 def mean_dice(record: dict) -> float:
     """A run's mean test Dice: the mean over test cases of each case's mean organ Dice."""
-    return float(np.nanmean(case_means(record["test"])))
+    return TestScores.from_json(record["test"]).mean_dice
 
 
 def _row(key: str, record: dict, draw=None) -> dict:
