@@ -11,9 +11,10 @@ Modules:
     bundle_runtime: what the bundle's workflows need besides the method (input checks, override checks, datalists,
         handlers, atomic writing, run locks).
 
-Importing the package imports the modules the bundle configs use, so that a config reaches all of them through one
-item (``semcl_components: "$...pkgutil.resolve_name('semcl_components')"``), whether the package is installed or
-copied into a model-zoo bundle's ``scripts/`` folder.
+The bundle configs find the package through one item (``semcl_components: "$...pkgutil.resolve_name(...)"``: the
+installed package, else the copy in a model-zoo bundle's ``scripts/`` folder), name its components by their dotted
+paths with ``_requires_: '@semcl_components'``, and reach its functions through that item in the few expressions
+they keep; importing the package imports every module those use.
 """
 
 __version__ = "0.1.0"
