@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from ..run_records import Budget
 from ..statistics import Estimate
 from .endpoints import (REFERENCE, TARGET_GAIN, UPPER_BOUND_SETTING, Outcome, compare, is_method, organ_means,
                         seed_differences)
@@ -50,22 +51,16 @@ class Caps:
     improving_runs: list[tuple]  # (arm, setting, probe, seed)
 
 
-def _budget(record: dict, pretraining: bool) -> tuple[int, int, int, int] | None:
-    """``(epochs, cap, best epoch, patience window)`` of a run that validates; ``None`` otherwise."""
-    config = record["config"]
-    if pretraining:
-        summary = record["summary"]
-        if summary.get("best_metric_epoch") is None:
-            return None
-        settings = {**(config.get("pretrain") or {}), **(config.get("arm_settings") or {})}
-        epochs, best, cap = summary.get("epochs_completed"), summary["best_metric_epoch"], summary.get("max_epochs")
-    else:
-        settings = config.get("finetune") or {}
-        epochs, best, cap = record.get("epochs"), record.get("best_metric_epoch"), settings.get("max_epochs")
+def _budget(record: dict, pretraining: bool) -> tuple[int, int, int | None, int] | None:
+    """``(epochs, last cap, best epoch, patience window)`` of a run that validates; ``None`` otherwise."""
+    budget, config = Budget.of_run(record["config"], record), record["config"]
+    if (pretraining and budget.best_epoch is None) or budget.epochs is None or not budget.max_epochs:
+        return None
+    settings = ({**(config.get("pretrain") or {}), **(config.get("arm_settings") or {})} if pretraining
+                else config.get("finetune") or {})
     patience = settings.get("early_stop_patience")
     window = patience * settings.get("val_interval", 1) if patience else 0
-    cap = (epoch_caps(record) or [cap or settings.get("max_epochs")])[-1]
-    return None if epochs is None or cap is None else (epochs, cap, best, window)
+    return budget.epochs, budget.max_epochs[-1], budget.best_epoch, window
 
 
 def _flags(budget) -> tuple[bool, bool, bool]:
