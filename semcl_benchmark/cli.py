@@ -33,13 +33,15 @@ Usage:
     python scripts/benchmark.py [--quick | --full | --size NAME] [--protocol FILE ...] [--jobs 2]
                                 [--settings finetune_1 ...] [--arms scratch ...] [--seeds 0 1 ...] [--max-runs N]
                                 [--dataset_dir DIR [--pixdim X Y Z]] [--device cpu|cuda] [--nproc_per_node N]
-                                [--allow-dirty] [--report-only]
+                                [--allow-dirty] [--report-only | --data-only]
 
 Sizes (``semcl_benchmark/protocol.yaml``): the default (v2: realistic phantoms, seeds as draws, 1, 2 and 4 labelled
 volumes, the upper bound, atlases, the paper's own setting; ``docs/PROTOCOL.md``), ``--size difficulty`` (issue 20's
 criteria: scratch and atlases only), ``--size calibration`` (the default size's cost per epoch: the basis of its cost
 estimate), ``--quick`` (minutes: a smoke test of every path, not a result), ``--size v1`` (the first protocol, its
-committed runs) and ``--full`` (96^3 crops; meant for a GPU).
+committed runs) and ``--full`` (96^3 crops; meant for a GPU). ``--size v3`` is the DRAFT of ``docs/PROTOCOL_v3.md``:
+so far only its data and draws (``--data-only``: the phantoms, a line per subject, and every seed's datalist, tuning
+seeds included, nothing trained; a complete dataset and datalists already written are reused).
 
 The user's own data: ``--dataset_dir DIR`` runs the same protocol on an MSD-style dataset (``dataset.json`` with
 ``labels`` and a ``training`` list; the classes are its labels, the spacing its images' or ``--pixdim``), with the
@@ -118,6 +120,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--report", type=Path,
                         help="the report (default: the size's, e.g. docs/RESULTS.md; <results>/RESULTS.md else)")
     parser.add_argument("--report-only", action="store_true", help="only regenerate the report from the results")
+    parser.add_argument("--data-only", action="store_true",
+                        help="only write the data and the datalists of the seeds (default: the size's seeds and tuning "
+                             "seeds); nothing is trained; a complete dataset and datalists already there are reused")
     parser.add_argument("--dataset_dir", type=Path,
                         help="your own labelled dataset (MSD layout: dataset.json with labels and training) instead "
                              "of the phantoms")
@@ -153,6 +158,22 @@ def _check_output_paths(parser: argparse.ArgumentParser, results: Path, work: Pa
         parser.error(f"--report {report} is a folder; give the report's file name, e.g. {report / 'RESULTS.md'}.")
 
 
+def _prepare_data(benchmark: Benchmark, size, seeds: list[int] | None) -> int:
+    """``--data-only``: write the size's data and the datalists of ``seeds`` (default: the size's seeds and tuning
+    seeds), reusing what is there; 2 when the data cannot give them (the message says why)."""
+    seeds = seeds if seeds is not None else [*size.seeds, *size.tuning_seeds]
+    data = benchmark.planner.data
+    print(f"[bench] data of size {size.name!r} in {data.folder} (a complete dataset there is reused)", flush=True)
+    try:
+        data.prepare(seeds, verbose=True)
+    except ValueError as error:
+        print(f"[bench] {error}", file=sys.stderr)
+        return 2
+    for seed in seeds:
+        print(f"[bench] seed {seed}: {data.datalist_file(seed)}", flush=True)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
@@ -170,10 +191,16 @@ def main(argv: list[str] | None = None) -> int:
                               processes=args.nproc_per_node, allow_dirty=args.allow_dirty)
     except ValueError as error:
         parser.error(str(error))
+    if args.data_only:
+        return _prepare_data(benchmark, size, args.seeds)
     arms = args.arms or list(size.arms) + list(size.study_arms)
-    planned = benchmark.plan([a for a in arms if not protocol.arms[a].study], args.settings or list(size.settings),
-                             args.seeds if args.seeds is not None else list(size.seeds),
-                             study=[a for a in arms if protocol.arms[a].study])
+    try:
+        planned = benchmark.plan([a for a in arms if not protocol.arms[a].study], args.settings or list(size.settings),
+                                 args.seeds if args.seeds is not None else list(size.seeds),
+                                 study=[a for a in arms if protocol.arms[a].study])
+    except ValueError as error:  # an arm whose stage is not built: nothing was planned
+        print(f"[bench] {error}", file=sys.stderr)
+        return 2
     changed = benchmark.dataset_changes(planned)  # issue 35: runs of an edited dataset are never pooled with new ones
     if changed:
         print(f"[bench] {changed}", file=sys.stderr)

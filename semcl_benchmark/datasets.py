@@ -2,9 +2,11 @@
 datalist.
 
 Either way the data is a folder in the layout the bundle reads (MSD: ``dataset.json`` with ``labels`` and a
-``training`` list of ``{"image", "label"}`` entries relative to the folder). A size with ``splits`` draws every seed's
-labelled volumes and pretraining pool anew (:mod:`semcl_benchmark.splits`) into ``<work>/datalists/datalist_seed<N>.json``
-(never into the user's folder); a size without (v1) gives every seed the dataset's own ``datalist.json``.
+``training`` list of ``{"image", "label"}`` entries relative to the folder). A size with ``splits`` (v2) draws every
+seed's labelled volumes and pretraining pool anew (:mod:`semcl_benchmark.splits`), one with ``draws: {design: v3}``
+takes them from v3's design (:func:`semcl_benchmark.draws_v3.seed_datalists`, tuning seeds included), into
+``<work>/datalists/datalist_seed<N>.json`` (never into the user's folder); a size without either (v1) gives every seed
+the dataset's own ``datalist.json``.
 
 The bundle's ``pixdim`` is the dataset's spacing: the phantom preset's (the realistic preset's field of view divided
 by the volume size), else ``--pixdim``, else the first training image's voxel size. A user's dataset brings its own
@@ -32,6 +34,7 @@ from semcl_components.bundle_runtime.atomic_io import write_json_atomic
 from semcl_components.bundle_runtime.datalists import check_distinct_entries
 from semcl_tools.hashing import file_sha256
 
+from .draws_v3 import seed_datalists
 from .protocol import Size
 from .splits import fixed_splits, labelled_counts, seed_datalist
 
@@ -246,6 +249,8 @@ class BenchmarkData:
             data = {"dataset_dir": str(self.user_dir), "pixdim": self.pixdim, "fingerprint": self.manifest["fingerprint"]}
         if self.size.splits is not None:
             data["splits"] = dict(self.size.splits)
+        if self.size.draws is not None:
+            data["draws"] = dict(self.size.draws)
         return data
 
     def entries(self, keys: Sequence[str] = DATALIST_KEYS) -> list[dict]:
@@ -270,35 +275,48 @@ class BenchmarkData:
         return [{k: entry[k] for k in keys if k in entry} for entry in entries]
 
     def datalist_file(self, seed: int) -> Path:
-        """The datalist of ``seed``: drawn for it (a size with ``splits``), else the dataset's ``datalist.json``."""
-        if self.size.splits is None:
+        """The datalist of ``seed``: drawn for it (a size with ``splits`` or ``draws``), else the dataset's
+        ``datalist.json``."""
+        if not self.size.drawn:
             return self.folder / "datalist.json"
         return self.work / "datalists" / f"datalist_seed{seed}.json"
 
     def datalist(self, seed: int) -> dict:
         return json.loads(self.datalist_file(seed).read_text(encoding="utf-8"))
 
-    def prepare(self, seeds: Sequence[int]) -> None:
-        """Write the phantoms (unless there already) and the datalist of every seed in ``seeds``."""
+    def prepare(self, seeds: Sequence[int], verbose: bool = False) -> None:
+        """Write the phantoms (unless there already) and the datalist of every seed in ``seeds`` (a datalist already
+        written as drawn is left as it is); ``verbose``: a line per phantom written."""
         if self.user_dir is None:
             from semcl_phantoms.phantoms import write_phantom_dataset
 
             data = self.size.data
             write_phantom_dataset(self.folder, num=data["num"], seed=data["seed"], size=self.shape,
-                                  preset=self.phantom_preset, preview=True, verbose=False)
-        elif self.size.splits is None:
+                                  preset=self.phantom_preset, preview=True, verbose=verbose)
+        elif not self.size.drawn:
             raise ValueError(f"size {self.size.name!r} has no splits: it cannot draw seeds from --dataset_dir.")
-        if self.size.splits is None:
+        if not self.size.drawn:
+            return
+        if self.size.draws is not None:
+            drawn = seed_datalists(self.entries(), self.size.draws, self.size.seeds, self.size.tuning_seeds)
+            unknown = [seed for seed in seeds if seed not in drawn]
+            if unknown:
+                raise ValueError(f"size {self.size.name!r} draws the seeds {sorted(drawn)}, not {unknown}.")
+            for seed in seeds:
+                self._write_datalist(seed, drawn[seed])
             return
         splits = dict(self.size.splits)
         fixed = fixed_splits(self.entries(), splits["test"], splits["validation"], splits["training_pool"],
                              seed=self.size.data.get("seed", 0))
         counts = labelled_counts(self.size.settings)
         for seed in seeds:
-            datalist = seed_datalist(fixed, seed, counts, splits["pretraining_pool"])
-            path = self.datalist_file(seed)
-            if not path.is_file() or json.loads(path.read_text(encoding="utf-8")) != datalist:
-                write_json_atomic(datalist, path)
+            self._write_datalist(seed, seed_datalist(fixed, seed, counts, splits["pretraining_pool"]))
+
+    def _write_datalist(self, seed: int, datalist: dict) -> None:
+        """Write a seed's datalist unless the file holds it already."""
+        path = self.datalist_file(seed)
+        if not path.is_file() or json.loads(path.read_text(encoding="utf-8")) != datalist:
+            write_json_atomic(datalist, path)
 
     def test_phases(self, cases: Sequence[str]) -> list[str | None] | None:
         """The contrast phase bucket of each test case (file names), for per-phase tables; ``None`` if none known."""

@@ -20,7 +20,8 @@ and ``seed`` give the same design. :func:`overlap_lower_bound` is the counting b
 how close a design comes), :func:`min_subjects` the smallest subject count at which the seeds share nothing, and
 :func:`realistic_phases` the buckets the ``realistic`` phantom preset gives its subjects, read from each subject's
 random draws without painting it (the same draws :func:`semcl_phantoms.realistic_phantom.generate_realistic_phantom`
-makes first). ``python -m semcl_benchmark.draws_v3`` prints the tables of the protocol draft.
+makes first). :func:`seed_datalists` turns a dataset's entries into every seed's datalist (the benchmark's v3 sizes,
+``draws: {design: v3, ...}``). ``python -m semcl_benchmark.draws_v3`` prints the tables of the protocol draft.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ __all__ = [
     "overlap_lower_bound",
     "overlap_table",
     "realistic_phases",
+    "seed_datalists",
 ]
 
 #: the bucket order in which phases are interleaved (the phantoms' buckets; others follow in sorted order)
@@ -49,6 +51,8 @@ BUCKET_ORDER = ("native", "arterial", "portal_venous", "delayed")
 #: the 8 seeds of the tests and the 2 tuning seeds of the recipe selection (numbered apart so they are never confused)
 MAIN_SEEDS = tuple(range(8))
 TUNING_SEEDS = (100, 101)
+#: the keys of a size's ``draws`` besides ``design``, as :func:`draw_design` names them (``seed``: the design's own)
+DRAW_SIZES = ("test", "validation", "pool", "labelled", "seed")
 #: greedy pool assignments tried (each with its own tie-breaking order); the best is kept
 POOL_ATTEMPTS = 8
 
@@ -301,6 +305,47 @@ def draw_design(
         if score[:2] == bounds:  # no design shares less
             break
     return best[1]
+
+
+def seed_datalists(
+    entries: Sequence[Mapping], draws: Mapping, seeds: Sequence[int], tuning_seeds: Sequence[int] = ()
+) -> dict[int, dict]:
+    """Every seed's datalist (tuning seeds included) from the :func:`draw_design` of a dataset's entries.
+
+    A datalist has the keys the bundle's workflows read, lists of the dataset's entries: ``pretrain`` (the seed's
+    pool), ``finetune_1`` ... ``finetune_<labelled>`` (nested), ``finetune_all`` (the seed's training cases: labelled
+    volumes and pool), ``validation`` and ``test``; and ``draw``, the seed's whole draw with every case's phase bucket
+    (:meth:`DrawDesign.record` at its largest labelled setting).
+
+    Args:
+        entries: the dataset's cases (``image``, ``label``, ``contrast_phase``; a case without a phase is in bucket
+            ``all``); a case's id is its image file's name without extensions.
+        draws: a size's ``draws``: ``design`` (``v3``) and :data:`DRAW_SIZES` (``seed`` defaults to 0).
+        seeds: the benchmark seeds; with ``tuning_seeds`` they decide the design, so always the size's own.
+        tuning_seeds: the seeds of the recipe selection.
+
+    Raises:
+        ValueError: ``draws`` is not a v3 design, or the dataset cannot give it (:func:`draw_design` names why).
+    """
+    from .run_records import case_id
+
+    unknown = set(draws) - {"design", *DRAW_SIZES}
+    if draws.get("design") != "v3" or unknown:
+        raise ValueError(f"draws: a v3 design is {{design: v3, {', '.join(DRAW_SIZES)}}}, got {dict(draws)!r}.")
+    by_case = {case_id(entry["image"]): dict(entry) for entry in entries}
+    phases = {case: str(entry.get("contrast_phase", "all")) for case, entry in by_case.items()}
+    design = draw_design(phases, seeds, tuning_seeds, **{k: draws[k] for k in DRAW_SIZES if k in draws})
+    labelled = len(design.seeds[0].labelled)
+    datalists = {}
+    for draw in design.seeds:
+        datalist = {"pretrain": [by_case[c] for c in draw.pool]}
+        datalist.update({f"finetune_{k}": [by_case[c] for c in draw.labelled[:k]] for k in range(1, labelled + 1)})
+        datalist["finetune_all"] = [by_case[c] for c in draw.training]
+        datalist["validation"] = [by_case[c] for c in design.validation]
+        datalist["test"] = [by_case[c] for c in design.test]
+        datalist["draw"] = design.record(draw.seed, labelled)
+        datalists[draw.seed] = datalist
+    return datalists
 
 
 def _sum_of_squares(design: DrawDesign) -> int:

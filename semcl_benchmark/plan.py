@@ -5,6 +5,8 @@ hash of it) holds everything that decides its result, so a result file counts on
 A run is identified by its :class:`~semcl_benchmark.run_records.RunKey` (stage, arm, labelled setting, seed, probe),
 whose name names its result file, folder and log: ``pretrain__<arm>__seed<s>``,
 ``finetune__<arm>__<setting>__seed<s>[__probe]``, ``atlas__<arm>__<setting>__seed<s>``, ``embedding__<arm>__seed<s>``.
+An arm whose runs need a stage that is not built (its ``stage``, e.g. v3's ``cascade``) is refused before anything is
+planned.
 """
 
 from __future__ import annotations
@@ -21,7 +23,11 @@ from .datasets import BenchmarkData
 from .protocol import Arm, Protocol, Size
 from .run_records import RunKey
 
-__all__ = ["BundleCall", "Planner", "Run", "Workspace", "config_hash"]
+__all__ = ["BUILT_STAGES", "BundleCall", "Planner", "Run", "Workspace", "config_hash"]
+
+#: the stages an arm may name as its ``stage`` that the benchmark can run (none yet: the pretraining, fine-tuning,
+#: atlas and embedding stages serve arms without one; v3's ``stage1`` and ``cascade`` are docs/PROTOCOL_v3.md, sec. 13)
+BUILT_STAGES: tuple[str, ...] = ()
 
 
 def config_hash(config: dict) -> str:
@@ -117,8 +123,19 @@ class Planner:
 
     def plan(self, arms: list[str], settings: list[str], seeds: list[int], study: list[str] | None = None) -> list[Run]:
         """The runs of ``arms`` x ``settings`` x ``seeds`` (with the probe), then of the study arms ``study`` (default:
-        the size's) in the size's study setting and seeds, as far as ``settings`` and ``seeds`` hold them."""
+        the size's) in the size's study setting and seeds, as far as ``settings`` and ``seeds`` hold them.
+
+        Raises:
+            ValueError: an arm (or study arm) needs a stage that is not built yet, naming the arm and the stage.
+        """
         size = self.size
+        for arm in [*arms, *(size.study_arms if study is None else study)]:
+            stage = self.arm(arm).stage
+            if stage is not None and stage not in BUILT_STAGES:
+                raise ValueError(
+                    f"arm {arm!r} of size {size.name!r} needs the {stage!r} stage, which is not built yet "
+                    "(docs/PROTOCOL_v3.md, section 13); plan other arms, or prepare the data only (--data-only)."
+                )
         runs: dict[RunKey, Run] = {}
         for seed in seeds:
             for arm in arms:

@@ -31,7 +31,7 @@ __all__ = ["ATLAS_REGISTRATIONS", "Arm", "BUILTIN_PROTOCOL", "Protocol", "Size",
 BUILTIN_PROTOCOL = Path(__file__).with_name("protocol.yaml")
 """The arms and sizes of the committed benchmark."""
 
-ARM_KEYS = ("random_init", "workflow", "overlay", "encoder_of", "finetune", "atlas", "settings")
+ARM_KEYS = ("random_init", "workflow", "overlay", "encoder_of", "finetune", "atlas", "settings", "stage")
 """Keys of an arm's entry that are not pretraining workflow settings."""
 
 PRETRAINING_WORKFLOWS = ("pretrain.yaml", "train.yaml")
@@ -40,14 +40,14 @@ PRETRAINING_WORKFLOWS = ("pretrain.yaml", "train.yaml")
 ATLAS_REGISTRATIONS = ("as_is", "body_box", "centroid")
 """How an atlas arm moves each labelled map onto a test image (see :mod:`semcl_benchmark.atlas`)."""
 
-SIZE_MAPPINGS = ("data", "network", "pretrain", "finetune", "splits")
+SIZE_MAPPINGS = ("data", "network", "pretrain", "finetune", "splits", "draws")
 """The settings of a size that decide a run's result (updated key by key from a ``base`` size)."""
 
 OWN_KEYS = ("report", "deviations", "difficulty_criteria")
 """Settings of a size that a size based on it does not take over (its report is its own)."""
 
-SIZE_LISTS = ("arms", "settings", "seeds", "probe_seeds", "study_arms", "study_seeds", "probe_arms", "budget_fractions",
-              "deviations")
+SIZE_LISTS = ("arms", "settings", "seeds", "tuning_seeds", "probe_seeds", "study_arms", "study_seeds", "probe_arms",
+              "budget_fractions", "deviations")
 """The settings of a size that list what it plans."""
 
 
@@ -76,6 +76,12 @@ class Arm:
     def atlas(self) -> str | None:
         """An atlas arm's registration (one of :data:`ATLAS_REGISTRATIONS`); ``None`` for a trained arm."""
         return self.entry.get("atlas")
+
+    @property
+    def stage(self) -> str | None:
+        """The benchmark stage that makes this arm's runs when it is not pretraining and fine-tuning (``None``), e.g.
+        v3's ``stage1`` (image-only at the coarse grid, scored at the fine one) or ``cascade`` (stage 2)."""
+        return self.entry.get("stage")
 
     @property
     def settings(self) -> tuple[str, ...] | None:
@@ -123,6 +129,9 @@ class Size:
     study_seeds: tuple[int, ...] = ()
     notes: str = ""
     splits: dict | None = None
+    draws: dict | None = None
+    tuning_seeds: tuple[int, ...] = ()
+    stage1_pixdim: float | None = None
     arm_settings: dict = field(default_factory=dict)
     setting_arms: dict = field(default_factory=dict)
     setting_seeds: dict = field(default_factory=dict)
@@ -141,6 +150,11 @@ class Size:
         if seed is not None and setting in self.setting_seeds and seed not in self.setting_seeds[setting]:
             return False
         return setting not in self.setting_arms or arm.name in self.setting_arms[setting]
+
+    @property
+    def drawn(self) -> bool:
+        """Whether every seed draws its own datalist (v2's ``splits`` or v3's ``draws``), not the dataset's own."""
+        return self.splits is not None or self.draws is not None
 
     def probes(self, arm: Arm) -> bool:
         """Whether the frozen-encoder probe runs for ``arm`` (default: every pretrained arm)."""
@@ -259,6 +273,9 @@ def _size(name: str, entries: dict[str, dict], protocol: Protocol, seen: tuple[s
             raise ValueError(f"{where}: unknown arm {arm!r}; the protocol has {', '.join(protocol.arms)}.")
     for key in ("arm_settings", "setting_arms", "setting_seeds"):
         _mapping(getattr(size, key), f"{where}: {key}")
+    if size.draws is not None and (size.splits is not None or size.draws.get("design") != "v3"):
+        raise ValueError(f"{where}: draws: a size has either splits (v2) or draws with design: v3, got splits "
+                         f"{size.splits!r} and draws {size.draws!r}.")
     for setting, seeds in size.setting_seeds.items():
         if not isinstance(seeds, list) or not all(isinstance(seed, int) for seed in seeds):
             raise ValueError(f"{where}: setting_seeds: {setting}: {seeds!r} is not a list of seeds.")

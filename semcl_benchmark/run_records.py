@@ -198,6 +198,8 @@ class Draw:
         test: the fixed test set.
         reconstructed: whether ``pool`` and ``validation`` (and, for a run without a setting, ``test``) were
             reconstructed from the splits rather than recorded (a version-2 file).
+        phases: each of those cases' contrast phase bucket, where the datalist records the whole draw (v3's
+            ``draw`` entry, :meth:`semcl_benchmark.draws_v3.DrawDesign.record`); empty otherwise, and then not written.
     """
 
     labelled: tuple[str, ...]
@@ -205,21 +207,27 @@ class Draw:
     validation: tuple[str, ...]
     test: tuple[str, ...]
     reconstructed: bool = False
+    phases: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_datalist(cls, datalist: Mapping[str, Sequence[Mapping]], setting: str | None,
                       reconstructed: bool = False) -> Draw:
         """The draw in a seed's datalist (``pretrain``, ``finetune_<k>``, ``validation``, ``test``: lists of entries
-        with an ``image``) for a run in ``setting`` (``None``: no labelled volumes)."""
+        with an ``image``) for a run in ``setting`` (``None``: no labelled volumes), with the phases of its cases
+        where the datalist records its whole draw (``draw``: v3)."""
 
         def ids(split: str | None) -> tuple[str, ...]:
             return tuple(case_id(entry["image"]) for entry in (datalist.get(split, ()) if split else ()))
 
-        return cls(ids(setting), ids("pretrain"), ids("validation"), ids("test"), reconstructed)
+        splits = (ids(setting), ids("pretrain"), ids("validation"), ids("test"))
+        recorded = (datalist.get("draw") or {}).get("phases", {})
+        phases = {case: recorded[case] for cases in splits for case in cases if case in recorded}
+        return cls(*splits, reconstructed, phases)
 
     def to_json(self) -> dict:
-        return {"labelled": list(self.labelled), "pool": list(self.pool), "validation": list(self.validation),
+        draw = {"labelled": list(self.labelled), "pool": list(self.pool), "validation": list(self.validation),
                 "test": list(self.test)}
+        return {**draw, "phases": dict(self.phases)} if self.phases else draw
 
     @classmethod
     def from_json(cls, data: Any) -> Draw:
@@ -227,7 +235,10 @@ class Draw:
         splits = ("labelled", "pool", "validation", "test")
         if not isinstance(data, Mapping) or not all(_ids(data.get(split)) for split in splits):
             raise ValueError(f"'draw' must map each of {', '.join(splits)} to a list of case ids, got {data!r}")
-        return cls(*(tuple(data[split]) for split in splits))
+        phases = data.get("phases") or {}
+        if not isinstance(phases, Mapping) or not all(isinstance(v, str) for v in phases.values()):
+            raise ValueError(f"'draw': 'phases' must map case ids to phase buckets, got {phases!r}")
+        return cls(*(tuple(data[split]) for split in splits), phases=dict(phases))
 
 
 def _ids(value: Any) -> bool:
