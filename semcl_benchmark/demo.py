@@ -149,7 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", type=Path, default=ROOT / "runs" / "demo", help="where runs, logs and predictions go")
     parser.add_argument("--seed", type=int, default=0, help="the benchmark seed to run (it fixes the seed's draw)")
     protocol = load_protocol()
-    parser.add_argument("--arm", default=DEMO_ARM, choices=[a for a in protocol.main_arms if protocol.arms[a].atlas is None],
+    trained_arms = [a for a in protocol.sizes[DEMO_SIZE].arms if protocol.arms[a].atlas is None]  # the v2 size's
+    parser.add_argument("--arm", default=DEMO_ARM, choices=trained_arms,
                         help="how the encoder is made (default: semantic-aware pretraining with exact masks)")
     parser.add_argument("--setting", help=f"the labelled setting to fine-tune on (default {DEMO_SETTING})")
     parser.add_argument("--size", default=DEMO_SIZE, choices=[DEMO_SIZE, "quick"],
