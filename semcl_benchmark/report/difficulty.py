@@ -98,8 +98,7 @@ def learning_needed(runs: pd.DataFrame, atlases, seeds) -> Criterion:
     best = max(means, key=means.get)
     per_seed = seed_differences(scratch, runs_of(runs, best, MIDDLE))
     mean = float(np.mean(list(per_seed.values()))) if per_seed else None
-    values = {"mean": mean, "scratch": _mean(scratch),
-              "atlases": means, "best": best, "per_seed": per_seed}
+    values = {"mean": mean, "scratch": _mean(scratch), "atlases": means, "best": best, "per_seed": per_seed}
     return Criterion("learning", values, _state(missing, mean is not None and mean >= LEARNING), missing)
 
 
