@@ -26,7 +26,7 @@ from ..protocol import Size
 from ..results import ResultStore
 from . import diagnosis, difficulty, endpoints, tables
 from .difficulty import read_cost_ratio
-from .load import deviations, load_runs, mean_dice, runs_of
+from .load import deviations, load_runs, mean_dice, provenance_of, runs_of
 from .plots import write_embedding_plots, write_plots
 
 __all__ = ["Report", "analyse", "mean_dice", "render", "write_report"]
@@ -123,7 +123,7 @@ def _tables(runs: pd.DataFrame, size: Size, planned: Sequence[Run], arms: list[s
         "probe_cells": {a: tables.cell(runs_of(runs, a, size.probe_setting, True))
                         for a in sorted(set(runs[runs.probe].arm), key=order)},
         "organs": tables.organ_tables(runs, arms, settings), "cost": tables.cost_rows(runs, trained),
-        "step": tables.step_cost(), "provenance": tables.file_provenance(runs),
+        "step": tables.step_cost(), "provenance": [provenance_of(k, r) for k, r in sorted(zip(runs.key, runs.record))],
         "embedding": tables.embedding_rows(runs, list(size.arms)),
         "study": tables.study_rows(runs, size) if size.study_arms else [],
         "difficulty": (difficulty.criteria(runs, size, read_cost_ratio(plots.parent))

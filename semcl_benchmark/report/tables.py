@@ -14,7 +14,7 @@ from semcl_tools.repository import ROOT
 
 from ..statistics import Estimate, crossed_bootstrap
 from .endpoints import compare, grid, organ_means
-from .load import FileProvenance, provenance_of, runs_of
+from .load import runs_of
 
 __all__ = ["Cell", "StudyRow", "cost_rows", "embedding_rows", "headline", "knn_curves", "organ_tables",
            "step_cost", "study_rows", "unfinished"]
@@ -166,8 +166,3 @@ def unfinished(planned, finished: set[str]) -> list[tuple[str, str, str, str]]:
             ranges = ", ".join(f"{r[0]}" if len(r) == 1 else f"{r[0]}-{r[-1]}" for r in runs_of_seeds)
             rows.append((stage, arm, where, ranges))
     return rows
-
-
-def file_provenance(runs: pd.DataFrame) -> list[FileProvenance]:
-    """Every result file's provenance, by key."""
-    return [provenance_of(key, record) for key, record in sorted(zip(runs.key, runs.record))]
