@@ -14,7 +14,7 @@ def test_write_json_atomic_replaces_the_file(tmp_path):
     target = tmp_path / "sub" / "summary.json"
     write_json_atomic({"a": 1}, target)
     write_json_atomic({"a": torch.tensor(2.5)}, target)
-    assert target.read_text().strip().replace(" ", "").replace("\n", "") == '{"a":2.5}'
+    assert target.read_text(encoding="utf-8").strip().replace(" ", "").replace("\n", "") == '{"a":2.5}'
     assert [p.name for p in target.parent.iterdir()] == ["summary.json"]
 
 
@@ -108,7 +108,7 @@ def test_a_full_disk_names_the_file_being_written(tmp_path):
         with atomic_write(target):
             raise OSError(errno.ENOSPC, "No space left on device")
     assert raised.value.errno == errno.ENOSPC
-    assert target.read_text() == "{}"
+    assert target.read_text(encoding="utf-8") == "{}"
 
 
 def test_read_json_names_a_truncated_file_and_the_way_out(tmp_path):
@@ -117,7 +117,7 @@ def test_read_json_names_a_truncated_file_and_the_way_out(tmp_path):
     path = tmp_path / "finetune_seed0.json"
     write_json_atomic({"config_hash": "abc", "test": {"dice": [[0.5, 0.7]]}}, path)
     assert read_json(path)["test"]["dice"] == [[0.5, 0.7]]
-    path.write_text(path.read_text()[:25])  # a copy cut short, a disk that filled up under another writer
+    path.write_text(path.read_text(encoding="utf-8")[:25])  # a copy cut short, a disk that filled up under another writer
     with pytest.raises(ValueError, match=rf"{path} is not valid JSON \(line \d+ column \d+: .*\): the file is cut short "
                                          r"or damaged\. Move it away to repeat that run\."):
         read_json(path, fix="Move it away to repeat that run.")

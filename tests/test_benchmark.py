@@ -66,7 +66,7 @@ def test_quick_benchmark_writes_results_and_a_report_and_resumes(tmp_path):
         "pretrain__semcl_exact__seed0.json",
         "pretrain__semcl_exact__seed1.json",
     ]
-    run = json.loads((tmp_path / "results" / "finetune__semcl_exact__finetune_1__seed0.json").read_text())
+    run = json.loads((tmp_path / "results" / "finetune__semcl_exact__finetune_1__seed0.json").read_text(encoding="utf-8"))
     assert run["config"]["arm"] == "semcl_exact" and run["config"]["seed"] == 0 and len(run["config_hash"]) == 16
     assert len(run["test"]["dice"]) == len(run["test"]["cases"]) >= 1
     assert run["test"]["classes"][:3] == ["spleen", "right kidney", "left kidney"]
@@ -74,23 +74,23 @@ def test_quick_benchmark_writes_results_and_a_report_and_resumes(tmp_path):
     assert 0 < run["cost"]["train"]["cpu_seconds"]  # the training process's own CPU time (contention shows as less)
     assert run["validation_curve"] and len(run["confusion_matrix"]["counts"]) == 9
     # v2: what the run learned from, what it loaded, how its budget went, its time-to-accuracy data
-    other = json.loads((tmp_path / "results" / "finetune__semcl_exact__finetune_1__seed1.json").read_text())
+    other = json.loads((tmp_path / "results" / "finetune__semcl_exact__finetune_1__seed1.json").read_text(encoding="utf-8"))
     assert len(run["labelled_cases"]) == 1 and run["labelled_cases"][0]["contrast_phase"]
     assert run["labelled_cases"] != other["labelled_cases"]  # each seed draws its own labelled volume
     assert run["encoder"]["loaded_fraction"] == 1.0 and len(run["encoder"]["sha256"]) == 64
     assert run["allow_dirty"] is True and run["budget"]["max_epochs"][0] == 2
     assert [p["fraction"] for p in run["budget_fractions"]["points"]] == [0.25, 0.5, 1.0]
-    scratch = json.loads((tmp_path / "results" / "finetune__scratch__finetune_1__seed0.json").read_text())
+    scratch = json.loads((tmp_path / "results" / "finetune__scratch__finetune_1__seed0.json").read_text(encoding="utf-8"))
     assert run["budget_fractions"]["scratch_best_epoch"] == scratch["best_metric_epoch"]
     assert [p["step"] for p in run["validation_points"]][:2] == [1, 2] and run["validation_points"][0]["seconds"] > 0
-    datalist = json.loads((tmp_path / "work" / "datalists" / "datalist_seed0.json").read_text())
+    datalist = json.loads((tmp_path / "work" / "datalists" / "datalist_seed0.json").read_text(encoding="utf-8"))
     assert len(datalist["test"]) == 4 and len(datalist["finetune_all"]) == 4
     assert {e["contrast_phase"] for e in datalist["test"]} == {"native", "arterial", "portal_venous", "delayed"}
-    atlas = json.loads((tmp_path / "results" / "atlas__atlas_body_box__finetune_1__seed0.json").read_text())
+    atlas = json.loads((tmp_path / "results" / "atlas__atlas_body_box__finetune_1__seed0.json").read_text(encoding="utf-8"))
     assert atlas["test"]["cases"] == run["test"]["cases"] and atlas["labelled_cases"] == run["labelled_cases"]
     phases = {e["image"].rsplit("/", 1)[-1]: e["contrast_phase"] for e in datalist["test"]}
     assert run["test"]["contrast_phases"] == atlas["test"]["contrast_phases"] == [phases[c] for c in run["test"]["cases"]]
-    pretrain = json.loads((tmp_path / "results" / "pretrain__semcl_exact__seed0.json").read_text())
+    pretrain = json.loads((tmp_path / "results" / "pretrain__semcl_exact__seed0.json").read_text(encoding="utf-8"))
     assert set(pretrain["collapse"]) >= {"effective_rank", "negative_cosine", "collapsed"}
     # every file records its seed's whole draw (labelled, pretraining pool, validation, test) and the schema version
     ids = {split: [e["image"].rsplit("/", 1)[-1].split(".")[0] for e in entries] for split, entries in datalist.items()}
@@ -100,12 +100,12 @@ def test_quick_benchmark_writes_results_and_a_report_and_resumes(tmp_path):
             ids["pretrain"], ids["validation"], ids["test"])
     assert run["draw"]["labelled"] == [case["case"] for case in run["labelled_cases"]] == ids["finetune_1"]
     assert pretrain["draw"]["labelled"] == [] and pretrain["budget"]["steps"] == pretrain["history"][-1]["iteration"]
-    report = (tmp_path / "results" / "RESULTS.md").read_text()
+    report = (tmp_path / "results" / "RESULTS.md").read_text(encoding="utf-8")
     # a size with splits gets the v2 report, read from these very files: every section holds numbers
     assert report.startswith("# Benchmark results: quick size (protocol v2, `docs/PROTOCOL.md`)\n\n## Verdict (primary "
                              "endpoint)")
     assert "- finetune_1: `semcl_exact` vs `scratch`: **" in report and "2 paired seeds" in report
-    embedding = json.loads((tmp_path / "results" / "embedding__semcl_exact__seed0.json").read_text())
+    embedding = json.loads((tmp_path / "results" / "embedding__semcl_exact__seed0.json").read_text(encoding="utf-8"))
     assert 0.0 <= embedding["knn_accuracy"] <= 1.0 and len(embedding["pca"]["xy"]) == sum(embedding["objects"].values())
     for section in (
         "## Deviations from the protocol",
@@ -140,7 +140,7 @@ def test_quick_benchmark_writes_results_and_a_report_and_resumes(tmp_path):
     assert "| finetune__semcl_exact__finetune_1__seed0 | " in report
     assert "a `channel`/`pool` ratio of" in report  # the step cost of the two embedding modes, quoted from its file
     # the study arm fine-tunes semcl_exact's encoder of the same seed with an encoder warm-up
-    study = json.loads((tmp_path / "results" / "finetune__semcl_exact_warmup__finetune_1__seed0.json").read_text())
+    study = json.loads((tmp_path / "results" / "finetune__semcl_exact_warmup__finetune_1__seed0.json").read_text(encoding="utf-8"))
     assert study["config"]["finetune"]["encoder_warmup_epochs"] == 80
     assert study["config"]["pretrain"] == run["config"]["pretrain"]
     row = next(line for line in report.splitlines() if line.startswith("| `semcl_exact_warmup` |"))
@@ -221,7 +221,7 @@ def test_the_difficulty_command_at_a_tiny_size(tmp_path):
     assert [r for r in results if r.startswith("finetune__")] == [
         f"finetune__scratch__{s}__seed0" for s in ("finetune_1", "finetune_4", "finetune_8")]
     assert len([r for r in results if r.startswith("atlas__")]) == 9  # three atlases in three settings
-    report = (tmp_path / "results" / "RESULTS.md").read_text()
+    report = (tmp_path / "results" / "RESULTS.md").read_text(encoding="utf-8")
     assert report.startswith("# Benchmark results: tiny_difficulty size (protocol v2, `docs/PROTOCOL.md`)\n\n"
                              "## Difficulty criteria (issue 20: `scratch` and atlases only)")
     rows = [line for line in report.splitlines() if line.startswith("| ") and line.split("|")[1].strip().split()

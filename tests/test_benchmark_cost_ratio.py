@@ -42,7 +42,7 @@ def test_measures_two_sizes_in_turn(tmp_path, capsys):
     assert "at least 2 are needed" in capsys.readouterr().err
     out = tmp_path / "cost_ratio.json"
     assert main([*common, "--epochs", "3", "--rounds", "2", "--out", str(out)]) == 0
-    result = json.loads(out.read_text())
+    result = json.loads(out.read_text(encoding="utf-8"))
     assert (result["size"], result["reference"], result["setting"], result["epochs"]) == (
         "quick", "quick_small_crops", "finetune_1", 3)
     assert result["timed_epochs"] == {"quick": [1, 3], "quick_small_crops": [1, 3]}

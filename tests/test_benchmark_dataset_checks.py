@@ -30,7 +30,7 @@ def _refusal(capsys, arguments: list[str]) -> str:
 
 
 def _edit_dataset_json(folder: Path, change) -> None:
-    dataset = json.loads((folder / "dataset.json").read_text())
+    dataset = json.loads((folder / "dataset.json").read_text(encoding="utf-8"))
     change(dataset)
     (folder / "dataset.json").write_text(json.dumps(dataset))
 
@@ -77,7 +77,7 @@ def test_runs_of_an_edited_dataset_count_as_not_done_naming_what_changed(tmp_pat
     arguments = benchmark_arguments(tmp_path, data, "--arms", ATLAS, "--allow-dirty", results=results)
     assert main(arguments) == 0
     result_file = results / f"atlas__{ATLAS}__finetune_1__seed0.json"
-    first = json.loads(result_file.read_text())
+    first = json.loads(result_file.read_text(encoding="utf-8"))
     recorded = first["dataset"]
     assert recorded["dataset_dir"] == str(data) and first["config"]["data"]["fingerprint"] == recorded["fingerprint"]
     assert recorded["files"]["labelsTr/case_03.nii.gz"]["bytes"] > 0 and len(recorded["files"]) == 18
@@ -91,16 +91,16 @@ def test_runs_of_an_edited_dataset_count_as_not_done_naming_what_changed(tmp_pat
     error = " ".join(capsys.readouterr().err.split())
     assert f"1 result file(s) in {results} were made from another version of the dataset {data}" in error
     assert "1 file changed: labelsTr/case_03.nii.gz" in error and "They count as not done" in error
-    assert "Runs finished: 0 of 1 planned" in (results / "RESULTS.md").read_text()  # not pooled with the new data
+    assert "Runs finished: 0 of 1 planned" in (results / "RESULTS.md").read_text(encoding="utf-8")  # not pooled with the new data
 
     assert main(arguments) == 0  # run again, its file replaced
-    second = json.loads(result_file.read_text())
+    second = json.loads(result_file.read_text(encoding="utf-8"))
     assert second["dataset"]["fingerprint"] != recorded["fingerprint"]
     assert second["config_hash"] != first["config_hash"]
     capsys.readouterr()
     assert main([*arguments, "--report-only"]) == 0
     assert "another version" not in capsys.readouterr().err
-    assert "Runs finished: 1 of 1 planned" in (results / "RESULTS.md").read_text()
+    assert "Runs finished: 1 of 1 planned" in (results / "RESULTS.md").read_text(encoding="utf-8")
 
 
 # -------------------------------------------------------------------------- items 7, 11 and faulty datasets or options

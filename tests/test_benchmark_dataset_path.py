@@ -109,6 +109,6 @@ def test_the_benchmark_runs_on_a_dataset_whose_folder_name_is_crafted(tmp_path, 
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     done = subprocess.run([str(c) for c in command], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
-    run = json.loads((results / "finetune__scratch__finetune_1__seed0.json").read_text())
+    run = json.loads((results / "finetune__scratch__finetune_1__seed0.json").read_text(encoding="utf-8"))
     assert run["test"]["classes"] == ["core", "shell", "vessel"]
     assert not marker.exists()

@@ -62,7 +62,7 @@ def test_the_benchmark_runs_on_a_users_dataset_with_its_classes_and_spacing(tmp_
     arguments = ["--protocol", str(protocol), "--size", "tiny", "--dataset_dir", str(data), "--results", str(results),
                  "--workdir", str(tmp_path / "work"), "--allow-dirty", "--device", "cpu"]
     assert main(arguments) == 0
-    run = json.loads((results / "finetune__scratch__finetune_1__seed0.json").read_text())
+    run = json.loads((results / "finetune__scratch__finetune_1__seed0.json").read_text(encoding="utf-8"))
     assert run["test"]["classes"] == ["core", "shell", "vessel"] and len(run["test"]["cases"]) == 3
     assert run["config"]["data"]["pixdim"] == list(SPACING) and run["config"]["data"]["dataset_dir"] == str(data)
     assert run["allow_dirty"] is True and run["encoder"] is None  # random initialisation loads no encoder
@@ -76,13 +76,13 @@ def test_the_benchmark_runs_on_a_users_dataset_with_its_classes_and_spacing(tmp_
     assert np.allclose(fractions["points"][-1]["test"]["dice"], run["test"]["dice"], atol=1e-5)
     assert run["labelled_cases"][0]["case"].startswith("case_") and "contrast_phase" not in run["labelled_cases"][0]
     assert run["test"]["contrast_phases"] is None  # the dataset records no phases: nothing to stratify or tabulate
-    atlas = json.loads((results / "atlas__atlas_body_box__finetune_1__seed0.json").read_text())
+    atlas = json.loads((results / "atlas__atlas_body_box__finetune_1__seed0.json").read_text(encoding="utf-8"))
     assert atlas["test"]["cases"] == run["test"]["cases"] and atlas["labelled_cases"] == run["labelled_cases"]
     assert min(d for row in atlas["test"]["dice"] for d in row[:2]) > 0.5  # core and shell line up after registration
-    datalist = json.loads((tmp_path / "work" / "datalists" / "datalist_seed0.json").read_text())
+    datalist = json.loads((tmp_path / "work" / "datalists" / "datalist_seed0.json").read_text(encoding="utf-8"))
     assert not list(data.glob("datalist*.json"))  # nothing is written into the user's folder
     assert {len(datalist[k]) for k in ("test", "finetune_1", "pretrain")} == {3, 1}
-    report = (results / "RESULTS.md").read_text()
+    report = (results / "RESULTS.md").read_text(encoding="utf-8")
     assert f"--dataset_dir {data}" in report
 
 

@@ -39,7 +39,7 @@ def run_offline(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 
 def metadata() -> dict:
-    return json.loads(META_FILE.read_text())
+    return json.loads(META_FILE.read_text(encoding="utf-8"))
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -95,7 +95,7 @@ def test_metadata_without_mandatory_key_fails_verification(workdir, tmp_path, zo
 
 
 def test_channel_def_names_every_phantom_organ(phantom_dataset):
-    dataset_labels = json.loads((phantom_dataset / "dataset.json").read_text())["labels"]
+    dataset_labels = json.loads((phantom_dataset / "dataset.json").read_text(encoding="utf-8"))["labels"]
     outputs = metadata()["network_data_format"]["outputs"]["pred"]
     assert outputs["channel_def"] == dataset_labels
     assert outputs["num_channels"] == len(dataset_labels) == 9
@@ -174,7 +174,7 @@ def test_every_workflow_takes_the_shared_settings_from_common_yaml(tmp_path):
 
     bundle = tmp_path / "bundle"
     shutil.copytree(CONFIGS, bundle / "configs")
-    common = yaml.safe_load((bundle / "configs" / "common.yaml").read_text())
+    common = yaml.safe_load((bundle / "configs" / "common.yaml").read_text(encoding="utf-8"))
     common.update(pixdim=[0.8, 0.8, 2.5], hu_min=-100, init_filters=4)  # a new dataset, edited in one place
     (bundle / "configs" / "common.yaml").write_text(yaml.safe_dump(common))
 
@@ -190,9 +190,9 @@ def test_workflows_define_no_shared_value_of_their_own():
     """No workflow config holds a literal value for a key of common.yaml (it would silently shadow the shared one)."""
     import yaml
 
-    shared = set(yaml.safe_load((CONFIGS / "common.yaml").read_text()))
+    shared = set(yaml.safe_load((CONFIGS / "common.yaml").read_text(encoding="utf-8")))
     for config in SHARED_WORKFLOWS:
-        content = yaml.safe_load((CONFIGS / config).read_text())
+        content = yaml.safe_load((CONFIGS / config).read_text(encoding="utf-8"))
         for key in shared & set(content):
             value = content[key]
             taken = isinstance(value, dict) and value.get("_target_", "").endswith("bundle_files.shared_setting")
@@ -308,7 +308,7 @@ def test_class_names_override_from_a_dataset_json_as_the_btcv_recipe_wrote_it(tm
 def test_no_config_imports_the_package_itself():
     """A failed ``$import semcl_components`` would become a stub before the ``semcl_components`` item sets sys.path."""
     for config in [*CONFIGS.glob("*.yaml"), *PARTS.glob("*.yaml")]:
-        assert "$import semcl_components" not in config.read_text(), config.name
+        assert "$import semcl_components" not in config.read_text(encoding="utf-8"), config.name
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -353,8 +353,8 @@ def test_check_names_every_stale_config_and_the_command_then_writing_fixes_them(
 
     assert main([]) == 0
     assert main(["--check"]) == 0
-    assert yaml.safe_load((configs / "train.yaml").read_text())["new_setting"] == 1
-    assert yaml.safe_load((configs / "inference.yaml").read_text())["sw_batch_size"] == 4  # the part's value again
+    assert yaml.safe_load((configs / "train.yaml").read_text(encoding="utf-8"))["new_setting"] == 1
+    assert yaml.safe_load((configs / "inference.yaml").read_text(encoding="utf-8"))["sw_batch_size"] == 4  # the part's value again
 
 
 def test_a_key_set_in_two_parts_of_a_workflow_is_refused_naming_both_files(tmp_path, monkeypatch, capsys):
@@ -367,10 +367,10 @@ def test_a_key_set_in_two_parts_of_a_workflow_is_refused_naming_both_files(tmp_p
     assert f"{parts / 'base.yaml'} and {parts / 'train.yaml'}" in str(caught.value)
     assert assemble("inference.yaml", parts)  # a workflow without that part is unaffected
 
-    before = (configs / "inference.yaml").read_text()
+    before = (configs / "inference.yaml").read_text(encoding="utf-8")
     assert main([]) == 2  # and nothing is written, not even the configs the key does not concern
     assert "`device`" in capsys.readouterr().err
-    assert (configs / "inference.yaml").read_text() == before
+    assert (configs / "inference.yaml").read_text(encoding="utf-8") == before
 
 
 def test_a_key_written_twice_in_one_part_is_refused(tmp_path, monkeypatch):

@@ -115,7 +115,7 @@ def test_validation_list_holding_a_training_image_is_refused(tmp_path):
 
 def test_a_training_image_spelled_differently_in_the_test_list_is_found(tmp_path):
     folder = _dataset(tmp_path, {"train": ["a"], "test": ["b"]})
-    datalist = json.loads((folder / "datalist.json").read_text())
+    datalist = json.loads((folder / "datalist.json").read_text(encoding="utf-8"))
     (folder / "link.nii.gz").symlink_to(folder / "imagesTr" / "a.nii.gz")
     datalist["test"] += [
         {"image": "./imagesTr/../imagesTr/a.nii.gz", "label": "labelsTr/a.nii.gz"},
@@ -135,7 +135,7 @@ def test_disjoint_lists_pass_and_absent_lists_are_skipped(tmp_path):
 def test_a_case_listed_twice_in_one_list_is_refused_naming_both_entries(tmp_path):
     """Issue 35, item 7: ``./imagesTr/a.nii.gz`` and ``imagesTr/a.nii.gz`` in one list are one case listed twice."""
     folder = _dataset(tmp_path, {"train": ["a", "b"]})
-    datalist = json.loads((folder / "datalist.json").read_text())
+    datalist = json.loads((folder / "datalist.json").read_text(encoding="utf-8"))
     datalist["train"].append({"image": "./imagesTr/a.nii.gz", "label": "./labelsTr/a.nii.gz"})
     (folder / "datalist.json").write_text(json.dumps(datalist))
     with pytest.raises(ValueError) as error:
@@ -190,7 +190,7 @@ def test_the_bundle_phantom_folder_holding_other_files_is_not_overwritten(tmp_pa
     with pytest.raises(ValueError) as error:
         ensure_phantom_dataset(folder, num=4, size=(16, 16, 16), phantom_folder=folder)
     assert "--overwrite" not in str(error.value) and "--dataset_dir" in str(error.value)
-    assert (folder / "mine.txt").read_text() == "keep me"
+    assert (folder / "mine.txt").read_text(encoding="utf-8") == "keep me"
 
 
 def test_the_bundle_phantom_folder_is_written_on_first_use(tmp_path):
@@ -204,7 +204,7 @@ def test_the_bundle_phantom_folder_is_written_on_first_use(tmp_path):
 
 def test_paths_are_resolved_against_the_dataset_folder_and_a_missing_file_is_named(tmp_path):
     folder = _dataset(tmp_path / "data", {"train": ["a"], "test": ["b"]})
-    datalist = json.loads((folder / "datalist.json").read_text())
+    datalist = json.loads((folder / "datalist.json").read_text(encoding="utf-8"))
     datalist["test"] = ["imagesTr/b.nii.gz"]  # MSD's test list: bare image paths
     datalist["validation"] = [{"image": "./imagesTr/../imagesTr/a.nii.gz", "label": str(folder / "labelsTr/a.nii.gz")}]
     (folder / "datalist.json").write_text(json.dumps(datalist))

@@ -48,7 +48,7 @@ def drop_setting(args: list[str], name: str) -> list[str]:
 
 def read_json(path: Path) -> dict:
     assert path.is_file(), f"{path} was not written"
-    return json.loads(path.read_text())
+    return json.loads(path.read_text(encoding="utf-8"))
 
 
 def assert_history(summary: dict, epochs: list[int]) -> None:
@@ -205,7 +205,7 @@ def test_evaluate_writes_metric_csvs_and_per_organ_summary(run_bundle, phantom_d
     metrics = ["val_mean_dice", "val_hd95", "val_surface_dice"]
     test_images = [e["image"] for e in read_json(phantom_dataset / "datalist.json")["test"]]
     for metric in metrics:
-        raw = (tmp_path / f"{metric}_raw.csv").read_text().splitlines()
+        raw = (tmp_path / f"{metric}_raw.csv").read_text(encoding="utf-8").splitlines()
         assert raw[0].split(",") == ["filename"] + [f"class{i}" for i in range(len(ORGANS))] + ["mean"]
         assert [Path(row.split(",")[0]).name for row in raw[1:]] == [Path(p).name for p in test_images]
         assert (tmp_path / f"{metric}_summary.csv").is_file()
@@ -219,7 +219,7 @@ def test_evaluate_writes_metric_csvs_and_per_organ_summary(run_bundle, phantom_d
     dice = [v for v in summary["per_class"]["val_mean_dice"].values() if v is not None]
     assert dice and all(0.0 <= v <= 1.0 for v in dice)
     # the voxel confusion matrix of the test cases: every labelled voxel counted once, rows = true classes
-    rows = [line.split(",") for line in (tmp_path / "confusion_matrix.csv").read_text().splitlines()]
+    rows = [line.split(",") for line in (tmp_path / "confusion_matrix.csv").read_text(encoding="utf-8").splitlines()]
     assert rows[0][1:] == ["background", *ORGANS] and [r[0] for r in rows[1:]] == ["background", *ORGANS]
     voxels = sum(int(np.prod(nib.load(phantom_dataset / entry["label"]).shape))
                  for entry in read_json(phantom_dataset / "datalist.json")["test"])
@@ -654,7 +654,7 @@ def test_second_run_in_a_ckpt_dir_in_use_is_refused(run_bundle, phantom_dataset,
     try:
         lock = tmp_path / "models" / ".lock"
         deadline = time.time() + 120
-        while not (lock.is_file() and lock.read_text().strip()) and time.time() < deadline and first.poll() is None:
+        while not (lock.is_file() and lock.read_text(encoding="utf-8").strip()) and time.time() < deadline and first.poll() is None:
             time.sleep(0.2)
         assert first.poll() is None, "the first run ended before it held the lock"
         run = run_bundle(["train"], [*args[:-len(TINY_TRAIN_ARGS)], "--output_dir", tmp_path / "eval2", *TINY_TRAIN_ARGS],
@@ -671,7 +671,7 @@ def test_bundle_in_a_folder_with_a_space_and_non_ascii_runs_from_elsewhere(phant
 
     bundle = tmp_path / "bü ndle" / BUNDLE_DIR.name
     shutil.copytree(BUNDLE_DIR / "configs", bundle / "configs")
-    image = phantom_dataset / json.loads((phantom_dataset / "datalist.json").read_text())["test"][0]["image"]
+    image = phantom_dataset / json.loads((phantom_dataset / "datalist.json").read_text(encoding="utf-8"))["test"][0]["image"]
     for config_arg in (str(bundle / "configs" / "inference.yaml"), f"['{bundle / 'configs' / 'inference.yaml'}']"):
         command = [
             sys.executable, "-m", "monai.bundle", "run", "--config_file", config_arg, "--input_path", image,
@@ -744,7 +744,7 @@ def test_labels_json_trains_a_model_of_the_datasets_own_classes(run_bundle, phan
         "--dataset_dir", dataset, "--labels_json", dataset / "dataset.json", "--ckpt_dir", tmp_path / "models",
         "--output_dir", tmp_path / "eval", "--max_epochs", "1", "--val_interval", "1", *TINY_TRAIN_ARGS,
     ])
-    summary = json.loads((tmp_path / "eval" / "run_summary.json").read_text())
+    summary = json.loads((tmp_path / "eval" / "run_summary.json").read_text(encoding="utf-8"))
     assert list(summary["per_class"]["val_mean_dice"]) == renamed
     assert (tmp_path / "models" / "model.pt").is_file()
 

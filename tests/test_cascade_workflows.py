@@ -74,13 +74,13 @@ def _cascade(run_bundle, trained_model, refined, image: Path, output: Path, *ext
 
 
 def test_object_crop_pretraining_makes_one_sample_per_organ(object_pretrained):
-    summary = json.loads((object_pretrained.output_dir / "run_summary.json").read_text())
+    summary = json.loads((object_pretrained.output_dir / "run_summary.json").read_text(encoding="utf-8"))
     assert (object_pretrained.ckpt_dir / "pretrained_encoder.pt").is_file()
     assert "num_objects" in object_pretrained.run.log and summary.get("embedding_mode") == "channel"
 
 
 def test_refine_training_loads_the_channel_encoder_whole(refined):
-    summary = json.loads((refined.output_dir / "run_summary.json").read_text())
+    summary = json.loads((refined.output_dir / "run_summary.json").read_text(encoding="utf-8"))
     assert summary["encoder_load"]["loaded_fraction"] == 1.0 and summary["encoder_load"]["skipped"] == 0
     assert (refined.ckpt_dir / "model.pt").is_file()
     assert "val_mean_dice" in refined.run.log
@@ -138,7 +138,7 @@ def test_cascade_evaluation_scores_both_stages_per_organ(run_bundle, trained_mod
         *CROP,
     ]
     run = run_bundle(configs, args)
-    summary = json.loads((tmp_path / "eval" / "evaluation_summary.json").read_text())
+    summary = json.loads((tmp_path / "eval" / "evaluation_summary.json").read_text(encoding="utf-8"))
     assert set(summary["per_class"]["val_mean_dice"]) >= {"spleen", "liver", "pancreas"}
     assert {"val_hd95", "val_surface_dice"} <= set(summary["per_class"])
     assert "Restored all variables from" in run.log and str(trained_model.ckpt_dir / "model.pt") in run.log

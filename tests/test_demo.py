@@ -46,7 +46,7 @@ def test_demo_runs_every_stage_and_shows_progress_not_epochs(tmp_path):
     # the quick size has no committed benchmark runs to set beside it, and says so rather than inventing a finding
     assert "no committed runs of semcl_exact on finetune_1 at the quick size" in report and "mean nothing" in report
     assert "difference" not in report  # no single-seed comparison between arms
-    result = json.loads((tmp_path / "demo" / "results" / "finetune__semcl_exact__finetune_1__seed0.json").read_text())
+    result = json.loads((tmp_path / "demo" / "results" / "finetune__semcl_exact__finetune_1__seed0.json").read_text(encoding="utf-8"))
     assert set(result["test_summary"]["val_mean_dice"]) >= {"spleen", "liver"}
     predictions = list((tmp_path / "demo" / "predictions").glob("*_seg.nii.gz"))
     assert len(predictions) == 1 and nib.load(predictions[0]).shape == (32, 32, 24)  # the quick size's volumes

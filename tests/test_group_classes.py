@@ -41,7 +41,7 @@ def test_dictionary_twin_reads_the_group_and_names_the_file_without_one():
 
 def test_phases_come_from_the_entry_or_the_dataset_json(phantom_dataset, tmp_path):
     items = load_datalist(phantom_dataset / "datalist.json", "pretrain", phantom_dataset)
-    recorded = json.loads((phantom_dataset / "dataset.json").read_text())["generator"]["contrast_phases"]
+    recorded = json.loads((phantom_dataset / "dataset.json").read_text(encoding="utf-8"))["generator"]["contrast_phases"]
     phased = with_contrast_phases(items, phantom_dataset)
     for item in phased:
         case = item["image"].rsplit("/", 1)[-1].removesuffix(".nii.gz")

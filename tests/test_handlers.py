@@ -349,7 +349,7 @@ def test_run_summary_records_validation_only_for_epochs_it_ran(tmp_path):
     FinalValidationHandler(interval=2, validator=evaluator).attach(engine)
     RunSummaryWriter(tmp_path / "summary.json", "train", evaluator=evaluator, class_names=["liver", "spleen"]).attach(engine)
     engine.run([0, 1], max_epochs=3)
-    summary = json.loads((tmp_path / "summary.json").read_text())
+    summary = json.loads((tmp_path / "summary.json").read_text(encoding="utf-8"))
     assert [("val" in h) for h in summary["history"]] == [False, True, True]  # epoch 2, then the final epoch 3
     assert summary["history"][1]["val"] == {"val_mean_dice": 0.2}
     assert summary["history"][2]["val_per_class"] == {"val_mean_dice": {"liver": 0.5, "spleen": 2.0}}
@@ -365,7 +365,7 @@ def test_run_summary_records_the_steps_and_seconds_at_each_epoch(tmp_path):
     engine = _engine()
     RunSummaryWriter(tmp_path / "summary.json", "train").attach(engine)
     engine.run([0, 1, 2], max_epochs=2)  # three iterations per epoch
-    history = json.loads((tmp_path / "summary.json").read_text())["history"]
+    history = json.loads((tmp_path / "summary.json").read_text(encoding="utf-8"))["history"]
     assert [h["iteration"] for h in history] == [3, 6]
     assert 0 <= history[0]["wall_time_s"] <= history[1]["wall_time_s"]
 
@@ -379,7 +379,7 @@ def test_run_summary_says_failed_with_the_error(tmp_path):
     RunSummaryWriter(tmp_path / "summary.json", "train").attach(engine)
     with pytest.raises(ValueError):
         engine.run([0], max_epochs=2)
-    summary = json.loads((tmp_path / "summary.json").read_text())
+    summary = json.loads((tmp_path / "summary.json").read_text(encoding="utf-8"))
     assert summary["status"] == "failed" and summary["error"] == "ValueError: bad batch"
 
 
@@ -410,7 +410,7 @@ def test_run_summary_says_interrupted_after_sigterm(tmp_path):
     result = subprocess.run([sys.executable, "-c", _SIGTERM_SCRIPT, str(summary_file)], capture_output=True, text=True,
                             timeout=300)
     assert result.returncode in (128 + signal.SIGTERM, -signal.SIGTERM), result.stderr[-2000:]
-    summary = json.loads(summary_file.read_text())
+    summary = json.loads(summary_file.read_text(encoding="utf-8"))
     assert summary["status"] == "interrupted" and "SIGTERM" in summary["error"], summary
     assert summary["epochs_completed"] == 1 and [h["epoch"] for h in summary["history"]] == [1]
 
@@ -438,7 +438,7 @@ def test_confusion_matrix_counts_missed_and_swapped_voxels(tmp_path):
         engine = Engine(lambda e, b, prediction=prediction: [{"pred": prediction, "label": label}])
         ConfusionMatrixWriter(tmp_path / folder, names).attach(engine)
         engine.run([0, 1], max_epochs=1)  # two identical cases
-        lines = (tmp_path / folder / "confusion_matrix.csv").read_text().splitlines()
+        lines = (tmp_path / folder / "confusion_matrix.csv").read_text(encoding="utf-8").splitlines()
         assert lines == ["true \\ predicted,background,liver,spleen", "background,2,2,0", "liver,2,2,0", "spleen,0,4,2"]
     assert (tmp_path / "ids" / "confusion_matrix.png").stat().st_size > 1000
 
@@ -451,7 +451,7 @@ def test_confusion_matrix_starts_again_with_each_run_and_refuses_mismatched_shap
     ConfusionMatrixWriter(tmp_path, ["background", "liver"]).attach(engine)
     engine.run([0], max_epochs=1)
     engine.run([0], max_epochs=1)  # a second evaluation counts its own cases only
-    assert (tmp_path / "confusion_matrix.csv").read_text().splitlines()[1:] == ["background,1,0", "liver,0,2"]
+    assert (tmp_path / "confusion_matrix.csv").read_text(encoding="utf-8").splitlines()[1:] == ["background,1,0", "liver,0,2"]
     engine = Engine(lambda e, b: [{"pred": label, "label": label[:, :2]}])
     ConfusionMatrixWriter(tmp_path, ["background", "liver"]).attach(engine)
     with pytest.raises(ValueError, match=r"differ in shape: \(1, 3, 1, 1\) vs \(1, 2, 1, 1\)"):

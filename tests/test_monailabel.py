@@ -534,10 +534,10 @@ def package_names(text: str) -> set[str]:
 
 def test_readme_install_lines_match_the_setup_script():
     """The bundle README's MONAI Label install lines name the packages scripts/setup_monailabel_env.sh installs."""
-    script = (Path(monailabel_server.ROOT) / "scripts" / "setup_monailabel_env.sh").read_text()
+    script = (Path(monailabel_server.ROOT) / "scripts" / "setup_monailabel_env.sh").read_text(encoding="utf-8")
     requirements = re.search(r"REQUIREMENTS=\((.*?)\n\)", script, re.S).group(1)
     torch_pins = re.search(r"TORCH=\((.*?)\)", script).group(1)
-    readme = (BUNDLE_DIR / "docs" / "README.md").read_text()
+    readme = (BUNDLE_DIR / "docs" / "README.md").read_text(encoding="utf-8")
     block = re.search(r"### Annotating with MONAI Label.*?```bash\n(.*?)```", readme, re.S).group(1)
     lines = [line.split("#")[0] for line in block.replace("\\\n", " ").splitlines() if line.startswith("pip install")]
     assert package_names(" ".join(lines)) == package_names(requirements + " " + torch_pins) | {"monailabel"}
@@ -556,7 +556,7 @@ BUNDLE_PLACEHOLDER, STUDIES_PLACEHOLDER, README_PORT = "/path/to/abdomen_ct_semc
 
 def readme_server_lines() -> list[str]:
     """The commands of the bundle README's monailabel-start block, continuation lines joined."""
-    text = (BUNDLE_DIR / "docs" / "README.md").read_text()
+    text = (BUNDLE_DIR / "docs" / "README.md").read_text(encoding="utf-8")
     block = re.search(r"<!-- monailabel-start:.*?-->\s*```bash\n(.*?)```", text, re.S)
     assert block, "the bundle README has no monailabel-start block"
     return [" ".join(line.split()) for line in block.group(1).replace("\\\n", " ").splitlines() if line.strip()]
@@ -696,14 +696,14 @@ def start_helper(command: list[str], log: Path, cwd: Path) -> subprocess.Popen:
         assert process.poll() is None, text[-4000:]
         time.sleep(0.5)
     process.kill()
-    raise AssertionError(f"the helper's server did not start:\n{log.read_text()[-4000:]}")
+    raise AssertionError(f"the helper's server did not start:\n{log.read_text(encoding='utf-8')[-4000:]}")
 
 
 def stop_helper(process: subprocess.Popen, sig: int, log: Path, port: int) -> None:
     """Signal the helper as a user would; its server (and the server's process group) must end with it."""
     process.send_signal(sig)
     assert process.wait(timeout=60) == 128 + sig
-    pid = int(re.findall(r"stopping the server \(pid (\d+)\)", log.read_text())[-1])
+    pid = int(re.findall(r"stopping the server \(pid (\d+)\)", log.read_text(encoding="utf-8"))[-1])
     with pytest.raises(ProcessLookupError):
         os.killpg(pid, 0)  # no process of the server's group is left
     with socket.socket() as s, pytest.raises(ConnectionRefusedError):
@@ -742,7 +742,7 @@ def test_helper_script_runs_with_a_bare_python_refuses_other_origins_and_hosts_k
         stop_helper(helper, signal.SIGTERM, log, port)  # `kill PID`
     helper = start_helper(command, log, cwd=tmp_path)  # the same command again: a restart
     try:
-        assert "[monailabel] keeping the served models/ and eval/" in log.read_text()
+        assert "[monailabel] keeping the served models/ and eval/" in log.read_text(encoding="utf-8")
         assert sha256(served) == trained
         assert request(f"http://127.0.0.1:{port}/info/")[0] == 200
     finally:

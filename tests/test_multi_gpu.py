@@ -80,7 +80,7 @@ def kill_after_first_checkpoint(command: list[str], cwd: Path, models: Path, log
         process = subprocess.Popen(command, cwd=cwd, env=bundle_env(), stdout=out, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 300
         while not (SAVED_CHECKPOINT.search(log_file.read_text(errors="replace")) and list(models.glob("checkpoint_*"))):
-            assert process.poll() is None, f"exited before a checkpoint:\n{log_file.read_text()[-3000:]}"
+            assert process.poll() is None, f"exited before a checkpoint:\n{log_file.read_text(encoding='utf-8')[-3000:]}"
             assert time.monotonic() < deadline, "no epoch checkpoint within the timeout"
             time.sleep(0.02)
         assert kill_processes_naming(str(models)) >= 3  # torchrun and 2 workers
@@ -199,7 +199,7 @@ def test_two_process_evaluation_gathers_the_cases_of_both_processes(trained_mode
     one, two = (read_json(tmp_path / name / "evaluation_summary.json") for name in ("one", "two"))
     assert two["per_class"] == one["per_class"]
     np.testing.assert_allclose(two["metrics"]["val_mean_dice"], one["metrics"]["val_mean_dice"], rtol=1e-6)
-    counts = [(tmp_path / name / "confusion_matrix.csv").read_text() for name in ("one", "two")]
+    counts = [(tmp_path / name / "confusion_matrix.csv").read_text(encoding="utf-8") for name in ("one", "two")]
     assert counts[0] == counts[1]
 
 
@@ -236,6 +236,6 @@ def test_two_process_pretraining_resumes_after_a_kill(phantom_dataset, tmp_path)
 
 @pytest.mark.parametrize("name", ["multi_gpu_pretrain.yaml", "multi_gpu_train.yaml", "multi_gpu_evaluate.yaml"])
 def test_readme_gives_the_torchrun_command_of_each_overlay(name):
-    readme = (CONFIGS.parent / "docs" / "README.md").read_text()
+    readme = (CONFIGS.parent / "docs" / "README.md").read_text(encoding="utf-8")
     assert f"configs/{name}" in readme and "torchrun --standalone --nproc_per_node" in readme
-    assert json.dumps(name)[1:-1] in (CONFIGS / name).read_text()  # the overlay's own header names itself
+    assert json.dumps(name)[1:-1] in (CONFIGS / name).read_text(encoding="utf-8")  # the overlay's own header names itself

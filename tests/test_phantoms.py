@@ -42,7 +42,7 @@ def test_other_seed_gives_other_volumes():
 
 
 def test_msd_layout_and_dataset_json(dataset):
-    meta = json.loads((dataset / "dataset.json").read_text())
+    meta = json.loads((dataset / "dataset.json").read_text(encoding="utf-8"))
     assert meta["modality"] == {"0": "CT"}
     assert meta["numTraining"] == 6 == len(meta["training"])
     assert meta["labels"]["0"] == "background"
@@ -114,7 +114,7 @@ def test_organ_intensity_shifts_between_subjects_and_overlaps():
 
 
 def test_splits_are_disjoint_nested_and_complete(dataset):
-    splits = json.loads((dataset / "datalist.json").read_text())
+    splits = json.loads((dataset / "datalist.json").read_text(encoding="utf-8"))
     images = {k: [i["image"] for i in v] for k, v in splits.items()}
     finetune = images[max((k for k in images if k.startswith("finetune_")), key=lambda k: int(k.split("_")[1]))]
     groups = [images["pretrain"], finetune, images["validation"], images["test"]]
@@ -150,7 +150,7 @@ def test_rerun_with_same_arguments_reuses_the_dataset(dataset):
 def test_other_arguments_on_an_existing_dataset_need_overwrite(dataset, capsys):
     assert main(["--out", str(dataset), "--num", "5", "--size", "32", "32", "32", "--quiet"]) == 2
     assert "--overwrite" in capsys.readouterr().err
-    assert json.loads((dataset / "dataset.json").read_text())["numTraining"] == 6
+    assert json.loads((dataset / "dataset.json").read_text(encoding="utf-8"))["numTraining"] == 6
 
 
 def test_cli_writes_a_dataset(tmp_path, capsys):
@@ -265,7 +265,7 @@ def test_realistic_spacing_and_affine_match_the_field_of_view(realistic_dataset)
     np.testing.assert_allclose(np.array(image.shape) * np.diag(image.affine)[:3], REALISTIC.fov_mm, rtol=1e-5)
     centre = image.affine @ np.array([*(np.array(image.shape) - 1) / 2.0, 1.0])
     np.testing.assert_allclose(centre[:3], 0.0, atol=1e-4)
-    meta = json.loads((realistic_dataset / "dataset.json").read_text())["generator"]
+    meta = json.loads((realistic_dataset / "dataset.json").read_text(encoding="utf-8"))["generator"]
     np.testing.assert_allclose(meta["spacing_mm"], expected, rtol=1e-5)
     assert meta["preset"] == "realistic"
 
@@ -332,8 +332,8 @@ def test_realistic_distractors_are_drawn_but_labelled_background(realistic_cohor
 
 
 def test_realistic_datalist_entries_record_phase_and_dataset_json_the_contrast_time(realistic_dataset):
-    meta = json.loads((realistic_dataset / "dataset.json").read_text())
-    splits = json.loads((realistic_dataset / "datalist.json").read_text())
+    meta = json.loads((realistic_dataset / "dataset.json").read_text(encoding="utf-8"))
+    splits = json.loads((realistic_dataset / "datalist.json").read_text(encoding="utf-8"))
     times = meta["generator"]["contrast_times_s"]
     for item in meta["training"] + [i for v in splits.values() for i in v]:
         assert item["contrast_phase"] in PHASE_BUCKETS
@@ -378,7 +378,7 @@ def test_cli_writes_a_realistic_dataset_and_records_the_preset(tmp_path, capsys)
     out = tmp_path / "d"
     assert main(["--out", str(out), "--preset", "realistic", "--num", "4", "--size", "16", "16", "12", "--quiet"]) == 0
     assert "preset: realistic" in capsys.readouterr().out
-    assert json.loads((out / "dataset.json").read_text())["generator"]["preset"] == "realistic"
+    assert json.loads((out / "dataset.json").read_text(encoding="utf-8"))["generator"]["preset"] == "realistic"
     # the same folder is not mistaken for a simple dataset of the same size
     with pytest.raises(ValueError, match="--overwrite"):
         write_phantom_dataset(out, num=4, size=(16, 16, 12), verbose=False)
@@ -388,4 +388,4 @@ def test_ensure_phantom_dataset_writes_the_chosen_preset(tmp_path):
     from semcl_components.bundle_runtime.phantom_dataset import ensure_phantom_dataset
 
     folder = ensure_phantom_dataset(tmp_path / "p", num=4, size=(16, 16, 12), preset="realistic")
-    assert json.loads((Path(folder) / "dataset.json").read_text())["generator"]["preset"] == "realistic"
+    assert json.loads((Path(folder) / "dataset.json").read_text(encoding="utf-8"))["generator"]["preset"] == "realistic"

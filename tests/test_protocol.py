@@ -147,7 +147,7 @@ def test_the_command_line_plans_and_reports_a_size_of_a_user_file(tmp_path, caps
     results = tmp_path / "results"
     arguments = ["--protocol", str(path), "--size", "mine", "--results", str(results), "--workdir", str(tmp_path)]
     assert main([*arguments, "--report-only"]) == 0
-    report = (results / "RESULTS.md").read_text()
+    report = (results / "RESULTS.md").read_text(encoding="utf-8")
     assert report.startswith("# Benchmark results: mine size") and "Runs finished: 0 of 14 planned" in report
     assert f"`python scripts/benchmark.py --size mine --protocol {path}`" in report
     with pytest.raises(SystemExit):
@@ -164,8 +164,8 @@ def test_a_cut_result_file_counts_as_unfinished_and_is_named(tmp_path, capsys):
     store.folder.mkdir()
     run = planned[0]
     committed = results_folder("v1") / store.file(run).name
-    store.file(run).write_text(committed.read_text()[:100])
+    store.file(run).write_text(committed.read_text(encoding="utf-8")[:100])
     assert store.read(run) is None
     assert f"{store.file(run)} is not valid JSON" in capsys.readouterr().err
-    store.file(run).write_text(committed.read_text())
+    store.file(run).write_text(committed.read_text(encoding="utf-8"))
     assert store.read(run).settings.config_hash == run.hash

@@ -22,7 +22,7 @@ def realistic_dataset(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, l
 
     folder = tmp_path_factory.mktemp("realistic") / "dataset"
     summary = write_phantom_dataset(folder, num=8, seed=3, size=SIZE, preset="realistic", verbose=False)
-    spacing = json.loads((folder / "dataset.json").read_text())["generator"]["spacing_mm"]
+    spacing = json.loads((folder / "dataset.json").read_text(encoding="utf-8"))["generator"]["spacing_mm"]
     assert summary["num_subjects"] == 8 and spacing == [7.5, 7.5, 7.5]
     return folder, spacing
 
@@ -30,7 +30,7 @@ def realistic_dataset(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, l
 def test_pretrain_finetune_and_inference_run_at_the_dataset_spacing(run_bundle, realistic_dataset, tmp_path):
     folder, spacing = realistic_dataset
     pixdim = ["--pixdim", json.dumps(spacing)]
-    phases = {entry["contrast_phase"] for entry in json.loads((folder / "dataset.json").read_text())["training"]}
+    phases = {entry["contrast_phase"] for entry in json.loads((folder / "dataset.json").read_text(encoding="utf-8"))["training"]}
     assert phases <= {"native", "arterial", "portal_venous", "delayed"}
     run_bundle(["pretrain"], [
         "--dataset_dir", folder, "--ckpt_dir", tmp_path / "pre", "--output_dir", tmp_path / "pre_eval",
@@ -46,7 +46,7 @@ def test_pretrain_finetune_and_inference_run_at_the_dataset_spacing(run_bundle, 
         "--dataset_dir", folder, "--ckpt_dir", tmp_path / "models", "--output_dir", tmp_path / "seg",
         *pixdim, *TINY_INFERENCE_ARGS,
     ])
-    for entry in json.loads((folder / "datalist.json").read_text())["test"]:
+    for entry in json.loads((folder / "datalist.json").read_text(encoding="utf-8"))["test"]:
         image = nib.load(folder / entry["image"])
         seg = nib.load(tmp_path / "seg" / (Path(entry["image"]).name.removesuffix(".nii.gz") + "_seg.nii.gz"))
         assert seg.shape == image.shape == SIZE

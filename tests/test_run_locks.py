@@ -42,7 +42,7 @@ run_logged("sleeper", [sys.executable, "-c", child, pid_file], log_file, prefix=
 def _running(pid: int) -> bool:
     """Whether process ``pid`` exists and is not a zombie (ended, not yet reaped by its new parent)."""
     try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        state = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8").rsplit(")", 1)[1].split()[0]
     except (FileNotFoundError, ProcessLookupError, IndexError):
         return False
     return state != "Z"
@@ -57,10 +57,10 @@ def test_a_workflow_ends_within_seconds_when_its_parent_is_killed_with_sigkill(t
     child = None
     try:
         deadline = time.time() + 60
-        while not (pid_file.is_file() and pid_file.read_text()) and time.time() < deadline and parent.poll() is None:
+        while not (pid_file.is_file() and pid_file.read_text(encoding="utf-8")) and time.time() < deadline and parent.poll() is None:
             time.sleep(0.1)
         assert pid_file.is_file(), "the child never started"
-        child = int(pid_file.read_text())
+        child = int(pid_file.read_text(encoding="utf-8"))
         assert _running(child)
         os.kill(parent.pid, signal.SIGKILL)
         parent.wait(timeout=10)
@@ -81,7 +81,7 @@ def test_run_logged_still_runs_and_logs_its_command(tmp_path):
 
     result = run_logged("echo", [sys.executable, "-c", "print('hello')"], tmp_path / "echo.log", prefix="[test]")
     assert result.seconds >= 0
-    assert (tmp_path / "echo.log").read_text().splitlines()[1] == "hello"
+    assert (tmp_path / "echo.log").read_text(encoding="utf-8").splitlines()[1] == "hello"
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -40,7 +40,7 @@ ZOO_VENV = Path(os.environ.get("SEMCL_ZOO_VENV", ROOT / ".venv-zoo"))
 
 def readme_block_lines(marker: str, prefix: str) -> list[str]:
     """The lines of the bundle README's ``bash`` block after ``<!-- marker: ... -->``; each must start with ``prefix``."""
-    text = (BUNDLE / "docs" / "README.md").read_text()
+    text = (BUNDLE / "docs" / "README.md").read_text(encoding="utf-8")
     block = re.search(rf"<!-- {marker}:.*?-->\s*```bash\n(.*?)```", text, re.S)
     assert block, f"the bundle README has no {marker} block"
     lines = [line.strip() for line in block.group(1).splitlines() if line.strip()]
@@ -71,7 +71,7 @@ def zoo_python() -> Path:
     lines = readme_install_lines()
     python = ZOO_VENV / "bin" / "python"
     marker = ZOO_VENV / "installed-from-readme.txt"
-    if not (python.is_file() and marker.is_file() and marker.read_text() == "\n".join(lines)):
+    if not (python.is_file() and marker.is_file() and marker.read_text(encoding="utf-8") == "\n".join(lines)):
         shutil.rmtree(ZOO_VENV, ignore_errors=True)
         created = run([sys.executable, "-m", "venv", ZOO_VENV], cwd=ROOT)
         assert created.returncode == 0, created.stderr
@@ -126,7 +126,7 @@ def test_zip_is_one_bundle_folder_with_code_weights_hashes_and_pinned_metadata(e
         metadata["required_packages_version"]
     )
     assert all(re.fullmatch(r"\d+(\.\d+)+", v) for v in metadata["required_packages_version"].values())
-    summary = json.loads((exported["work"] / "eval" / "test" / "evaluation_summary.json").read_text())
+    summary = json.loads((exported["work"] / "eval" / "test" / "evaluation_summary.json").read_text(encoding="utf-8"))
     assert metadata["eval_metrics"]["mean_dice"] == round(summary["metrics"]["val_mean_dice"], 4)
     assert len(metadata["eval_metrics"]["mean_dice_per_organ"]) == 8
     assert [entry["path"] for entry in large["large_files"]] == list(WEIGHTS)
@@ -135,7 +135,7 @@ def test_zip_is_one_bundle_folder_with_code_weights_hashes_and_pinned_metadata(e
         assert entry["hash_type"] == "sha256" and entry["hash_val"] == shipped[entry["path"]]
         assert entry["url"] == f"file://{exported['out']}/{published.as_posix()}"
         assert sha256(exported["out"] / published) == entry["hash_val"]  # the file to publish
-    digest, name = (exported["out"] / f"{exported['zip'].name}.sha256").read_text().split()
+    digest, name = (exported["out"] / f"{exported['zip'].name}.sha256").read_text(encoding="utf-8").split()
     assert (digest, name) == (sha256(exported["zip"]), exported["zip"].name)
 
 
@@ -279,7 +279,7 @@ def test_zoo_user_downloads_fetches_weights_and_segments_from_any_folder(
     assert fetched.returncode == 0, fetched.stdout[-3000:] + fetched.stderr[-3000:]
     assert sha256(bundle / "models" / "model.pt") == sha256(exported["out"] / "model.pt")
 
-    image = phantom_dataset / json.loads((phantom_dataset / "datalist.json").read_text())["test"][0]["image"]
+    image = phantom_dataset / json.loads((phantom_dataset / "datalist.json").read_text(encoding="utf-8"))["test"][0]["image"]
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     # the zoo's convention (from the bundle folder, relative config path), and from another folder
@@ -339,7 +339,7 @@ def test_readme_download_lines_segment_with_the_shipped_weights(
     zoo's release publishes (weights inside, no ``large_files.yml``): the same segmentation as the repository's bundle
     with those weights."""
     archive = exported["zip"] if form == "exported" else request.getfixturevalue("published_zip")
-    image = phantom_dataset / json.loads((phantom_dataset / "datalist.json").read_text())["test"][0]["image"]
+    image = phantom_dataset / json.loads((phantom_dataset / "datalist.json").read_text(encoding="utf-8"))["test"][0]["image"]
     for line in readme_download_lines():
         line = line.replace("<release>", f"file://{archive.parent}").replace("ct.nii.gz", str(image))
         command = shlex.split(line.replace("<version>", archive.stem.rsplit("_v", 1)[1]))
@@ -482,13 +482,13 @@ def published_zip(exported, zoo_python, zoo_ci, tmp_path_factory) -> Path:
     ``large_files.yml``. It fetches the weights into a copy, removes ``large_files.yml``, zips the copy with ``zip``."""
     root = tmp_path_factory.mktemp("zoo_release")
     models = zoo_models_folder(exported["zip"], root / "models", zoo_ci)
-    for entry in yaml.safe_load((models / NAME / "large_files.yml").read_text())["large_files"]:
+    for entry in yaml.safe_load((models / NAME / "large_files.yml").read_text(encoding="utf-8"))["large_files"]:
         (models / NAME / entry["path"]).unlink()  # a pull request carries no weight files (check-added-large-files)
     (root / "release").mkdir()
     result = run([zoo_python, "-c", RELEASE, zoo_ci / "ci", NAME, root / "release", models], cwd=root, env=zoo_env())
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     published = root / "release" / exported["zip"].name
-    recorded = json.loads((models / "model_info.json").read_text())[published.stem]
+    recorded = json.loads((models / "model_info.json").read_text(encoding="utf-8"))[published.stem]
     assert recorded["checksum"] == hashlib.sha1(published.read_bytes()).hexdigest()  # what the zoo's index lists
     return published
 
@@ -511,7 +511,7 @@ def test_zoo_verify_bundle_passes(form, mode, request, exported, zoo_python, zoo
     """
     archive = exported["zip"] if form == "exported" else request.getfixturevalue("published_zip")
     models = zoo_models_folder(archive, tmp_path / "models", zoo_ci)
-    schema = json.loads((models / NAME / "configs" / "metadata.json").read_text())["schema"].rsplit("/", 1)[-1]
+    schema = json.loads((models / NAME / "configs" / "metadata.json").read_text(encoding="utf-8"))["schema"].rsplit("/", 1)[-1]
     assert schema == ZOO_SCHEMA_NAME
     shutil.copyfile(zoo_ci / "schema" / schema, models / schema)
     zoo_ci_run(zoo_python, zoo_ci, "prepare_schema.py", "-l", NAME, "-p", models, cwd=tmp_path)
@@ -557,7 +557,7 @@ def test_metadata_pins_install_on_the_zoo_ci_python(exported, zoo_python, zoo_ci
     written = run([zoo_python, zoo_ci / "ci" / "get_bundle_requirements.py", "-b", NAME, "-p", models], tmp_path, env)
     assert written.returncode == 0, written.stdout[-3000:] + written.stderr[-3000:]
     requirements = tmp_path / written.stdout.split()[-1]
-    pins = requirements.read_text().split()
+    pins = requirements.read_text(encoding="utf-8").split()
     assert "numpy==2.4.6" not in pins and {"scipy==1.17.1", "pillow==13.0.0", "matplotlib==3.11.2"}.isdisjoint(pins)
     python = python_310()
     target = [] if python else ["--target", tmp_path / "target", "--python-version", "3.10", "--only-binary=:all:"]
@@ -638,11 +638,11 @@ def test_bundle_passes_the_zoo_pre_commit_hooks(exported, zoo_ci, tmp_path):
     """
     from importlib.metadata import entry_points, version
 
-    config = yaml.safe_load((zoo_ci / ".pre-commit-config.yaml").read_text())
+    config = yaml.safe_load((zoo_ci / ".pre-commit-config.yaml").read_text(encoding="utf-8"))
     (repo,) = config["repos"]
     assert repo["repo"].endswith("/pre-commit-hooks") and repo["rev"] == f"v{version('pre-commit-hooks')}"
     bundle, modes = zip_contents(exported["zip"], tmp_path)
-    for entry in yaml.safe_load((bundle / "large_files.yml").read_text())["large_files"]:
+    for entry in yaml.safe_load((bundle / "large_files.yml").read_text(encoding="utf-8"))["large_files"]:
         (bundle / entry["path"]).unlink()
     for git in (["init", "-q"], ["add", "-A"]):
         assert run(["git", *git], cwd=bundle).returncode == 0

@@ -52,7 +52,7 @@ def run_script(*args: str, env: dict[str, str] | None = None) -> subprocess.Comp
 
 def manifest_paths() -> list[str]:
     """The relative paths ``scripts/zoo_ci.sha256`` lists."""
-    return [line.split("  ", 1)[1] for line in MANIFEST.read_text().splitlines()]
+    return [line.split("  ", 1)[1] for line in MANIFEST.read_text(encoding="utf-8").splitlines()]
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -144,7 +144,7 @@ def test_the_script_downloads_every_file_from_the_pinned_sources():
     assert listed.returncode == 0, listed.stdout
     urls = dict(line.split(" ", 1) for line in listed.stdout.splitlines())
     assert list(urls) == manifest_paths()
-    schema_url = json.loads((CONFIGS / "metadata.json").read_text())["schema"]
+    schema_url = json.loads((CONFIGS / "metadata.json").read_text(encoding="utf-8"))["schema"]
     assert urls.pop("schema/meta_schema_20240725.json") == schema_url
     assert urls.pop("schema/LICENSE").startswith("https://raw.githubusercontent.com/Project-MONAI/project-monai")
     for path, url in urls.items():
