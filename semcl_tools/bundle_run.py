@@ -47,13 +47,18 @@ class RunResult:
 def bundle_command(
     configs_dir: str | os.PathLike, configs: Sequence[str], overrides: Mapping[str, object]
 ) -> list[str]:
-    """``python -m monai.bundle run --config_file <configs> --key value ...`` with this interpreter.
+    """``python -m monai.bundle run --config_file <configs> --bundle_root <bundle> --key value ...`` with this
+    interpreter.
 
-    Lists are written as JSON (``[64,64,64]``) and everything else as ``str(value)``.
+    ``--bundle_root`` is the bundle folder of the first config (the parent of its ``configs/`` folder) unless
+    ``overrides`` names one: the configs' ``bundle_root`` is the working directory (the model zoo's convention), and
+    the command runs from anywhere. Lists are written as JSON (``[64,64,64]``) and everything else as ``str(value)``.
     """
     files = [str(Path(configs_dir) / c) for c in configs]
     config_arg = files[0] if len(files) == 1 else "[" + ",".join(f"'{f}'" for f in files) + "]"
     command = [sys.executable, "-m", "monai.bundle", "run", "--config_file", config_arg]
+    if "bundle_root" not in overrides:
+        command += ["--bundle_root", os.path.dirname(os.path.dirname(os.path.abspath(files[0])))]
     for key, value in overrides.items():
         command += [f"--{key}", json.dumps(value) if isinstance(value, (list, tuple)) else str(value)]
     return command

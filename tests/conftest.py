@@ -160,8 +160,12 @@ def run_captured(
 
 
 def bundle_command(subcommand: str, configs: Sequence[str], args: Sequence[str]) -> list[str]:
-    """``python -m monai.bundle <subcommand> --config_file <configs> <args>`` with this interpreter."""
-    return [sys.executable, "-m", "monai.bundle", subcommand, "--config_file", config_arg(*configs), *map(str, args)]
+    """``python -m monai.bundle <subcommand> --config_file <configs> --bundle_root <bundle> <args>`` with this
+    interpreter; ``--bundle_root`` is the bundle folder (the configs' parent) unless ``args`` names one."""
+    args = list(map(str, args))
+    bundle_root = [] if "--bundle_root" in args else ["--bundle_root", str(BUNDLE_DIR)]
+    command = [sys.executable, "-m", "monai.bundle", subcommand, "--config_file", config_arg(*configs)]
+    return [*command, *bundle_root, *args]
 
 
 SLOW_FIXTURES = frozenset({"run_bundle", "exported"})

@@ -36,12 +36,16 @@ def test_a_workflow_config_holds_at_most_30_expressions(name):
 
 
 @pytest.mark.parametrize("name", WORKFLOW_CONFIGS)
-def test_no_config_reads_a_boolean_or_the_command_line_outside_the_bundle_root_item(name):
-    content = yaml.safe_load((CONFIGS / name).read_text(encoding="utf-8"))
-    text = yaml.safe_dump({k: v for k, v in content.items() if k != "bundle_root"})
+def test_no_config_reads_a_boolean_or_the_command_line(name):
+    text = (CONFIGS / name).read_text(encoding="utf-8")
     assert "as_bool" not in text, name
-    assert "sys.argv" not in text, name
+    assert "sys.argv" not in text, f"{name}: bundle_root is the working directory or --bundle_root, not parsed"
     assert "overrides.check_" not in text, f"{name}: the settings component checks the command line"
+
+
+@pytest.mark.parametrize("name", ["pretrain.yaml", "train.yaml", "inference.yaml"])
+def test_the_bundle_root_is_the_working_directory_as_in_the_model_zoo(name):
+    assert yaml.safe_load((CONFIGS / name).read_text(encoding="utf-8"))["bundle_root"] == "."
 
 
 def _components(node, where=""):

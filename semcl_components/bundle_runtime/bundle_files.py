@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
-    "bundle_root",
     "command_line_config_files",
     "file_if_present",
     "image_channels",
@@ -26,7 +25,10 @@ def command_line_config_files(argv: Sequence[str] | None = None) -> list[str]:
     Both ``--config_file VALUE`` and ``--config_file=VALUE``; the value is one path, a Python list of paths
     (``"['a.yaml','b.yaml']"``, as python-fire reads it) or comma-separated paths (as ``ConfigParser`` splits a string
     that is not a file). Paths may hold spaces and any Unicode character. An empty list when there is no
-    ``--config_file`` (MONAI Label and other Python callers).
+    ``--config_file`` (MONAI Label and other Python callers). Only
+    :attr:`~.workflow_settings.TrainSettings.resume_from_checkpoint` reads it (a command line resumes, MONAI Label's
+    training does not); the configs never read the command line (their ``bundle_root`` is the working directory, the
+    model zoo's convention, unless ``--bundle_root`` names another).
     """
     from .overrides import parse_cli_overrides, typed_cli_value
 
@@ -39,26 +41,11 @@ def command_line_config_files(argv: Sequence[str] | None = None) -> list[str]:
     return [str(f).strip() for f in files]
 
 
-def bundle_root(argv: Sequence[str] | None = None) -> str:
-    """The bundle folder of a workflow run: the parent of the ``configs/`` folder of its first ``--config_file``.
-
-    The configs' ``bundle_root`` item reads the command line the same way, so that every command runs from any
-    working directory, also from a bundle folder whose path holds spaces or non-ASCII characters. Without
-    ``--config_file`` on the command line (MONAI Label, the model zoo's CI and other Python callers, which set
-    ``bundle_root`` themselves when they need another) it is the working directory, the model zoo's convention. The
-    item repeats this function as a config expression because the configs find this package through it (the copy in
-    ``<bundle_root>/scripts`` when none is installed); ``tests/test_bundle_utils_bundle_root.py`` holds both to the
-    same answers.
-    """
-    files = command_line_config_files(argv)
-    return os.path.dirname(os.path.dirname(os.path.abspath(files[0]))) if files else os.path.abspath(".")
-
-
 def read_settings(path: str | os.PathLike) -> dict[str, Any]:
     """A mapping kept in a bundle file, as a dict: the shared settings (``configs/common.yaml``) or the metadata.
 
-    Each workflow config reads the shared settings once (``common: $...read_settings(@bundle_root + '/configs/common.yaml')``) and
-    names each one at its top level (``pixdim: $@common['pixdim']``), so a dataset change is made in that one file
+    Each workflow config reads the shared settings once (its ``common`` item: :func:`read_bundle_config`) and names
+    each one at its top level (``pixdim``: :func:`shared_setting`), so a dataset change is made in that one file
     while ``--pixdim`` on a command line still overrides it for one run. MONAI bundle configs have no include, and
     a ``%file#key`` macro is read relative to the working directory, so it would fail outside the bundle folder.
     The configs read ``configs/metadata.json`` the same way (classes and image channels), because MONAI Label loads a
@@ -80,8 +67,19 @@ def read_settings(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def read_bundle_config(bundle_root: str | os.PathLike, name: str) -> dict[str, Any]:
-    """:func:`read_settings` of ``<bundle_root>/configs/<name>``: ``common.yaml`` or ``metadata.json``."""
-    return read_settings(Path(bundle_root) / "configs" / name)
+    """:func:`read_settings` of ``<bundle_root>/configs/<name>``: ``common.yaml`` or ``metadata.json``.
+
+    Raises:
+        FileNotFoundError: the file does not exist; the message names it and ``--bundle_root`` (``bundle_root`` is the
+            working directory unless a command names another, so a command run from elsewhere stops here).
+    """
+    path = Path(bundle_root) / "configs" / name
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} does not exist: {os.path.abspath(bundle_root)} is not the bundle folder. Run the command from the"
+            " bundle folder or name it with --bundle_root."
+        )
+    return read_settings(path)
 
 
 def shared_setting(settings: Mapping[str, Any], name: str) -> Any:
