@@ -40,7 +40,7 @@ PRETRAINING_WORKFLOWS = ("pretrain.yaml", "train.yaml")
 ATLAS_REGISTRATIONS = ("as_is", "body_box", "centroid")
 """How an atlas arm moves each labelled map onto a test image (see :mod:`semcl_benchmark.atlas`)."""
 
-SIZE_MAPPINGS = ("data", "network", "pretrain", "finetune", "splits", "draws")
+SIZE_MAPPINGS = ("data", "network", "pretrain", "finetune", "splits", "draws", "refine")
 """The settings of a size that decide a run's result (updated key by key from a ``base`` size)."""
 
 OWN_KEYS = ("report", "deviations", "difficulty_criteria")
@@ -132,6 +132,7 @@ class Size:
     draws: dict | None = None
     tuning_seeds: tuple[int, ...] = ()
     stage1_pixdim: float | None = None
+    refine: dict = field(default_factory=dict)  # v3: stage 2's training settings (train.yaml + train_refine.yaml)
     arm_settings: dict = field(default_factory=dict)
     setting_arms: dict = field(default_factory=dict)
     setting_seeds: dict = field(default_factory=dict)
