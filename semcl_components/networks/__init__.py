@@ -5,7 +5,9 @@
 - :mod:`.object_embedding`: ``ObjectEmbeddingModel`` (``pool`` or ``channel`` embedding of every object), its
   ``ProjectionHead`` and ``masked_average_pool``;
 - :mod:`.weight_transfer`: ``load_pretrained_encoder`` (with an ``EncoderLoadReport``) and
-  ``encoder_parameter_groups``.
+  ``encoder_parameter_groups``;
+- :mod:`.memory_format`: ``network_on_device`` and ``batch_to_kwargs`` (the network and its batches in channels-last
+  memory order, the ``channels_last`` setting).
 """
 
 from .encoders import (
@@ -16,6 +18,7 @@ from .encoders import (
     build_encoder,
     check_init_filters,
 )
+from .memory_format import batch_to_kwargs, network_on_device
 from .object_embedding import (
     EMBEDDING_MODES,
     ObjectEmbeddingModel,
@@ -35,10 +38,12 @@ __all__ = [
     "SEGRESNET_NORM_GROUPS",
     "SegResNetEncoder",
     "SwinUNETREncoder",
+    "batch_to_kwargs",
     "build_encoder",
     "check_init_filters",
     "encoder_in_channels",
     "encoder_parameter_groups",
     "load_pretrained_encoder",
     "masked_average_pool",
+    "network_on_device",
 ]
