@@ -275,7 +275,8 @@ class CheckPriord(MapTransform):
         num_classes: classes including the background.
         image_key, prior_key: the image and the just-loaded prior (``MetaTensor`` with their file names in their meta).
         affine_tolerance: the largest difference between the two affines' entries (mm).
-        allow_missing_keys: pass a sample without a prior through unchecked.
+        allow_missing_keys: pass a sample without a prior through unchecked (inference: stage 1 makes its prior);
+            false: a sample without one is refused, naming its image (validation or evaluation on priors from files).
     """
 
     def __init__(
@@ -302,7 +303,13 @@ class CheckPriord(MapTransform):
     def __call__(self, data: Mapping[Hashable, Any]) -> dict:
         d = dict(data)
         if self.prior_key not in d:
-            return d
+            if self.allow_missing_keys:
+                return d
+            image_file = self._as_read(d[self.image_key])[2]
+            raise ValueError(
+                f"image {image_file} has no '{self.prior_key}': its datalist entry must name its prior label file "
+                f"(a label map on the image's grid) under '{self.prior_key}'."
+            )
         (image_shape, image_affine, image_file), (shape, affine, prior_file) = map(
             self._as_read, (d[self.image_key], d[self.prior_key])
         )

@@ -29,9 +29,26 @@ __all__ = [
     "CheckedSettings",
     "InferenceSettings",
     "PretrainSettings",
+    "RefineSettings",
+    "TEST_PRIORS",
     "TrainSettings",
+    "VALIDATION_PRIORS",
     "WorkflowSettings",
 ]
+
+#: Where stage 2's validation priors come from (``train_refine.yaml``'s ``validation_prior``): one fixed simulated
+#: coarse mask per case (``CoarseMaskd``), or the label file each validation entry names under ``prior``.
+VALIDATION_PRIORS = ("simulated", "file")
+#: Where the cascade's evaluation takes its priors (``evaluate_cascade.yaml``'s ``test_prior``): stage 1 run inside
+#: the cascade, the label file each entry names under ``prior``, or one fixed simulated coarse mask per case from
+#: its ground-truth label (``oracle``: the refinement's upper bound).
+TEST_PRIORS = ("stage1", "file", "oracle")
+
+
+def _check_choice(name: str, value: str, valid: tuple[str, ...]) -> None:
+    """Stop on a setting that is not one of its valid values, naming it (``--name must be one of ...``)."""
+    if value not in valid:
+        raise ValueError(f"--{name} must be one of {', '.join(valid)}, got {value!r}.")
 
 
 @dataclass
@@ -144,11 +161,39 @@ class InferenceSettings(CheckedSettings):
 
 
 @dataclass
-class CascadeSettings(TrainSettings):
-    """The switches of the cascade's evaluation (``evaluate_cascade.yaml``, an overlay on ``train.yaml``).
+class RefineSettings(TrainSettings):
+    """The switches of stage 2's training (``train_refine.yaml``, an overlay on ``train.yaml``).
 
     Args:
-        refine: run stage 2 (false: stage 1 alone, evaluated the same way).
+        validation_prior: where the validation priors come from, one of :data:`VALIDATION_PRIORS`.
+
+    Raises:
+        ValueError: besides :class:`TrainSettings`' errors, an unknown ``validation_prior``.
+    """
+
+    validation_prior: str = "simulated"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_choice("validation_prior", self.validation_prior, VALIDATION_PRIORS)
+
+
+@dataclass
+class CascadeSettings(RefineSettings):
+    """The switches of the cascade's evaluation (``evaluate_cascade.yaml``, an overlay on ``train.yaml`` +
+    ``train_refine.yaml`` + ``evaluate.yaml``).
+
+    Args:
+        refine: run stage 2 (false: the prior alone, evaluated the same way: stage 1's, a file's or the oracle's).
+        test_prior: where the priors come from, one of :data:`TEST_PRIORS`.
+
+    Raises:
+        ValueError: besides :class:`RefineSettings`' errors, an unknown ``test_prior``.
     """
 
     refine: bool = True
+    test_prior: str = "stage1"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_choice("test_prior", self.test_prior, TEST_PRIORS)
