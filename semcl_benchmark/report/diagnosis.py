@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import itertools
 from collections import Counter
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -26,33 +26,51 @@ NEAR_COLLAPSE_RANK = 4.0
 FALLING_EPOCHS = 10
 SMALL_ORGAN_DICE = 0.5  # organs below this in every trained arm and setting are named
 
+#: The validating runs of one setting (``pretraining`` for pretraining), arm and probe: how many, how many at their
+#: cap, still improving there (best validation within the last patience window), with their best at the last epoch.
+CapRow = NamedTuple("CapRow", [("setting", str), ("arm", str), ("probe", bool), ("runs", int), ("capped", int),
+                               ("improving", int), ("best_at_last", int)])
+#: Fine-tuning runs (atlases have no budget), at their cap and still improving there; the rows with a capped run; the
+#: runs whose budget was doubled ``(arm, setting, probe, seed, caps, best epoch, epochs)``, and those still improving
+#: ``(arm, setting, probe, seed)``.
+Caps = NamedTuple("Caps", [("total", int), ("capped", int), ("improving", int), ("rows", list), ("extended", list),
+                           ("improving_runs", list)])
+#: A contrastive arm's collapse monitors per seed ``{seed: (effective rank, negative cosine)}``, how many seeds
+#: collapsed and how many were near collapse, and the run's collapse rule.
+CollapseRow = NamedTuple("CollapseRow", [("arm", str), ("monitors", dict), ("collapsed", int), ("near", int),
+                                         ("rule", dict)])
+#: A contrastive pretraining's optimiser steps (median over seeds) and the seeds whose loss was still falling.
+ArmBudget = NamedTuple("ArmBudget", [("arm", str), ("steps", int), ("falling", int), ("seeds", int)])
+#: An arm's frozen-encoder probe (mean test Dice over its seeds) against its full fine-tuning ``{seed: Dice}``.
+ProbeAgainstFull = NamedTuple("ProbeAgainstFull", [("arm", str), ("setting", str), ("probe", float), ("full", dict),
+                                                   ("probe_above_every_full_run", bool)])
+#: ``arm`` minus ``baseline`` in a setting, paired over ``seeds``; ``relation``: where the interval lies (``above``,
+#: ``below`` or ``includes 0``).
+Gap = NamedTuple("Gap", [("setting", str), ("difference", Estimate), ("seeds", list), ("relation", str)])
+#: Per method arm and setting ``(arm, setting, seeds ahead of scratch, seeds)``; the spread (standard deviation) of
+#: the paired differences; the most seeds of a pair and the smallest two-sided Wilcoxon p they allow.
+Noise = NamedTuple("Noise", [("ahead", list), ("sd_low", float), ("sd_high", float), ("seeds", int),
+                             ("smallest_p", float)])
+#: An organ's voxels per test case, its lowest and highest Dice over the trained arms and settings, and ``scratch``'s
+#: with every training volume labelled (``None``: not run).
+LowOrgan = NamedTuple("LowOrgan", [("name", str), ("voxels", float), ("low", float), ("high", float),
+                                   ("upper_bound", float | None)])
+#: The highest upper interval end of the method against ``scratch`` in a setting; whether it excludes the target.
+SettingCeiling = NamedTuple("SettingCeiling", [("setting", str), ("highest", float), ("target_excluded", bool)])
+#: An arm against ``scratch``, each at its own best validation (the endpoint) and at ``scratch``'s best epoch.
+OwnBest = NamedTuple("OwnBest", [("arm", str), ("setting", str), ("own_best", float), ("at_scratch_best", float)])
+#: How much the seeds' draws overlap: per setting the distinct labelled volumes, the groups of seeds drawing the same
+#: ones and the most drawn ``(volume, seeds)``; the seeds per phase of a single labelled volume; the pool size, the
+#: fewest and most cases two pools share, whether the pools were reconstructed from the splits (v2 files do not
+#: record them), and whether two seeds share a draw or two pools a case.
+Draws = NamedTuple("Draws", [("seeds", int), ("distinct", dict), ("phases_single", dict), ("shared_sets", dict),
+                             ("most_common", dict), ("pool_size", int), ("pool_shared", tuple | None),
+                             ("pool_reconstructed", bool), ("overlapping", bool)])
 
-@dataclass(frozen=True)
-class CapRow:
-    setting: str
-    arm: str
-    probe: bool
-    runs: int
-    capped: int
-    improving: int
-    best_at_last: int
 
-
-@dataclass(frozen=True)
-class Caps:
-    """Fine-tuning (and validating pretraining) runs at their cap (all epochs used) and still improving there (best
-    validation within the last patience window); ``extended``/``improving_runs`` name the runs."""
-
-    total: int  # fine-tuning runs (atlases have no budget)
-    capped: int
-    improving: int
-    rows: list[CapRow]
-    extended: list[tuple]  # runs whose budget was doubled: (arm, setting, probe, seed, caps, best epoch, epochs)
-    improving_runs: list[tuple]  # (arm, setting, probe, seed)
-
-
-def _budget(record: dict, pretraining: bool) -> tuple[int, int, int | None, int] | None:
-    """``(epochs, last cap, best epoch, patience window)`` of a run that validates; ``None`` otherwise."""
+def _flags(record: dict, pretraining: bool) -> tuple[int, int | None, bool, bool, bool] | None:
+    """``(epochs, best epoch, at its cap, still improving there, best at the last epoch)`` of a run that validates;
+    ``None`` otherwise."""
     budget, config = Budget.of_run(record["config"], record), record["config"]
     if (pretraining and budget.best_epoch is None) or budget.epochs is None or not budget.max_epochs:
         return None
@@ -60,48 +78,28 @@ def _budget(record: dict, pretraining: bool) -> tuple[int, int, int | None, int]
                 else config.get("finetune") or {})
     patience = settings.get("early_stop_patience")
     window = patience * settings.get("val_interval", 1) if patience else 0
-    return budget.epochs, budget.max_epochs[-1], budget.best_epoch, window
-
-
-def _flags(budget) -> tuple[bool, bool, bool]:
-    """(at its cap, still improving there, best at the last epoch) of :func:`_budget`."""
-    epochs, cap, best, window = budget
-    capped = epochs >= cap
-    if not capped or best is None:
-        return capped, False, False
-    return capped, best > epochs - window if window else best >= epochs, best >= epochs
+    epochs, best = budget.epochs, budget.best_epoch
+    if epochs < budget.max_epochs[-1] or best is None:
+        return epochs, best, epochs >= budget.max_epochs[-1], False, False
+    return epochs, best, True, best > epochs - window if window else best >= epochs, best >= epochs
 
 
 def caps(runs: pd.DataFrame) -> Caps:
     """Runs at their cap, still improving, with their budget doubled; by setting and arm (pretraining last)."""
-    rows, extended, improving_runs, total, capped_all, improving_all = [], [], [], 0, 0, 0
-    groups = runs[runs.stage.isin(("finetune", "pretrain"))].copy()
-    groups["where"] = groups.setting.fillna("pretraining")
-    for (where, arm, probe), group in groups.groupby(["where", "arm", "probe"], sort=True):
-        budgets = {s: b for s, r in zip(group.seed, group.record) if (b := _budget(r, where == "pretraining"))}
-        flags = {s: _flags(b) for s, b in sorted(budgets.items())}
-        extended += [(arm, where, probe, s, epoch_caps(r), budgets[s][2], budgets[s][0])
-                     for s, r in sorted(zip(group.seed, group.record)) if len(epoch_caps(r)) > 1 and s in budgets]
-        improving_runs += [(arm, where, probe, s) for s, f in flags.items() if f[1]]
-        capped, improving, best_at_last = (sum(f[i] for f in flags.values()) for i in range(3))
-        if where != "pretraining":
-            total, capped_all, improving_all = total + len(flags), capped_all + capped, improving_all + improving
-        if capped:
-            rows.append(CapRow(where, arm, bool(probe), len(flags), capped, improving, best_at_last))
-    return Caps(total, capped_all, improving_all, rows, extended, improving_runs)
-
-
-@dataclass(frozen=True)
-class CollapseRow:
-    """A contrastive arm's collapse monitors per seed (effective rank, negative cosine) and its counts (near
-    collapse: a negative cosine of at least :data:`NEAR_COLLAPSE_NEGATIVE_COSINE` or a rank below
-    :data:`NEAR_COLLAPSE_RANK`)."""
-
-    arm: str
-    monitors: dict[int, tuple[float, float | None]]
-    collapsed: int
-    near: int
-    rule: dict
+    found = runs[runs.stage.isin(("finetune", "pretrain"))]
+    keys = sorted(zip(found.setting.fillna("pretraining"), found.arm, found.probe, found.seed, found.record),
+                  key=lambda key: key[:4])
+    flagged = [(*key, f) for key in keys if (f := _flags(key[4], key[0] == "pretraining"))]
+    rows = []
+    for (where, arm, probe), group in itertools.groupby(flagged, key=lambda run: run[:3]):
+        flags = [run[-1] for run in group]
+        if capped := sum(f[2] for f in flags):
+            counts = (sum(f[i] for f in flags) for i in (3, 4))  # still improving, best at the last epoch
+            rows.append(CapRow(where, arm, bool(probe), len(flags), capped, *counts))
+    tuned = [run[-1] for run in flagged if run[0] != "pretraining"]
+    return Caps(len(tuned), sum(f[2] for f in tuned), sum(f[3] for f in tuned), rows,
+                [(a, w, p, s, epoch_caps(r), f[1], f[0]) for w, a, p, s, r, f in flagged if len(epoch_caps(r)) > 1],
+                [(a, w, p, s) for w, a, p, s, _, f in flagged if f[3]])
 
 
 def _near_collapse(monitors: dict) -> bool:
@@ -111,7 +109,8 @@ def _near_collapse(monitors: dict) -> bool:
 
 
 def collapse_rows(runs: pd.DataFrame) -> list[CollapseRow]:
-    """Every pretraining arm whose runs record their collapse monitors."""
+    """Every pretraining arm whose runs record their collapse monitors (near collapse: a negative cosine of at least
+    :data:`NEAR_COLLAPSE_NEGATIVE_COSINE` or an effective rank below :data:`NEAR_COLLAPSE_RANK`)."""
     rows = []
     for arm, found in by_arm(runs, "pretrain").items():
         if records := {s: r["collapse"] for s, r in sorted(found.items()) if r.get("collapse")}:
@@ -134,16 +133,6 @@ def validating_rows(runs: pd.DataFrame) -> list[tuple[str, int, float, float, fl
     return rows
 
 
-@dataclass(frozen=True)
-class ArmBudget:
-    """A contrastive pretraining's optimiser steps (median over seeds) and the seeds whose loss was still falling."""
-
-    arm: str
-    steps: int
-    falling: int
-    seeds: int
-
-
 def pretraining_budgets(runs: pd.DataFrame) -> list[ArmBudget]:
     """Optimiser steps and a still-falling loss (slope over the last :data:`FALLING_EPOCHS` epochs below 0) of every
     pretraining arm that records its loss per epoch."""
@@ -159,20 +148,6 @@ def pretraining_budgets(runs: pd.DataFrame) -> list[ArmBudget]:
     return budgets
 
 
-@dataclass(frozen=True)
-class ProbeAgainstFull:
-    """An arm's frozen-encoder probe (mean test Dice over its seeds) against its full fine-tuning on the same seeds."""
-
-    arm: str
-    setting: str
-    probe: float
-    full: dict[int, float]
-
-    @property
-    def probe_above_every_full_run(self) -> bool:
-        return all(self.probe > full for full in self.full.values())
-
-
 def probe_against_full(runs: pd.DataFrame, setting: str | None) -> list[ProbeAgainstFull]:
     """Every pretrained arm with probe runs: the probes' mean test Dice and the full fine-tuning of the same seeds."""
     found = []
@@ -180,20 +155,9 @@ def probe_against_full(runs: pd.DataFrame, setting: str | None) -> list[ProbeAga
     for arm, group in probes.groupby("arm", sort=False):
         full = runs[~runs.probe & (runs.arm == arm) & (runs.setting == setting) & runs.seed.isin(group.seed)]
         if len(full):
-            found.append(ProbeAgainstFull(arm, setting, float(group.mean_dice.mean()),
-                                          dict(zip(full.seed.astype(int), full.mean_dice.astype(float)))))
+            probe, dice = float(group.mean_dice.mean()), dict(zip(full.seed.astype(int), full.mean_dice.astype(float)))
+            found.append(ProbeAgainstFull(arm, setting, probe, dice, all(probe > d for d in dice.values())))
     return found
-
-
-@dataclass(frozen=True)
-class Gap:
-    """``arm`` minus ``baseline`` in a setting, paired over ``seeds``; ``relation``: ``above``, ``below`` or
-    ``includes 0`` (where the interval lies)."""
-
-    setting: str
-    difference: Estimate
-    seeds: list[int]
-    relation: str
 
 
 def gaps(runs: pd.DataFrame, arm: str, arm_setting: str | None, baseline: str, settings: list[str]) -> list[Gap]:
@@ -208,17 +172,6 @@ def gaps(runs: pd.DataFrame, arm: str, arm_setting: str | None, baseline: str, s
     return found
 
 
-@dataclass(frozen=True)
-class Noise:
-    """Per method arm and setting, the seeds ahead of ``scratch``; the spread of the paired differences."""
-
-    ahead: list[tuple[str, str, int, int]]  # (arm, setting, seeds ahead, seeds)
-    sd_low: float
-    sd_high: float
-    seeds: int
-    smallest_p: float
-
-
 def noise(runs: pd.DataFrame, methods: list[str], settings: list[str]) -> Noise | None:
     """On how many seeds each method is ahead of ``scratch``, and the smallest two-sided Wilcoxon p."""
     ahead, spreads = [], []
@@ -229,15 +182,6 @@ def noise(runs: pd.DataFrame, methods: list[str], settings: list[str]) -> Noise 
             spreads.append(float(np.std(d, ddof=1)))
     most = max((n for *_, n in ahead), default=0)
     return Noise(ahead, min(spreads), max(spreads), most, 2 / 2**most) if ahead else None
-
-
-@dataclass(frozen=True)
-class LowOrgan:
-    name: str
-    voxels: float  # per test case
-    low: float
-    high: float
-    upper_bound: float | None  # scratch with every training volume labelled
 
 
 def low_organs(runs: pd.DataFrame, arms: list[str], settings: list[str]) -> list[LowOrgan]:
@@ -261,16 +205,6 @@ def low_organs(runs: pd.DataFrame, arms: list[str], settings: list[str]) -> list
             for name in classes if means.get(name) and max(means[name]) < SMALL_ORGAN_DICE]
 
 
-@dataclass(frozen=True)
-class SettingCeiling:
-    """The highest upper interval end of the method's comparisons with ``scratch`` in a setting: whether a gain of
-    the target's size is excluded there."""
-
-    setting: str
-    highest: float
-    target_excluded: bool
-
-
 def setting_ceilings(outcomes: list[Outcome]) -> list[SettingCeiling]:
     """Per setting, over the method's outcomes against ``scratch``, the highest upper interval end."""
     by_setting: dict[str, float] = {}
@@ -280,37 +214,12 @@ def setting_ceilings(outcomes: list[Outcome]) -> list[SettingCeiling]:
     return [SettingCeiling(s, h, h < TARGET_GAIN) for s, h in by_setting.items()]
 
 
-@dataclass(frozen=True)
-class OwnBest:
-    """An arm against ``scratch``, each at its own best validation (the endpoint) and at ``scratch``'s best epoch."""
-
-    arm: str
-    setting: str
-    own_best: float
-    at_scratch_best: float
-
-
 def own_best(endpoint: list[Outcome], at_fractions: list[Outcome]) -> list[OwnBest]:
     """Pairs an outcome of the endpoint with the same test at the whole of ``scratch``'s budget (fraction 1)."""
     whole = {(o.test.method, o.test.setting.rsplit(" @ ", 1)[0]): o for o in at_fractions
              if o.test.setting.endswith(" @ 1")}
     return [OwnBest(o.test.method, o.test.setting, o.difference.mean, w.difference.mean) for o in endpoint
             if o.test.baseline == REFERENCE and (w := whole.get((o.test.method, o.test.setting))) is not None]
-
-
-@dataclass(frozen=True)
-class Draws:
-    """How much the seeds' draws overlap: labelled volumes per setting and pretraining pools (of the run records)."""
-
-    seeds: int
-    distinct: dict[str, int]  # setting -> distinct labelled volumes over the seeds
-    phases_single: dict[str, int]  # contrast phase -> seeds whose single labelled volume is of that phase
-    shared_sets: dict[str, list[tuple[int, ...]]]  # setting -> groups of seeds drawing the same volumes
-    most_common: dict[str, tuple[str, int]]  # setting -> (volume, seeds whose draw holds it)
-    pool_size: int
-    pool_shared: tuple[int, int] | None  # fewest and most cases any two seeds' pretraining pools share
-    pool_reconstructed: bool  # the pools were made again from the splits (v2 files do not record them)
-    overlapping: bool  # two seeds share a draw, or two pools share a case
 
 
 def draws(runs: pd.DataFrame) -> Draws | None:
