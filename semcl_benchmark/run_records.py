@@ -2,37 +2,58 @@
 
 A result file (``<results folder>/<run key>.json``) holds one :class:`RunRecord`:
 
-    key         :class:`RunKey`: stage, arm, labelled setting, seed and probe; the file's name
+    key         :class:`RunKey`: stage, arm, labelled setting, seed, probe and tuning recipe; the file's name
     settings    :class:`RunSettings`: the run's configuration (everything that decides its result) and its hash
     draw        :class:`Draw`: the case ids of the seed's draw: labelled (of the run's setting), pretraining pool,
-                validation and test
+                validation and test, and (v3) every case's phase
     budget      :class:`Budget`: the epoch caps the run had (one per budget extension), the epochs and optimiser
                 steps it did, its best epoch
     result      :class:`RunResult`: the stage's measurements (test Dice per case and organ, validation curve, cost,
                 confusion matrix, encoder loaded, embedding quality, ...)
-    provenance  :class:`Provenance`: the commit, whether from a dirty tree, the machine, when, how long, and a user
-                dataset's manifest
+    provenance  :class:`Provenance`: the commit, whether from a dirty tree, the machine (its CPU model included),
+                when, how long, and a user dataset's manifest
 
-Schema versions. Files written before this schema (benchmark v1 and v2) carry no ``schema_version`` and read as
+and, from version 4, the coarse-to-fine pipeline's fields (benchmark v3, ``docs/PROTOCOL_v3.md`` section 9; ``null``
+where a run has none, e.g. every run of a v2 size):
+
+    pipeline_stage  1 (stage 1 and the image-only arms) or 2 (the cascade's refinement)
+    grids           :class:`Grids`: the grid the run trained and predicted at, and the grid its test Dice is scored at
+    recipe          :class:`Recipe`: the fine-tuning recipe (name, encoder learning-rate multiplier, warm-up and
+                    freeze epochs)
+    priors          per use (``training``, ``validation``, ``test``) a :class:`PriorSource`: a stage-1 run's
+                    prediction files (its key and each file's SHA-256), ``oracle`` or ``simulated``
+    pretraining     :class:`PretrainingProgress`: a pretraining's optimiser steps and whether its loss was still
+                    falling (more than 5% over its last 20% of steps)
+
+Schema versions. Files written before schema 3 (benchmark v1 and v2) carry no ``schema_version`` and read as
 version 2: a fine-tuning or atlas file records its labelled and test cases only, a pretraining or embedding file no
 case at all. Their reader (:func:`read_v2_record`) reconstructs the seed's whole draw from
 :mod:`semcl_benchmark.splits` and the dataset (the phantoms made again from the generator settings the file records,
-or a user's ``dataset.json``) and checks it against the cases the file recorded. Files of version 3
-(:data:`SCHEMA_VERSION`) record the whole draw and the budget's counts. The JSON layout keeps version 2's fields where
-they were and adds ``schema_version``, ``draw`` and the counts in ``budget``::
+or a user's ``dataset.json``) and checks it against the cases the file recorded. Files of version 3 record the whole
+draw and the budget's counts; they read with the pipeline's fields ``None``. Files of version 4
+(:data:`SCHEMA_VERSION`, the only version written) add the pipeline's fields. The JSON layout keeps version 2's
+fields where they were and adds ``schema_version``, ``draw``, the counts in ``budget`` and the pipeline's fields::
 
-    {"schema_version": 3, "key": "finetune__scratch__finetune_1__seed0", "config": {...}, "config_hash": "...",
-     "draw": {"labelled": ["phantom_004"], "pool": [...], "validation": [...], "test": [...]},
+    {"schema_version": 4, "key": "finetune__cascade_semcl__finetune_1__seed0", "config": {...}, "config_hash": "...",
+     "draw": {"labelled": ["phantom_004"], "pool": [...], "validation": [...], "test": [...], "phases": {...}},
      "budget": {"max_epochs": [1200], "capped_while_improving": false, "epochs": 920, "steps": 920, "best_epoch": 760},
+     "pipeline_stage": 2, "grids": {"training_pixdim": [2.8125, 2.8125, 2.8125], "scoring_pixdim": [...]},
+     "recipe": {"name": "R2", "encoder_lr_multiplier": 0.1, "encoder_warmup_epochs": 0, "encoder_freeze_epochs": 0},
+     "priors": {"validation": {"source": "stage1", "stage1_run": "finetune__scratch__finetune_1__seed0",
+                               "sha256": {"phantom_071": "..."}}, "test": {...}},
+     "pretraining": null,
      "stage": "finetune", "test": {"cases": [...], "classes": [...], "dice": [[...], ...]}, ... (the measurements),
-     "machine": {...}, "code": "ed54484", "allow_dirty": false, "finished": "...", "total_seconds": 467.4}
+     "machine": {"cpu": "...", ...}, "code": "ed54484", "allow_dirty": false, "finished": "...", "total_seconds": 467.4}
 
+A stage gives the pipeline's fields as keys of its measurements (:meth:`RunRecord.of_run` moves them into the
+record); a pretraining run's :class:`PretrainingProgress` is read from its loss history when its stage gives none.
 A case id is the file name of the case's image without its extensions (``phantom_004``).
 """
 
 from __future__ import annotations
 
 import functools
+import math
 import os
 import re
 import warnings
@@ -44,15 +65,25 @@ from typing import Any
 import numpy as np
 
 from semcl_components.bundle_runtime.atomic_io import read_json, write_json_atomic
+from semcl_tools.hashing import file_sha256
 
 from .splits import UPPER_BOUND, fixed_splits, labelled_counts, seed_datalist
 
 __all__ = [
+    "KEY_STAGES",
+    "PRIOR_SOURCES",
+    "PRIOR_USES",
+    "READ_VERSIONS",
     "SCHEMA_VERSION",
     "STAGES",
     "Budget",
     "Draw",
+    "Grids",
+    "Pipeline",
+    "PretrainingProgress",
+    "PriorSource",
     "Provenance",
+    "Recipe",
     "RunKey",
     "RunRecord",
     "RunRecordError",
@@ -62,6 +93,7 @@ __all__ = [
     "ValidationPoint",
     "case_id",
     "dataset_entries",
+    "key_stage",
     "parse_run_record",
     "read_run_record",
     "read_run_records",
@@ -70,17 +102,54 @@ __all__ = [
     "write_run_record",
 ]
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 """The version of the record files this module writes (files without ``schema_version`` are version 2)."""
 
-STAGES = ("pretrain", "finetune", "atlas", "embedding")
-"""The stages of a run (see :mod:`semcl_benchmark.stages`)."""
+READ_VERSIONS = (3, SCHEMA_VERSION)
+"""The versions a file with a ``schema_version`` may have (version 3: without the pipeline's fields)."""
 
-_LABELLED_STAGES = ("finetune", "atlas")
+PIPELINE_FIELDS = ("pipeline_stage", "grids", "recipe", "priors", "pretraining")
+"""The record's fields from version 4 on: where a run sits in the coarse-to-fine pipeline and how it was made."""
+
+PIPELINE_STAGES = (1, 2)
+"""Stage 1 (image-only at the coarse grid; every image-only arm) and stage 2 (the cascade's refinement)."""
+
+PRIOR_SOURCES = ("stage1", "oracle", "simulated")
+"""Where a stage-2 run's coarse priors came from: a stage-1 run's prediction files, masks made from the ground truth
+at evaluation (``oracle``), or masks simulated from the labels during training (``simulated``)."""
+
+PRIOR_USES = ("training", "validation", "test")
+"""What a stage-2 run used priors for."""
+
+STAGES = ("pretrain", "finetune", "atlas", "embedding", "predict", "oracle")
+"""The stages of a run's key (see :mod:`semcl_benchmark.stages`): v3's stage 1 and stage 2 train as ``finetune``
+runs; ``predict``: a stage-1 run's predictions of the pool, validation and test cases; ``oracle``: a stage-2 network
+scored with priors made from the ground truth."""
+
+_LABELLED_STAGES = ("finetune", "atlas", "predict", "oracle")
 """Stages whose runs have a labelled setting (their key names it)."""
 
+_SETTING_OPTIONAL = ("pretrain",)
+"""Stages whose runs may name a labelled setting (v3's stage-2 pretraining on masks of that setting's stage 1)."""
+
+_TESTED_STAGES = ("finetune", "atlas", "oracle")
+"""Stages whose runs' files hold test Dice."""
+
+_UNTRAINED_STAGES = ("atlas", "predict", "oracle")
+"""Stages whose runs train nothing (their budget: no cap, 0 epochs)."""
+
+KEY_STAGES = {"stage1": "finetune", "cascade": "finetune"}
+"""The key stage of a run whose configuration names a v3 workflow as its ``stage`` (stage 1 and stage 2 train as
+``finetune`` runs); any other configuration's ``stage`` is its key's."""
+
+
+def key_stage(stage: str) -> str:
+    """The key stage of a configuration's ``stage`` (:data:`KEY_STAGES`)."""
+    return KEY_STAGES.get(stage, stage)
+
 _PROVENANCE_KEYS = ("machine", "code", "allow_dirty", "finished", "total_seconds", "dataset")
-_RECORD_KEYS = ("schema_version", "key", "config", "config_hash", "draw", "budget", *_PROVENANCE_KEYS)
+_RECORD_KEYS = ("schema_version", "key", "config", "config_hash", "draw", "budget", *PIPELINE_FIELDS,
+                *_PROVENANCE_KEYS)
 """The file's fields that are not the stage's measurements."""
 
 _SEED = re.compile(r"seed(\d+)")
@@ -101,12 +170,15 @@ def case_id(path: str | os.PathLike) -> str:
 @functools.total_ordering
 @dataclass(frozen=True)
 class RunKey:
-    """What a run is: its stage, arm, labelled setting (fine-tuning and atlas runs only), seed, and whether it is the
-    frozen-encoder probe. Its :attr:`name` names the run's result file, work folder and log; keys sort by name.
+    """What a run is: its stage, arm, labelled setting (fine-tuning and atlas runs only), seed, whether it is the
+    frozen-encoder probe, and the candidate recipe of a run of the recipe selection (``tuning_recipe``: a tuning
+    seed's run of an arm that chooses its fine-tuning recipe, ``docs/PROTOCOL_v3.md`` section 5; ``None`` otherwise).
+    Its :attr:`name` names the run's result file, work folder and log; keys sort by name.
 
     Raises:
         ValueError: an unknown stage, a setting where the stage has none (or none where it needs one), a probe that is
-            no fine-tuning run, a negative seed, or an arm or setting that would make an ambiguous name.
+            no fine-tuning run, a tuning recipe of a run without a setting, a negative seed, or an arm, setting or
+            recipe that would make an ambiguous name.
     """
 
     stage: str
@@ -114,26 +186,34 @@ class RunKey:
     setting: str | None
     seed: int
     probe: bool = False
+    tuning_recipe: str | None = None
 
     def __post_init__(self) -> None:
         if self.stage not in STAGES:
             raise ValueError(f"run key: unknown stage {self.stage!r}; a run is one of {', '.join(STAGES)}.")
-        if (self.setting is not None) != (self.stage in _LABELLED_STAGES):
+        if self.stage not in _SETTING_OPTIONAL and (self.setting is not None) != (self.stage in _LABELLED_STAGES):
             needs = "needs a labelled setting" if self.setting is None else f"has no setting (got {self.setting!r})"
             raise ValueError(f"run key: a {self.stage} run {needs}.")
         if self.probe and self.stage != "finetune":
             raise ValueError(f"run key: only a fine-tuning run can be a probe, not a {self.stage} run.")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"run key: the seed must be a whole number >= 0, got {self.seed!r}.")
-        for what, part in (("arm", self.arm), ("setting", self.setting)):
+        for what, part in (("arm", self.arm), ("setting", self.setting), ("tuning recipe", self.tuning_recipe)):
             if part is not None and (not isinstance(part, str) or not part or "__" in part):
                 raise ValueError(f"run key: the {what} {part!r} must be a non-empty name without '__'.")
+        if self.tuning_recipe is not None:
+            if self.stage not in _LABELLED_STAGES:
+                raise ValueError(f"run key: a {self.stage} run has no tuning recipe (got {self.tuning_recipe!r}).")
+            if self.tuning_recipe == "probe" or _SEED.fullmatch(self.tuning_recipe):
+                raise ValueError(f"run key: the tuning recipe {self.tuning_recipe!r} would make an ambiguous name.")
 
     @property
     def name(self) -> str:
-        """``pretrain__<arm>__seed<s>``, ``finetune__<arm>__<setting>__seed<s>[__probe]``,
-        ``atlas__<arm>__<setting>__seed<s>`` or ``embedding__<arm>__seed<s>``."""
+        """``pretrain__<arm>[__<setting>]__seed<s>``, ``finetune__<arm>__<setting>__seed<s>[__<tuning recipe>]
+        [__probe]``, ``atlas__<arm>__<setting>__seed<s>``, ``embedding__<arm>__seed<s>``,
+        ``predict__<arm>__<setting>__seed<s>`` or ``oracle__<arm>__<setting>__seed<s>[__<tuning recipe>]``."""
         parts = [self.stage, self.arm, *([self.setting] if self.setting else []), f"seed{self.seed}"]
+        parts += [self.tuning_recipe] if self.tuning_recipe else []
         return "__".join(parts + (["probe"] if self.probe else []))
 
     def __str__(self) -> str:
@@ -154,19 +234,23 @@ class RunKey:
         parts = str(name).split("__")
         probe = parts[-1] == "probe"
         parts = parts[:-1] if probe else parts
+        labelled = parts[0] in _LABELLED_STAGES or (parts[0] in _SETTING_OPTIONAL and len(parts) == 4)
+        recipe = parts.pop() if parts[0] in _LABELLED_STAGES and len(parts) == 5 else None
         seed = _SEED.fullmatch(parts[-1]) if parts else None
-        labelled = parts[0] in _LABELLED_STAGES
         if seed is None or len(parts) != (4 if labelled else 3):
             raise ValueError(
-                f"{name!r} is no run key: a run key is pretrain__<arm>__seed<s>, finetune__<arm>__<setting>__seed<s>"
-                "[__probe], atlas__<arm>__<setting>__seed<s> or embedding__<arm>__seed<s>."
+                f"{name!r} is no run key: a run key is pretrain__<arm>[__<setting>]__seed<s>, finetune__<arm>__"
+                "<setting>__seed<s>[__<tuning recipe>][__probe], atlas__<arm>__<setting>__seed<s>, embedding__<arm>__"
+                "seed<s>, predict__<arm>__<setting>__seed<s> or oracle__<arm>__<setting>__seed<s>[__<tuning recipe>]."
             )
-        return cls(parts[0], parts[1], parts[2] if labelled else None, int(seed.group(1)), probe)
+        return cls(parts[0], parts[1], parts[2] if labelled else None, int(seed.group(1)), probe, recipe)
 
     @classmethod
     def of_config(cls, config: Mapping) -> RunKey:
-        """The key of a run's configuration (its ``stage``, ``arm``, ``setting``, ``seed`` and ``probe``)."""
-        return cls(config["stage"], config["arm"], config.get("setting"), config["seed"], bool(config.get("probe")))
+        """The key of a run's configuration (its ``stage``, :func:`key_stage`, ``arm``, ``setting``, ``seed``,
+        ``probe`` and ``tuning_recipe``)."""
+        return cls(key_stage(config["stage"]), config["arm"], config.get("setting"), config["seed"],
+                   bool(config.get("probe")), config.get("tuning_recipe"))
 
 
 # ------------------------------------------------------------------------------------------- settings and draw
@@ -275,10 +359,10 @@ class Budget:
     def of_run(cls, config: Mapping, values: Mapping) -> Budget | None:
         """The budget of a run with configuration ``config`` and measurements ``values`` (with a ``budget`` field:
         the caps, and from version 3 the counts); ``None`` for an embedding run, which does not train."""
-        stage = config["stage"]
+        stage = key_stage(config["stage"])
         if stage == "embedding":
             return None
-        if stage == "atlas":
+        if stage in _UNTRAINED_STAGES:
             return cls((), 0, 0)
         recorded = values.get("budget") or {}
         if stage == "finetune":
@@ -405,6 +489,215 @@ class RunResult:
         return float(sum(part.get("seconds") or 0.0 for part in parts))
 
 
+# ------------------------------------------------------------------------------------------ pipeline (version 4)
+
+
+def _pixdim(value: Any, what: str) -> tuple[float, float, float]:
+    if not (isinstance(value, (list, tuple)) and len(value) == 3
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in value)):
+        raise ValueError(f"'grids': {what} must be 3 spacings in mm, got {value!r}")
+    return tuple(float(v) for v in value)
+
+
+@dataclass(frozen=True)
+class Grids:
+    """The grids of a run, as voxel spacings in mm (``docs/PROTOCOL_v3.md`` section 2).
+
+    Args:
+        training_pixdim: the grid the run trained and predicted at (stage 1: the coarse grid, 5.625 mm; stage 2: the
+            data's own, 2.8125 mm).
+        scoring_pixdim: the grid its test Dice is computed at (v3: always the fine grid; an image-only prediction is
+            resampled onto it, nearest neighbour).
+    """
+
+    training_pixdim: tuple[float, float, float]
+    scoring_pixdim: tuple[float, float, float]
+
+    def to_json(self) -> dict:
+        return {"training_pixdim": list(self.training_pixdim), "scoring_pixdim": list(self.scoring_pixdim)}
+
+    @classmethod
+    def from_json(cls, data: Any) -> Grids:
+        """Raises: ValueError: not a mapping of the two grids, each 3 positive spacings."""
+        if not isinstance(data, Mapping):
+            raise ValueError(f"'grids' must map training_pixdim and scoring_pixdim to spacings, got {data!r}")
+        return cls(*(_pixdim(data.get(name), name) for name in ("training_pixdim", "scoring_pixdim")))
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How a run fine-tuned its encoder (``docs/PROTOCOL_v3.md`` section 5): the recipe's name and its settings as the
+    bundle's ``train.yaml`` takes them.
+
+    Args:
+        name: the recipe's name in the protocol (``R1``-``R4``).
+        encoder_lr_multiplier: the encoder's learning rate as a fraction of the decoder's.
+        encoder_warmup_epochs: epochs over which the encoder's learning rate rises linearly from 0 (0: none).
+        encoder_freeze_epochs: epochs at the start with the encoder's learning rate 0 (a linear probe; 0: none).
+    """
+
+    name: str
+    encoder_lr_multiplier: float
+    encoder_warmup_epochs: int = 0
+    encoder_freeze_epochs: int = 0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name or "__" in self.name:
+            raise ValueError(f"recipe: the name {self.name!r} must be a non-empty name without '__'.")
+        multiplier = self.encoder_lr_multiplier
+        if isinstance(multiplier, bool) or not isinstance(multiplier, (int, float)) or not multiplier >= 0:
+            raise ValueError(f"recipe {self.name}: encoder_lr_multiplier must be >= 0, got {multiplier!r}.")
+        for what in ("encoder_warmup_epochs", "encoder_freeze_epochs"):
+            value = getattr(self, what)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"recipe {self.name}: {what} must be a whole number >= 0, got {value!r}.")
+
+    @property
+    def overrides(self) -> dict[str, float | int]:
+        """The recipe as ``train.yaml`` overrides."""
+        return {"encoder_lr_multiplier": float(self.encoder_lr_multiplier),
+                "encoder_warmup_epochs": self.encoder_warmup_epochs,
+                "encoder_freeze_epochs": self.encoder_freeze_epochs}
+
+    def to_json(self) -> dict:
+        return {"name": self.name, **self.overrides}
+
+    @classmethod
+    def from_json(cls, data: Any) -> Recipe:
+        """Raises: ValueError: not a recipe's mapping (a name and its settings)."""
+        if not isinstance(data, Mapping) or "name" not in data or "encoder_lr_multiplier" not in data:
+            raise ValueError(f"'recipe' must hold a name and encoder_lr_multiplier, got {data!r}")
+        return cls(data["name"], data["encoder_lr_multiplier"], data.get("encoder_warmup_epochs", 0),
+                   data.get("encoder_freeze_epochs", 0))
+
+
+@dataclass(frozen=True)
+class PriorSource:
+    """Where a stage-2 run's coarse priors for one use came from.
+
+    Args:
+        source: one of :data:`PRIOR_SOURCES`.
+        stage1_run: the name of the stage-1 run whose predictions were the priors (``stage1`` only).
+        sha256: each prediction file's SHA-256 by case id (``stage1`` only): a resumed unit whose priors were made
+            again shows as other hashes.
+    """
+
+    source: str
+    stage1_run: str | None = None
+    sha256: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.source not in PRIOR_SOURCES:
+            raise ValueError(f"prior source {self.source!r} is not one of {', '.join(PRIOR_SOURCES)}.")
+        if self.source == "stage1":
+            RunKey.parse(str(self.stage1_run))  # a ValueError naming it when it is no run
+            if not self.sha256 or not all(isinstance(v, str) and len(v) == 64 for v in self.sha256.values()):
+                raise ValueError(f"stage-1 priors of {self.stage1_run} need each prediction file's SHA-256 by case id.")
+        elif self.stage1_run is not None or self.sha256:
+            raise ValueError(f"{self.source} priors have no stage-1 run or prediction files.")
+
+    @classmethod
+    def of_files(cls, stage1_run: RunKey | str, files: Sequence[str | os.PathLike]) -> PriorSource:
+        """Priors read from a stage-1 run's prediction ``files`` (one per case, named after the case's image)."""
+        return cls("stage1", str(stage1_run), {case_id(path): file_sha256(path) for path in files})
+
+    def to_json(self) -> dict:
+        return {"source": self.source, "stage1_run": self.stage1_run, "sha256": dict(self.sha256)}
+
+    @classmethod
+    def from_json(cls, data: Any) -> PriorSource:
+        """Raises: ValueError: not a prior source's mapping."""
+        if not isinstance(data, Mapping) or not isinstance(data.get("sha256", {}), Mapping):
+            raise ValueError(f"a prior source must map source, stage1_run and sha256, got {data!r}")
+        return cls(data.get("source"), data.get("stage1_run"), dict(data.get("sha256") or {}))
+
+
+@dataclass(frozen=True)
+class PretrainingProgress:
+    """A pretraining's optimiser steps and its loss over its last steps (``docs/PROTOCOL_v3.md`` section 5).
+
+    Args:
+        steps: optimiser steps done.
+        loss_fall: how much the loss fell over the last :attr:`LAST_FRACTION` of the steps, as a fraction of the loss
+            where that stretch starts: 1 - (mean loss of the last epoch) / (mean loss of the last epoch that ended
+            before the stretch); ``None`` where the history has no loss or no epoch before the stretch.
+        still_falling: ``loss_fall`` above :attr:`STILL_FALLING` (``None`` with it).
+    """
+
+    steps: int
+    loss_fall: float | None = None
+    still_falling: bool | None = None
+
+    #: the stretch of a run's steps, at its end, over which its loss is compared
+    LAST_FRACTION = 0.2
+    #: a fall of the loss over that stretch above this fraction: the pretraining is still falling
+    STILL_FALLING = 0.05
+
+    @classmethod
+    def of_history(cls, history: Sequence[Mapping]) -> PretrainingProgress | None:
+        """The progress of a workflow's per-epoch ``history`` (``iteration``: optimiser steps so far, ``mean_loss``);
+        ``None`` for an empty history."""
+        points = [(h["iteration"], h.get("mean_loss")) for h in history if isinstance(h.get("iteration"), int)]
+        if not points:
+            return None
+        steps, last = points[-1]
+        start = steps * (1 - cls.LAST_FRACTION)
+        before = [loss for step, loss in points if step <= start]
+        first = before[-1] if before else None
+        if first is None or last is None or not first > 0 or not math.isfinite(last):
+            return cls(steps)
+        fall = 1.0 - last / first
+        return cls(steps, round(fall, 6), fall > cls.STILL_FALLING)
+
+    def to_json(self) -> dict:
+        return {"steps": self.steps, "loss_fall": self.loss_fall, "still_falling": self.still_falling}
+
+    @classmethod
+    def from_json(cls, data: Any) -> PretrainingProgress:
+        """Raises: ValueError: not a mapping with the steps."""
+        steps = data.get("steps") if isinstance(data, Mapping) else None
+        if isinstance(steps, bool) or not isinstance(steps, int):
+            raise ValueError(f"'pretraining' must hold the optimiser steps, got {data!r}")
+        return cls(data["steps"], data.get("loss_fall"), data.get("still_falling"))
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """A record's version-4 fields (module docstring); every one ``None`` (``priors`` empty) for a run outside the
+    coarse-to-fine pipeline and for a version-3 or version-2 file."""
+
+    pipeline_stage: int | None = None
+    grids: Grids | None = None
+    recipe: Recipe | None = None
+    priors: Mapping[str, PriorSource] = field(default_factory=dict)
+    pretraining: PretrainingProgress | None = None
+
+    def to_json(self) -> dict:
+        return {"pipeline_stage": self.pipeline_stage, "grids": None if self.grids is None else self.grids.to_json(),
+                "recipe": None if self.recipe is None else self.recipe.to_json(),
+                "priors": {use: source.to_json() for use, source in self.priors.items()},
+                "pretraining": None if self.pretraining is None else self.pretraining.to_json()}
+
+    @classmethod
+    def from_json(cls, data: Mapping) -> Pipeline:
+        """The fields in a file's content (or a stage's measurements): absent or ``null`` ones are ``None``.
+
+        Raises:
+            ValueError: a field that is not of its kind, naming it.
+        """
+        stage = data.get("pipeline_stage")
+        if stage is not None and stage not in PIPELINE_STAGES:
+            raise ValueError(f"'pipeline_stage' must be 1 or 2, got {stage!r}")
+        priors = data.get("priors") or {}
+        if not isinstance(priors, Mapping) or set(priors) - set(PRIOR_USES):
+            raise ValueError(f"'priors' must map some of {', '.join(PRIOR_USES)} to a prior source, got {priors!r}")
+        return cls(stage,
+                   None if data.get("grids") is None else Grids.from_json(data["grids"]),
+                   None if data.get("recipe") is None else Recipe.from_json(data["recipe"]),
+                   {use: PriorSource.from_json(source) for use, source in priors.items()},
+                   None if data.get("pretraining") is None else PretrainingProgress.from_json(data["pretraining"]))
+
+
 @dataclass(frozen=True)
 class Provenance:
     """Where and when a run was made: the commit (``+changes``: a dirty tree), whether ``--allow-dirty`` let it start,
@@ -417,6 +710,11 @@ class Provenance:
     finished: str | None = None
     total_seconds: float | None = None
     dataset: Mapping[str, Any] | None = None
+
+    @property
+    def cpu_model(self) -> str | None:
+        """The CPU model of the machine (``None``: not recorded)."""
+        return self.machine.get("cpu")
 
     def to_json(self) -> dict:
         fields = {"machine": dict(self.machine), "code": self.code, "allow_dirty": self.allow_dirty,
@@ -443,17 +741,24 @@ class RunRecord:
     result: RunResult
     provenance: Provenance
     schema_version: int = SCHEMA_VERSION
+    pipeline: Pipeline = field(default_factory=Pipeline)
 
     @classmethod
     def of_run(cls, settings: RunSettings, draw: Draw | None, values: Mapping, provenance: Provenance) -> RunRecord:
         """The record of a run just made: its configuration, its draw, what its stage measured (``values``, with the
-        budget's caps under ``budget``) and its provenance.
+        budget's caps under ``budget`` and the pipeline's fields under their names) and its provenance. A pretraining
+        run whose stage gave no ``pretraining`` gets it from its ``history``
+        (:meth:`PretrainingProgress.of_history`).
 
         Raises:
             RunRecordError: the measurements lack what a record of the stage holds (e.g. a fine-tuning run's test
-                Dice): such a record would be written and then refused when read.
+                Dice), or hold a pipeline field not of its kind: such a record would be written and then refused when
+                read.
         """
         key = RunKey.of_config(settings.config)
+        if key.stage == "pretrain" and values.get("pretraining") is None:
+            progress = PretrainingProgress.of_history(values.get("history") or [])
+            values = {**values, "pretraining": None if progress is None else progress.to_json()}
         return _record({**values, **provenance.to_json()}, key.name, key, settings, draw, SCHEMA_VERSION)
 
     def to_json(self) -> dict:
@@ -463,40 +768,50 @@ class RunRecord:
                   "draw": None if self.draw is None else self.draw.to_json()}
         if self.budget is not None:
             record["budget"] = self.budget.to_json()
+        if self.schema_version >= 4:
+            record.update(self.pipeline.to_json())
         return {**record, **self.result.values, **self.provenance.to_json()}
 
     @classmethod
     def from_json(cls, data: Any, path: str | os.PathLike = "<record>") -> RunRecord:
-        """A version-3 record from a result file's content ``data`` (read from ``path``, for messages).
+        """A record of version 3 or 4 (:data:`READ_VERSIONS`) from a result file's content ``data`` (read from
+        ``path``, for messages).
 
         Raises:
             RunRecordError: naming ``path`` and what is missing or inconsistent.
         """
         key, settings = _key_and_settings(data, path)
-        if data.get("schema_version") != SCHEMA_VERSION:
-            raise RunRecordError(f"{path}: schema_version {data.get('schema_version')!r} is not {SCHEMA_VERSION}.")
+        version = data.get("schema_version")
+        if version not in READ_VERSIONS:
+            raise RunRecordError(f"{path}: schema_version {version!r} is not one of "
+                                 f"{', '.join(map(str, READ_VERSIONS))}.")
         try:
             draw = None if data.get("draw") is None else Draw.from_json(data["draw"])
         except ValueError as error:
             raise RunRecordError(f"{path}: {error}.") from error
-        return _record(data, path, key, settings, draw, SCHEMA_VERSION)
+        return _record(data, path, key, settings, draw, version)
 
     def as_row(self) -> dict[str, Any]:
         """One flat row of the record for a table (``pandas.DataFrame([r.as_row() for r in records])``).
 
-        Columns: ``key``, ``stage``, ``arm``, ``setting``, ``seed``, ``probe``, ``schema_version``, ``config_hash``,
+        Columns: ``key``, ``stage``, ``arm``, ``setting``, ``seed``, ``probe``, ``tuning_recipe``, ``schema_version``,
+        ``config_hash``,
         the draw (``labelled``: the number of labelled volumes, ``labelled_cases``, ``pool``, ``validation``,
         ``test_cases``: tuples of case ids, ``draw_reconstructed``), the budget (``max_epochs``: the last cap,
         ``budget_extensions``, ``epochs``, ``steps``, ``best_epoch``, ``capped_while_improving``), the result
         (``best_validation_dice``, ``mean_test_dice``, ``dice_<organ>`` per organ, ``seconds``, ``encoder_sha256``,
-        ``encoder_loaded_fraction``, ``collapsed``, ``knn_accuracy``, ``silhouette_test``) and the provenance
-        (``code``, ``allow_dirty``, ``finished``, ``total_seconds``); ``None`` where the run has no such value.
+        ``encoder_loaded_fraction``, ``collapsed``, ``knn_accuracy``, ``silhouette_test``), the pipeline
+        (``pipeline_stage``, ``training_pixdim``, ``scoring_pixdim``, ``recipe``: its name, ``<use>_prior``: each
+        prior's source, ``pretraining_steps``, ``still_falling``) and the provenance (``code``, ``allow_dirty``,
+        ``finished``, ``total_seconds``, ``cpu``); ``None`` where the run has no such value.
         """
         key, draw, budget, values = self.key, self.draw, self.budget, self.result.values
+        pipeline = self.pipeline
         encoder, test = values.get("encoder") or {}, self.result.test
         row: dict[str, Any] = {
             "key": key.name, "stage": key.stage, "arm": key.arm, "setting": key.setting, "seed": key.seed,
-            "probe": key.probe, "schema_version": self.schema_version, "config_hash": self.settings.config_hash,
+            "probe": key.probe, "tuning_recipe": key.tuning_recipe, "schema_version": self.schema_version,
+            "config_hash": self.settings.config_hash,
             "labelled": None if draw is None else len(draw.labelled),
             **{column: None if draw is None else getattr(draw, split) for column, split in
                (("labelled_cases", "labelled"), ("pool", "pool"), ("validation", "validation"), ("test_cases", "test"))},
@@ -511,8 +826,16 @@ class RunRecord:
             "encoder_sha256": encoder.get("sha256"), "encoder_loaded_fraction": encoder.get("loaded_fraction"),
             "collapsed": (values.get("collapse") or {}).get("collapsed"),
             "knn_accuracy": values.get("knn_accuracy"), "silhouette_test": values.get("silhouette_test"),
+            "pipeline_stage": pipeline.pipeline_stage,
+            **{name: None if pipeline.grids is None else getattr(pipeline.grids, name)
+               for name in ("training_pixdim", "scoring_pixdim")},
+            "recipe": None if pipeline.recipe is None else pipeline.recipe.name,
+            **{f"{use}_prior": pipeline.priors[use].source if use in pipeline.priors else None for use in PRIOR_USES},
+            "pretraining_steps": None if pipeline.pretraining is None else pipeline.pretraining.steps,
+            "still_falling": None if pipeline.pretraining is None else pipeline.pretraining.still_falling,
             "code": self.provenance.code, "allow_dirty": self.provenance.allow_dirty,
             "finished": self.provenance.finished, "total_seconds": self.provenance.total_seconds,
+            "cpu": self.provenance.cpu_model,
         }
         row.update({f"dice_{organ}": dice for organ, dice in ({} if test is None else test.organ_dice()).items()})
         return row
@@ -542,19 +865,21 @@ def _key_and_settings(data: Any, path: str | os.PathLike) -> tuple[RunKey, RunSe
 
 def _record(data: Mapping, path: str | os.PathLike, key: RunKey, settings: RunSettings, draw: Draw | None,
             version: int) -> RunRecord:
-    """The record of a file's content whose key, settings and draw are read: its budget, result and provenance."""
+    """The record of a file's content whose key, settings and draw are read: its budget, result, provenance and (from
+    version 4) the pipeline's fields."""
     values = {k: v for k, v in data.items() if k not in _RECORD_KEYS}
-    if values.get("stage", key.stage) != key.stage:
+    if key_stage(values.get("stage", key.stage)) != key.stage:
         raise RunRecordError(f"{path}: its 'stage' {values['stage']!r} is not its run's stage {key.stage!r}.")
     result = RunResult(key.stage, values)
     try:
-        if key.stage in _LABELLED_STAGES:
+        if key.stage in _TESTED_STAGES:
             if result.test is None:
-                raise ValueError("a fine-tuning or atlas run's file holds its 'test' Dice")
+                raise ValueError(f"a {key.stage} run's file holds its 'test' Dice")
         budget = Budget.of_run(settings.config, data)
+        pipeline = Pipeline.from_json(data) if version >= 4 else Pipeline()
     except (ValueError, TypeError, AttributeError) as error:
         raise RunRecordError(f"{path}: {error}.") from error
-    return RunRecord(key, settings, draw, budget, result, Provenance.from_json(data), version)
+    return RunRecord(key, settings, draw, budget, result, Provenance.from_json(data), version, pipeline)
 
 
 # ----------------------------------------------------------------------------------------- version-2 reader

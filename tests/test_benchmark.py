@@ -95,7 +95,7 @@ def test_quick_benchmark_writes_results_and_a_report_and_resumes(tmp_path):
     # every file records its seed's whole draw (labelled, pretraining pool, validation, test) and the schema version
     ids = {split: [e["image"].rsplit("/", 1)[-1].split(".")[0] for e in entries] for split, entries in datalist.items()}
     for record in (run, atlas, pretrain):
-        assert record["schema_version"] == 3
+        assert record["schema_version"] == 4
         assert (record["draw"]["pool"], record["draw"]["validation"], record["draw"]["test"]) == (
             ids["pretrain"], ids["validation"], ids["test"])
     assert run["draw"]["labelled"] == [case["case"] for case in run["labelled_cases"]] == ids["finetune_1"]

@@ -45,7 +45,7 @@ def test_every_committed_result_file_is_named_by_its_key():
             assert RunKey.parse(path.stem).name == path.stem
 
 
-@pytest.mark.parametrize("name", ["finetune__scratch__seed0", "pretrain__a__finetune_1__seed0", "cost_ratio",
+@pytest.mark.parametrize("name", ["finetune__scratch__seed0", "pretrain__a__finetune_1__R1__seed0", "cost_ratio",
                                   "finetune__scratch__finetune_1__seedX", "pretrain__a__seed0__probe"])
 def test_a_name_that_is_no_run_key_is_refused(name):
     with pytest.raises(ValueError, match="no run key|only a fine-tuning run can be a probe"):
@@ -179,7 +179,7 @@ def copy_of(name: str, tmp_path: Path, change=None) -> Path:
     (lambda d: d.pop("test"), "holds its 'test' Dice"),
     (lambda d: d["test"]["dice"].pop(), "one row of 8 values per case"),
     (lambda d: d["labelled_cases"][0].update(case="phantom_999"), "the splits draw"),
-    (lambda d: d.update(schema_version=9), "schema_version 9 is not 3"),
+    (lambda d: d.update(schema_version=9), "schema_version 9 is not one of 3, 4"),
 ])
 def test_a_malformed_file_is_refused_naming_it(tmp_path, change, message):
     path = copy_of("finetune__scratch__finetune_1__seed2", tmp_path, change)
