@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -79,15 +80,9 @@ class Outcome:
                            significant and self.difference.low <= 0 <= self.difference.high)
 
 
-@dataclass(frozen=True)
-class HolmFloor:
-    """No test of a family of ``tests`` can reach :data:`ALPHA` with ``seeds`` seeds (smallest Holm p ``smallest``);
-    ``by_design``: not even with every seed the protocol plans."""
-
-    seeds: int
-    tests: int
-    smallest: float
-    by_design: bool
+#: No test of a family of ``tests`` can reach :data:`ALPHA` with ``seeds`` seeds (smallest Holm p ``smallest``);
+#: ``by_design``: not even with every seed the protocol plans.
+HolmFloor = NamedTuple("HolmFloor", [("seeds", int), ("tests", int), ("smallest", float), ("by_design", bool)])
 
 
 @dataclass(frozen=True)
@@ -199,23 +194,14 @@ def probe_family(keys, setting: str | None) -> list[Test]:
             if probe and s == setting and arm != REFERENCE]
 
 
-@dataclass(frozen=True)
-class Reach:
-    """Time to accuracy: how soon ``arm`` reaches the best validation Dice of ``scratch`` with the same seed,
-    paired by seed; medians ``None`` where no seed reached it."""
-
-    arm: str
-    setting: str
-    paired: int  # seeds where both runs have validation curves
-    reached: int
-    steps: float | None  # median over reaching seeds of the arm's steps to scratch's best
-    seconds: float | None
-    ratio: float | None  # median of arm steps / scratch's steps to its best
-    scratch_steps: float
-    scratch_seconds: float | None
-    faster: int  # paired seeds on which the arm reached it in fewer steps than scratch took to its best
-    p: float
-    holm_p: float = float("nan")
+#: Time to accuracy: on how many of the ``paired`` seeds (both runs validate) ``arm`` reaches the best validation Dice
+#: of ``scratch`` with the same seed; medians over the seeds that reach it (``None``: none) of its steps and seconds
+#: to it and of the ratio of its steps to ``scratch``'s steps to its best; ``scratch``'s medians; on how many seeds it
+#: got there in fewer steps than ``scratch``; the raw and Holm-adjusted Wilcoxon p.
+Reach = NamedTuple("Reach", [("arm", str), ("setting", str), ("paired", int), ("reached", int),
+                             ("steps", float | None), ("seconds", float | None), ("ratio", float | None),
+                             ("scratch_steps", float), ("scratch_seconds", float | None), ("faster", int), ("p", float),
+                             ("holm_p", float)])
 
 
 def _median(values: list) -> float | None:
@@ -244,7 +230,7 @@ def reach(runs: pd.DataFrame, arm: str, setting: str) -> Reach | None:
     scratch_seconds = [b.seconds for _, b in pairs if b.seconds is not None]
     return Reach(arm, setting, len(pairs), len(hit), _median([a.step for a, _ in hit]), _median(seconds),
                  _median([a.step / max(b.step, 1) for a, b in hit]), float(np.median(targets)),
-                 _median(scratch_seconds), sum(r < t for r, t in zip(ranked, targets)), p)
+                 _median(scratch_seconds), sum(r < t for r, t in zip(ranked, targets)), p, float("nan"))
 
 
 def declared_reaches(keys, settings=()) -> list[tuple[str, str]]:
@@ -259,7 +245,7 @@ def reach_family(runs: pd.DataFrame, pairs: list[tuple[str, str]]) -> list[Reach
     """:func:`reach` of each declared ``(arm, setting)`` with results, Holm-adjusted over all ``pairs``."""
     reaches = [r for arm, setting in pairs if (r := reach(runs, arm, setting)) is not None]
     adjusted = holm_over_declared([r.p for r in reaches], len(pairs))
-    return [Reach(**{**r.__dict__, "holm_p": h}) for r, h in zip(reaches, adjusted)]
+    return [r._replace(holm_p=h) for r, h in zip(reaches, adjusted)]
 
 
 def budget_fraction_family(runs: pd.DataFrame, pairs: list[tuple[str, str]], planned_seeds: int | None) -> Family:
