@@ -26,12 +26,15 @@ from pathlib import Path
 
 import yaml
 
-__all__ = ["ATLAS_REGISTRATIONS", "Arm", "BUILTIN_PROTOCOL", "Protocol", "Size", "load_protocol", "load_protocol_or_exit"]
+from .run_records import Recipe
+
+__all__ = ["ATLAS_REGISTRATIONS", "Arm", "BUILTIN_PROTOCOL", "POOL_MASKS", "Protocol", "RecipeCandidate", "Size",
+           "load_protocol", "load_protocol_or_exit"]
 
 BUILTIN_PROTOCOL = Path(__file__).with_name("protocol.yaml")
 """The arms and sizes of the committed benchmark."""
 
-ARM_KEYS = ("random_init", "workflow", "overlay", "encoder_of", "finetune", "atlas", "settings", "stage")
+ARM_KEYS = ("random_init", "workflow", "overlay", "encoder_of", "finetune", "atlas", "settings", "stage", "pool_masks")
 """Keys of an arm's entry that are not pretraining workflow settings."""
 
 PRETRAINING_WORKFLOWS = ("pretrain.yaml", "train.yaml")
@@ -43,12 +46,19 @@ ATLAS_REGISTRATIONS = ("as_is", "body_box", "centroid")
 SIZE_MAPPINGS = ("data", "network", "pretrain", "finetune", "splits", "draws", "refine")
 """The settings of a size that decide a run's result (updated key by key from a ``base`` size)."""
 
-OWN_KEYS = ("report", "deviations", "difficulty_criteria")
-"""Settings of a size that a size based on it does not take over (its report is its own)."""
+OWN_KEYS = ("report", "deviations", "difficulty_criteria", "recipes")
+"""Settings of a size that a size based on it does not take over (its report and its chosen recipes are its own)."""
 
 SIZE_LISTS = ("arms", "settings", "seeds", "tuning_seeds", "probe_seeds", "study_arms", "study_seeds", "probe_arms",
-              "budget_fractions", "deviations")
+              "budget_fractions", "deviations", "recipe_arms", "oracle_arms")
 """The settings of a size that list what it plans."""
+
+RECIPE_KEYS = ("encoder_lr_multiplier", "encoder_warmup_fraction", "encoder_freeze_fraction")
+"""The settings of a recipe candidate."""
+
+POOL_MASKS = ("stage1", "ground_truth")
+"""Where a v3 stage-2 pretraining takes its pool's organ masks from: the seed's stage-1 predictions (the default) or
+the ground truth (``cascade_semcl_gt``)."""
 
 
 @dataclass(frozen=True)
@@ -84,6 +94,12 @@ class Arm:
         return self.entry.get("stage")
 
     @property
+    def pool_masks(self) -> str:
+        """Where a stage-2 pretraining takes its pool's organ masks from (one of :data:`POOL_MASKS`; default
+        ``stage1``: the seed's stage-1 predictions)."""
+        return self.entry.get("pool_masks", "stage1")
+
+    @property
     def settings(self) -> tuple[str, ...] | None:
         """The only labelled settings this arm is planned in (``None``: every setting of the size)."""
         settings = self.entry.get("settings")
@@ -111,6 +127,45 @@ class Arm:
 
 
 @dataclass(frozen=True)
+class RecipeCandidate:
+    """A candidate fine-tuning recipe of the recipe selection (``docs/PROTOCOL_v3.md`` section 5), its warm-up and
+    freeze as fractions of the run's epoch cap.
+
+    Args:
+        name: the recipe's name (``R1``-``R4``); the earlier in the size's ``recipe_candidates`` wins a tie.
+        encoder_lr_multiplier: the encoder's learning rate as a fraction of the decoder's.
+        encoder_warmup_fraction: the share of the epoch cap over which the encoder's learning rate rises from 0.
+        encoder_freeze_fraction: the share of the epoch cap at the start with the encoder frozen (a linear probe).
+
+    Raises:
+        ValueError: a multiplier below 0 or a fraction outside [0, 1), naming the recipe.
+    """
+
+    name: str
+    encoder_lr_multiplier: float
+    encoder_warmup_fraction: float = 0.0
+    encoder_freeze_fraction: float = 0.0
+
+    def __post_init__(self) -> None:
+        for what in RECIPE_KEYS:
+            value = getattr(self, what)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+                raise ValueError(f"recipe {self.name}: {what} must be a number >= 0, got {value!r}.")
+        if not self.encoder_warmup_fraction < 1 or not self.encoder_freeze_fraction < 1:
+            raise ValueError(f"recipe {self.name}: a warm-up or freeze fraction must be below 1 (of the epoch cap).")
+
+    def at_cap(self, max_epochs: int) -> Recipe:
+        """The recipe for a run whose epoch cap is ``max_epochs``: each fraction in whole epochs (at least 1 where
+        the fraction is not 0)."""
+
+        def epochs(fraction: float) -> int:
+            return max(1, round(fraction * max_epochs)) if fraction > 0 else 0
+
+        return Recipe(self.name, float(self.encoder_lr_multiplier), epochs(self.encoder_warmup_fraction),
+                      epochs(self.encoder_freeze_fraction))
+
+
+@dataclass(frozen=True)
 class Size:
     """Everything that decides a run's result at one benchmark size, plus which runs the size plans."""
 
@@ -133,6 +188,10 @@ class Size:
     tuning_seeds: tuple[int, ...] = ()
     stage1_pixdim: float | None = None
     refine: dict = field(default_factory=dict)  # v3: stage 2's training settings (train.yaml + train_refine.yaml)
+    recipe_arms: tuple[str, ...] = ()
+    recipe_candidates: dict = field(default_factory=dict)
+    recipes: dict = field(default_factory=dict)
+    oracle_arms: tuple[str, ...] = ()
     arm_settings: dict = field(default_factory=dict)
     setting_arms: dict = field(default_factory=dict)
     setting_seeds: dict = field(default_factory=dict)
@@ -156,6 +215,36 @@ class Size:
     def drawn(self) -> bool:
         """Whether every seed draws its own datalist (v2's ``splits`` or v3's ``draws``), not the dataset's own."""
         return self.splits is not None or self.draws is not None
+
+    def chosen_recipe(self, arm: str) -> str | None:
+        """The name of the recipe the selection chose for ``arm`` (its ``recipes`` entry); ``None`` while none is
+        recorded, or for an arm that chooses none."""
+        return (self.recipes.get(arm) or {}).get("chosen")
+
+    def recipe_for(self, arm: str, seed: int) -> Recipe | None:
+        """The recipe a run of a recipe arm (``recipe_arms``) on a main seed fine-tunes with: the chosen candidate at
+        stage 2's epoch cap (``refine``'s ``max_epochs``); ``None`` for an arm that chooses no recipe, and while the
+        arm's choice is not recorded (such a run is refused: :meth:`semcl_benchmark.runner.Benchmark.refused`).
+
+        Raises:
+            ValueError: ``seed`` is a tuning seed (whose runs try every candidate: :meth:`tuning_recipes`).
+        """
+        if seed in self.tuning_seeds:
+            raise ValueError(f"seed {seed} of size {self.name!r} is a tuning seed: its runs of {arm!r} try every "
+                             f"candidate recipe ({', '.join(self.recipe_candidates)}), not the chosen one.")
+        chosen = self.chosen_recipe(arm) if arm in self.recipe_arms else None
+        return None if chosen is None else self.recipe_candidates[chosen].at_cap(self._refine_cap())
+
+    def tuning_recipes(self) -> tuple[Recipe, ...]:
+        """Every candidate recipe at stage 2's epoch cap, in the order that breaks ties (the tuning seeds' runs)."""
+        return tuple(candidate.at_cap(self._refine_cap()) for candidate in self.recipe_candidates.values())
+
+    def _refine_cap(self) -> int:
+        cap = self.refine.get("max_epochs")
+        if isinstance(cap, bool) or not isinstance(cap, int):
+            raise ValueError(f"size {self.name!r}: refine has no max_epochs, so its recipes' warm-up and freeze "
+                             "epochs are not known (docs/PROTOCOL_v3.md, section 11: to size).")
+        return cap
 
     def probes(self, arm: Arm) -> bool:
         """Whether the frozen-encoder probe runs for ``arm`` (default: every pretrained arm)."""
@@ -240,6 +329,8 @@ def _check_arm(arm: Arm, protocol: Protocol) -> None:
         raise ValueError(f"{where}: finetune must be a mapping of fine-tuning settings, got {arm.entry['finetune']!r}.")
     if arm.atlas is not None and arm.atlas not in ATLAS_REGISTRATIONS:
         raise ValueError(f"{where}: atlas must be one of {ATLAS_REGISTRATIONS}, got {arm.atlas!r}.")
+    if arm.pool_masks not in POOL_MASKS:
+        raise ValueError(f"{where}: pool_masks must be one of {POOL_MASKS}, got {arm.pool_masks!r}.")
     if "encoder_of" in arm.entry:
         source = protocol.arms.get(arm.entry["encoder_of"])
         if source is None or source.source != source.name:
@@ -280,7 +371,53 @@ def _size(name: str, entries: dict[str, dict], protocol: Protocol, seen: tuple[s
     for setting, seeds in size.setting_seeds.items():
         if not isinstance(seeds, list) or not all(isinstance(seed, int) for seed in seeds):
             raise ValueError(f"{where}: setting_seeds: {setting}: {seeds!r} is not a list of seeds.")
-    return size
+    shared = sorted(set(size.tuning_seeds) & set(size.seeds))
+    if shared:
+        raise ValueError(f"{where}: tuning_seeds {shared} are also among its seeds: the recipe selection's seeds are "
+                         "never test seeds (docs/PROTOCOL_v3.md, section 3).")
+    return _with_recipes(size, protocol, where)
+
+
+def _with_recipes(size: Size, protocol: Protocol, where: str) -> Size:
+    """``size`` with its recipe candidates read, after checking the recipe selection's entries and the oracle arms.
+
+    Raises:
+        ValueError: naming ``where`` and the entry.
+    """
+    candidates = {}
+    for name, entry in _mapping(size.recipe_candidates, f"{where}: recipe_candidates").items():
+        if isinstance(entry, RecipeCandidate):  # taken over from a base size, read already
+            candidates[name] = entry
+            continue
+        entry = _mapping(entry, f"{where}: recipe_candidates: {name}")
+        if set(entry) - set(RECIPE_KEYS) or "encoder_lr_multiplier" not in entry:
+            raise ValueError(f"{where}: recipe_candidates: {name}: a candidate has encoder_lr_multiplier and may have "
+                             f"{', '.join(RECIPE_KEYS[1:])}, got {dict(entry)!r}.")
+        try:
+            candidates[name] = RecipeCandidate(name, **entry)
+        except ValueError as error:
+            raise ValueError(f"{where}: recipe_candidates: {error}") from error
+    for arm in size.recipe_arms:
+        if arm not in protocol.arms or protocol.arm(arm, size).source is None:
+            raise ValueError(f"{where}: recipe_arms: {arm!r} is not a pretrained arm of the protocol (only an arm that "
+                             "fine-tunes a pretrained encoder chooses a recipe).")
+    if size.recipe_arms and not candidates:
+        raise ValueError(f"{where}: recipe_arms need recipe_candidates to choose from.")
+    for arm, entry in _mapping(size.recipes, f"{where}: recipes").items():
+        entry = _mapping(entry, f"{where}: recipes: {arm}")
+        dice = entry.get("validation_dice")
+        if arm not in size.recipe_arms:
+            raise ValueError(f"{where}: recipes: {arm!r} is not one of its recipe_arms "
+                             f"({', '.join(size.recipe_arms)}).")
+        if entry.get("chosen") not in candidates or not isinstance(dice, Mapping) or set(dice) != set(candidates):
+            raise ValueError(f"{where}: recipes: {arm}: an entry is {{chosen: one of {', '.join(candidates)}, "
+                             "validation_dice: {each candidate: its mean tuning validation Dice}}, got "
+                             f"{dict(entry)!r}.")
+    for arm in size.oracle_arms:
+        if arm not in size.arms or protocol.arm(arm, size).stage != "cascade":
+            raise ValueError(f"{where}: oracle_arms: {arm!r} is not a cascade arm of the size (the oracle-prior "
+                             "evaluation scores a stage-2 network).")
+    return Size(**{**size.__dict__, "recipe_candidates": candidates})
 
 
 def load_protocol_or_exit(parser: argparse.ArgumentParser, files: Sequence[str | os.PathLike],
