@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Hashable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -189,9 +190,10 @@ class RandCoarseMaskd(MapTransform, Randomizable):
 
 
 class CoarseMaskd(MapTransform):
-    """A fixed coarse map per case (for validation): :class:`RandCoarseMask` drawn from a random state seeded by
-    ``seed`` and the label's file name (or, without one, its content), so each case gets the same prior in every
-    epoch and run, and ``CacheDataset`` may cache it (it is not a random transform).
+    """A fixed coarse map per case (for validation, and the cascade's oracle priors): :class:`RandCoarseMask` drawn
+    from a random state seeded by ``seed`` and the label's file name without its folder (or, without one, its
+    content), so each case gets the same prior in every epoch and run, wherever its dataset lies, and
+    ``CacheDataset`` may cache it (it is not a random transform).
 
     Args:
         keys: the label map (one key); its coarse map goes to ``prior_key``.
@@ -213,7 +215,9 @@ class CoarseMaskd(MapTransform):
         d = dict(data)
         label = d[self.keys[0]]
         source = getattr(label, "meta", {}).get("filename_or_obj")
-        key = str(source).encode() if source else convert_to_tensor(label, track_meta=False).numpy().tobytes()
+        key = (
+            Path(str(source)).name.encode() if source else convert_to_tensor(label, track_meta=False).numpy().tobytes()
+        )
         self.simulator.set_random_state(state=np.random.RandomState((self.seed + zlib.crc32(key)) % 2**32))
         d[self.prior_key] = self.simulator(label)
         return d
