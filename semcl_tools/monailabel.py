@@ -61,7 +61,8 @@ WEIGHT_FILES = ("model.pt", "pretrained_encoder.pt", "refine/model.pt")
 NO_MODEL = """no models/model.pt in {bundle}: MONAI Label would list no model, answer every inference with HTTP 500, and
 serve a model trained later only after a restart. Give the weights: --weights DIR (a folder with model.pt, e.g. the
 output folder of scripts/export_bundle.py or an unpacked model-zoo zip's models/), serve an unpacked zip
-(--bundle DIR), or train the bundle once first (python -m monai.bundle run --config_file {bundle_configs}/train.yaml)."""
+(--bundle DIR), or train the bundle once first (python -m monai.bundle run --config_file {bundle}/configs/train.yaml
+--bundle_root {bundle})."""
 
 
 def setup_environment() -> Path:
@@ -282,8 +283,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_environment()
     app = prepare_app(args.app_dir.absolute(), bundle, args.weights)
     if not (app / "model" / bundle.name / "models" / "model.pt").is_file():
-        print(f"[monailabel] error: {NO_MODEL.format(bundle=bundle, bundle_configs=bundle / 'configs')}",
-              file=sys.stderr, flush=True)
+        print(f"[monailabel] error: {NO_MODEL.format(bundle=bundle)}", file=sys.stderr, flush=True)
         return 2
     studies = (args.studies or args.app_dir / "studies").absolute()
     if args.studies is None and not any(studies.glob("*.nii*")):

@@ -2,7 +2,8 @@
 
 The zip holds one top-level folder named after the bundle with its configs, docs and LICENSE, the code the configs use
 (copies of ``semcl_components`` and of the phantom simulator ``semcl_phantoms``, which writes the embedded data, in
-``scripts/``, found by the configs' ``semcl_components`` item from any working directory), the weights of both stages of
+``scripts/``, found by the configs' ``semcl_components`` item in the bundle folder: the working directory or
+``--bundle_root``), the weights of both stages of
 the cascade (:data:`WEIGHTS`: stage 1's ``models/model.pt`` and ``models/pretrained_encoder.pt``, stage 2's
 ``models/refine/model.pt`` and its ``channel``-mode encoder ``models/refine/pretrained_encoder.pt``),
 ``large_files.yml`` (each weight file's path, URL and SHA-256) and ``configs/metadata.json`` with the used packages

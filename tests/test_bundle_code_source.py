@@ -87,9 +87,9 @@ def planted(tmp_path: Path) -> dict[str, Path]:
     return {"markers": markers, "cwd": cwd, "image": image, "labels": dataset / "dataset.json", "out": tmp_path / "out"}
 
 
-def infer(mode: str, config: str, data: dict[str, Path], cwd: Path) -> str:
-    """Segment the planted dataset's image with ``config`` from ``cwd``; the output, checked for success."""
-    command = [
+def infer_command(mode: str, config: str, data: dict[str, Path], *extra: str) -> list:
+    """``python -m monai.bundle run`` of ``config`` on the planted dataset's image, through ``ENTRY_POINT``."""
+    return [
         sys.executable,
         "-c",
         ENTRY_POINT,
@@ -106,8 +106,13 @@ def infer(mode: str, config: str, data: dict[str, Path], cwd: Path) -> str:
         "--output_dir",
         data["out"],
         *TINY_INFERENCE_ARGS,
+        *extra,
     ]
-    result = run_captured(command, cwd=cwd)
+
+
+def infer(mode: str, config: str, data: dict[str, Path], cwd: Path, *extra: str) -> str:
+    """Segment the planted dataset's image with ``config`` from ``cwd``; the output, checked for success."""
+    result = run_captured(infer_command(mode, config, data, *extra), cwd=cwd)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-4000:]
     assert (data["out"] / "x_seg.nii.gz").is_file(), output[-4000:]
@@ -137,21 +142,34 @@ def zoo_bundle(folder: Path) -> Path:
 def test_a_dataset_folder_and_the_working_directory_never_supply_code(planted):
     """The installed package is used; the packages planted in the dataset, above it and in the working directory are
     never imported (they used to be put first on sys.path and run: exit 0, a normal segmentation)."""
-    output = infer("installed", str(CONFIGS / "inference.yaml"), planted, planted["cwd"])
+    output = infer("installed", str(CONFIGS / "inference.yaml"), planted, planted["cwd"], "--bundle_root", BUNDLE_DIR)
     assert used_package(output) == REPOSITORY_PACKAGE / "__init__.py"
 
 
 @pytest.mark.slow
 def test_a_zoo_bundle_uses_its_own_copy_from_any_working_directory(planted, tmp_path):
     """Without an installed package, the bundle's ``scripts/semcl_components`` supplies the code, from another
-    working directory (which holds a planted package) and from the bundle folder (the zoo's convention)."""
+    working directory (which holds a planted package) naming the bundle with ``--bundle_root``, and from the bundle
+    folder (the zoo's convention)."""
     bundle = zoo_bundle(tmp_path / "zoo")
     own_copy = bundle / "scripts" / "semcl_components" / "__init__.py"
-    output = infer("zoo", str(bundle / "configs" / "inference.yaml"), planted, planted["cwd"])
+    output = infer("zoo", str(bundle / "configs" / "inference.yaml"), planted, planted["cwd"], "--bundle_root", bundle)
     assert used_package(output) == own_copy
     shutil.rmtree(planted["out"])
     output = infer("zoo", "configs/inference.yaml", planted, bundle)
     assert used_package(output) == own_copy
+
+
+def test_a_working_directory_that_is_not_the_bundle_stops_the_run_before_supplying_code(planted, tmp_path):
+    """Without an installed package and without ``--bundle_root``, a working directory without ``configs/metadata.json``
+    (which holds a planted package) is not taken for the bundle: the run stops, naming the file and the option."""
+    bundle = zoo_bundle(tmp_path / "zoo")
+    result = run_captured(infer_command("zoo", str(bundle / "configs" / "inference.yaml"), planted), cwd=planted["cwd"])
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert f"{planted['cwd']} is not the bundle folder (no configs/metadata.json)" in output, output[-3000:]
+    assert "--bundle_root" in output
+    assert sorted(p.name for p in planted["markers"].iterdir()) == [], "a planted package ran"
 
 
 def test_a_python_caller_naming_bundle_root_finds_the_zoo_bundles_copy(tmp_path):

@@ -112,8 +112,8 @@ def test_channel_def_names_every_phantom_organ(phantom_dataset):
 def test_inference_network_matches_metadata_input_and_output(workdir):
     result = run_offline(
         "verify_net_in_out", "network_def", "--meta_file", str(META_FILE),
-        "--config_file", str(CONFIGS / "inference.yaml"), "--p", "1", "--n", "1", "--any", "1", "--device", "cpu",
-        cwd=workdir,
+        "--config_file", str(CONFIGS / "inference.yaml"), "--bundle_root", str(BUNDLE_DIR), "--p", "1", "--n", "1",
+        "--any", "1", "--device", "cpu", cwd=workdir,
     )
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-3000:]
@@ -126,7 +126,7 @@ def test_ckpt_export_torchscript_matches_checkpoint(trained_model, workdir, tmp_
     result = run_offline(
         "ckpt_export", "network_def", "--filepath", str(tmp_path / "model.ts"),
         "--ckpt_file", str(trained_model.ckpt_dir / "model.pt"), "--meta_file", str(META_FILE),
-        "--config_file", str(CONFIGS / "inference.yaml"), *overrides, cwd=workdir,
+        "--config_file", str(CONFIGS / "inference.yaml"), "--bundle_root", str(BUNDLE_DIR), *overrides, cwd=workdir,
     )
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     extra_files = {"metadata.json": "", "inference.json": ""}

@@ -99,3 +99,12 @@ def test_an_existing_file_with_a_comma_in_its_name_is_one_path(tmp_path):
     config.parent.mkdir(parents=True)
     config.write_text("{}")
     assert command_line_config_files(["--config_file", str(config)]) == [str(config)]
+
+
+def test_the_benchmarks_commands_name_the_bundle_of_their_first_config_unless_given(tmp_path):
+    from semcl_tools.bundle_run import bundle_command
+
+    command = bundle_command(tmp_path / "b" / "configs", ["train.yaml", "evaluate.yaml"], {"max_epochs": 1})
+    assert command[command.index("--bundle_root") + 1] == str(tmp_path / "b")
+    command = bundle_command(tmp_path / "b" / "configs", ["train.yaml"], {"bundle_root": "/x"})
+    assert command.count("--bundle_root") == 1 and command[command.index("--bundle_root") + 1] == "/x"

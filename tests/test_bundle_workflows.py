@@ -665,22 +665,47 @@ def test_second_run_in_a_ckpt_dir_in_use_is_refused(run_bundle, phantom_dataset,
         first.wait()
 
 
-def test_bundle_in_a_folder_with_a_space_and_non_ascii_runs_from_elsewhere(phantom_dataset, workdir, tmp_path):
-    """A bundle copied to ``.../bü ndle/`` finds its own configs and components when run from another folder."""
+def test_bundle_in_a_folder_with_a_space_and_non_ascii_runs_from_itself_or_with_bundle_root(
+    phantom_dataset, workdir, tmp_path
+):
+    """A bundle copied to ``.../bü ndle/`` finds its own configs and components, run from its own folder (the model
+    zoo's convention) or from another folder that names it with ``--bundle_root``."""
     from conftest import BUNDLE_DIR, run_captured
 
     bundle = tmp_path / "bü ndle" / BUNDLE_DIR.name
     shutil.copytree(BUNDLE_DIR / "configs", bundle / "configs")
     image = phantom_dataset / json.loads((phantom_dataset / "datalist.json").read_text(encoding="utf-8"))["test"][0]["image"]
-    for config_arg in (str(bundle / "configs" / "inference.yaml"), f"['{bundle / 'configs' / 'inference.yaml'}']"):
+    config = bundle / "configs" / "inference.yaml"
+    for cwd, config_args in (
+        (bundle, ["configs/inference.yaml"]),
+        (workdir, [str(config), "--bundle_root", str(bundle)]),
+        (workdir, [f"['{config}']", "--bundle_root", str(bundle)]),
+    ):
         command = [
-            sys.executable, "-m", "monai.bundle", "run", "--config_file", config_arg, "--input_path", image,
+            sys.executable, "-m", "monai.bundle", "run", "--config_file", *config_args, "--input_path", image,
             "--load_pretrain", "false", *TINY_INFERENCE_ARGS,
         ]
-        result = run_captured(command, cwd=workdir)
+        result = run_captured(command, cwd=cwd)
         assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
         assert len(list((bundle / "eval").glob("*_seg.nii.gz"))) == 1  # <bundle_root>/eval: the bundle was found
         shutil.rmtree(bundle / "eval")
+
+
+def test_a_command_from_another_folder_without_bundle_root_names_the_missing_file_and_the_option(
+    phantom_dataset, workdir
+):
+    """The working directory is the bundle folder unless ``--bundle_root`` names another: from elsewhere the run
+    stops at its first bundle file, naming it and the option (not deep inside a component)."""
+    from conftest import CONFIGS, run_captured
+
+    image = phantom_dataset / json.loads((phantom_dataset / "datalist.json").read_text(encoding="utf-8"))["test"][0]["image"]
+    command = [sys.executable, "-m", "monai.bundle", "run", "--config_file", CONFIGS / "inference.yaml",
+               "--input_path", image]  # fmt: skip
+    result = run_captured(command, cwd=workdir)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert f"configs/metadata.json does not exist: {workdir} is not the bundle folder" in output, output[-3000:]
+    assert "--bundle_root" in output
 
 
 def test_whole_masks_with_class_positives_stop_before_any_work(run_bundle, phantom_dataset, tmp_path):

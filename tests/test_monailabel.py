@@ -293,6 +293,8 @@ def test_training_starts_from_the_pretrained_encoder_and_the_new_model_serves(
         "run",
         "--config_file",
         str(zoo_server.bundle / "configs" / "inference.yaml"),
+        "--bundle_root",
+        str(zoo_server.bundle),
         "--input_path",
         str(zoo_server.studies / "phantom_003.nii.gz"),
         "--output_dir",
@@ -798,6 +800,7 @@ def cascade_cli(server: Server, image_id: str, folder: Path, prior: Path | None 
     configs = server.bundle / "configs"
     command = [sys.executable, "-m", "monai.bundle", "run", "--config_file",
                f"['{configs / 'inference.yaml'}','{configs / 'inference_cascade.yaml'}']",
+               "--bundle_root", str(server.bundle),
                "--input_path", str(server.studies / f"{image_id}.nii.gz"), "--output_dir", str(folder)]  # fmt: skip
     if prior is not None:
         command += ["--prior", str(prior)]

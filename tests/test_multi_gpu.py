@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from conftest import (
+    BUNDLE_DIR,
     CONFIGS,
     TINY_NETWORK_ARGS,
     TINY_PRETRAIN_ARGS,
@@ -32,7 +33,8 @@ TORCHRUN = Path(sys.executable).parent / "torchrun"
 
 
 def torchrun(configs: list[str], args: list, nproc: int = 2) -> list[str]:
-    """``torchrun --standalone --nproc_per_node=N -m monai.bundle run --config_file [...] args`` (the README's).
+    """``torchrun --standalone --nproc_per_node=N -m monai.bundle run --config_file [...] --bundle_root <bundle> args``
+    (the README's).
 
     ``configs`` are config names without ``.yaml``, as for ``config_arg``.
     """
@@ -45,6 +47,8 @@ def torchrun(configs: list[str], args: list, nproc: int = 2) -> list[str]:
         "run",
         "--config_file",
         config_arg(*configs),
+        "--bundle_root",
+        str(BUNDLE_DIR),
         *map(str, args),
     ]
 

@@ -285,8 +285,9 @@ def test_zoo_user_downloads_fetches_weights_and_segments_from_any_folder(
     # the zoo's convention (from the bundle folder, relative config path), and from another folder
     from_bundle = infer(zoo_python, "configs/inference.yaml", bundle, image, tmp_path / "seg_a", env)
     from_elsewhere = infer(
-        zoo_python, str(bundle / "configs" / "inference.yaml"), elsewhere, image, tmp_path / "seg_b", env
-    )
+        zoo_python, str(bundle / "configs" / "inference.yaml"), elsewhere, image, tmp_path / "seg_b", env,
+        "--bundle_root", str(bundle),
+    )  # fmt: skip
     # the repository's bundle with the same weights
     repository = infer(
         Path(sys.executable),
@@ -297,12 +298,14 @@ def test_zoo_user_downloads_fetches_weights_and_segments_from_any_folder(
         bundle_env(),
         "--ckpt_dir",
         str(bundle / "models"),
+        "--bundle_root",
+        str(BUNDLE),
     )
     for labels, affine in (from_bundle, from_elsewhere):
         np.testing.assert_array_equal(labels, repository[0])
         np.testing.assert_allclose(affine, repository[1])
     assert set(np.unique(repository[0])) <= set(range(9))
-    # the README's TorchScript export, with the bundle's paths given from another folder (--bundle_root not needed)
+    # the README's TorchScript export, with the bundle's paths and --bundle_root given from another folder
     exported_ts = run(
         [
             zoo_python,
@@ -318,6 +321,8 @@ def test_zoo_user_downloads_fetches_weights_and_segments_from_any_folder(
             bundle / "configs" / "metadata.json",
             "--config_file",
             bundle / "configs" / "inference.yaml",
+            "--bundle_root",
+            bundle,
         ],
         cwd=elsewhere,
         env=env,
@@ -361,6 +366,8 @@ def test_readme_download_lines_segment_with_the_shipped_weights(
             tmp_path / "repository",
             "--ckpt_dir",
             models,
+            "--bundle_root",
+            BUNDLE,
         ],
         cwd=tmp_path,
         env=bundle_env(),
@@ -693,6 +700,8 @@ def test_onnx_export_matches_the_checkpoint(exported, tmp_path):
             meta,
             "--config_file",
             config,
+            "--bundle_root",
+            bundle,
             "--input_shape",
             "[1,1,64,64,64]",
             "--use_trace",
