@@ -13,7 +13,11 @@ epoch), so start-up is left out and validation counts as often as in a run. The 
 ``<size results folder>/cost_ratio.json``, holds every round's seconds per epoch of both and their ratio, the median
 ratio, the machine, its load average (1, 5 and 15 minutes) at the start and the end, and the commit.
 
+``levers`` as the first argument times instead the speed levers that leave the arithmetic alone against v2's
+settings (benchmark v3's measurement M0; :mod:`semcl_benchmark.cost_levers`).
+
 Usage:
+    python scripts/benchmark_cost_ratio.py levers [--size v3] ...   (``levers --help``)
     python scripts/benchmark_cost_ratio.py [--size difficulty] [--reference v1] [--setting finetune_1] [--seed 0]
                                            [--epochs 200] [--rounds 3] [--allow-dirty]
 """
@@ -128,6 +132,11 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["levers"]:  # benchmark v3's speed levers against v2's settings (semcl_benchmark.cost_levers)
+        from .cost_levers import main as levers
+
+        return levers(argv[1:])
     parser = _parser()
     args = parser.parse_args(argv)
     protocol = load_protocol_or_exit(parser, args.protocol, {"--size": args.size, "--reference": args.reference})
