@@ -1,10 +1,10 @@
 """The benchmark report as load -> analyse -> render, from the result files alone.
 
 **Load** (:mod:`.load`): every finished run as one long pandas table. **Analyse** (:mod:`.endpoints`,
-:mod:`.diagnosis`, :mod:`.tables`, :mod:`.difficulty`): frozen dataclasses, every wording that depends on a number
-decided there as a field, gathered by :func:`analyse` into one :class:`Report`. **Render** (:func:`render`,
-:mod:`.plots`): one Jinja2 template per report (``templates/``) that only formats those values. Version 1's report is
-frozen (``docs/RESULTS_v1.md``); a size without ``splits`` gets no regenerated report.
+:mod:`.diagnosis`, :mod:`.tables`, :mod:`.difficulty`): typed values (frozen dataclasses, typed named tuples), every
+wording that depends on a number decided there as a field, gathered by :func:`analyse` into one :class:`Report`.
+**Render** (:func:`render`, :mod:`.plots`): one Jinja2 template per report (``templates/``) that only formats those
+values. Version 1's report is frozen (``docs/RESULTS_v1.md``); a size without ``splits`` gets no regenerated report.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import json
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import jinja2
@@ -26,7 +26,8 @@ from ..protocol import Size
 from ..results import ResultStore
 from . import diagnosis, difficulty, endpoints, tables
 from .difficulty import read_cost_ratio
-from .load import deviations, load_runs, mean_dice, provenance_of, runs_of
+from .endpoints import REFERENCE, UPPER_BOUND_SETTING, is_atlas, is_method
+from .load import TESTED, deviations, load_runs, mean_dice, provenance_of, runs_of
 from .plots import write_embedding_plots, write_plots
 
 __all__ = ["Report", "analyse", "mean_dice", "render", "write_report"]
@@ -45,63 +46,34 @@ class Report:
     planned: int
     arms: list[str]
     settings: list[str]
-    families: dict[str, endpoints.Family]  # primary, secondary titles, "per phase", "probe", "budget fractions"
-    values: dict = field(default_factory=dict)  # the diagnoses and tables by name (see :func:`analyse`)
+    families: dict  # the declared families by endpoint (:func:`.endpoints.families`)
+    values: dict  # the diagnoses and tables by name (see :func:`analyse`)
 
 
 def _order(size: Size, runs: pd.DataFrame) -> tuple[list[str], list[str]]:
-    main = runs[runs.stage.isin(("finetune", "atlas")) & ~runs.arm.isin(size.study_arms)]
+    """The arms and settings of the main runs: in the size's order, then any others sorted."""
+    main = runs[runs.stage.isin(TESTED) & ~runs.arm.isin(size.study_arms)]
     arms = [a for a in size.arms if a in set(main.arm)] + sorted(set(main.arm) - set(size.arms))
     settings = [s for s in size.settings if s in set(main.setting)] + sorted(set(main.setting) - set(size.settings))
     return arms, settings
 
 
-def _phases(runs: pd.DataFrame) -> list[str | None]:
-    """The phase bucket of every test case, from the first tested run that records them."""
-    return next((p for r in runs.record if r.get("test") and (p := r["test"].get("contrast_phases"))), None) or []
-
-
-def _families(runs: pd.DataFrame, size: Size, keys: set,
-              settings: list[str]) -> tuple[dict[str, endpoints.Family], endpoints.Family]:
-    """The declared families by title, and time to accuracy's (its outcomes :class:`~.endpoints.Reach`)."""
-    seeds = len(size.seeds) or None
-    found = {"primary": endpoints.family(runs, endpoints.primary_family(), seeds)}
-    found |= {t: endpoints.family(runs, tests, seeds) for t, tests in endpoints.secondary_families(keys).items()}
-    found["per phase"] = endpoints.family(runs, [endpoints.Test(t.method, t.baseline, t.setting, phase=p)
-                                                 for p in sorted({p for p in _phases(runs) if p is not None})
-                                                 for t in endpoints.primary_family()], seeds)
-    found["probe"] = endpoints.family(runs, endpoints.probe_family(keys, size.probe_setting),
-                                      len(size.probe_seeds) or None)
-    pairs = endpoints.declared_reaches(keys, settings)
-    found["budget fractions"] = endpoints.budget_fraction_family(runs, pairs, seeds)
-    reaches = endpoints.reach_family(runs, pairs)
-    floor = endpoints.holm_floor(max(r.paired for r in reaches), len(pairs), seeds) if reaches else None
-    return found, endpoints.Family(reaches, len(pairs), floor)
-
-
-def _diagnoses(runs: pd.DataFrame, size: Size, arms: list[str], settings: list[str], families: dict,
-               reaches: endpoints.Family) -> dict:
+def _diagnoses(runs: pd.DataFrame, size: Size, arms: list[str], settings: list[str], families: dict) -> dict:
     """What bounds the gain, whether the baselines were at their best, what the runs do not support."""
-    limited = [s for s in settings if s != endpoints.UPPER_BOUND_SETTING]
-    order = {a: i for i, a in enumerate([endpoints.REFERENCE, *size.arms])}.get
-    collapse = sorted(diagnosis.collapse_rows(runs), key=lambda c: order(c.arm))
-    endpoint = [o for name, f in families.items() if name not in ("per phase", "probe", "budget fractions")
-                for o in f.outcomes]
+    limited = [s for s in settings if s != UPPER_BOUND_SETTING]
+    collapse = sorted(diagnosis.collapse_rows(runs), key=lambda c: [REFERENCE, *size.arms].index(c.arm))
+    endpoint = [o for f in [families["primary"], *families["secondary"].values()] for o in f.outcomes]
     return {
-        "upper": tables.cell(runs_of(runs, endpoints.REFERENCE, endpoints.UPPER_BOUND_SETTING)),
-        "headroom": diagnosis.gaps(runs, endpoints.REFERENCE, endpoints.UPPER_BOUND_SETTING, endpoints.REFERENCE,
-                                   limited),
-        "atlases": {a: diagnosis.gaps(runs, endpoints.REFERENCE, None, a, limited)
-                    for a in arms if endpoints.is_atlas(a)},
-        "noise": diagnosis.noise(runs, [a for a in arms if endpoints.is_method(a)], limited),
-        "reaches": reaches,
-        "method_reaches": [x for x in reaches.outcomes
-                           if endpoints.is_method(x.arm) and x.setting in limited and x.paired > 1],
+        "upper": tables.cell(runs_of(runs, REFERENCE, UPPER_BOUND_SETTING)),
+        "headroom": diagnosis.gaps(runs, REFERENCE, UPPER_BOUND_SETTING, REFERENCE, limited),
+        "atlases": {a: diagnosis.gaps(runs, REFERENCE, None, a, limited) for a in arms if is_atlas(a)},
+        "noise": diagnosis.noise(runs, [a for a in arms if is_method(a)], limited),
+        "method_reaches": [x for x in families["time to accuracy"].outcomes
+                           if is_method(x.arm) and x.setting in limited and x.paired > 1],
         "caps": diagnosis.caps(runs), "collapse": collapse, "validating": diagnosis.validating_rows(runs),
         "pretraining_budgets": [b for b in diagnosis.pretraining_budgets(runs) if b.arm in {c.arm for c in collapse}],
-        "baseline_collapse": [c for c in collapse if not endpoints.is_method(c.arm)],
         "probe_against_full": diagnosis.probe_against_full(runs, size.probe_setting),
-        "low_organs": diagnosis.low_organs(runs, [a for a in arms if not endpoints.is_atlas(a)], limited),
+        "low_organs": diagnosis.low_organs(runs, [a for a in arms if not is_atlas(a)], limited),
         "ceilings": diagnosis.setting_ceilings(endpoint),
         "own_best": diagnosis.own_best(endpoint, families["budget fractions"].outcomes),
         "draws": diagnosis.draws(runs), "pool_mask_arms": diagnosis.pool_mask_arms(runs),
@@ -109,20 +81,17 @@ def _diagnoses(runs: pd.DataFrame, size: Size, arms: list[str], settings: list[s
 
 
 def _tables(runs: pd.DataFrame, size: Size, planned: Sequence[Run], arms: list[str], settings: list[str],
-            plots: Path) -> dict:
-    """The report's tables, provenance and difficulty criteria."""
-    order = {a: i for i, a in enumerate([endpoints.REFERENCE, *size.arms])}.get
-    phases = _phases(runs)
-    pretrained = [a for a in size.arms if a in set(runs[runs.stage == "pretrain"].arm)]
-    curves = tables.knn_curves(runs, pretrained)
-    trained = [a for a in arms if not endpoints.is_atlas(a)]
+            phases: list[str | None], plots: Path) -> dict:
+    """The report's tables, provenance and difficulty criteria (``phases``: the phase bucket of each test case)."""
+    curves = tables.knn_curves(runs, [a for a in size.arms if a in set(runs[runs.stage == "pretrain"].arm)])
     return {
         "deviations": deviations(size), "unfinished": tables.unfinished(planned, set(runs.key)),
         "headline": tables.headline(runs, arms, settings),
         "phase_counts": {p: phases.count(p) for p in sorted({p for p in phases if p is not None})},
         "probe_cells": {a: tables.cell(runs_of(runs, a, size.probe_setting, True))
-                        for a in sorted(set(runs[runs.probe].arm), key=order)},
-        "organs": tables.organ_tables(runs, arms, settings), "cost": tables.cost_rows(runs, trained),
+                        for a in sorted(set(runs[runs.probe].arm), key=[REFERENCE, *size.arms].index)},
+        "organs": tables.organ_tables(runs, arms, settings),
+        "cost": tables.cost_rows(runs, [a for a in arms if not is_atlas(a)]),
         "step": tables.step_cost(), "provenance": [provenance_of(k, r) for k, r in sorted(zip(runs.key, runs.record))],
         "embedding": tables.embedding_rows(runs, list(size.arms)),
         "study": tables.study_rows(runs, size) if size.study_arms else [],
@@ -136,16 +105,19 @@ def _tables(runs: pd.DataFrame, size: Size, planned: Sequence[Run], arms: list[s
     }
 
 
-def analyse(size: Size, planned: Sequence[Run], runs: pd.DataFrame, plots: Path, command: str) -> Report:
-    """Every value of the v2 report, from the long table of finished ``runs`` of the ``planned`` ones."""
+def analyse(size: Size, planned: Sequence[Run], runs: pd.DataFrame, plots: Path, command: str,
+            written: str | None = None) -> Report:
+    """Every value of the v2 report, from the long table of finished ``runs`` of the ``planned`` ones (``written``:
+    the time it names, default now)."""
     arms, settings = _order(size, runs)
     keys = {(r.config["arm"], r.config["setting"], bool(r.config["probe"])) for r in planned
             if r.config["stage"] == "finetune"}
-    families, reaches = _families(runs, size, keys, settings)
-    values = _diagnoses(runs, size, arms, settings, families, reaches)
-    values |= _tables(runs, size, planned, arms, settings, plots)
-    return Report(size, command, time.strftime("%Y-%m-%d %H:%M"), len(runs), len(planned), arms, settings, families,
-                  values)
+    phases = next((p for r in runs.record if r.get("test") and (p := r["test"].get("contrast_phases"))), None) or []
+    families = endpoints.families(runs, size, keys, settings, sorted({p for p in phases if p is not None}))
+    values = _diagnoses(runs, size, arms, settings, families)
+    values |= _tables(runs, size, planned, arms, settings, phases, plots)
+    return Report(size, command, written or time.strftime("%Y-%m-%d %H:%M"), len(runs), len(planned), arms,
+                  settings, families, values)
 
 
 def _estimate(e, seeds: int, spec: str) -> str:
@@ -179,10 +151,8 @@ def write_report(size: Size, planned: Sequence[Run], store: ResultStore, report:
                          "no code regenerates it.")
     runs = load_runs(planned, store)
     plots = store.folder / "plots"
-    analysed = analyse(size, planned, runs, plots, command)
-    if written is not None:
-        analysed = Report(**{**analysed.__dict__, "written": written})
-    trained = [a for a in analysed.arms if not endpoints.is_atlas(a)]
+    analysed = analyse(size, planned, runs, plots, command, written)
+    trained = [a for a in analysed.arms if not is_atlas(a)]
     analysed.values["plots"] = write_plots(runs, trained, analysed.settings, plots)
     write_embedding_plots(runs, analysed.values["embedding"], analysed.values["knn_curves"], plots)
     text = render(analysed, os.path.relpath(plots, report.parent))

@@ -18,8 +18,8 @@ from ..statistics import Estimate, crossed_bootstrap, holm, paired_wilcoxon
 from .load import budget_fractions, case_means, case_phases, runs_of, table
 
 __all__ = ["ALPHA", "DIRECTION", "Family", "HolmFloor", "Outcome", "Reach", "Test", "budget_fraction_family",
-           "declared_reaches", "family", "holm_floor", "is_atlas", "is_method", "primary_family", "probe_family",
-           "reach", "reach_family", "run_family", "secondary_families"]
+           "declared_reaches", "families", "family", "holm_floor", "is_atlas", "is_method", "primary_family",
+           "probe_family", "reach", "reach_family", "run_family", "secondary_families"]
 
 ALPHA = 0.05  # a test is significant when its Holm-adjusted p is below it
 TARGET_GAIN = 0.05  # the issue's target: +5 Dice points over random init
@@ -241,11 +241,12 @@ def declared_reaches(keys, settings=()) -> list[tuple[str, str]]:
     return sorted(pairs, key=lambda pair: (order.get(pair[1], len(order)), pair[1], pair[0]))
 
 
-def reach_family(runs: pd.DataFrame, pairs: list[tuple[str, str]]) -> list[Reach]:
+def reach_family(runs: pd.DataFrame, pairs: list[tuple[str, str]], planned_seeds: int | None) -> Family:
     """:func:`reach` of each declared ``(arm, setting)`` with results, Holm-adjusted over all ``pairs``."""
     reaches = [r for arm, setting in pairs if (r := reach(runs, arm, setting)) is not None]
     adjusted = holm_over_declared([r.p for r in reaches], len(pairs))
-    return [r._replace(holm_p=h) for r, h in zip(reaches, adjusted)]
+    floor = holm_floor(max(r.paired for r in reaches), len(pairs), planned_seeds) if reaches else None
+    return Family([r._replace(holm_p=h) for r, h in zip(reaches, adjusted)], len(pairs), floor)
 
 
 def budget_fraction_family(runs: pd.DataFrame, pairs: list[tuple[str, str]], planned_seeds: int | None) -> Family:
@@ -260,3 +261,17 @@ def budget_fraction_family(runs: pd.DataFrame, pairs: list[tuple[str, str]], pla
     levels = sorted({float(s.rsplit(" @ ", 1)[1]) for s in fractions.setting}) if len(fractions) else []
     tests = [Test(arm, REFERENCE, f"{setting} @ {f:g}") for arm, setting in pairs for f in levels]
     return family(fractions, tests, planned_seeds)
+
+
+def families(runs: pd.DataFrame, size, keys: set[tuple[str, str, bool]], settings: list[str],
+             phases: list[str]) -> dict:
+    """Every declared family: ``primary``, ``secondary`` (``{title: Family}``), ``per phase`` (the primary tests in
+    each of ``phases``), ``probe``, ``budget fractions`` and ``time to accuracy`` (its outcomes :class:`Reach`)."""
+    seeds, pairs = len(size.seeds) or None, declared_reaches(keys, settings)
+    return {"primary": family(runs, primary_family(), seeds),
+            "secondary": {title: family(runs, tests, seeds) for title, tests in secondary_families(keys).items()},
+            "per phase": family(runs, [Test(t.method, t.baseline, t.setting, phase=p) for p in phases
+                                       for t in primary_family()], seeds),
+            "probe": family(runs, probe_family(keys, size.probe_setting), len(size.probe_seeds) or None),
+            "budget fractions": budget_fraction_family(runs, pairs, seeds),
+            "time to accuracy": reach_family(runs, pairs, seeds)}

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -22,15 +22,18 @@ __all__ = ["Cell", "StudyRow", "cost_rows", "embedding_rows", "headline", "knn_c
 STEP_BENCHMARK = ROOT / "docs" / "results" / "step_benchmark.json"  # scripts/benchmark_step.py's committed result
 
 
-@dataclass(frozen=True)
-class Cell:
-    """A mean test Dice with its interval over ``seeds`` runs (no interval with one)."""
-
-    estimate: Estimate
-    seeds: int
+#: A mean test Dice with its interval over ``seeds`` runs (no interval with one).
+Cell = NamedTuple("Cell", [("estimate", Estimate), ("seeds", int)])
+#: A shortcut-study variant (``change``: what it changes; ``None`` for a main arm) beside ``scratch`` and
+#: ``semcl_exact`` on the same seeds: its pretext loss (first and last epoch, mean over seeds), kNN organ accuracy and
+#: held-out silhouette, test Dice, and its paired comparison with each (:func:`~.endpoints.compare`).
+StudyRow = NamedTuple("StudyRow", [("arm", str), ("change", str | None), ("loss", tuple | None),
+                                   ("knn", float | None), ("silhouette", float | None), ("dice", Cell),
+                                   ("against", list)])
 
 
 def cell(found: dict[int, dict]) -> Cell | None:
+    """The mean test Dice of ``{seed: record}`` with its crossed-bootstrap interval; ``None`` without runs."""
     return Cell(crossed_bootstrap(grid(found, sorted(found))), len(found)) if found else None
 
 
@@ -105,19 +108,6 @@ def knn_rows(runs: pd.DataFrame, curves) -> list[tuple[str, int, int, float, flo
         rows.append((arm, found[0][0][0], found[0][-1][0], np.mean([c[0][1] for c in found]),
                      np.mean([c[-1][1] for c in found]), silhouette, len(found)))
     return rows
-
-
-@dataclass(frozen=True)
-class StudyRow:
-    """A shortcut-study variant (or main arm) beside ``scratch`` and ``semcl_exact`` on the same seeds."""
-
-    arm: str
-    change: str | None  # None for a main arm
-    loss: tuple[float, float] | None  # pretext loss, first and last epoch (mean over seeds)
-    knn: float | None
-    silhouette: float | None
-    dice: Cell
-    against: list[tuple[Estimate, float, int] | None]  # vs scratch, vs semcl_exact
 
 
 def _change(record: dict, size) -> str:
