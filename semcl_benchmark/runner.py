@@ -4,6 +4,11 @@ Each finished run writes its result file (:class:`~semcl_benchmark.results.Resul
 :class:`~semcl_benchmark.run_records.RunRecord`, with the seed's whole draw (labelled, pretraining pool, validation
 and test case ids) and the schema version; a run whose file holds its configuration hash is skipped, so a benchmark
 can be stopped and completed later, even on another machine.
+
+The recipe selection (v3, ``docs/PROTOCOL_v3.md`` section 5): the runs of a size's tuning seeds go first, and a run of
+an arm that chooses its fine-tuning recipe (the size's ``recipe_arms``) on any other seed is refused, named with the
+reason, while the size's ``recipes`` records no choice for the arm (:meth:`Benchmark.refused`); the choice is written
+by ``python -m semcl_benchmark.recipes`` from the tuning runs' result files (:mod:`semcl_benchmark.recipes`).
 """
 
 from __future__ import annotations
@@ -25,6 +30,9 @@ from .run_records import Draw, Provenance, RunKey, RunRecord, RunSettings
 from .stages import Stages
 
 __all__ = ["Benchmark", "failure_reason"]
+
+#: key stages of a recipe arm's runs that come before its fine-tuning and do not depend on the recipe
+_BEFORE_RECIPE = ("pretrain", "predict", "embedding")
 
 
 def failure_reason(error: BaseException) -> str:
@@ -108,9 +116,31 @@ class Benchmark:
     def folder(self, run: Run) -> Path:
         return self.workspace.folder(run)
 
+    def refused(self, runs: list[Run]) -> dict[RunKey, str]:
+        """The runs among ``runs`` that may not start yet, each with the reason: a run of a recipe arm (the size's
+        ``recipe_arms``) past its pretraining on a seed other than the tuning seeds while the size records no chosen
+        recipe for the arm, and a tuning seed's run of a recipe arm that tries no candidate recipe."""
+        size, refused = self.size, {}
+        for run in runs:
+            key = run.key
+            if key.arm not in size.recipe_arms or key.stage in _BEFORE_RECIPE:
+                continue
+            if key.seed in size.tuning_seeds and key.tuning_recipe is None:
+                refused[key] = (f"{key.arm!r} tries every candidate recipe on the tuning seed {key.seed}; a run "
+                                "without one counts for nothing (docs/PROTOCOL_v3.md, section 5)")
+            elif key.seed not in size.tuning_seeds and size.chosen_recipe(key.arm) is None:
+                refused[key] = (
+                    f"{key.arm!r} chooses its fine-tuning recipe on the tuning seeds {list(size.tuning_seeds)} first "
+                    f"(docs/PROTOCOL_v3.md, section 5), and size {size.name!r} records no choice for it yet: run the "
+                    f"tuning seeds (--seeds {' '.join(map(str, size.tuning_seeds))}), then "
+                    f"`python -m semcl_benchmark.recipes --size {size.name}`"
+                )
+        return refused
+
     def run(self, planned: list[Run], max_runs: int | None = None) -> list[str]:
-        """Run every unfinished run (those a needed encoder depends on first); returns the names of the runs that
-        failed.
+        """Run every unfinished run (those a needed encoder depends on first; the tuning seeds' runs before the
+        others); returns the names of the runs that failed or were refused (:meth:`refused`, named with the reason
+        and never started, like every run that needs one).
 
         Holds a lock on the results folder meanwhile, and on the work folder once the calls are checked: a second
         benchmark of the same size, or one with other results but this work folder, would redo (and delete) the runs
@@ -145,7 +175,8 @@ class Benchmark:
 
     def _todo(self, planned: list[Run], max_runs: int | None) -> list[Run]:
         by_key = {run.key: run for run in planned}
-        todo = [run for run in planned if not self.finished(run)]
+        tuning = self.size.tuning_seeds
+        todo = sorted((run for run in planned if not self.finished(run)), key=lambda run: run.key.seed not in tuning)
         needed = {need for run in todo for need in run.needs}
         for key in needed:  # a finished pretraining whose encoder file is gone (another machine) is run again
             run = by_key.get(key)
@@ -159,10 +190,14 @@ class Benchmark:
     def _run_all(self, planned: list[Run], max_runs: int | None) -> list[RunKey]:
         self._planned = {run.key: run for run in planned}
         todo = self._todo(planned, max_runs)
+        refused = self.refused(todo)
+        for key, reason in refused.items():
+            self._say(f"refused {key}: {reason}")
+        todo = [run for run in todo if run.key not in refused]
         self.check(todo)
         self._lock_work()  # after the check: a refused plan leaves no folder behind
         self.stages.data(sorted({run.key.seed for run in planned}))
-        total, done, failed = len(todo), 0, []
+        total, done, failed = len(todo), 0, list(refused)
         self._say(f"{len(planned)} runs planned, {len(planned) - len([r for r in planned if not self.finished(r)])} "
                   f"finished already, {total} to do now with {self.jobs} parallel jobs")
         pending = {run.key: run for run in todo}
@@ -176,7 +211,8 @@ class Benchmark:
                     del pending[run.key]
                     if blocked:
                         failed.append(run.key)
-                        self._say(f"skipped {run.key}: {blocked[0]} failed")
+                        why = "was refused" if blocked[0] in refused else "failed"
+                        self._say(f"skipped {run.key}: {blocked[0]} {why}")
                         continue
                     running[pool.submit(self._execute, run)] = run
                 if not running:

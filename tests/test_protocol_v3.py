@@ -1,0 +1,101 @@
+"""Benchmark v3's protocol entries (semcl_benchmark.protocol; docs/PROTOCOL_v3.md, sections 4 and 5): the secondary
+arms, the recipe candidates R1-R4 as data, the recipe arms and the recorded recipes, the oracle arms, and malformed
+entries refused naming the file and the entry."""
+
+from __future__ import annotations
+
+import pytest
+
+from semcl_benchmark.protocol import RecipeCandidate, load_protocol
+from semcl_benchmark.run_records import Recipe
+
+
+@pytest.fixture(scope="module")
+def protocol():
+    return load_protocol()
+
+
+def test_v3_plans_the_secondary_arms_and_the_upper_bound(protocol):
+    v3 = protocol.sizes["v3"]
+    assert {"cascade_semcl_gt", "cascade_supervised"} <= set(v3.arms)
+    gt, semcl = protocol.arm("cascade_semcl_gt", v3), protocol.arm("cascade_semcl", v3)
+    assert (gt.pool_masks, semcl.pool_masks, gt.stage) == ("ground_truth", "stage1", "cascade")
+    assert gt.pretrain == semcl.pretrain  # the same pretraining, but for the pool's masks
+    scratch = protocol.arm("scratch", v3)
+    assert v3.plans(scratch, "finetune_all", 2) and not v3.plans(scratch, "finetune_all", 3)
+    assert not v3.plans(semcl, "finetune_all", 0)
+    assert v3.oracle_arms == ("cascade_scratch", "cascade_semcl")
+    assert v3.tuning_seeds == (100, 101) and not set(v3.tuning_seeds) & set(v3.seeds)
+
+
+def test_the_recipe_candidates_are_the_protocols_table(protocol):
+    v3 = protocol.sizes["v3"]
+    assert v3.recipe_arms == ("cascade_semcl", "cascade_supervised", "cascade_semcl_gt")
+    assert v3.recipe_candidates == {"R1": RecipeCandidate("R1", 1.0), "R2": RecipeCandidate("R2", 0.1),
+                                    "R3": RecipeCandidate("R3", 1.0, encoder_warmup_fraction=0.1),
+                                    "R4": RecipeCandidate("R4", 1.0, encoder_freeze_fraction=0.1)}
+    assert v3.recipes == {} and v3.chosen_recipe("cascade_semcl") is None
+    # at a cap of 600 epochs: R3 warms up over 60, R4 freezes the encoder for 60
+    assert [c.at_cap(600) for c in v3.recipe_candidates.values()] == [
+        Recipe("R1", 1.0), Recipe("R2", 0.1), Recipe("R3", 1.0, encoder_warmup_epochs=60),
+        Recipe("R4", 1.0, encoder_freeze_epochs=60)]
+    assert RecipeCandidate("R3", 1.0, encoder_warmup_fraction=0.1).at_cap(3).encoder_warmup_epochs == 1  # never 0
+
+
+def test_the_test_size_takes_over_the_selection_but_not_its_choices(protocol):
+    tiny = protocol.sizes["v3_tiny"]
+    assert tiny.recipe_arms == protocol.sizes["v3"].recipe_arms and tiny.recipes == {}
+    with pytest.raises(ValueError, match="seed 100 of size 'v3_tiny' is a tuning seed"):
+        tiny.recipe_for("cascade_semcl", 100)
+    assert tiny.recipe_for("cascade_semcl", 0) is None  # not chosen yet
+    assert tiny.recipe_for("cascade_scratch", 0) is None  # chooses none
+
+
+def write(tmp_path, size_entry: str, arms: str = "") -> list:
+    """A protocol file with the size ``mine``: v3_tiny with a stage-2 epoch cap of 20 and ``size_entry``."""
+    path = tmp_path / "mine.yaml"
+    path.write_text(f"{arms}sizes:\n  mine:\n    base: v3_tiny\n    refine: {{max_epochs: 20}}\n{size_entry}",
+                    encoding="utf-8")
+    return [path]
+
+
+def test_the_tuning_seeds_try_every_candidate_at_stage_2s_cap(tmp_path):
+    size = load_protocol(write(tmp_path, "")).sizes["mine"]
+    assert size.tuning_recipes() == (Recipe("R1", 1.0), Recipe("R2", 0.1), Recipe("R3", 1.0, encoder_warmup_epochs=2),
+                                     Recipe("R4", 1.0, encoder_freeze_epochs=2))
+    with pytest.raises(ValueError, match="size 'v3': refine has no max_epochs"):  # v3's is still to size
+        load_protocol().sizes["v3"].tuning_recipes()
+
+
+@pytest.mark.parametrize("entry, message", [
+    ("    recipes: {cascade_semcl: {chosen: R9, validation_dice: {R1: 0.5, R2: 0.5, R3: 0.5, R4: 0.5}}}\n",
+     "recipes: cascade_semcl: an entry is {chosen: one of R1, R2, R3, R4"),
+    ("    recipes: {cascade_semcl: {chosen: R1, validation_dice: {R1: 0.5}}}\n", "each candidate"),
+    ("    recipes: {cascade_scratch: {chosen: R1, validation_dice: {R1: 0.5, R2: 0.5, R3: 0.5, R4: 0.5}}}\n",
+     "recipes: 'cascade_scratch' is not one of its recipe_arms"),
+    ("    recipe_arms: [cascade_scratch]\n", "recipe_arms: 'cascade_scratch' is not a pretrained arm"),
+    ("    recipe_candidates: {R5: {encoder_lr_multiplier: -1}}\n", "recipe R5: encoder_lr_multiplier must be"),
+    ("    recipe_candidates: {R5: {encoder_lr_multiplier: 1, encoder_warmup_fraction: 1.5}}\n", "below 1"),
+    ("    recipe_candidates: {R5: {encoder_learning_rate: 1}}\n", "a candidate has encoder_lr_multiplier"),
+    ("    oracle_arms: [scratch]\n", "oracle_arms: 'scratch' is not a cascade arm"),
+    ("    tuning_seeds: [0]\n", r"tuning_seeds \[0\] are also among its seeds"),
+])
+def test_malformed_v3_entries_are_refused_naming_the_file(tmp_path, entry, message):
+    files = write(tmp_path, entry)
+    with pytest.raises(ValueError, match=message) as error:
+        load_protocol(files)
+    assert str(error.value).startswith(f"{files[0]}: size 'mine'")
+
+
+def test_an_unknown_pool_mask_source_is_refused(tmp_path):
+    files = write(tmp_path, "", arms="arms:\n  mine_gt: {stage: cascade, pool_masks: labels}\n")
+    with pytest.raises(ValueError, match="protocol arm 'mine_gt': pool_masks must be one of"):
+        load_protocol(files)
+
+
+def test_a_recorded_choice_is_read(tmp_path):
+    files = write(tmp_path, "    recipes:\n      cascade_supervised:\n        chosen: R4\n"
+                            "        validation_dice: {R1: 0.5, R2: 0.55, R3: 0.5, R4: 0.6}\n")
+    size = load_protocol(files).sizes["mine"]
+    assert size.chosen_recipe("cascade_supervised") == "R4" and size.chosen_recipe("cascade_semcl") is None
+    assert size.recipe_for("cascade_supervised", 1) == Recipe("R4", 1.0, encoder_freeze_epochs=2)
