@@ -4,7 +4,7 @@
 - :class:`WeightsLoader` (:mod:`.checkpoint_loader`): MONAI's ``CheckpointLoader``, naming a file that does not fit;
 - :class:`CheckpointResumer` (:mod:`.checkpoint_resumer`): continue an interrupted run from its last checkpoint;
 - :class:`RunSummaryWriter` (:mod:`.run_summary`): the run's key numbers in a JSON file, updated every epoch;
-- :class:`EncoderWarmup` (:mod:`.encoder_warmup`): a pretrained encoder's learning rate ramps up from 0;
+- :class:`EncoderWarmup` (:mod:`.encoder_warmup`): a pretrained encoder's learning rate held at 0, then ramped up;
 - :class:`EmbeddingQualityHandler` (:mod:`.embedding_quality`): organ separation of the encoder's features;
 - :class:`ConfusionMatrixWriter` (:mod:`.confusion_matrix`): the voxel confusion matrix of an evaluation (CSV, PNG);
 - :class:`FinalValidationHandler` (:mod:`.final_validation`): MONAI's ``ValidationHandler``, also after the last epoch;
