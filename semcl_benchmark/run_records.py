@@ -21,7 +21,7 @@ where a run has none, e.g. every run of a v2 size):
     recipe          :class:`Recipe`: the fine-tuning recipe (name, encoder learning-rate multiplier, warm-up and
                     freeze epochs)
     priors          per use (``training``, ``validation``, ``test``) a :class:`PriorSource`: a stage-1 run's
-                    prediction files (its key and each file's SHA-256), ``oracle`` or ``simulated``
+                    prediction files (its key and each file's SHA-256), ``oracle``, ``simulated`` or ``ground_truth``
     pretraining     :class:`PretrainingProgress`: a pretraining's optimiser steps and whether its loss was still
                     falling (more than 5% over its last 20% of steps)
 
@@ -114,9 +114,10 @@ PIPELINE_FIELDS = ("pipeline_stage", "grids", "recipe", "priors", "pretraining")
 PIPELINE_STAGES = (1, 2)
 """Stage 1 (image-only at the coarse grid; every image-only arm) and stage 2 (the cascade's refinement)."""
 
-PRIOR_SOURCES = ("stage1", "oracle", "simulated")
-"""Where a stage-2 run's coarse priors came from: a stage-1 run's prediction files, masks made from the ground truth
-at evaluation (``oracle``), or masks simulated from the labels during training (``simulated``)."""
+PRIOR_SOURCES = ("stage1", "oracle", "simulated", "ground_truth")
+"""Where a stage-2 run's coarse priors (or a stage-2 pretraining's pool masks) came from: a stage-1 run's prediction
+files, masks made from the ground truth at evaluation (``oracle``), masks simulated from the labels during training
+(``simulated``), or the label maps themselves (``ground_truth``: ``cascade_semcl_gt``'s pool masks)."""
 
 PRIOR_USES = ("training", "validation", "test")
 """What a stage-2 run used priors for."""

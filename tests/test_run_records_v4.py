@@ -147,7 +147,8 @@ def test_a_schema_3_file_still_reads_without_the_pipelines_fields(tmp_path):
     ({"priors": {"test": {"source": "stage1", "stage1_run": STAGE1}}}, "SHA-256 by case id"),
     ({"priors": {"test": {"source": "stage1", "stage1_run": "scratch", "sha256": {"a": "0" * 64}}}}, "no run key"),
     ({"priors": {"test": {"source": "oracle", "stage1_run": STAGE1}}}, "oracle priors have no stage-1 run"),
-    ({"priors": {"test": {"source": "ground_truth"}}}, "is not one of stage1, oracle, simulated"),
+    ({"priors": {"test": {"source": "labels"}}}, "is not one of stage1, oracle, simulated, ground_truth"),
+    ({"priors": {"training": {"source": "ground_truth", "sha256": {"a": "0" * 64}}}}, "ground_truth priors have no"),
     ({"pretraining": {"steps": "many"}}, "must hold the optimiser steps"),
 ])
 def test_malformed_pipeline_fields_are_refused_naming_the_file(tmp_path, change, message):
