@@ -126,3 +126,11 @@ def test_refine_training_validates_on_the_datalists_prior_files(run_bundle, phan
     args[args.index("--ckpt_dir") + 1] = tmp_path / "models_2"
     run = run_bundle(["train", "train_refine"], args, expect_success=False)
     assert run.returncode != 0 and "has no 'prior'" in run.log and validation["image"].split("/")[-1] in run.log
+
+
+def test_the_validation_priors_are_part_of_what_a_resume_must_match(phantom_dataset):
+    """model.pt is the epoch with the best validation Dice: a run resumed with other priors would mix two scales."""
+    for source in ("simulated", "file"):
+        values = parsed_settings(BUNDLE_DIR, REFINE, ("train#resumer#run_settings",),
+                                 dataset_dir=str(phantom_dataset), validation_prior=source)
+        assert values["train#resumer#run_settings"]["validation_prior"] == source
