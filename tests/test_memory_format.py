@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import copy
 
+import nibabel as nib
+import numpy as np
+import pytest
 import torch
 from ignite.engine import Events
 from monai.engines import SupervisedTrainer
@@ -11,6 +14,7 @@ from monai.engines.utils import default_prepare_batch
 from monai.losses import DiceCELoss
 from monai.networks.nets import SegResNet
 
+from conftest import TINY_INFERENCE_ARGS
 from semcl_components.networks import batch_to_kwargs, network_on_device
 
 CHANNELS_LAST = torch.channels_last_3d
@@ -80,3 +84,18 @@ def test_training_steps_give_the_same_losses():
     assert len(contiguous) == 3 and contiguous[0] != contiguous[-1]  # the network learns between the steps
     # the same arithmetic in another memory order: equal up to the rounding of sums taken in another order
     assert max(abs(a - b) for a, b in zip(contiguous, channels_last)) < 1e-5
+
+
+@pytest.mark.slow
+def test_inference_in_channels_last_writes_the_same_segmentations(run_bundle, phantom_dataset, trained_model, tmp_path):
+    outputs = {}
+    for channels_last in ("false", "true"):
+        outputs[channels_last] = tmp_path / channels_last
+        run_bundle(["inference"], ["--dataset_dir", phantom_dataset, "--ckpt_dir", trained_model.ckpt_dir,
+                                   "--output_dir", outputs[channels_last], "--channels_last", channels_last,
+                                   *TINY_INFERENCE_ARGS])
+    written = sorted(path.name for path in outputs["false"].glob("*_seg.nii.gz"))
+    assert written and written == sorted(path.name for path in outputs["true"].glob("*_seg.nii.gz"))
+    for name in written:
+        contiguous, channels_last = (np.asarray(nib.load(outputs[k] / name).dataobj) for k in ("false", "true"))
+        assert np.array_equal(contiguous, channels_last)
