@@ -15,7 +15,7 @@ from ..run_records import Budget
 from ..statistics import Estimate
 from .endpoints import (REFERENCE, TARGET_GAIN, UPPER_BOUND_SETTING, Outcome, compare, is_method, organ_means,
                         seed_differences)
-from .load import by_arm, epoch_caps, runs_of
+from .load import by_arm, runs_of
 
 __all__ = ["ArmBudget", "CapRow", "Caps", "CollapseRow", "Draws", "Gap", "LowOrgan", "OwnBest", "ProbeAgainstFull",
            "SettingCeiling", "caps", "collapse_rows", "draws", "gaps", "low_organs", "noise", "own_best",
@@ -68,9 +68,9 @@ Draws = NamedTuple("Draws", [("seeds", int), ("distinct", dict), ("phases_single
                              ("pool_reconstructed", bool), ("overlapping", bool)])
 
 
-def _flags(record: dict, pretraining: bool) -> tuple[int, int | None, bool, bool, bool] | None:
-    """``(epochs, best epoch, at its cap, still improving there, best at the last epoch)`` of a run that validates;
-    ``None`` otherwise."""
+def _flags(record: dict, pretraining: bool) -> tuple[int, int | None, bool, bool, bool, list[int]] | None:
+    """``(epochs, best epoch, at its cap, still improving there, best at the last epoch, recorded caps)`` of a run that
+    validates; ``None`` otherwise."""
     budget, config = Budget.of_run(record["config"], record), record["config"]
     if (pretraining and budget.best_epoch is None) or budget.epochs is None or not budget.max_epochs:
         return None
@@ -78,10 +78,10 @@ def _flags(record: dict, pretraining: bool) -> tuple[int, int | None, bool, bool
                 else config.get("finetune") or {})
     patience = settings.get("early_stop_patience")
     window = patience * settings.get("val_interval", 1) if patience else 0
-    epochs, best = budget.epochs, budget.best_epoch
+    epochs, best, recorded = budget.epochs, budget.best_epoch, list((record.get("budget") or {}).get("max_epochs") or [])
     if epochs < budget.max_epochs[-1] or best is None:
-        return epochs, best, epochs >= budget.max_epochs[-1], False, False
-    return epochs, best, True, best > epochs - window if window else best >= epochs, best >= epochs
+        return epochs, best, epochs >= budget.max_epochs[-1], False, False, recorded
+    return epochs, best, True, best > epochs - window if window else best >= epochs, best >= epochs, recorded
 
 
 def caps(runs: pd.DataFrame) -> Caps:
@@ -98,7 +98,7 @@ def caps(runs: pd.DataFrame) -> Caps:
             rows.append(CapRow(where, arm, bool(probe), len(flags), capped, *counts))
     tuned = [run[-1] for run in flagged if run[0] != "pretraining"]
     return Caps(len(tuned), sum(f[2] for f in tuned), sum(f[3] for f in tuned), rows,
-                [(a, w, p, s, epoch_caps(r), f[1], f[0]) for w, a, p, s, r, f in flagged if len(epoch_caps(r)) > 1],
+                [(a, w, p, s, f[5], f[1], f[0]) for w, a, p, s, _, f in flagged if len(f[5]) > 1],
                 [(a, w, p, s) for w, a, p, s, _, f in flagged if f[3]])
 
 

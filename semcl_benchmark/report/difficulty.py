@@ -16,8 +16,8 @@ naming the runs missing.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -34,37 +34,19 @@ HEADROOM, MIN_SEEDS, LEARNING, ORGAN_DICE, COST_RATIO = 0.15, 3, 0.15, 0.5, 2.0
 V1_RESULTS = results_folder("v1")  # the reference of the cost criterion ("within ~2x of today's")
 
 
-@dataclass(frozen=True)
-class Criterion:
-    """One criterion's numbers (``values``, named as the template prints them), its ``state`` (``holds``,
-    ``fails``, ``waiting``) and the runs it still waits for."""
-
-    name: str
-    values: dict
-    state: str
-    missing: list[str]
-
-
-@dataclass(frozen=True)
-class CostRow:
-    setting: str
-    runs: int
-    seconds: float | None
-    by_seconds: float | None  # over v1's mean seconds of the setting
-    paired: float | None  # paired epoch cost x epochs per run
-    plateau: tuple[float, int, int] | None  # median, min, max of the best validation epoch
-    epochs: float | None  # median epochs run
-    epochs_mean: float | None
-    cpu_share: float | None
-
-
-@dataclass(frozen=True)
-class Criteria:
-    criteria: list[Criterion]
-    seeds: list[int]
-    organs: dict[str, float]  # scratch at MANY, per organ
-    v1_seconds: dict[str, tuple[float, int]]  # setting -> (mean seconds, runs)
-    costs: list[CostRow]
+#: One criterion's numbers (``values``, named as the template prints them), its ``state`` (``holds``, ``fails``,
+#: ``waiting``) and the runs it still waits for.
+Criterion = NamedTuple("Criterion", [("name", str), ("values", dict), ("state", str), ("missing", list)])
+#: ``scratch``'s fine-tuning in a setting: runs, mean seconds, over v1's mean seconds of the setting, paired epoch cost
+#: x epochs per run (where measured), (median, min, max) of the best validation epoch, median and mean epochs run, and
+#: the CPU share (CPU over wall seconds); ``None`` where not measured.
+CostRow = NamedTuple("CostRow", [("setting", str), ("runs", int), ("seconds", float | None),
+                                 ("by_seconds", float | None), ("paired", float | None), ("plateau", tuple | None),
+                                 ("epochs", float | None), ("epochs_mean", float | None), ("cpu_share", float | None)])
+#: The four criteria, the seeds they need, ``scratch``'s test Dice per organ at :data:`MANY`, v1's mean seconds and
+#: runs per setting, and the cost table's rows.
+Criteria = NamedTuple("Criteria", [("criteria", list), ("seeds", list), ("organs", dict), ("v1_seconds", dict),
+                                   ("costs", list)])
 
 
 def _missing(runs, arm: str, setting: str, seeds) -> list[str]:
@@ -130,7 +112,7 @@ def read_cost_ratio(folder: Path) -> dict | None:
 
 def _cost_row(setting, found, v1: dict, v1_epochs: dict, paired) -> CostRow:
     if not found:
-        return CostRow(setting, 0, None, None, None, None, None, None, None)
+        return CostRow(setting, 0, *[None] * 7)
     train = [r["cost"]["train"] for r in found]
     seconds, plateau = float(np.mean([c["seconds"] for c in train])), [r["best_metric_epoch"] for r in found]
     epochs = float(np.mean([r["epochs"] for r in found]))

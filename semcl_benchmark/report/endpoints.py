@@ -15,7 +15,7 @@ import pandas as pd
 
 from ..run_records import RunResult
 from ..statistics import Estimate, crossed_bootstrap, holm, paired_wilcoxon
-from .load import budget_fractions, case_means, case_phases, runs_of, table
+from .load import case_means, case_phases, runs_of, table
 
 __all__ = ["ALPHA", "DIRECTION", "Family", "HolmFloor", "Outcome", "Reach", "Test", "budget_fraction_family",
            "declared_reaches", "families", "family", "holm_floor", "is_atlas", "is_method", "primary_family",
@@ -254,7 +254,8 @@ def budget_fraction_family(runs: pd.DataFrame, pairs: list[tuple[str, str]], pla
     (the settings are named ``"<setting> @ <fraction>"``)."""
     records = {}
     for row in runs[(runs.stage == "finetune") & ~runs.probe].itertuples():
-        for fraction, test in budget_fractions(row.record).items():
+        for point in (row.record.get("budget_fractions") or {}).get("points", []):
+            fraction, test = float(point["fraction"]), point["test"]
             config = {**row.record["config"], "setting": f"{row.setting} @ {fraction:g}"}
             records[f"{row.key}@{fraction:g}"] = {**row.record, "test": test, "config": config}
     fractions = table(records)

@@ -11,7 +11,7 @@ for fine-tuning and atlas runs ``cases`` (each test case's mean Dice, ``test.cas
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -20,8 +20,8 @@ from ..plan import Run
 from ..results import ResultStore
 from ..run_records import RunRecord, TestScores, parse_run_record
 
-__all__ = ["FileProvenance", "budget_fractions", "by_arm", "case_means", "case_phases", "deviations", "epoch_caps",
-           "load_runs", "mean_dice", "provenance_of", "runs_of", "table"]
+__all__ = ["FileProvenance", "by_arm", "case_means", "case_phases", "deviations", "load_runs", "mean_dice",
+           "provenance_of", "runs_of", "table"]
 
 COLUMNS = ("key", "stage", "arm", "setting", "probe", "seed", "labelled", "pool", "reconstructed", "record", "cases",
            "mean_dice")
@@ -92,16 +92,6 @@ def case_phases(result: dict) -> list[str | None] | None:
     return None if phases is None else list(phases)
 
 
-def budget_fractions(result: dict) -> dict[float, dict]:
-    """``{fraction of scratch's budget: test result}`` of a fine-tuning run; empty when not recorded."""
-    return {float(p["fraction"]): p["test"] for p in (result.get("budget_fractions") or {}).get("points", [])}
-
-
-def epoch_caps(result: dict) -> list[int]:
-    """Every epoch cap a run had (the first, then one per budget extension); ``[]`` where none is recorded."""
-    return list((result.get("budget") or {}).get("max_epochs") or [])
-
-
 def deviations(size) -> list[dict]:
     """The size's recorded deviations from the protocol (``text``, ``date``, ``reason``; checked)."""
     entries = getattr(size, "deviations", None) or ()
@@ -113,25 +103,17 @@ def deviations(size) -> list[dict]:
     return [dict(entry) for entry in entries]
 
 
-@dataclass(frozen=True)
-class FileProvenance:
-    """Where a result file came from: its commit, whether from a dirty tree, and the encoder it loaded."""
-
-    key: str
-    commit: str | None
-    dirty: bool
-    encoder_sha256: str | None
-    loaded_fraction: float | None
-
-    @property
-    def partial_load(self) -> bool:
-        """Whether the run loaded less than all keys of its encoder."""
-        return self.loaded_fraction is not None and self.loaded_fraction < 1
+#: Where a result file came from: its commit, whether from a dirty tree, the encoder it loaded (SHA-256, the share of
+#: its keys loaded) and whether that share is below 1.
+FileProvenance = NamedTuple("FileProvenance", [("key", str), ("commit", str | None), ("dirty", bool),
+                                               ("encoder_sha256", str | None), ("loaded_fraction", float | None),
+                                               ("partial_load", bool)])
 
 
 def provenance_of(key: str, result: dict) -> FileProvenance:
     """A result's provenance fields; a commit ending in ``+changes`` counts as from a dirty tree."""
     code, encoder = result.get("code"), result.get("encoder") or {}
     dirty = bool(result.get("allow_dirty")) or (code is not None and code.endswith("+changes"))
-    return FileProvenance(key, None if code is None else code.removesuffix("+changes"), dirty,
-                          encoder.get("sha256"), encoder.get("loaded_fraction"))
+    loaded = encoder.get("loaded_fraction")
+    return FileProvenance(key, None if code is None else code.removesuffix("+changes"), dirty, encoder.get("sha256"),
+                          loaded, loaded is not None and loaded < 1)
