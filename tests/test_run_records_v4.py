@@ -163,7 +163,8 @@ def test_malformed_pipeline_fields_are_refused_naming_the_file(tmp_path, change,
 
 
 def history(losses, steps_per_epoch=10):
-    return [{"epoch": e + 1, "iteration": (e + 1) * steps_per_epoch, "mean_loss": loss} for e, loss in enumerate(losses)]
+    return [{"epoch": e + 1, "iteration": (e + 1) * steps_per_epoch, "mean_loss": loss}
+            for e, loss in enumerate(losses)]
 
 
 @pytest.mark.parametrize("losses, fall, falling", [

@@ -58,13 +58,18 @@ def test_a_main_seeds_run_of_a_recipe_arm_is_refused_until_its_recipe_is_recorde
     reason = refused[RunKey("finetune", "cascade_semcl", "finetune_1", 0)]
     assert "'cascade_semcl' chooses its fine-tuning recipe on the tuning seeds [100]" in reason
     assert "records no choice for it yet" in reason and "python -m semcl_benchmark.recipes --size v3_tiny" in reason
-    not_done = benchmark.run(planned)
+    # a run of another arm that needs a refused one (made up: nothing in v3 does) is skipped, not refused
+    refused_key = RunKey("finetune", "cascade_semcl", "finetune_1", 0)
+    dependent = run("finetune", "scratch", "finetune_2", 0, needs=[refused_key])
+    assert dependent.key not in benchmark.refused([*planned, dependent])
+    not_done = benchmark.run([*planned, dependent])
     # the tuning seed's run first, then the main seed's runs that need no recipe; the refused ones never start
-    assert executed == ["finetune__cascade_semcl__finetune_1__seed100__R2", "pretrain__cascade_semcl__finetune_1__seed0",
-                        "finetune__scratch__finetune_1__seed0"]
-    assert sorted(not_done) == sorted(k.name for k in refused)
+    assert executed == ["finetune__cascade_semcl__finetune_1__seed100__R2",
+                        "pretrain__cascade_semcl__finetune_1__seed0", "finetune__scratch__finetune_1__seed0"]
+    assert sorted(not_done) == sorted([dependent.key.name, *(k.name for k in refused)])
     printed = capsys.readouterr().out
     assert "refused finetune__cascade_semcl__finetune_1__seed0: 'cascade_semcl' chooses" in printed
+    assert f"skipped finetune__scratch__finetune_2__seed0: {refused_key} was refused" in printed
 
 
 def test_once_the_recipe_is_recorded_the_main_seeds_runs_start(tmp_path, monkeypatch):
