@@ -8,7 +8,10 @@ read from ``configs/common.yaml``; ``--init-filters`` overrides the width), each
 - ``channel``: ObjectEmbeddingModel(embedding_mode="channel") + SemanticSupConLoss (one encoder pass per object, all objects in
                one batched call; ``--object-crop`` crops an object-centred window first);
 - ``seg``:     monai.networks.nets.SegResNet (encoder + decoder) + DiceCELoss on the label map of the same patches,
-               with SupervisedTrainer's own step.
+               with SupervisedTrainer's own step;
+- ``seg_channels_last`` (only when named in ``--arms``): ``seg`` with the network's weights and the batches in
+               ``torch.channels_last_3d`` (the bundle's ``--channels_last true``): the same arithmetic, another memory
+               order; its ``/seg`` ratio is that lever's cost on a fine-tuning step.
 
 A step is forward + loss + backward + Adam step (ContrastiveIteration also computes the collapse monitors, as in
 training). Time: all arms are built in this one process and timed interleaved, one step of each arm per round, so
@@ -32,7 +35,8 @@ not absolute seconds across runs.
 
 Usage:
     python scripts/benchmark_step.py [--size 48] [--views 8] [--repeats 5] [--warmup 2] [--threads 2]
-                                     [--init-filters 16] [--object-crop N] [--out runs/benchmarks/step_benchmark.json]
+                                     [--init-filters 16] [--object-crop N] [--arms pool channel seg seg_channels_last]
+                                     [--out runs/benchmarks/step_benchmark.json]
 """
 
 from __future__ import annotations
@@ -61,7 +65,12 @@ from semcl_components.bundle_runtime.atomic_io import write_json_atomic
 from semcl_components.collate import object_list_collate
 from semcl_components.engines import ContrastiveIteration
 from semcl_components.losses import SemanticSupConLoss
-from semcl_components.networks import ObjectEmbeddingModel, SegResNetEncoder
+from semcl_components.networks import (
+    ObjectEmbeddingModel,
+    SegResNetEncoder,
+    batch_to_kwargs,
+    network_on_device,
+)
 from semcl_components.transforms import DropEmptyMasksd, GenerateAttentionMasksd, RandMultiViewd
 from semcl_components.bundle_runtime.bundle_files import read_settings
 from semcl_phantoms.anatomy import LABEL_NAMES
@@ -70,7 +79,8 @@ from semcl_tools.repository import CONFIGS, ROOT
 
 from .results import cpu_model
 
-ARMS = ("pool", "channel", "seg")
+ARMS = ("pool", "channel", "seg", "seg_channels_last")
+DEFAULT_ARMS = ("pool", "channel", "seg")
 SHARED = read_settings(CONFIGS / "common.yaml")  # the bundle's HU window and network size, read from the one place
 HU_WINDOW = (float(SHARED["hu_min"]), float(SHARED["hu_max"]))  # -> [0, 1]
 MIN_OBJECT_VOXELS = 10
@@ -90,7 +100,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--object-crop", type=int, default=None, help="channel mode: object-centred crop edge")
     parser.add_argument("--phantom-size", type=int, default=None, help="phantom edge (default 2 * size)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS))
+    parser.add_argument("--arms", nargs="+", choices=ARMS, default=list(DEFAULT_ARMS))
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "benchmarks" / "step_benchmark.json")
     # internal: run one arm in this process (used by the parent for per-arm memory)
     parser.add_argument("--arm", choices=ARMS, help=argparse.SUPPRESS)
@@ -143,7 +153,7 @@ def build_trainer(arm: str, batch: dict, args: argparse.Namespace, max_epochs: i
     """A SupervisedTrainer running ``max_epochs`` steps of ``arm`` on ``[batch]``."""
     torch.manual_seed(args.seed)
     common = {"device": torch.device("cpu"), "max_epochs": max_epochs, "train_data_loader": [batch], "decollate": False}
-    if arm == "seg":
+    if arm in ("seg", "seg_channels_last"):
         num_classes = len(LABEL_NAMES)  # background + the phantom's organs
         network = SegResNet(
             spatial_dims=3,
@@ -154,6 +164,9 @@ def build_trainer(arm: str, batch: dict, args: argparse.Namespace, max_epochs: i
             blocks_up=SHARED["blocks_up"],
         )
         loss, iteration = DiceCELoss(to_onehot_y=True, softmax=True), None
+        channels_last = arm == "seg_channels_last"
+        network = network_on_device(network, "cpu", channels_last=channels_last)
+        common["to_kwargs"] = batch_to_kwargs(channels_last)
     else:
         encoder = SegResNetEncoder(
             in_channels=2 if arm == "channel" else 1,
@@ -262,14 +275,14 @@ def _summary_lines(report: dict) -> list[str]:
         f"{report['objects']['total']} objects ({report['objects']['mean_per_patch']:.1f} per patch), "
         f"SegResNet init_filters={report['settings']['init_filters']}, {report['settings']['threads']} threads, "
         f"{report['environment']['cpu_model']}",
-        f"{'arm':<8} {'median s/step':>14} {'x seg':>7} {'min s/step':>11} {'x seg':>7} {'peak RSS MB':>12} "
+        f"{'arm':<17} {'median s/step':>14} {'x seg':>7} {'min s/step':>11} {'x seg':>7} {'peak RSS MB':>12} "
         f"{'step peak MB':>13}",
     ]
     for arm, result in report["arms"].items():
         ratio = report["ratios"].get(f"{arm}/seg", 1.0 if arm == "seg" else float("nan"))
         fastest = report["ratios"].get(f"{arm}/seg_fastest", 1.0 if arm == "seg" else float("nan"))
         lines.append(
-            f"{arm:<8} {result['median_s']:>14.3f} {ratio:>7.2f} {result['min_s']:>11.3f} {fastest:>7.2f} "
+            f"{arm:<17} {result['median_s']:>14.3f} {ratio:>7.2f} {result['min_s']:>11.3f} {fastest:>7.2f} "
             f"{result['peak_rss_mb']:>12.0f} {result['step_peak_mb']:>13.0f}"
         )
     return lines
