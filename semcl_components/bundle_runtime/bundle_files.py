@@ -1,4 +1,4 @@
-"""The bundle folder of a workflow run and the settings files kept in it (``configs/common.yaml``, the metadata)."""
+"""The settings files kept in a workflow run's bundle folder (``configs/common.yaml``, the metadata) and paths in it."""
 
 from __future__ import annotations
 
