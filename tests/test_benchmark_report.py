@@ -268,6 +268,20 @@ def test_the_template_formats_values_only():
     assert render is not None
 
 
+def test_no_function_of_the_report_package_is_over_60_lines():
+    """Issue 34: the report's analysis stays in small functions (their bodies, docstrings and decorators included)."""
+    import ast
+
+    long = []
+    for module in sorted((ROOT / "semcl_benchmark" / "report").glob("*.py")):
+        for node in ast.walk(ast.parse(module.read_text(encoding="utf-8"))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                start = min([node.lineno, *(d.lineno for d in node.decorator_list)])
+                if node.end_lineno - start + 1 > 60:
+                    long.append(f"{module.name}:{node.name} ({node.end_lineno - start + 1} lines)")
+    assert not long, f"functions over 60 lines: {long}"
+
+
 def test_a_size_with_no_finished_run_gets_a_report_of_what_is_planned(tmp_path):
     from semcl_benchmark.protocol import load_protocol
     from semcl_benchmark.report import write_report

@@ -67,13 +67,12 @@ def cost_rows(runs: pd.DataFrame, arms) -> list[tuple[str, float | None, float |
 
 
 def step_cost(path: Path = STEP_BENCHMARK) -> dict | None:
-    """The step micro-benchmark's committed result (the method's two embedding modes per training step)."""
+    """The step micro-benchmark's committed result (the method's two embedding modes per training step) with its
+    ``file`` name and the ``ratio`` of their median step times; ``None`` where not committed."""
     if not path.is_file():
         return None
     step = json.loads(path.read_text(encoding="utf-8"))
-    return {"file": path.name, **step["settings"], "objects": step["objects"]["total"],
-            "cpu": step["environment"]["cpu_model"], **{k: v["median_s"] for k, v in step["arms"].items()},
-            "ratio": step["arms"]["channel"]["median_s"] / step["arms"]["pool"]["median_s"]}
+    return {**step, "file": path.name, "ratio": step["arms"]["channel"]["median_s"] / step["arms"]["pool"]["median_s"]}
 
 
 def embedding_rows(runs: pd.DataFrame, arms) -> list[tuple[str, list[tuple[float, float, float]], int]]:
@@ -110,14 +109,13 @@ def knn_rows(runs: pd.DataFrame, curves) -> list[tuple[str, int, int, float, flo
     return rows
 
 
-def _change(record: dict, size) -> str:
-    config = record["config"]
-    pretrain = config["pretrain"] or {}
-    changes = [f"`{k}={json.dumps(v)}`" for k, v in pretrain.get("arm_settings", {}).items()
-               if k not in ("mask_mode", "overlay") and v is not None]
-    changes += [f"`{k}={json.dumps(v)}`" for k, v in config["finetune"].items() if size.finetune.get(k) != v]
-    own = f" (`{pretrain['arm']}`'s encoders)" if pretrain and pretrain.get("arm") != config["arm"] else ""
-    return (", ".join(changes) or "-") + own
+def _change(record: dict, size) -> tuple[list[tuple[str, object]], str | None]:
+    """What a study variant changes: ``(setting, value)`` of its pretraining and fine-tuning settings that differ from
+    the size's, and the arm whose encoders it fine-tunes where not its own."""
+    config, pretrain = record["config"], record["config"]["pretrain"] or {}
+    changes = [(k, v) for k, v in pretrain.get("arm_settings", {}).items() if k not in ("mask_mode", "overlay")
+               and v is not None] + [(k, v) for k, v in config["finetune"].items() if size.finetune.get(k) != v]
+    return changes, pretrain["arm"] if pretrain and pretrain.get("arm") != config["arm"] else None
 
 
 def study_rows(runs: pd.DataFrame, size) -> list[StudyRow]:
@@ -145,10 +143,8 @@ def unfinished(planned, finished: set[str]) -> list[tuple[str, str, str, str]]:
     groups: dict[tuple[str, str, str], list[int]] = {}
     for run in planned:
         c = run.config
-        where = (c.get("setting") or "") + (" (probe)" if c.get("probe") else "")
-        seeds = groups.setdefault((c["stage"], c["arm"], where or "-"), [])
-        if str(run.key) not in finished:
-            seeds.append(c["seed"])
+        where = ((c.get("setting") or "") + (" (probe)" if c.get("probe") else "")) or "-"
+        groups.setdefault((c["stage"], c["arm"], where), []).extend([] if str(run.key) in finished else [c["seed"]])
     rows = []
     for (stage, arm, where), seeds in groups.items():
         if seeds:
