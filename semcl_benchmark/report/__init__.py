@@ -153,7 +153,7 @@ def write_report(size: Size, planned: Sequence[Run], store: ResultStore, report:
     plots = store.folder / "plots"
     analysed = analyse(size, planned, runs, plots, command, written)
     trained = [a for a in analysed.arms if not is_atlas(a)]
-    analysed.values["plots"] = write_plots(runs, trained, analysed.settings, plots)
+    analysed.values["plots"] = write_plots(runs, analysed.values["headline"], trained, analysed.settings, plots)
     write_embedding_plots(runs, analysed.values["embedding"], analysed.values["knn_curves"], plots)
     text = render(analysed, os.path.relpath(plots, report.parent))
     with atomic_write(report) as tmp:

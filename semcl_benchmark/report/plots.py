@@ -13,8 +13,6 @@ from semcl_components.bundle_runtime.handlers.confusion_matrix import plot_confu
 from semcl_components.embedding_quality import plot_embedding_projections
 
 from ..run_records import RunResult
-from ..statistics import crossed_bootstrap
-from .endpoints import grid
 from .load import runs_of
 
 __all__ = ["write_embedding_plots", "write_plots"]
@@ -52,9 +50,10 @@ def _mean_curve(curves: list[list[tuple[float, float]]]) -> tuple[list[float], n
     return [x for x, _ in curves[0][:n]], np.nanmean([[y for _, y in c[:n]] for c in curves], axis=0)
 
 
-def write_plots(runs: pd.DataFrame, arms, settings, plots: Path) -> list[tuple[str, str]]:
-    """Dice against labelled volumes, validation curves per setting, one confusion matrix per arm (its first seed
-    in its first setting): ``(title, file)`` of each plot written into ``plots``."""
+def write_plots(runs: pd.DataFrame, headline: dict, arms, settings, plots: Path) -> list[tuple[str, str]]:
+    """Dice against labelled volumes (``headline``: :func:`~.tables.headline` over ``settings``), validation curves
+    per setting, one confusion matrix per arm (its first seed in its first setting): ``(title, file)`` of each plot
+    written into ``plots``."""
     if not runs.stage.isin(("finetune", "atlas")).any():
         return []
     plots.mkdir(parents=True, exist_ok=True)
@@ -62,8 +61,8 @@ def write_plots(runs: pd.DataFrame, arms, settings, plots: Path) -> list[tuple[s
                if s in settings and g.labelled.notna().any()}
     series = {}
     for arm in arms:
-        points = [(volumes[s], crossed_bootstrap(grid(r, sorted(r)))) for s in volumes if (r := runs_of(runs, arm, s))]
-        if points:
+        cells = dict(zip(settings, headline[arm]))
+        if points := [(volumes[s], cells[s].estimate) for s in volumes if cells[s]]:
             series[arm] = ([v for v, _ in points], [e.mean for _, e in points],
                            [(e.mean - e.low, e.high - e.mean) for _, e in points])
     _line_plot(plots / "dice_vs_labelled_volumes.png", series, "labelled volumes", "test Dice (mean, 95% CI)",
