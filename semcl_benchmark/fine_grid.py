@@ -127,7 +127,7 @@ def write_stage1_predictions(session: Stage1Session, splits: Sequence[str], stag
                              folder: Path) -> dict[str, dict[str, Path]]:
     """Stage 1's label maps of the cases of ``splits``, read at the fine grid (``session``'s ``pixdim``), made the
     cascade's way (:meth:`Stage1Session.cascade_label_map`) and written on each case's label file's grid (shape and
-    affine; nearest neighbour, which undoes only the validation pipeline's padding) as ``<folder>/<case>_seg.nii.gz``
+    affine; nearest neighbour, which undoes only the validation pipeline's padding) as ``<folder>/<case>.nii.gz``
     (uint8).
 
     Returns:
@@ -138,7 +138,7 @@ def write_stage1_predictions(session: Stage1Session, splits: Sequence[str], stag
     from .run_records import case_id
 
     load = LoadImage(image_only=True, ensure_channel_first=True)
-    save = SaveImage(output_dir=folder, output_postfix="seg", output_ext=".nii.gz", output_dtype=np.uint8,
+    save = SaveImage(output_dir=folder, output_postfix="", output_ext=".nii.gz", output_dtype=np.uint8,
                      resample=False, separate_folder=False, print_log=False)
     written: dict[str, dict[str, Path]] = {}
     for split in splits:
@@ -149,5 +149,5 @@ def write_stage1_predictions(session: Stage1Session, splits: Sequence[str], stag
             prediction = nearest_onto(session.cascade_label_map(case["image"], stage1_scale), fine_label)
             prediction.meta = {**fine_label.meta, "filename_or_obj": f"{case_name}.nii.gz"}
             save(prediction.to(torch.uint8))
-            written[split][case_name] = folder / f"{case_name}_seg.nii.gz"
+            written[split][case_name] = folder / f"{case_name}.nii.gz"
     return written

@@ -5,88 +5,35 @@ hash of it) holds everything that decides its result, so a result file counts on
 A run is identified by its :class:`~semcl_benchmark.run_records.RunKey` (stage, arm, labelled setting, seed, probe),
 whose name names its result file, folder and log: ``pretrain__<arm>__seed<s>``,
 ``finetune__<arm>__<setting>__seed<s>[__probe]``, ``atlas__<arm>__<setting>__seed<s>``, ``embedding__<arm>__seed<s>``.
-An arm whose runs need a stage that is not built (its ``stage``, e.g. v3's ``cascade``) is refused before anything is
-planned.
+An arm that names its ``stage`` (v3's ``stage1`` and ``cascade``) is planned by :mod:`semcl_benchmark.cascade_plan`:
+units per seed and setting whose runs need one another (stage 1, its predictions ``predict__scratch__<setting>__seed<s>``,
+pretrainings per setting ``pretrain__<arm>__<setting>__seed<s>``, stage 2, and ``oracle__<arm>__<setting>__seed<s>``);
+an arm naming a stage that is not built is refused before anything is planned.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from semcl_tools.bundle_run import bundle_command
 from semcl_tools.repository import CONFIGS
 
+from .cascade_plan import CascadePlan
 from .datasets import BenchmarkData
 from .protocol import Arm, Protocol, Size
 from .run_records import RunKey
+from .runs import BundleCall, Run, Workspace, config_hash
 
 __all__ = ["BUILT_STAGES", "BundleCall", "Planner", "Run", "Workspace", "config_hash"]
 
-#: the stages an arm may name as its ``stage`` that the benchmark can run (none yet: the pretraining, fine-tuning,
-#: atlas and embedding stages serve arms without one; v3's ``stage1`` and ``cascade`` are docs/PROTOCOL_v3.md, sec. 13)
-BUILT_STAGES: tuple[str, ...] = ()
-
-
-def config_hash(config: dict) -> str:
-    """A short hash of a run's configuration: a result file counts only for exactly this configuration."""
-    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-@dataclass
-class Run:
-    """One planned run: its key (its name is the result file's), its configuration, and the runs it needs first.
-
-    A key given by its name (``"finetune__scratch__finetune_1__seed0"``) is parsed into a :class:`RunKey`.
-    """
-
-    key: RunKey
-    config: dict
-    needs: list[RunKey] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        self.key = self.key if isinstance(self.key, RunKey) else RunKey.parse(self.key)
-
-    @property
-    def hash(self) -> str:
-        return config_hash(self.config)
-
-
-@dataclass(frozen=True)
-class BundleCall:
-    """One ``python -m monai.bundle run`` of a run: a name for messages, config files, overrides and log file, and the
-    number of processes (``> 1``: started by ``torchrun``, with the workflow's ``multi_gpu_*`` overlay)."""
-
-    name: str
-    configs: list[str]
-    overrides: dict
-    log: Path
-    processes: int = 1
+#: the stages an arm may name as its ``stage`` that the benchmark can run (the pretraining, fine-tuning, atlas and
+#: embedding stages serve arms without one): v3's ``stage1`` and ``cascade`` (:mod:`semcl_benchmark.cascade_plan`)
+BUILT_STAGES: tuple[str, ...] = ("stage1", "cascade")
 
 
 MULTI_PROCESS_OVERLAYS = {"pretrain.yaml": "multi_gpu_pretrain.yaml", "train.yaml": "multi_gpu_train.yaml",
                           "evaluate.yaml": "multi_gpu_evaluate.yaml"}
 """The overlay of each workflow for a run under ``torchrun`` (by the last config of its call, else its first)."""
-
-
-@dataclass(frozen=True)
-class Workspace:
-    """Where a benchmark's runs write: ``<work>/data``, ``<work>/<stage>/<run key>`` and ``<work>/logs``."""
-
-    work: Path
-
-    @property
-    def data_dir(self) -> Path:
-        return self.work / "data"
-
-    def folder(self, run: Run) -> Path:
-        """Where a pretraining or fine-tuning run writes its checkpoints and outputs."""
-        return self.work / run.key.stage / run.key.name
-
-    def log(self, name: str | RunKey) -> Path:
-        return self.work / "logs" / f"{name}.log"
 
 
 class Planner:
@@ -116,6 +63,7 @@ class Planner:
         self.data = data or BenchmarkData(size, workspace.work)
         self.device = device
         self.processes = processes
+        self.cascade = CascadePlan(self)
 
     def arm(self, name: str) -> Arm:
         """The arm as this size runs it (its ``arm_settings`` applied)."""
@@ -139,6 +87,10 @@ class Planner:
         runs: dict[RunKey, Run] = {}
         for seed in seeds:
             for arm in arms:
+                if self.arm(arm).stage is not None:  # v3's pipeline: a unit per seed and setting
+                    for setting in [s for s in settings if size.plans(self.arm(arm), s, seed)]:
+                        self.cascade.add(runs, arm, setting, seed)
+                    continue
                 self._add_arm(runs, arm, seed, [s for s in settings if size.plans(self.arm(arm), s, seed)])
                 probe = size.probe_setting in settings and seed in size.probe_seeds
                 if probe and size.probes(self.arm(arm)) and size.plans(self.arm(arm), size.probe_setting):
@@ -169,7 +121,7 @@ class Planner:
         if pretrain is not None and pretrain not in runs:
             config = {"stage": "pretrain", "arm": source, "arm_settings": self.arm(source).entry, "seed": seed,
                       "data": self.data.config(), "network": size.network, "pretrain": size.pretrain}
-            runs[pretrain] = Run(pretrain, self._with_extensions(config))
+            runs[pretrain] = Run(pretrain, self.with_extensions(config))
         for setting in settings:
             self._add_finetune(runs, arm, setting, seed, probe=False)
         key = RunKey("embedding", source or arm, None, seed)
@@ -191,18 +143,24 @@ class Planner:
             config["budget_fractions"] = list(size.budget_fractions)
             scratch = self.scratch_key(setting, seed)
             needs += [scratch] if scratch in runs and scratch != key else []
-        runs[key] = Run(key, self._with_extensions(config), needs)
+        runs[key] = Run(key, self.with_extensions(config), needs)
 
     @staticmethod
     def scratch_key(setting: str, seed: int) -> RunKey:
         """The run whose best epoch is the budget of ``setting`` and ``seed`` (``budget_fractions``)."""
         return RunKey("finetune", "scratch", setting, seed)
 
-    def _with_extensions(self, config: dict) -> dict:
+    def with_extensions(self, config: dict) -> dict:
         """``config`` with the size's ``budget_extensions`` (recorded only where there are any: v1 had none)."""
         return {**config, "budget_extensions": self.size.budget_extensions} if self.size.budget_extensions else config
 
     # -- bundle calls
+
+    def pretrained_file(self, key: RunKey) -> Path:
+        """The weights a finished pretraining run ``key`` left for fine-tuning (v2's per seed, v3's per setting)."""
+        if key.setting is not None or self.arm(key.arm).stage is not None:
+            return self.cascade.encoder_file(key)
+        return self.encoder_file(key.arm, key.seed)
 
     def encoder_file(self, arm: str, seed: int) -> Path:
         """The pretrained weights of an arm and seed (the whole segmentation network for supervised pretraining)."""
@@ -210,7 +168,7 @@ class Planner:
         folder = self.workspace.work / "pretrain" / f"pretrain__{arm}__seed{seed}"
         return folder / "models" / ("model.pt" if supervised else "encoder.pt")
 
-    def _common(self, seed: int, encoder_only: bool = False) -> dict:
+    def common(self, seed: int, encoder_only: bool = False) -> dict:
         """Overrides every run shares: the data (folder, grid, a user's classes), the seed's datalist, the device, the
         network; pretraining builds only the encoder (no ``blocks_up``)."""
         network = {k: v for k, v in self.size.network.items() if not (encoder_only and k == "blocks_up")}
@@ -218,7 +176,7 @@ class Planner:
         return {**self.data.bundle_settings(), "data_list_file_path": self.data.datalist_file(seed), "seed": seed,
                 "resume": "false", **device, **network}
 
-    def _call(self, name: str, configs: list[str], overrides: dict, log: Path) -> BundleCall:
+    def call(self, name: str, configs: list[str], overrides: dict, log: Path) -> BundleCall:
         """A bundle call; under ``torchrun`` (``processes > 1``) with the workflow's multi-process overlay."""
         if self.processes > 1:
             configs = [*configs, MULTI_PROCESS_OVERLAYS[configs[-1] if configs[-1] in MULTI_PROCESS_OVERLAYS
@@ -228,6 +186,8 @@ class Planner:
 
     def bundle_calls(self, run: Run) -> list[BundleCall]:
         """The bundle workflows a run calls, in order (none for an embedding run, which runs in this process)."""
+        if self.arm(run.key.arm).stage is not None:
+            return self.cascade.bundle_calls(run)
         config, folder, size = run.config, self.workspace.folder(run), self.size
         seed, log = config["seed"], self.workspace.log(run.key)
         outputs = {"ckpt_dir": folder / "models", "output_dir": folder / "eval"}
@@ -235,30 +195,30 @@ class Planner:
             arm = self.arm(config["arm"])
             if arm.workflow == "train.yaml":  # supervised segmentation on the pretraining pool, as fine-tuning crops
                 finetune = size.finetune
-                overrides = {**self._common(seed), **outputs, "train_key": "pretrain",
+                overrides = {**self.common(seed), **outputs, "train_key": "pretrain",
                              "max_epochs": size.pretrain["max_epochs"], "val_interval": size.pretrain["max_epochs"],
                              "roi_size": finetune["roi_size"], "num_samples": finetune["num_samples"],
                              "batch_size": finetune["batch_size"], "learning_rate": size.pretrain["learning_rate"],
                              **arm.pretrain}  # e.g. a budget and early stopping of its own (its validation plateau)
-                return [self._call(run.key.name, ["train.yaml"], overrides, log)]
+                return [self.call(run.key.name, ["train.yaml"], overrides, log)]
             configs = ["pretrain.yaml"] + ([arm.overlay] if arm.overlay else [])
-            overrides = {**self._common(seed, encoder_only=True), **outputs, "encoder_file": "encoder.pt",
+            overrides = {**self.common(seed, encoder_only=True), **outputs, "encoder_file": "encoder.pt",
                          **size.pretrain, **arm.pretrain}
-            return [self._call(run.key.name, configs, {k: v for k, v in overrides.items() if v is not None}, log)]
+            return [self.call(run.key.name, configs, {k: v for k, v in overrides.items() if v is not None}, log)]
         if config["stage"] == "finetune":
             source = self.arm(config["arm"]).source
             encoder = "" if source is None else self.encoder_file(source, seed)
-            overrides = {**self._common(seed), **outputs, "train_key": config["setting"], "pretrained_encoder": encoder,
+            overrides = {**self.common(seed), **outputs, "train_key": config["setting"], "pretrained_encoder": encoder,
                          "encoder_lr_multiplier": 1.0, **config["finetune"]}
             if config["probe"]:
                 overrides["encoder_lr_multiplier"] = 0.0
             if config.get("budget_fractions"):  # weights at every validation, for test Dice part-way
                 overrides["snapshot_interval"] = config["finetune"]["val_interval"]
-            evaluation = {**self._common(seed), "ckpt_dir": folder / "models", "output_dir": folder / "test",
+            evaluation = {**self.common(seed), "ckpt_dir": folder / "models", "output_dir": folder / "test",
                           "roi_size": size.finetune["roi_size"]}
-            return [self._call(run.key.name, ["train.yaml"], overrides, log),
-                    self._call(f"{run.key} (test)", ["train.yaml", "evaluate.yaml"], evaluation,
-                               self.workspace.log(f"{run.key}__test"))]
+            return [self.call(run.key.name, ["train.yaml"], overrides, log),
+                    self.call(f"{run.key} (test)", ["train.yaml", "evaluate.yaml"], evaluation,
+                              self.workspace.log(f"{run.key}__test"))]
         return []  # embedding and atlas runs run in this process
 
     def check(self, runs: list[Run]) -> None:

@@ -22,12 +22,12 @@ from pathlib import Path
 from semcl_components.bundle_runtime.folder_lock import FolderLock
 from semcl_tools.progress import emit
 
+from .cascade_stages import CascadeStages
 from .datasets import BenchmarkData, describe_dataset_change
 from .plan import Planner, Run, Workspace
 from .protocol import Protocol, Size, load_protocol
 from .results import ResultStore, check_clean_tree, code_version, machine
 from .run_records import Draw, Provenance, RunKey, RunRecord, RunSettings
-from .stages import Stages
 
 __all__ = ["Benchmark", "failure_reason"]
 
@@ -88,7 +88,7 @@ class Benchmark:
         self.store = ResultStore(results)
         self._planned: dict[RunKey, Run] = {}
         self._work_lock: FolderLock | None = None
-        self.stages = Stages(self.planner, threads_per_job=threads_per_job, prefix=prefix, finished=self._result)
+        self.stages = CascadeStages(self.planner, threads_per_job=threads_per_job, prefix=prefix, finished=self._result)
 
     @property
     def data_dir(self) -> Path:

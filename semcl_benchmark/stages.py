@@ -9,6 +9,10 @@
     atlas      no training: the majority vote of the setting's labelled maps on the test split (in this process)
     embedding  encoder features of every organ, held-out subjects against the pretraining pool (in this process)
 
+The runs of arms that name a ``stage`` (v3's coarse-to-fine pipeline: stage 1, its predictions, stage-2 pretraining,
+stage 2 and its oracle-prior test) are done by :class:`semcl_benchmark.cascade_stages.CascadeStages`, these stages
+with v3's.
+
 A run that ends at its epoch cap while its validation Dice still improves (:func:`capped_while_improving`) is
 continued from its last checkpoint with a doubled cap, as often as the size's ``budget_extensions`` allow; its result
 records the caps (``budget``) and whether it still ended capped.
@@ -33,7 +37,7 @@ from .plan import BundleCall, Planner, Run
 from .results import read_case_dice, read_confusion, read_json
 from .run_records import RunKey, RunRecord
 
-__all__ = ["COLLAPSE", "Stages", "capped_while_improving", "collapse"]
+__all__ = ["COLLAPSE", "Stages", "Trained", "capped_while_improving", "collapse"]
 
 COLLAPSE = {"min_effective_rank": 1.5, "max_negative_cosine": 0.9}
 """A contrastive pretraining run whose last epoch's mean embedding effective rank is below ``min_effective_rank`` or
@@ -58,6 +62,16 @@ def collapse(history: Sequence[dict]) -> dict | None:
     collapsed = rank < COLLAPSE["min_effective_rank"] or (
         negative is not None and negative > COLLAPSE["max_negative_cosine"])
     return {"effective_rank": rank, "negative_cosine": negative, "collapsed": collapsed, "rule": COLLAPSE}
+
+
+@dataclasses.dataclass(frozen=True)
+class Trained:
+    """A training run's summed cost (wall, CPU, peak memory), its run summary and its budget record (``None``
+    without budget extensions)."""
+
+    cost: dict
+    summary: dict
+    budget: dict | None
 
 
 class Stages:
@@ -128,7 +142,8 @@ class Stages:
                 break
             caps.append(2 * caps[-1])
             overrides = {**overrides, "max_epochs": caps[-1], "resume": "true"}  # from its last epoch's checkpoint
-            more = self.run_bundle(dataclasses.replace(call, overrides=overrides, log=call.log.with_suffix(f".x{len(caps) - 1}.log")))
+            log = call.log.with_suffix(f".x{len(caps) - 1}.log")
+            more = self.run_bundle(dataclasses.replace(call, overrides=overrides, log=log))
             cost = {"seconds": round(cost["seconds"] + more["seconds"], 1),
                     "cpu_seconds": round(cost["cpu_seconds"] + more["cpu_seconds"], 1),
                     "peak_memory_mb": max(cost["peak_memory_mb"], more["peak_memory_mb"])}
@@ -136,43 +151,68 @@ class Stages:
         return cost, summary, {"max_epochs": caps, "capped_while_improving": capped}
 
     def finetune(self, run: Run) -> dict:
-        config, size = run.config, self.planner.size
+        train, trained, result = self.train_and_test(run)
+        folder = self.planner.workspace.folder(run)
+        result["confusion_matrix"] = read_confusion(folder / "test" / "confusion_matrix.csv")
+        if self.planner.size.splits is not None:  # v2: the test cases' phases, the encoder loaded
+            result["test"]["contrast_phases"] = self.planner.data.test_phases(result["test"]["cases"])
+            result["encoder"] = self.encoder_record(train, trained.summary)
+            result["budget"] = trained.budget
+        if run.config.get("budget_fractions"):
+            result["budget_fractions"] = self._budget_fractions(run, train, result)
+        return result
+
+    def train_and_test(self, run: Run) -> tuple[BundleCall, Trained, dict]:
+        """A fine-tuning run whose calls are a training and an evaluation writing to ``<folder>/test``, done from an
+        empty folder: its training call, what the training gave, and :meth:`finetune_result`."""
         folder = self.planner.workspace.folder(run)
         shutil.rmtree(folder, ignore_errors=True)
         train, test = self.planner.bundle_calls(run)
-        train_cost, summary, budget = self._train_to_plateau(run, train, folder)
+        trained = self.train(run, train)
         eval_cost = self.run_bundle(test)
-        per_class = read_json(folder / "test" / "evaluation_summary.json").get("per_class", {})
-        test = read_case_dice(folder / "test" / "val_mean_dice_raw.csv")
+        return train, trained, self.finetune_result(run, trained, self.read_test(folder / "test"), eval_cost)
+
+    def train(self, run: Run, call: BundleCall) -> Trained:
+        """A fine-tuning run's training to its validation plateau (:meth:`_train_to_plateau`)."""
+        return Trained(*self._train_to_plateau(run, call, self.planner.workspace.folder(run)))
+
+    @staticmethod
+    def read_test(folder: Path) -> dict:
+        """The per-case, per-organ test Dice an evaluation wrote in ``folder`` (``evaluate.yaml``'s files), with
+        the organs' names (MetricsSaver names the columns class0, class1, ...) and its ``test_summary``."""
+        per_class = read_json(folder / "evaluation_summary.json").get("per_class", {})
+        test = read_case_dice(folder / "val_mean_dice_raw.csv")
         organs = list(per_class.get("val_mean_dice", {}))
         if len(organs) == len(test["classes"]):
-            test["classes"] = organs  # MetricsSaver names the columns class0, class1, ...
-        data = self.planner.data
+            test["classes"] = organs
+        return {**test, "summary": per_class}
+
+    def finetune_result(self, run: Run, trained: Trained, test: dict, eval_cost: dict) -> dict:
+        """What a fine-tuning run measured: cost, epochs, best validation, steps per epoch, validation curve and
+        test Dice (``test``: :meth:`read_test`'s, or another scorer's ``cases``/``classes``/``dice``); a drawn
+        size's (v2, v3) validation points and labelled cases."""
+        config, data = run.config, self.planner.data
         volumes = len(data.datalist(config["seed"])[config["setting"]])
         steps_per_epoch = -(-volumes // config["finetune"]["batch_size"])  # optimizer steps per epoch
-        validated = [h for h in summary.get("history", []) if "val" in h]
+        validated = [h for h in trained.summary.get("history", []) if "val" in h]
+        summary = test.pop("summary", None)
         result = {
             "stage": "finetune",
-            "cost": {"train": train_cost, "evaluate": eval_cost},
-            "epochs": summary.get("epochs_completed"),
-            "best_metric": summary.get("best_metric"),
-            "best_metric_epoch": summary.get("best_metric_epoch"),
+            "cost": {"train": trained.cost, "evaluate": eval_cost},
+            "epochs": trained.summary.get("epochs_completed"),
+            "best_metric": trained.summary.get("best_metric"),
+            "best_metric_epoch": trained.summary.get("best_metric_epoch"),
             "steps_per_epoch": steps_per_epoch,
             "validation_curve": [[h["epoch"], h["val"].get("val_mean_dice")] for h in validated],
             "test": test,
-            "test_summary": per_class,
-            "confusion_matrix": read_confusion(folder / "test" / "confusion_matrix.csv"),
         }
-        if size.splits is not None:  # v2: the time-to-accuracy data, the labelled cases, the encoder loaded
+        if summary is not None:
+            result["test_summary"] = summary
+        if self.planner.size.drawn:  # the time-to-accuracy data and the labelled cases
             result["validation_points"] = [
                 {"epoch": h["epoch"], "step": h.get("iteration"), "seconds": h.get("wall_time_s"),
                  "val_mean_dice": h["val"].get("val_mean_dice")} for h in validated]
             result["labelled_cases"] = data.labelled_cases(config["seed"], config["setting"])
-            result["test"]["contrast_phases"] = data.test_phases(test["cases"])
-            result["encoder"] = self._encoder_record(train, summary)
-            result["budget"] = budget
-        if config.get("budget_fractions"):
-            result["budget_fractions"] = self._budget_fractions(run, train, result)
         return result
 
     def _budget_fractions(self, run: Run, call: BundleCall, result: dict) -> dict:
@@ -205,7 +245,7 @@ class Stages:
         return record
 
     @staticmethod
-    def _encoder_record(call: BundleCall, summary: dict) -> dict | None:
+    def encoder_record(call: BundleCall, summary: dict) -> dict | None:
         """The encoder file a fine-tuning run loaded (path, SHA-256) and what the bundle's loader says it loaded."""
         encoder = call.overrides.get("pretrained_encoder")
         if not encoder:
@@ -214,22 +254,26 @@ class Stages:
         return {"file": str(encoder), "sha256": file_sha256(Path(encoder)), "loaded_fraction":
                 load.get("loaded_fraction"), "tensors": {k: v for k, v in load.items() if k != "loaded_fraction"}}
 
-    def atlas(self, run: Run) -> dict:
-        """The atlas baseline of a setting and seed on the test split (:mod:`semcl_benchmark.atlas`)."""
+    def class_names(self) -> list[str]:
+        """The organs in class order: a user's dataset's, else the bundle's (its metadata)."""
         from semcl_components.bundle_runtime.bundle_files import read_settings
         from semcl_components.bundle_runtime.labels import class_names
 
+        names = self.planner.data.class_names
+        if names is None:
+            metadata = read_settings(CONFIGS / "metadata.json")
+            names = class_names(metadata["network_data_format"]["outputs"]["pred"]["channel_def"])
+        return list(names)
+
+    def atlas(self, run: Run) -> dict:
+        """The atlas baseline of a setting and seed on the test split (:mod:`semcl_benchmark.atlas`)."""
         from .atlas import evaluate_atlas
 
         start = time.perf_counter()
         config, data = run.config, self.planner.data
         datalist = data.datalist(config["seed"])
-        names = data.class_names
-        if names is None:
-            metadata = read_settings(CONFIGS / "metadata.json")
-            names = class_names(metadata["network_data_format"]["outputs"]["pred"]["channel_def"])
         result = evaluate_atlas(config["atlas"], datalist[config["setting"]], datalist["test"], data.folder,
-                                data.pixdim, names)
+                                data.pixdim, self.class_names())
         result["test"]["contrast_phases"] = data.test_phases(result["test"]["cases"])
         seconds = round(time.perf_counter() - start, 1)
         return {"stage": "atlas", **result, "cost": {"train": {"seconds": 0.0, "peak_memory_mb": 0.0},

@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 from conftest import run_captured
 
-from semcl_benchmark.plan import BUILT_STAGES
 from semcl_benchmark.protocol import load_protocol
 from semcl_benchmark.runner import Benchmark
 
@@ -153,15 +152,15 @@ def test_quick_benchmark_writes_results_and_a_report_and_resumes(tmp_path):
     assert "19 runs planned, 19 finished already, 0 to do now" in second.stdout
 
 
-@pytest.mark.parametrize("name", sorted(n for n, size in PROTOCOL.sizes.items() if size.finetune))  # not v3 yet:
-def test_every_planned_workflow_call_is_valid(tmp_path, name):  # its recipes come with its stages (PROTOCOL_v3.md)
+@pytest.mark.parametrize("name", sorted(n for n, size in PROTOCOL.sizes.items() if size.finetune))  # v3_tiny, not v3:
+def test_every_planned_workflow_call_is_valid(tmp_path, name):  # v3's settings are still to size (PROTOCOL_v3.md)
     """Arms that only the --full size (GPU) or the study runs, such as `semcl_weighted`, are checked here on CPU, with
     the size's arm settings (e.g. supervised pretraining's own budget), in every setting an arm may be planned in."""
     size = dataclasses.replace(PROTOCOL.sizes[name], setting_arms={})  # every arm in every setting it may be in
     benchmark = Benchmark(size, tmp_path / "results", tmp_path / "work")
     settings = list(dict.fromkeys([*size.settings, *(s for arm in PROTOCOL.arms.values() for s in arm.settings or ())]))
-    # study arms as main arms; arms whose stage is not built yet (v3's) are refused by name: tests/test_benchmark_v3_data.py
-    arms = [arm for arm in PROTOCOL.arms if benchmark.planner.arm(arm).stage in (None, *BUILT_STAGES)]
+    # study arms as main arms; a v3 size (stage1_pixdim) plans v3's pipeline arms (their stage), the others the rest
+    arms = [arm for arm in PROTOCOL.arms if (benchmark.planner.arm(arm).stage is None) == (size.stage1_pixdim is None)]
     planned = benchmark.plan(arms, settings, list(size.seeds), study=[])
     assert {run.config["arm"] for run in planned if run.config["stage"] in ("finetune", "atlas")} == set(arms)
     benchmark.check(planned)  # raises on an unknown setting or a value of the wrong kind
