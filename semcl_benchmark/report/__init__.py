@@ -132,8 +132,8 @@ def render(report: Report, plots: str, template: str = "results_v2.md.j2") -> st
     environment = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), undefined=jinja2.StrictUndefined,
                                      trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
     environment.filters.update(
-        f3=lambda x: "-" if x is None else f"{x:.3f}", s3=lambda x: f"{x:+.3f}",
-        p=lambda x: "n/a" if x != x else f"{x:.4f}",
+        num=lambda x, spec: "-" if x is None else format(x, spec), f3=lambda x: "-" if x is None else f"{x:.3f}",
+        s3=lambda x: f"{x:+.3f}", p=lambda x: "n/a" if x != x else f"{x:.4f}",
         est=lambda e, n=2: _estimate(e, n, ".3f"), diff=lambda e, n=2: _estimate(e, n, "+.3f"), json=json.dumps)
     environment.tests["method"] = endpoints.is_method
     environment.globals["DIRECTION"] = endpoints.DIRECTION
