@@ -6,11 +6,14 @@ it is planned in (run keys ending in the candidate's name: ``finetune__cascade_s
 criterion: a candidate's score is the mean of its runs' best validation Dice (2 tuning seeds x 2 settings: 4 runs);
 the chosen recipe is the earliest candidate (in the order of ``recipe_candidates``, the protocol's table) whose score
 is within :data:`TIE` of the best. A candidate lacking a run is not scored: the selection is refused, naming the runs.
+As for the runner, a run counts only while its result file holds the configuration the size plans for it now
+(:func:`tuning_records`): a file of an older protocol counts as missing.
 
 Command (after the tuning seeds' runs; writes the choice and the table into the file that defines the size, so the
 runner lets the other seeds' runs of those arms start)::
 
-    python -m semcl_benchmark.recipes --size v3 [--results DIR] [--protocol FILE ...] [--arms ARM ...] [--dry-run]
+    python -m semcl_benchmark.recipes --size v3 [--results DIR] [--workdir DIR] [--protocol FILE ...] [--arms ARM ...]
+                                      [--dry-run]
 
 A recorded choice is never replaced: a change after the main seeds' runs began is a deviation (section 12).
 """
@@ -30,11 +33,13 @@ import yaml
 
 from semcl_components.bundle_runtime.atomic_io import atomic_write
 
+from semcl_tools.repository import ROOT
+
 from .protocol import BUILTIN_PROTOCOL, Protocol, Size, load_protocol
 from .results import results_folder
-from .run_records import RunKey, RunRecord, read_run_records
+from .run_records import RunKey, RunRecord
 
-__all__ = ["TIE", "RecipeChoice", "defining_file", "main", "select_recipes", "table", "tuning_keys",
+__all__ = ["TIE", "RecipeChoice", "defining_file", "main", "select_recipes", "table", "tuning_keys", "tuning_records",
            "write_recipes"]
 
 TIE = 0.005
@@ -99,10 +104,24 @@ def select_recipes(size: Size, protocol: Protocol, records: Iterable[RunRecord],
     return choices
 
 
+def tuning_records(size: Size, protocol: Protocol, results: Path, work: Path) -> list[RunRecord]:
+    """The records of the tuning runs the size plans now (its recipe arms on its tuning seeds, every candidate) whose
+    result files in ``results`` hold the run's configuration (:meth:`semcl_benchmark.results.ResultStore.records`).
+
+    Raises:
+        ValueError: the size's runs cannot be planned (e.g. a stage not built).
+    """
+    from .runner import Benchmark  # the runner plans through the stages' planner
+
+    benchmark = Benchmark(size, results, work, protocol=protocol)
+    planned = benchmark.plan(list(size.recipe_arms), list(size.settings), list(size.tuning_seeds), study=[])
+    return benchmark.store.records([run for run in planned if run.key.tuning_recipe is not None])
+
+
 def _best_dice(record: RunRecord | None, key: RunKey, problems: list[str]) -> float | None:
     """A tuning run's best validation Dice; ``None`` (with the reason in ``problems``) where it cannot count."""
     if record is None:
-        problems.append(f"{key.name} (no result file)")
+        problems.append(f"{key.name} (no result file of its configuration)")
         return None
     recipe = record.pipeline.recipe
     if recipe is not None and recipe.name != key.tuning_recipe:
@@ -161,7 +180,9 @@ def _recipes_lines(lines: list[str], size_name: str, path: Path) -> tuple[int, i
     def content(line: str) -> bool:
         return bool(line.strip())
 
-    header = next((i for i, line in enumerate(lines) if re.fullmatch(rf"\s+{re.escape(size_name)}:\s*", line)), None)
+    sizes = next((i for i, line in enumerate(lines) if re.fullmatch(r"sizes:\s*", line)), len(lines))
+    header = next((i for i in range(sizes + 1, len(lines))
+                   if re.fullmatch(rf"\s+{re.escape(size_name)}:\s*", lines[i])), None)
     if header is not None:
         size_indent = indent(lines[header])
         stop = next((i for i in range(header + 1, len(lines))
@@ -203,6 +224,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--size", required=True, help="the size whose recipe arms choose (e.g. v3)")
     parser.add_argument("--results", type=Path, help="the tuning runs' result files (default: the size's committed "
                                                      "results folder, docs/results/benchmark/<size>)")
+    parser.add_argument("--workdir", type=Path, help="the benchmark's work folder (default: runs/benchmark/<size>; "
+                                                     "only its paths are planned, nothing is read or written there)")
     parser.add_argument("--protocol", nargs="+", default=[], help="protocol files over the built-in one")
     parser.add_argument("--arms", nargs="+", help="choose for these recipe arms only (default: every one)")
     parser.add_argument("--dry-run", action="store_true", help="print the table; write nothing")
@@ -212,7 +235,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.size not in protocol.sizes:
             parser.error(f"--size {args.size}: the protocol has the sizes {', '.join(protocol.sizes)}.")
         size = protocol.sizes[args.size]
-        records = read_run_records(args.results or results_folder(size.name))
+        work = args.workdir or ROOT / "runs" / "benchmark" / size.name
+        records = tuning_records(size, protocol, args.results or results_folder(size.name), work)
         choices = select_recipes(size, protocol, records, args.arms)
         print(table(size, choices))
         if not args.dry_run:

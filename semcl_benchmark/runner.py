@@ -174,18 +174,36 @@ class Benchmark:
         self._work_lock.acquire()
 
     def _todo(self, planned: list[Run], max_runs: int | None) -> list[Run]:
+        """The unfinished planned runs, the tuning seeds' first, and every finished run that one of them needs whose
+        file for it is gone (:meth:`left_file`; e.g. the work folder of another machine): it is run again first."""
         by_key = {run.key: run for run in planned}
         tuning = self.size.tuning_seeds
         todo = sorted((run for run in planned if not self.finished(run)), key=lambda run: run.key.seed not in tuning)
-        needed = {need for run in todo for need in run.needs}
-        for key in needed:  # a finished pretraining whose encoder file is gone (another machine) is run again
-            run = by_key.get(key)
-            if run is None or run.key.stage != "pretrain":
+        queued = {run.key for run in todo}
+        needed = [need for run in todo for need in run.needs]
+        while needed:
+            run = by_key.get(needed.pop())
+            if run is None or run.key in queued:
                 continue
-            encoder = self.planner.encoder_file(run.key.arm, run.key.seed)
-            if run not in todo and not encoder.is_file():
+            left = self.left_file(run)
+            if left is not None and not left.is_file():
                 todo.insert(0, run)
+                queued.add(run.key)
+                needed.extend(run.needs)  # its own inputs may be gone too
         return todo if max_runs is None else todo[:max_runs]
+
+    def left_file(self, run: Run) -> Path | None:
+        """The file a finished run leaves in the work folder for the runs that need it, ``None`` if none: a
+        pretraining's weights; v3's stage-1 or stage-2 network (``finetune`` of an arm with a ``stage``: the stage-1
+        predictions and the oracle-prior test read it) and a ``predict`` run's datalist of predictions."""
+        key, cascade = run.key, self.planner.cascade
+        if key.stage == "pretrain":
+            return self.planner.pretrained_file(key)
+        if key.stage == "finetune" and self.planner.arm(key.arm).stage is not None:
+            return cascade.model_file(key)
+        if key.stage == "predict":
+            return cascade.predictions_datalist(key.setting, key.seed)
+        return None
 
     def _run_all(self, planned: list[Run], max_runs: int | None) -> list[RunKey]:
         self._planned = {run.key: run for run in planned}

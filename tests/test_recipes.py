@@ -90,7 +90,7 @@ def test_missing_or_unusable_tuning_runs_are_refused_naming_them(v3, protocol):
     with pytest.raises(ValueError, match="3 are missing or unusable") as error:
         select_recipes(v3, protocol, found, ["cascade_semcl"])
     message = str(error.value)
-    assert "finetune__cascade_semcl__finetune_1__seed101__R1 (no result file)" in message
+    assert "finetune__cascade_semcl__finetune_1__seed101__R1 (no result file of its configuration)" in message
     assert "finetune__cascade_semcl__finetune_2__seed101__R3 (no best validation Dice)" in message
     assert "finetune__cascade_semcl__finetune_1__seed100__R4 (it records the recipe R1)" in message
     with pytest.raises(ValueError, match="no result file"):  # every recipe arm by default: the others have no runs
@@ -152,23 +152,48 @@ def test_a_size_without_a_recipes_entry_is_refused(v3, tmp_path):
     path.write_text("sizes:\n  v3:\n    base: default\n  other:\n    recipes: {}\n", encoding="utf-8")
     with pytest.raises(ValueError, match="size 'v3' has no 'recipes:' entry"):
         write_recipes(path, v3, {})
+    # an arm of the size's name is not the size
+    path.write_text("arms:\n  v3:\n    recipes: {}\nsizes:\n  v3:\n    base: default\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="size 'v3' has no 'recipes:' entry"):
+        write_recipes(path, v3, {})
 
 
 def test_the_command_writes_the_user_file_that_defines_the_size(tmp_path, capsys):
-    """A size of a user's protocol file (v3's recipe arms and candidates, a refine cap of 20 epochs): the command
-    reads the tuning runs' files, prints the table and writes the choice into that file."""
+    """A size of a user's protocol file (v3 with a stage-2 cap of 20 epochs, one recipe arm): the command reads the
+    result files of the tuning runs the size plans, prints the table and writes the choice into that file. A file
+    of another configuration (an older protocol) counts as missing, as for the runner."""
+    from semcl_benchmark.runner import Benchmark
+
     mine = tmp_path / "mine.yaml"
     mine.write_text("# my tuning\nsizes:\n  mine:\n    base: v3\n    refine: {max_epochs: 20}\n"
-                    "    recipe_arms: [cascade_semcl]\n    recipes: {}  # written by the selection\n", encoding="utf-8")
-    results = tmp_path / "results"
-    for record in records("cascade_semcl", {"R1": 0.6, "R2": 0.58, "R3": 0.66, "R4": 0.65}):
-        write_run_record(record, results / f"{record.key.name}.json")
-    assert main(["--size", "mine", "--results", str(results), "--protocol", str(mine)]) == 0
+                    "    finetune: {max_epochs: 40}\n    pretrain: {steps: 60}\n    recipe_arms: [cascade_semcl]\n"
+                    "    recipes: {}  # written by the selection\n", encoding="utf-8")
+    protocol = load_protocol([mine])
+    size, results, work = protocol.sizes["mine"], tmp_path / "results", tmp_path / "work"
+    planned = Benchmark(size, results, work, protocol=protocol).plan(["cascade_semcl"], list(size.settings),
+                                                                     list(size.tuning_seeds), study=[])
+    tuning = [run for run in planned if run.key.tuning_recipe is not None]
+    assert sorted(run.key for run in tuning) == sorted(
+        key for candidate in size.recipe_candidates for key in tuning_keys(size, protocol, "cascade_semcl", candidate))
+    means = {"R1": 0.6, "R2": 0.58, "R3": 0.66, "R4": 0.65}
+    by_key = {record.key: record for record in records("cascade_semcl", means)}
+    for run in tuning:
+        made = by_key[run.key]
+        record = RunRecord.of_run(RunSettings(run.config, run.hash), made.draw, made.result.values, Provenance())
+        write_run_record(record, results / f"{run.key.name}.json")
+    command = ["--size", "mine", "--results", str(results), "--workdir", str(work), "--protocol", str(mine)]
+    assert main([*command, "--dry-run"]) == 0 and load_protocol([mine]).sizes["mine"].recipes == {}
     assert "| `cascade_semcl` | 0.6000 | 0.5800 | **0.6600** | 0.6500 | R3 |" in capsys.readouterr().out
+    stale = results / f"{tuning[0].key.name}.json"
+    kept = stale.read_text(encoding="utf-8")
+    stale.write_text(kept.replace(tuning[0].hash, "0" * 16), encoding="utf-8")
+    assert main(command) == 2 and f"{tuning[0].key.name} (no result file of its configuration)" in (
+        capsys.readouterr().err)
+    stale.write_text(kept, encoding="utf-8")
+    assert main(command) == 0
     size = load_protocol([mine]).sizes["mine"]
     assert size.chosen_recipe("cascade_semcl") == "R3" and mine.read_text(encoding="utf-8").startswith("# my tuning\n")
     assert size.recipe_for("cascade_semcl", 0) == Recipe("R3", 1.0, encoder_warmup_epochs=2)
-    assert main(["--size", "mine", "--results", str(tmp_path / "none"), "--protocol", str(mine)]) == 2
 
 
 def test_a_tuning_key_names_its_candidate():
