@@ -68,9 +68,14 @@ Draws = NamedTuple("Draws", [("seeds", int), ("distinct", dict), ("phases_single
                              ("pool_reconstructed", bool), ("overlapping", bool)])
 
 
-def _flags(record: dict, pretraining: bool) -> tuple[int, int | None, bool, bool, bool, list[int]] | None:
-    """``(epochs, best epoch, at its cap, still improving there, best at the last epoch, recorded caps)`` of a run that
-    validates; ``None`` otherwise."""
+#: A validating run's epochs, best epoch, whether at its cap, still improving there, best at the last epoch; its caps.
+RunFlags = NamedTuple("RunFlags", [("epochs", int), ("best", int | None), ("capped", bool), ("improving", bool),
+                                   ("best_at_last", bool), ("caps", list)])
+
+
+def _flags(record: dict, pretraining: bool) -> RunFlags | None:
+    """:class:`RunFlags` of a run that validates (``caps``: as recorded, ``[]`` without an extension); ``None``
+    otherwise."""
     budget, config = Budget.of_run(record["config"], record), record["config"]
     if (pretraining and budget.best_epoch is None) or budget.epochs is None or not budget.max_epochs:
         return None
@@ -80,8 +85,8 @@ def _flags(record: dict, pretraining: bool) -> tuple[int, int | None, bool, bool
     window = patience * settings.get("val_interval", 1) if patience else 0
     epochs, best, recorded = budget.epochs, budget.best_epoch, list((record.get("budget") or {}).get("max_epochs") or [])
     if epochs < budget.max_epochs[-1] or best is None:
-        return epochs, best, epochs >= budget.max_epochs[-1], False, False, recorded
-    return epochs, best, True, best > epochs - window if window else best >= epochs, best >= epochs, recorded
+        return RunFlags(epochs, best, epochs >= budget.max_epochs[-1], False, False, recorded)
+    return RunFlags(epochs, best, True, best > epochs - window if window else best >= epochs, best >= epochs, recorded)
 
 
 def caps(runs: pd.DataFrame) -> Caps:
@@ -93,13 +98,13 @@ def caps(runs: pd.DataFrame) -> Caps:
     rows = []
     for (where, arm, probe), group in itertools.groupby(flagged, key=lambda run: run[:3]):
         flags = [run[-1] for run in group]
-        if capped := sum(f[2] for f in flags):
-            counts = (sum(f[i] for f in flags) for i in (3, 4))  # still improving, best at the last epoch
-            rows.append(CapRow(where, arm, bool(probe), len(flags), capped, *counts))
+        if capped := sum(f.capped for f in flags):
+            rows.append(CapRow(where, arm, bool(probe), len(flags), capped, sum(f.improving for f in flags),
+                               sum(f.best_at_last for f in flags)))
     tuned = [run[-1] for run in flagged if run[0] != "pretraining"]
-    return Caps(len(tuned), sum(f[2] for f in tuned), sum(f[3] for f in tuned), rows,
-                [(a, w, p, s, f[5], f[1], f[0]) for w, a, p, s, _, f in flagged if len(f[5]) > 1],
-                [(a, w, p, s) for w, a, p, s, _, f in flagged if f[3]])
+    return Caps(len(tuned), sum(f.capped for f in tuned), sum(f.improving for f in tuned), rows,
+                [(a, w, p, s, f.caps, f.best, f.epochs) for w, a, p, s, _, f in flagged if len(f.caps) > 1],
+                [(a, w, p, s) for w, a, p, s, _, f in flagged if f.improving])
 
 
 def _near_collapse(monitors: dict) -> bool:
