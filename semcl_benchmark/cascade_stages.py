@@ -92,8 +92,10 @@ class CascadeStages(Stages):
 
     def predict(self, run: Run) -> dict:
         """Stage 1's label maps of the seed's pool, validation and test cases at the fine grid, with their SHA-256,
-        and the seed's datalist with them (:func:`predictions_datalist`)."""
-        from .fine_grid import Stage1Session, write_stage1_predictions
+        and the seed's datalist with them (:func:`predictions_datalist`); its ``test`` Dice is that of the test
+        predictions, the cascade's trilinear-logit way of scoring stage 1 (descriptive; stage 1's endpoint is its
+        nearest-neighbour score)."""
+        from .fine_grid import Stage1Session, label_file_scores, write_stage1_predictions
 
         folder = self.planner.workspace.folder(run)
         shutil.rmtree(folder, ignore_errors=True)
@@ -104,12 +106,15 @@ class CascadeStages(Stages):
                                 self.threads_per_job, self.planner.device)
         scale = min(1.0, self.plan.fine_pixdim[0] / self.plan.stage1_pixdim[0])
         files = write_stage1_predictions(session, config["splits"], scale, folder / "predictions")
-        datalist = predictions_datalist(self.planner.data.datalist(config["seed"]), files)
-        write_json_atomic(datalist, self.plan.predictions_datalist(config["setting"], config["seed"]))
+        seed_datalist = self.planner.data.datalist(config["seed"])
+        write_json_atomic(predictions_datalist(seed_datalist, files),
+                          self.plan.predictions_datalist(config["setting"], config["seed"]))
+        labels = {case_id(e["image"]): self.planner.data.folder / e["label"] for e in seed_datalist["test"]}
+        cascade_way = label_file_scores(files["test"], labels, self.class_names())
         return {"stage": "predict", "pipeline_stage": 1, "grids": self._grids(self.plan.stage1_pixdim),
                 "predictions": {split: {case: {"file": str(path), "sha256": file_sha256(path)}
                                         for case, path in cases.items()} for split, cases in files.items()},
-                "stage1_run": stage1.name, "cost": {"seconds": round(time.perf_counter() - start, 1)}}
+                "stage1_run": stage1.name, "test": cascade_way, "cost": {"seconds": round(time.perf_counter() - start, 1)}}
 
     def _prior_files(self, setting: str, seed: int, split: str) -> dict:
         """The prior source of a split's cases: stage 1's run and the SHA-256 of each prediction file the predict

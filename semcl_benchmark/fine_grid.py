@@ -24,7 +24,8 @@ from monai.data import MetaTensor
 
 from semcl_tools.repository import CONFIGS
 
-__all__ = ["Stage1Session", "case_dice", "nearest_onto", "stage1_fine_grid_scores", "write_stage1_predictions"]
+__all__ = ["Stage1Session", "case_dice", "label_file_scores", "nearest_onto", "stage1_fine_grid_scores",
+           "write_stage1_predictions"]
 
 
 def nearest_onto(labels: MetaTensor, reference: MetaTensor) -> MetaTensor:
@@ -121,6 +122,25 @@ def stage1_fine_grid_scores(session: Stage1Session, class_names: Sequence[str]) 
         dice.append(case_dice(prediction, fine_label, session.num_classes))
         names.append(Path(case["image"].meta["filename_or_obj"]).name)
     return {"cases": names, "classes": list(class_names), "dice": dice}
+
+
+def label_file_scores(predictions: Mapping[str, Path], labels: Mapping[str, Path], class_names: Sequence[str]) -> dict:
+    """Dice of label map files on their labels' grids (:func:`case_dice`), e.g. stage 1's test predictions made the
+    cascade's way: the trilinear-logit score of stage 1, descriptive beside its nearest-neighbour endpoint.
+
+    Args:
+        predictions: ``{case id: label map file}``, each on its label's grid.
+        labels: ``{case id: label file}`` of the same cases.
+        class_names: the organs, in class order.
+
+    Returns:
+        ``{"cases": [case ids], "classes": class_names, "dice": [[per organ] per case]}``.
+    """
+    from monai.transforms import LoadImage
+
+    load = LoadImage(image_only=True, ensure_channel_first=True)
+    dice = [case_dice(load(predictions[case]), load(labels[case]), len(class_names) + 1) for case in predictions]
+    return {"cases": list(predictions), "classes": list(class_names), "dice": dice}
 
 
 def write_stage1_predictions(session: Stage1Session, splits: Sequence[str], stage1_scale: float,

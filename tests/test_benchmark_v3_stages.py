@@ -106,6 +106,23 @@ def test_each_stage_gets_its_grid_priors_and_encoder(tmp_path):
         assert test.overrides["stage1_pixdim"] == [TINY.stage1_pixdim] * 3
 
 
+def test_a_tuning_seed_runs_every_candidate_recipe_of_a_recipe_arm(tmp_path):
+    size = dataclasses.replace(TINY, recipe_arms=("cascade_semcl",))
+    planner, runs = planned(tmp_path, ["cascade_scratch", "cascade_semcl"], ["finetune_1"], [100], size)
+    candidates = [recipe.name for recipe in size.tuning_recipes()]
+    tuning = {name: run for name, run in runs.items() if name.startswith("finetune__cascade_semcl__")}
+    assert sorted(tuning) == sorted(f"finetune__cascade_semcl__finetune_1__seed100__{c}" for c in candidates)
+    for recipe in size.tuning_recipes():  # each with its candidate's settings, from the one pretraining
+        run = tuning[f"finetune__cascade_semcl__finetune_1__seed100__{recipe.name}"]
+        assert run.config["recipe"] == recipe.to_json() and run.config["tuning_recipe"] == recipe.name
+        assert [str(n) for n in run.needs][1:] == ["pretrain__cascade_semcl__finetune_1__seed100"]
+        (train, _) = planner.bundle_calls(run)[:2]
+        assert train.overrides["encoder_lr_multiplier"] == recipe.encoder_lr_multiplier
+        assert train.overrides.get("encoder_freeze_epochs", 0) == recipe.encoder_freeze_epochs
+    assert runs["finetune__cascade_scratch__finetune_1__seed100"].config["recipe"]["name"] == "R1"  # random init: R1
+    assert "oracle__cascade_semcl__finetune_1__seed100" not in runs  # the tuning runs are not tested on oracle priors
+
+
 def test_oracle_tests_and_ground_truth_pools_are_planned(tmp_path):
     extra = tmp_path / "protocol.yaml"
     extra.write_text("arms:\n  gt_masks: {stage: cascade, mask_mode: exact, embedding_mode: channel, crop_mode: object,"
@@ -160,6 +177,8 @@ def test_the_primary_arms_run_end_to_end_and_resume(tmp_path):
     assert records["finetune__scratch__finetune_1__seed0"].draw.test == tuple(c.split(".")[0] for c in test["cases"])
 
     predictions = files["predict__scratch__finetune_1__seed0"]["predictions"]
+    cascade_way = files["predict__scratch__finetune_1__seed0"]["test"]  # stage 1 scored the cascade's way
+    assert sorted(cascade_way["cases"]) == sorted(predictions["test"]) and len(cascade_way["dice"][0]) == 8
     datalist = json.loads((work / "datalists" / "datalist_seed0.json").read_text(encoding="utf-8"))
     assert {split: len(cases) for split, cases in predictions.items()} == {
         split: len(datalist[split]) for split in ("pretrain", "validation", "test")}
