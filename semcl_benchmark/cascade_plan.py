@@ -189,7 +189,8 @@ class CascadePlan:
         size = self.planner.size
         predict = self._predict(runs, setting, seed)
         pretrain = self._pretrain(runs, arm, setting, seed)
-        needs = [predict, *([pretrain] if pretrain else [])]
+        # stage 1's model too: the cascade's test runs stage 1 (a resumed unit makes it again if it is gone)
+        needs = [self.stage1_key(setting, seed), predict, *([pretrain] if pretrain else [])]
         if seed in size.tuning_seeds and arm in size.recipe_arms:
             recipes = [(recipe, recipe.name) for recipe in size.tuning_recipes()]
         else:

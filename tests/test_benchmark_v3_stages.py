@@ -70,10 +70,11 @@ def test_a_unit_per_seed_and_setting_runs_after_what_it_needs(tmp_path):
         needs = {name: sorted(str(n) for n in runs[name].needs) for name in runs if name.endswith(f"{setting}__seed0")}
         assert needs[stage1] == [] and needs[predict] == [stage1]
         assert needs[semcl] == [predict] and needs[supervised] == [predict]  # masks from this setting's stage 1
-        assert needs[f"finetune__cascade_scratch__{setting}__seed0"] == [predict]
-        assert needs[f"finetune__cascade_semcl__{setting}__seed0"] == sorted([predict, semcl])
-        assert needs[f"finetune__cascade_semcl_frozen__{setting}__seed0"] == sorted([predict, semcl])  # one encoder
-        assert needs[f"finetune__cascade_supervised__{setting}__seed0"] == sorted([predict, supervised])
+        # stage 2 after its priors and encoder, and after stage 1, whose model its test runs
+        assert needs[f"finetune__cascade_scratch__{setting}__seed0"] == sorted([stage1, predict])
+        assert needs[f"finetune__cascade_semcl__{setting}__seed0"] == sorted([stage1, predict, semcl])
+        assert needs[f"finetune__cascade_semcl_frozen__{setting}__seed0"] == sorted([stage1, predict, semcl])
+        assert needs[f"finetune__cascade_supervised__{setting}__seed0"] == sorted([stage1, predict, supervised])
     order = list(runs)  # every run is planned after the runs it needs
     assert all(order.index(str(need)) < order.index(name) for name, run in runs.items() for need in run.needs)
     planner.check(list(runs.values()))  # every workflow call valid
@@ -115,7 +116,7 @@ def test_a_tuning_seed_runs_every_candidate_recipe_of_a_recipe_arm(tmp_path):
     for recipe in size.tuning_recipes():  # each with its candidate's settings, from the one pretraining
         run = tuning[f"finetune__cascade_semcl__finetune_1__seed100__{recipe.name}"]
         assert run.config["recipe"] == recipe.to_json() and run.config["tuning_recipe"] == recipe.name
-        assert [str(n) for n in run.needs][1:] == ["pretrain__cascade_semcl__finetune_1__seed100"]
+        assert [str(n) for n in run.needs][-1] == "pretrain__cascade_semcl__finetune_1__seed100"
         (train, _) = planner.bundle_calls(run)[:2]
         assert train.overrides["encoder_lr_multiplier"] == recipe.encoder_lr_multiplier
         assert train.overrides.get("encoder_freeze_epochs", 0) == recipe.encoder_freeze_epochs
