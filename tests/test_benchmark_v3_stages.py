@@ -13,6 +13,7 @@ import pytest
 import torch
 from monai.data import MetaTensor
 
+from semcl_benchmark.cascade_stages import predictions_datalist
 from semcl_benchmark.fine_grid import case_dice, nearest_onto
 from semcl_benchmark.plan import BUILT_STAGES, Planner, Workspace
 from semcl_benchmark.protocol import load_protocol
@@ -56,6 +57,23 @@ PRIMARY = ["scratch", "cascade_scratch", "cascade_semcl", "cascade_semcl_frozen"
 def planned(tmp_path: Path, arms: list[str], settings: list[str], seeds: list[int], size=TINY, protocol=PROTOCOL):
     planner = Planner(protocol, size, Workspace(tmp_path), device="cpu")
     return planner, {run.key.name: run for run in planner.plan(arms, settings, seeds)}
+
+
+def test_the_predictions_datalist_points_the_pool_and_priors_at_stage_1s_files():
+    def entry(case: str) -> dict:
+        return {"image": f"./imagesTr/{case}.nii.gz", "label": f"./labelsTr/{case}.nii.gz"}
+
+    datalist = {"pretrain": [entry("p0")], "finetune_1": [entry("l0")], "validation": [entry("v0")],
+                "test": [entry("t0"), entry("t1")], "draw": {"labelled": ["l0"]}}
+    files = {split: {case: Path(f"/pred/{case}.nii.gz") for case in cases}
+             for split, cases in (("pretrain", ["p0"]), ("validation", ["v0"]), ("test", ["t0", "t1"]))}
+    written = predictions_datalist(datalist, files)
+    assert written["pretrain"] == [{"image": "./imagesTr/p0.nii.gz", "label": "/pred/p0.nii.gz",
+                                    "prior": "/pred/p0.nii.gz"}]  # the pool's masks and targets: stage 1's
+    assert written["test"][1] == {**entry("t1"), "prior": "/pred/t1.nii.gz"}  # ground truth kept for scoring
+    assert written["validation"] == [{**entry("v0"), "prior": "/pred/v0.nii.gz"}]
+    assert (written["finetune_1"], written["draw"]) == (datalist["finetune_1"], datalist["draw"])
+    assert "prior" not in datalist["test"][0]  # the seed's own datalist is left as it was
 
 
 def test_v3_stages_are_built():
