@@ -200,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
         planned = benchmark.plan([a for a in arms if not protocol.arms[a].study], args.settings or list(size.settings),
                                  args.seeds if args.seeds is not None else list(size.seeds),
                                  study=[a for a in arms if protocol.arms[a].study])
-    except ValueError as error:  # an arm whose stage is not built: nothing was planned
+    except ValueError as error:  # an arm whose stage is not built, a v3 size not sized: nothing planned
         print(f"[bench] {error}", file=sys.stderr)
         return 2
     changed = benchmark.dataset_changes(planned)  # issue 35: runs of an edited dataset are never pooled with new ones

@@ -74,7 +74,8 @@ class Planner:
         the size's) in the size's study setting and seeds, as far as ``settings`` and ``seeds`` hold them.
 
         Raises:
-            ValueError: an arm (or study arm) needs a stage that is not built yet, naming the arm and the stage.
+            ValueError: an arm (or study arm) needs a stage that is not built yet, naming the arm and the stage; a
+                v3 arm's size lacks its stages' settings (:meth:`CascadePlan.add`).
         """
         size = self.size
         for arm in [*arms, *(size.study_arms if study is None else study)]:
