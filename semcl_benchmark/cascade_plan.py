@@ -112,7 +112,7 @@ class CascadePlan:
         source = self.planner.arm(arm).source
         if source is None:
             return None
-        per_setting = self.planner.arm(source).entry.get("pool_masks", "stage1") != "ground_truth"
+        per_setting = self.planner.arm(source).pool_masks != "ground_truth"
         return RunKey("pretrain", source, setting if per_setting else None, seed)
 
     def folder(self, key: RunKey) -> Path:
@@ -270,10 +270,10 @@ class CascadePlan:
         key, config, size = run.key, run.config, self.planner.size
         arm = self.planner.arm(key.arm)
         if key.setting is None:  # ground-truth pool masks: the seed's own datalist
-            data = {**self.planner.common(key.seed, encoder_only=arm.workflow != "train.yaml")}
+            data = self.planner.common(key.seed, encoder_only=arm.workflow != "train.yaml")
         else:
-            data = {**self._fine(key.setting, key.seed)}
-            if arm.workflow != "train.yaml":
+            data = self._fine(key.setting, key.seed)
+            if arm.workflow != "train.yaml":  # contrastive: the encoder alone
                 data = {k: v for k, v in data.items() if k != "blocks_up"}
         pretrain = {k: v for k, v in size.pretrain.items() if k != "steps"}
         volumes = size.draws["pool"]  # the pool's size (the datalists are not written before the plan is checked)
@@ -298,12 +298,12 @@ class CascadePlan:
     def _cascade_test(self, key: RunKey, trained: RunKey, prior: str) -> BundleCall:
         """``evaluate_cascade.yaml`` of the stage-2 network of run ``trained``, with stage 1 inside (``stage1``) or
         oracle priors, on the test split at the fine grid: written to ``<key's folder>/test``."""
-        config = self.planner.size
+        size = self.planner.size
         stage1 = self.stage1_key(key.setting, key.seed)
-        refine = {k: v for k, v in config.refine.items() if k in REFINE_NETWORK_KEYS}
+        refine = {k: v for k, v in size.refine.items() if k in REFINE_NETWORK_KEYS}
         overrides = {**self._fine(key.setting, key.seed), "ckpt_dir": self.folder(trained) / "models",
                      "output_dir": self.folder(key) / "test", "train_key": key.setting,
                      "stage1_ckpt": self.model_file(stage1), "stage1_pixdim": self.stage1_pixdim,
-                     "roi_size": config.finetune["roi_size"], "test_prior": prior, **refine}
+                     "roi_size": size.finetune["roi_size"], "test_prior": prior, **refine}
         configs = ["train.yaml", "train_refine.yaml", "evaluate.yaml", "evaluate_cascade.yaml"]
         return self.planner.call(f"{key} (test)", configs, overrides, self.planner.workspace.log(f"{key}__test"))
