@@ -91,7 +91,10 @@ def select_recipes(size: Size, protocol: Protocol, records: Iterable[RunRecord],
     for arm in arms:
         scores = {}
         for candidate in size.recipe_candidates:
-            dice = [_best_dice(by_key.get(key), key, problems) for key in tuning_keys(size, protocol, arm, candidate)]
+            keys = tuning_keys(size, protocol, arm, candidate)
+            if not keys:
+                problems.append(f"{arm} with {candidate} (the size plans no tuning run of it)")
+            dice = [_best_dice(by_key.get(key), key, problems) for key in keys]
             if dice and None not in dice:
                 scores[candidate] = sum(dice) / len(dice)
         if len(scores) == len(size.recipe_candidates):

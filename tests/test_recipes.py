@@ -97,9 +97,14 @@ def test_missing_or_unusable_tuning_runs_are_refused_naming_them(v3, protocol):
         select_recipes(v3, protocol, records("cascade_semcl", {"R1": .6, "R2": .6, "R3": .6, "R4": .6}))
 
 
-def test_an_arm_that_chooses_no_recipe_is_refused(v3, protocol):
+def test_an_arm_that_chooses_no_recipe_is_refused(v3, protocol, tmp_path):
     with pytest.raises(ValueError, match="cascade_scratch chooses no recipe"):
         select_recipes(v3, protocol, [], ["cascade_scratch"])
+    mine = tmp_path / "mine.yaml"  # a recipe arm the size plans in none of its settings
+    mine.write_text("sizes:\n  mine:\n    base: v3\n    setting_arms: {finetune_1: [scratch], finetune_2: [scratch]}\n",
+                    encoding="utf-8")
+    with pytest.raises(ValueError, match="cascade_semcl with R1 \\(the size plans no tuning run of it\\)"):
+        select_recipes(load_protocol([mine]).sizes["mine"], protocol, [], ["cascade_semcl"])
 
 
 def builtin_copy(tmp_path):
