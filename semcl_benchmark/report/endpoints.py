@@ -19,7 +19,7 @@ from .load import case_means, case_phases, runs_of, table
 
 __all__ = ["ALPHA", "DIRECTION", "Family", "HolmFloor", "Outcome", "Reach", "Test", "budget_fraction_family",
            "declared_reaches", "families", "family", "holm_floor", "is_atlas", "is_method", "primary_family",
-           "probe_family", "reach", "reach_family", "run_family", "secondary_families"]
+           "probe_family", "reach", "reach_family", "run_family", "secondary_families", "smallest_holm_p"]
 
 ALPHA = 0.05  # a test is significant when its Holm-adjusted p is below it
 TARGET_GAIN = 0.05  # the issue's target: +5 Dice points over random init
@@ -47,13 +47,15 @@ def is_method(arm: str) -> bool:
 
 @dataclass(frozen=True)
 class Test:
-    """One declared comparison: ``method`` against ``baseline`` in ``setting`` (probe runs, one phase bucket)."""
+    """One declared comparison: ``method`` against ``baseline`` in ``setting`` (probe runs, one phase bucket, one
+    organ's Dice instead of the case mean)."""
 
     method: str
     baseline: str
     setting: str
     probe: bool = False
     phase: str | None = None
+    organ: str | None = None
 
 
 @dataclass(frozen=True)
@@ -122,12 +124,15 @@ def seed_differences(a: dict[int, dict], b: dict[int, dict]) -> dict[int, float]
     return {s: float(np.nanmean(grid(a, [s])) - np.nanmean(grid(b, [s]))) for s in sorted(set(a) & set(b))}
 
 
-def compare(a: dict[int, dict], b: dict[int, dict], phase: str | None = None) -> tuple[Estimate, float, int] | None:
-    """``a`` against ``b`` paired by seed: (difference, Wilcoxon p (NaN with 1 seed), seeds); ``None`` if no pair."""
+def compare(a: dict[int, dict], b: dict[int, dict], phase: str | None = None,
+            organ: str | None = None) -> tuple[Estimate, float, int] | None:
+    """``a`` against ``b`` paired by seed (one ``organ``'s Dice, else the case means): (difference, Wilcoxon p (NaN
+    with 1 seed), seeds); ``None`` if no pair."""
     seeds = sorted(set(a) & set(b))
     if not seeds:
         return None
-    grid_a, grid_b = grid(a, seeds, phase), grid(b, seeds, phase)
+    index = None if organ is None else list(a[seeds[0]]["test"]["classes"]).index(organ)
+    grid_a, grid_b = grid(a, seeds, phase, index), grid(b, seeds, phase, index)
     if grid_a.size == 0:
         return None
     p = paired_wilcoxon(np.nanmean(grid_a, axis=1), np.nanmean(grid_b, axis=1)) if len(seeds) > 1 else float("nan")
@@ -139,16 +144,19 @@ def holm_over_declared(p_values: Sequence[float], declared: int) -> list[float]:
     return holm([*p_values, *[1.0] * max(0, declared - len(p_values))])[: len(p_values)]
 
 
+def smallest_holm_p(seeds: int, declared: int) -> float:
+    """The smallest Holm-adjusted p a family of ``declared`` tests can reach with ``seeds`` paired seeds: the smallest
+    two-sided exact Wilcoxon p, ``2 / 2**seeds``, times ``declared`` (1 below :data:`MIN_SEEDS`)."""
+    return min(1.0, declared * 2 / 2**seeds) if seeds >= MIN_SEEDS else 1.0
+
+
 def holm_floor(seeds: int, declared: int, planned_seeds: int | None) -> HolmFloor | None:
-    """Whether a family of ``declared`` tests cannot reach :data:`ALPHA` with ``seeds`` seeds (the smallest two-sided
-    Wilcoxon p is ``2 / 2**seeds``, times ``declared``); ``None`` when it can, or when no seeds are planned."""
-
-    def smallest(n: int) -> float:
-        return min(1.0, declared * 2 / 2**n) if n >= MIN_SEEDS else 1.0
-
-    if planned_seeds is None or smallest(seeds) < ALPHA:
+    """Whether a family of ``declared`` tests cannot reach :data:`ALPHA` with ``seeds`` seeds
+    (:func:`smallest_holm_p`); ``None`` when it can, or when no seeds are planned."""
+    if planned_seeds is None or smallest_holm_p(seeds, declared) < ALPHA:
         return None
-    return HolmFloor(seeds, declared, smallest(seeds), smallest(max(seeds, planned_seeds)) >= ALPHA)
+    return HolmFloor(seeds, declared, smallest_holm_p(seeds, declared),
+                     smallest_holm_p(max(seeds, planned_seeds), declared) >= ALPHA)
 
 
 def run_family(runs: pd.DataFrame, tests: Sequence[Test]) -> list[Outcome]:
@@ -156,7 +164,7 @@ def run_family(runs: pd.DataFrame, tests: Sequence[Test]) -> list[Outcome]:
     done = []
     for test in tests:
         a, b = (runs_of(runs, arm, test.setting, test.probe) for arm in (test.method, test.baseline))
-        if (result := compare(a, b, test.phase)) is not None:
+        if (result := compare(a, b, test.phase, test.organ)) is not None:
             done.append((test, result))
     adjusted = holm_over_declared([p for _, (_, p, _) in done], len(tests))
     return [Outcome(test, d, p, h, n) for (test, (d, p, n)), h in zip(done, adjusted)]
@@ -208,10 +216,11 @@ def _median(values: list) -> float | None:
     return float(np.median(values)) if values else None
 
 
-def reach(runs: pd.DataFrame, arm: str, setting: str) -> Reach | None:
+def reach(runs: pd.DataFrame, arm: str, setting: str, baseline: str = REFERENCE) -> Reach | None:
     """:class:`Reach` of ``arm`` in ``setting`` (``None``: no pair). The Wilcoxon test pairs the arm's steps with
-    ``scratch``'s to its best; a seed that never reaches it ranks slower than every seed that does."""
-    scratch, ours = runs_of(runs, REFERENCE, setting), runs_of(runs, arm, setting)
+    the ``baseline``'s (``scratch``'s) to its best; a seed that never reaches it ranks slower than every seed that
+    does."""
+    scratch, ours = runs_of(runs, baseline, setting), runs_of(runs, arm, setting)
     pairs = []  # (arm's first reaching point or None, scratch's best point)
     for seed in sorted(set(ours) & set(scratch)):
         mine = [p for p in RunResult("finetune", ours[seed]).validation if p.dice is not None]
@@ -241,9 +250,11 @@ def declared_reaches(keys, settings=()) -> list[tuple[str, str]]:
     return sorted(pairs, key=lambda pair: (order.get(pair[1], len(order)), pair[1], pair[0]))
 
 
-def reach_family(runs: pd.DataFrame, pairs: list[tuple[str, str]], planned_seeds: int | None) -> Family:
-    """:func:`reach` of each declared ``(arm, setting)`` with results, Holm-adjusted over all ``pairs``."""
-    reaches = [r for arm, setting in pairs if (r := reach(runs, arm, setting)) is not None]
+def reach_family(runs: pd.DataFrame, pairs: list[tuple[str, str]], planned_seeds: int | None,
+                 baseline: str = REFERENCE) -> Family:
+    """:func:`reach` of each declared ``(arm, setting)`` with results (against ``baseline``), Holm-adjusted over all
+    ``pairs``."""
+    reaches = [r for arm, setting in pairs if (r := reach(runs, arm, setting, baseline)) is not None]
     adjusted = holm_over_declared([r.p for r in reaches], len(pairs))
     floor = holm_floor(max(r.paired for r in reaches), len(pairs), planned_seeds) if reaches else None
     return Family([r._replace(holm_p=h) for r, h in zip(reaches, adjusted)], len(pairs), floor)

@@ -139,11 +139,13 @@ def study_rows(runs: pd.DataFrame, size) -> list[StudyRow]:
 
 
 def unfinished(planned, finished: set[str]) -> list[tuple[str, str, str, str]]:
-    """Planned runs without a result file, as ``(stage, arm, setting, seed ranges)`` in run order."""
+    """Planned runs without a result file, as ``(stage, arm, setting, seed ranges)`` in run order (a tuning run's
+    candidate recipe after its setting)."""
     groups: dict[tuple[str, str, str], list[int]] = {}
     for run in planned:
         c = run.config
-        where = ((c.get("setting") or "") + (" (probe)" if c.get("probe") else "")) or "-"
+        recipe = f" ({c['tuning_recipe']})" if c.get("tuning_recipe") else ""  # a v3 tuning run's candidate
+        where = ((c.get("setting") or "") + (" (probe)" if c.get("probe") else "") + recipe) or "-"
         groups.setdefault((c["stage"], c["arm"], where), []).extend([] if str(run.key) in finished else [c["seed"]])
     rows = []
     for (stage, arm, where), seeds in groups.items():
