@@ -43,7 +43,9 @@ committed runs) and ``--full`` (96^3 crops; meant for a GPU). ``--size v3`` is t
 its stages are built (stage 1, its predictions, stage-2 pretraining, stage 2, oracle tests: ``docs/BENCHMARK.md``)
 but its training settings are still to size, so only its data and draws run (``--data-only``: the phantoms, a line
 per subject, and every seed's datalist, tuning seeds included, nothing trained; a complete dataset and datalists
-already written are reused); ``--size v3_tiny`` runs the whole pipeline on tiny data, with no report yet.
+already written are reused); ``--size v3_tiny`` runs the whole pipeline on tiny data. A v3 size's report
+(``semcl_benchmark/report/v3.py``, the size's ``report`` or ``<results>/RESULTS.md``) says, while nothing can be
+planned yet, why (``--report-only`` writes it even then).
 
 The user's own data: ``--dataset_dir DIR`` runs the same protocol on an MSD-style dataset (``dataset.json`` with
 ``labels`` and a ``training`` list; the classes are its labels, the spacing its images' or ``--pixdim``), with the
@@ -196,13 +198,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.data_only:
         return _prepare_data(benchmark, size, args.seeds)
     arms = args.arms or list(size.arms) + list(size.study_arms)
+    unplanned = None
     try:
         planned = benchmark.plan([a for a in arms if not protocol.arms[a].study], args.settings or list(size.settings),
                                  args.seeds if args.seeds is not None else list(size.seeds),
                                  study=[a for a in arms if protocol.arms[a].study])
     except ValueError as error:  # an arm whose stage is not built, a v3 size not sized: nothing planned
         print(f"[bench] {error}", file=sys.stderr)
-        return 2
+        if not (args.report_only and size.draws is not None):
+            return 2
+        planned, unplanned = [], str(error)  # a v3 report says why nothing is planned yet
     changed = benchmark.dataset_changes(planned)  # issue 35: runs of an edited dataset are never pooled with new ones
     if changed:
         print(f"[bench] {changed}", file=sys.stderr)
@@ -224,15 +229,12 @@ def main(argv: list[str] | None = None) -> int:
     data = f" --dataset_dir {args.dataset_dir}" if args.dataset_dir else ""
     data += f" --pixdim {' '.join(map(str, args.pixdim))}" if args.pixdim else ""
     command = "python scripts/benchmark.py" + option + protocols + data
-    if size.draws is not None:  # v3: its report is still to build (docs/PROTOCOL_v3.md, section 13)
-        print(f"[bench] no report for a v3 size yet (docs/PROTOCOL_v3.md, section 13); the result files: {results}")
-    else:
-        try:
-            write_report(size, planned, benchmark.store, report, command)
-        except ValueError as error:  # a v1 size: its report is frozen
-            print(f"[bench] {error}", file=sys.stderr)
-            return 2
-        print(f"[bench] report: {report}")
+    try:
+        write_report(size, planned, benchmark.store, report, command, unplanned=unplanned)
+    except ValueError as error:  # a v1 size: its report is frozen
+        print(f"[bench] {error}", file=sys.stderr)
+        return 2
+    print(f"[bench] report: {report}")
     if failed:
         print(f"[bench] {len(failed)} runs failed: {', '.join(failed)}; their logs are in {work / 'logs'}")
         return 1

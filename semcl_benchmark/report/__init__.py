@@ -5,6 +5,8 @@
 wording that depends on a number decided there as a field, gathered by :func:`analyse` into one :class:`Report`.
 **Render** (:func:`render`, :mod:`.plots`): one Jinja2 template per report (``templates/``) that only formats those
 values. Version 1's report is frozen (``docs/RESULTS_v1.md``); a size without ``splits`` gets no regenerated report.
+A v3 size (``draws``: the coarse-to-fine pipeline, ``docs/PROTOCOL_v3.md``) is analysed by :mod:`.v3` and rendered by
+``templates/results_v3.md.j2`` (:func:`analyse_v3`).
 """
 
 from __future__ import annotations
@@ -24,13 +26,13 @@ from semcl_components.bundle_runtime.atomic_io import atomic_write
 from ..plan import Run
 from ..protocol import Size
 from ..results import ResultStore
-from . import diagnosis, difficulty, endpoints, tables
+from . import diagnosis, difficulty, endpoints, tables, v3
 from .difficulty import read_cost_ratio
 from .endpoints import REFERENCE, UPPER_BOUND_SETTING, is_atlas, is_method
 from .load import TESTED, deviations, load_runs, mean_dice, provenance_of, runs_of
 from .plots import write_embedding_plots, write_plots
 
-__all__ = ["Report", "analyse", "mean_dice", "render", "write_report"]
+__all__ = ["Report", "analyse", "analyse_v3", "mean_dice", "render", "write_report"]
 
 TEMPLATES = Path(__file__).parent / "templates"
 
@@ -120,6 +122,14 @@ def analyse(size: Size, planned: Sequence[Run], runs: pd.DataFrame, plots: Path,
                   settings, families, values)
 
 
+def analyse_v3(size: Size, planned: Sequence[Run], runs: pd.DataFrame, command: str, written: str | None = None,
+               unplanned: str | None = None) -> Report:
+    """Every value of a v3 size's report (:func:`.v3.analyse`); ``unplanned``: why no run could be planned."""
+    arms, settings, families, values = v3.analyse(size, planned, runs)
+    return Report(size, command, written or time.strftime("%Y-%m-%d %H:%M"), len(runs), len(planned), arms,
+                  settings, families, {**values, "unplanned": unplanned})
+
+
 def _estimate(e, seeds: int, spec: str) -> str:
     """``mean [low, high]`` of an estimate, no interval with 1 seed."""
     if seeds < 2:
@@ -141,20 +151,25 @@ def render(report: Report, plots: str, template: str = "results_v2.md.j2") -> st
 
 
 def write_report(size: Size, planned: Sequence[Run], store: ResultStore, report: Path, command: str,
-                 written: str | None = None) -> None:
-    """Write ``report`` (Markdown) and its plots (``<results folder>/plots``) from the finished runs of ``planned``.
+                 written: str | None = None, unplanned: str | None = None) -> None:
+    """Write ``report`` (Markdown) and its plots (``<results folder>/plots``) from the finished runs of ``planned``
+    (a v3 size's report has no plots; ``unplanned``: why none of its runs could be planned, said in the report).
 
-    A size without ``splits`` (v1) is refused: its report is frozen with its result files.
+    A size without ``splits`` or ``draws`` (v1) is refused: its report is frozen with its result files.
     """
-    if getattr(size, "splits", None) is None:
+    if getattr(size, "draws", None) is not None:
+        text = render(analyse_v3(size, planned, load_runs(planned, store), command, written, unplanned), "",
+                      "results_v3.md.j2")
+    elif getattr(size, "splits", None) is None:
         raise ValueError(f"size {size.name!r} has no splits: version 1's report is frozen (docs/RESULTS_v1.md); "
                          "no code regenerates it.")
-    runs = load_runs(planned, store)
-    plots = store.folder / "plots"
-    analysed = analyse(size, planned, runs, plots, command, written)
-    trained = [a for a in analysed.arms if not is_atlas(a)]
-    analysed.values["plots"] = write_plots(runs, analysed.values["headline"], trained, analysed.settings, plots)
-    write_embedding_plots(runs, analysed.values["embedding"], analysed.values["knn_curves"], plots)
-    text = render(analysed, os.path.relpath(plots, report.parent))
+    else:
+        runs = load_runs(planned, store)
+        plots = store.folder / "plots"
+        analysed = analyse(size, planned, runs, plots, command, written)
+        trained = [a for a in analysed.arms if not is_atlas(a)]
+        analysed.values["plots"] = write_plots(runs, analysed.values["headline"], trained, analysed.settings, plots)
+        write_embedding_plots(runs, analysed.values["embedding"], analysed.values["knn_curves"], plots)
+        text = render(analysed, os.path.relpath(plots, report.parent))
     with atomic_write(report) as tmp:
         tmp.write_text(text, encoding="utf-8")
