@@ -8,6 +8,7 @@ pytest tests/test_benchmark_report_v3.py`` and review its diff), and the report 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from pathlib import Path
 
@@ -108,13 +109,22 @@ def size():
 
 
 @pytest.fixture(scope="module")
-def analysed(size):
+def floor(tmp_path_factory):
+    """A resolution floor's file (``semcl_benchmark.resolution_floor``) of size v3."""
+    path = tmp_path_factory.mktemp("floor") / "resolution_floor.json"
+    organs = {organ: 0.6 if organ == "gallbladder" else 0.9 for organ in ORGANS}
+    path.write_text(json.dumps({"size": "v3", "mean_dice": 0.8625, "organ_dice": organs}), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def analysed(size, floor):
     contents = synthetic_records()
     runs = table([parse_run_record(c, f"{c['key']}.json") for c in contents])
     planned = [Run(c["key"], c["config"]) for c in contents]
     supervised = {**contents[0]["config"], "arm": "cascade_supervised"}
     planned.append(Run("finetune__cascade_supervised__finetune_1__seed0", supervised))
-    return analyse_v3(size, planned, runs, "python scripts/benchmark.py --size v3", written="(snapshot)")
+    return analyse_v3(size, planned, runs, "python scripts/benchmark.py --size v3", written="(snapshot)", floor=floor)
 
 
 def _outcome(fam, **where):
@@ -198,6 +208,14 @@ def test_recipes_provenance_cost_and_missing_runs(analysed, size):
     assert cost[("finetune", "cascade_semcl")][0] == 18 and cost[("predict", "scratch")] == (16, pytest.approx(13.5))
     assert v["unfinished"] == [("finetune", "cascade_supervised", "finetune_1", "0")]
     assert v["tuning"] == 2
+
+
+def test_the_resolution_floor_is_a_reference_row_of_its_own_size_only(analysed, size, floor):
+    assert analysed.values["floor"]["mean_dice"] == 0.8625 and analysed.values["floor"]["file"] == floor.name
+    text = render(analysed, "", "results_v3.md.j2")
+    assert "| resolution floor | 0.600 | 0.900 |" in text and "scores a mean Dice of 0.863" in text
+    tiny = load_protocol().sizes["v3_tiny"]
+    assert analyse_v3(tiny, [], table([]), "command", floor=floor).values["floor"] is None
 
 
 def test_the_synthetic_report_renders_as_its_snapshot(analysed):

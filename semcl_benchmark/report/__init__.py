@@ -123,9 +123,10 @@ def analyse(size: Size, planned: Sequence[Run], runs: pd.DataFrame, plots: Path,
 
 
 def analyse_v3(size: Size, planned: Sequence[Run], runs: pd.DataFrame, command: str, written: str | None = None,
-               unplanned: str | None = None) -> Report:
-    """Every value of a v3 size's report (:func:`.v3.analyse`); ``unplanned``: why no run could be planned."""
-    arms, settings, families, values = v3.analyse(size, planned, runs)
+               unplanned: str | None = None, floor: Path | None = None) -> Report:
+    """Every value of a v3 size's report (:func:`.v3.analyse`); ``unplanned``: why no run could be planned;
+    ``floor``: the resolution floor's file."""
+    arms, settings, families, values = v3.analyse(size, planned, runs, floor)
     return Report(size, command, written or time.strftime("%Y-%m-%d %H:%M"), len(runs), len(planned), arms,
                   settings, families, {**values, "unplanned": unplanned})
 
@@ -158,8 +159,8 @@ def write_report(size: Size, planned: Sequence[Run], store: ResultStore, report:
     A size without ``splits`` or ``draws`` (v1) is refused: its report is frozen with its result files.
     """
     if getattr(size, "draws", None) is not None:
-        text = render(analyse_v3(size, planned, load_runs(planned, store), command, written, unplanned), "",
-                      "results_v3.md.j2")
+        analysed = analyse_v3(size, planned, load_runs(planned, store), command, written, unplanned, v3.FLOOR_FILE)
+        text = render(analysed, "", "results_v3.md.j2")
     elif getattr(size, "splits", None) is None:
         raise ValueError(f"size {size.name!r} has no splits: version 1's report is frozen (docs/RESULTS_v1.md); "
                          "no code regenerates it.")

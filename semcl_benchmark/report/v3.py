@@ -10,7 +10,9 @@ section 7's tests; each also says the smallest Holm p its planned seeds can give
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
@@ -18,6 +20,7 @@ import pandas as pd
 
 from ..draws_v3 import BUCKET_ORDER
 from ..protocol import Size
+from ..results import results_folder
 from ..run_records import RunKey, RunResult, case_id
 from ..runs import Run
 from ..statistics import crossed_bootstrap
@@ -25,8 +28,8 @@ from .endpoints import ALPHA, Family, Test, family, grid, reach_family, smallest
 from .load import FileProvenance, deviations, provenance_of, runs_of, table
 from .tables import Cell, headline, organ_tables, unfinished
 
-__all__ = ["FamilyRow", "PhaseTable", "PriorMismatch", "RecipeRow", "analyse", "declared_tests", "families",
-           "phase_tables", "prior_mismatches", "recipe_rows", "view"]
+__all__ = ["FLOOR_FILE", "FamilyRow", "PhaseTable", "PriorMismatch", "RecipeRow", "analyse", "declared_tests",
+           "families", "phase_tables", "prior_mismatches", "recipe_rows", "resolution_floor", "view"]
 
 PRIMARY_METHODS = ("cascade_semcl", "cascade_semcl_frozen")
 BASELINE = "cascade_scratch"  # stage 2 from random init: the primary baseline
@@ -37,6 +40,8 @@ TIME_TO_ACCURACY = ("cascade_semcl", "cascade_semcl_frozen", "cascade_supervised
 ORACLE = "+oracle"  # the arm name of a stage-2 network's test on oracle priors
 RECIPE_CHECK = ("v2 recipe check", 4, 4)  # (title, tests, seeds): runs on v2's data, not a v3 size's
 PRIOR_SPLITS = {"training": "pretrain", "validation": "validation", "test": "test"}  # prior use -> predicted split
+#: the resolution floor's measurement (M7, ``python -m semcl_benchmark.resolution_floor --size v3``): a reference row
+FLOOR_FILE = results_folder("v3_sizing") / "resolution_floor.json"
 
 #: A declared family (``family``: its outcomes so far, :class:`.endpoints.Family`), its ``seeds`` as planned, the
 #: smallest Holm p those seeds can give and whether that is below :data:`.endpoints.ALPHA`.
@@ -208,8 +213,19 @@ def cost_rows(runs: pd.DataFrame) -> list[tuple[str, str, int, float, float]]:
     return rows
 
 
-def analyse(size: Size, planned: Sequence[Run], runs: pd.DataFrame) -> tuple[list[str], list[str], dict, dict]:
-    """``(arms, settings, families, values)`` of the v3 report from the finished ``runs`` of the ``planned`` ones."""
+def resolution_floor(path: Path | None, size: Size) -> dict | None:
+    """The resolution floor measured for ``size`` in ``path`` (its ``mean_dice``, ``organ_dice``, ``file``: the file's
+    name); ``None`` where not measured for it."""
+    if path is None or not path.is_file():
+        return None
+    found = json.loads(path.read_text(encoding="utf-8"))
+    return {**found, "file": path.name} if found.get("size") == size.name else None
+
+
+def analyse(size: Size, planned: Sequence[Run], runs: pd.DataFrame,
+            floor: Path | None = None) -> tuple[list[str], list[str], dict, dict]:
+    """``(arms, settings, families, values)`` of the v3 report from the finished ``runs`` of the ``planned`` ones
+    (``floor``: the resolution floor's file, :func:`resolution_floor`)."""
     main, tuning = view(runs, size)
     present = set(main[main.stage == "finetune"].arm)
     arms = [a for a in size.arms if a in present] + [a + ORACLE for a in size.oracle_arms if a + ORACLE in present]
@@ -219,6 +235,6 @@ def analyse(size: Size, planned: Sequence[Run], runs: pd.DataFrame) -> tuple[lis
         "phases": phase_tables(main, arms, settings), "recipes": recipe_rows(size, tuning),
         "pretraining": [(k, r["pretraining"]) for k, r in zip(runs.key, runs.record) if r.get("pretraining")],
         "provenance": provenance(runs), "cost": cost_rows(runs), "unfinished": unfinished(planned, set(runs.key)),
-        "deviations": deviations(size), "tuning": len(tuning),
+        "deviations": deviations(size), "tuning": len(tuning), "floor": resolution_floor(floor, size),
     }
     return arms, settings, families(main, size), values
