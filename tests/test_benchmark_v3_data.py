@@ -127,4 +127,4 @@ def test_the_data_only_command_writes_and_resumes(tmp_path, capsys):
     assert all(path.stat().st_mtime_ns == stamp for path, stamp in stamps.items() if path != files[seeds[0]])
     # v3's runs are refused until its training settings are sized (docs/PROTOCOL_v3.md, section 11)
     assert main(["--size", "v3", "--workdir", str(tmp_path / "v3"), "--results", str(tmp_path / "v3_results")]) == 2
-    assert "has no finetune, refine, pretrain settings yet" in capsys.readouterr().err
+    assert "has no refine, pretrain settings yet" in capsys.readouterr().err  # stage 1 is v2's (section 4)
