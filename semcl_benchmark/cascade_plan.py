@@ -42,8 +42,9 @@ PREDICTED_SPLITS = ("pretrain", "validation", "test")
 RANDOM_INIT_RECIPE = {"name": "R1", "encoder_lr_multiplier": 1.0}
 """The recipe of a stage-2 arm from random initialisation (docs/PROTOCOL_v3.md, section 5: nothing to keep)."""
 
-REFINE_NETWORK_KEYS = ("refine_crop_size", "refine_margin", "refine_min_extent_mm")
-"""Stage-2 settings its evaluation must share with its training (the crops the network was trained on)."""
+REFINE_NETWORK_KEYS = ("refine_crop_size", "refine_margin", "refine_min_extent_mm", "channels_last")
+"""Stage-2 settings its evaluation shares with its training: the crops the network was trained on, and the memory
+order of both stages' networks (the same arithmetic)."""
 
 
 class Planning(Interface):

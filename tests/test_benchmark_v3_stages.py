@@ -123,6 +123,10 @@ def test_each_stage_gets_its_grid_priors_and_encoder(tmp_path):
         assert test.configs[-1] == "evaluate_cascade.yaml" and test.overrides["test_prior"] == "stage1"
         assert test.overrides["stage1_ckpt"] == stage1.overrides["ckpt_dir"] / "model.pt"
         assert test.overrides["stage1_pixdim"] == [TINY.stage1_pixdim] * 3
+        # every network of both stages in channels-last order (M0: the same arithmetic, cheaper), tests included
+        assert stage1.overrides["channels_last"] is train.overrides["channels_last"] is test.overrides["channels_last"]
+        assert stage1.overrides["channels_last"] is True
+    assert "channels_last" not in pretrain.overrides  # a contrastive pretraining: not measured, not changed
 
 
 def test_a_tuning_seed_runs_every_candidate_recipe_of_a_recipe_arm(tmp_path):

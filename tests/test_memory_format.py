@@ -15,6 +15,7 @@ from monai.losses import DiceCELoss
 from monai.networks.nets import SegResNet
 
 from conftest import TINY_INFERENCE_ARGS
+from semcl_components.cascade import OrganRefinementInferer
 from semcl_components.networks import batch_to_kwargs, network_on_device
 
 CHANNELS_LAST = torch.channels_last_3d
@@ -84,6 +85,27 @@ def test_training_steps_give_the_same_losses():
     assert len(contiguous) == 3 and contiguous[0] != contiguous[-1]  # the network learns between the steps
     # the same arithmetic in another memory order: equal up to the rounding of sums taken in another order
     assert max(abs(a - b) for a, b in zip(contiguous, channels_last)) < 1e-5
+
+
+def test_organ_refinement_hands_its_crops_over_in_channels_last():
+    torch.manual_seed(0)
+    refine = SegResNet(spatial_dims=3, in_channels=2, out_channels=2, init_filters=8, blocks_down=[1, 1], blocks_up=[1])
+    prior = torch.zeros(1, 1, 24, 24, 24)
+    prior[0, 0, 4:12, 4:12, 4:12], prior[0, 0, 14:20, 12:22, 10:18] = 1, 2
+    inputs = torch.cat([torch.rand(1, 1, 24, 24, 24), prior], dim=1)
+    seen = []
+
+    def recording(network):
+        return lambda crops: seen.append(crops.is_contiguous(memory_format=CHANNELS_LAST)) or network(crops)
+
+    scores = {}
+    with torch.no_grad():
+        for channels_last in (False, True):
+            network = network_on_device(copy.deepcopy(refine).eval(), "cpu", channels_last=channels_last)
+            inferer = OrganRefinementInferer(crop_size=(16, 16, 16), num_classes=3, channels_last=channels_last)
+            scores[channels_last] = inferer(inputs, recording(network))
+    assert seen == [False, True]  # both organs' crops in one call each time; reordered only when asked
+    torch.testing.assert_close(scores[True], scores[False], rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.slow
