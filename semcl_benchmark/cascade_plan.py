@@ -237,9 +237,10 @@ class CascadePlan:
                         "pretrained_encoder": self._encoder(config), "encoder_lr_multiplier": 1.0,
                         "roi_size": self.planner.size.finetune["roi_size"], **config["finetune"]}
             return [self.planner.call(key.name, ["train.yaml", "train_refine.yaml"], training, log),
-                    self._cascade_test(key, key, "stage1")]
+                    self._cascade_test(key, key, "stage1", config["finetune"])]
         if key.stage == "oracle":
-            return [self._cascade_test(key, RunKey("finetune", key.arm, key.setting, key.seed), "oracle")]
+            trained = RunKey("finetune", key.arm, key.setting, key.seed)
+            return [self._cascade_test(key, trained, "oracle", config["finetune"]["finetune"])]
         return []
 
     def _outputs(self, key: RunKey) -> dict:
@@ -296,12 +297,13 @@ class CascadePlan:
         per_epoch = -(-volumes // batch_size)
         return max(1, -(-int(self.planner.size.pretrain["steps"]) // per_epoch))
 
-    def _cascade_test(self, key: RunKey, trained: RunKey, prior: str) -> BundleCall:
-        """``evaluate_cascade.yaml`` of the stage-2 network of run ``trained``, with stage 1 inside (``stage1``) or
-        oracle priors, on the test split at the fine grid: written to ``<key's folder>/test``."""
+    def _cascade_test(self, key: RunKey, trained: RunKey, prior: str, training: dict) -> BundleCall:
+        """``evaluate_cascade.yaml`` of the stage-2 network of run ``trained`` (trained with the settings
+        ``training``), with stage 1 inside (``stage1``) or oracle priors, on the test split at the fine grid: written
+        to ``<key's folder>/test``."""
         size = self.planner.size
         stage1 = self.stage1_key(key.setting, key.seed)
-        refine = {k: v for k, v in size.refine.items() if k in REFINE_NETWORK_KEYS}
+        refine = {k: v for k, v in training.items() if k in REFINE_NETWORK_KEYS}
         overrides = {**self._fine(key.setting, key.seed), "ckpt_dir": self.folder(trained) / "models",
                      "output_dir": self.folder(key) / "test", "train_key": key.setting,
                      "stage1_ckpt": self.model_file(stage1), "stage1_pixdim": self.stage1_pixdim,

@@ -164,6 +164,19 @@ def test_oracle_tests_and_ground_truth_pools_are_planned(tmp_path):
     assert pretrain.overrides["data_list_file_path"] == planner.data.datalist_file(1)
 
 
+def test_a_stage_2_network_is_tested_with_the_crops_it_was_trained_on(tmp_path):
+    # an arm with crops of its own (v3_sizing's candidates): its cascade tests, oracle included, read with them too
+    protocol = load_protocol()
+    assert protocol.arms["cascade_scratch_crop48"].finetune == {"refine_crop_size": [48, 48, 48]}
+    size = dataclasses.replace(TINY, oracle_arms=("cascade_scratch_crop48",))
+    planner, runs = planned(tmp_path, ["cascade_scratch_crop48"], ["finetune_1"], [0], size, protocol)
+    train, test = planner.bundle_calls(runs["finetune__cascade_scratch_crop48__finetune_1__seed0"])
+    (oracle,) = planner.bundle_calls(runs["oracle__cascade_scratch_crop48__finetune_1__seed0"])
+    assert TINY.refine["refine_crop_size"] != [48, 48, 48]
+    assert train.overrides["refine_crop_size"] == test.overrides["refine_crop_size"] == [48, 48, 48]
+    assert oracle.overrides["refine_crop_size"] == [48, 48, 48]
+
+
 @pytest.mark.slow
 def test_the_primary_arms_run_end_to_end_and_resume(tmp_path):
     """v3_tiny's primary arms at 1 labelled volume, seed 0, through scripts/benchmark.py (about 2 minutes)."""
