@@ -1,0 +1,30 @@
+"""The sizing table of benchmark v3 (`python -m semcl_benchmark.sizing`): a row per run from its result file."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from semcl_benchmark.sizing import main, sizing_table
+
+SIZING = Path(__file__).resolve().parent.parent / "docs" / "results" / "benchmark" / "v3_sizing"
+
+
+def test_each_run_gives_its_row_and_other_files_are_not_runs(tmp_path, capsys):
+    stage1 = SIZING / "finetune__scratch__finetune_1__seed100.json"
+    shutil.copy(stage1, tmp_path)
+    shutil.copy(SIZING / "cost_levers.json", tmp_path)  # a measurement, not a run record
+    record = json.loads(stage1.read_text(encoding="utf-8"))
+    (row,) = sizing_table(tmp_path)["training"]
+    seconds, epochs = record["cost"]["train"]["seconds"], record["budget"]["epochs"]
+    assert row["run"] == "finetune__scratch__finetune_1__seed100" and row["epochs"] == epochs
+    assert row["s per epoch"] == round(seconds / epochs, 2) and row["best epoch"] == record["budget"]["best_epoch"]
+    assert row["crop"] == record["config"]["finetune"]["roi_size"]  # stage 1's patches (stage 2's: its crops)
+    cases = [np.mean([d for d in case if d is not None]) for case in record["test"]["dice"]]
+    assert row["test Dice"] == round(float(np.mean(cases)), 4)
+    assert main([str(tmp_path), "--out", str(tmp_path / "table.json")]) == 0
+    assert "| finetune__scratch__finetune_1__seed100 |" in capsys.readouterr().out
+    assert json.loads((tmp_path / "table.json").read_text(encoding="utf-8"))["training"] == [row]
