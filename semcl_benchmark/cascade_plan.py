@@ -192,10 +192,7 @@ class CascadePlan:
         pretrain = self._pretrain(runs, arm, setting, seed)
         # stage 1's model too: the cascade's test runs stage 1 (a resumed unit makes it again if it is gone)
         needs = [self.stage1_key(setting, seed), predict, *([pretrain] if pretrain else [])]
-        if seed in size.tuning_seeds and arm in size.recipe_arms:
-            recipes = [(recipe, recipe.name) for recipe in size.tuning_recipes()]
-        else:
-            recipes = [(self.recipe(arm, seed), None)]
+        recipes = size.recipe_runs(arm, seed) if arm in size.recipe_arms else [(self.recipe(arm, seed), None)]
         for recipe, tuning in recipes:
             key = RunKey("finetune", arm, setting, seed, tuning_recipe=tuning)
             config = {"stage": "finetune", "pipeline_stage": 2, "arm": arm, "setting": setting, "seed": seed,

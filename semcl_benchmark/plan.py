@@ -18,7 +18,7 @@ from pathlib import Path
 from semcl_tools.bundle_run import bundle_command
 from semcl_tools.repository import CONFIGS
 
-from .cascade_plan import CascadePlan
+from .cascade_plan import CascadePlan, recipe_overrides
 from .datasets import BenchmarkData
 from .protocol import Arm, Protocol, Size
 from .run_records import RunKey
@@ -132,19 +132,28 @@ class Planner:
             runs[key] = Run(key, config, [] if pretrain is None else [pretrain])
 
     def _add_finetune(self, runs: dict[RunKey, Run], arm: str, setting: str, seed: int, probe: bool) -> None:
+        """An arm's fine-tuning run in ``setting`` (or its frozen-encoder probe); a recipe arm's (the size's
+        ``recipe_arms``, v3's recipe check) one per candidate recipe on a tuning seed, else with the chosen recipe
+        (:meth:`~semcl_benchmark.protocol.Size.recipe_runs`)."""
         size = self.size
-        key = RunKey("finetune", arm, setting, seed, probe)
         pretrain = self._pretrain_key(arm, seed)
-        config = {"stage": "finetune", "arm": arm, "setting": setting, "seed": seed, "probe": probe,
-                  "data": self.data.config(), "network": size.network,
-                  "finetune": {**size.finetune, **self.arm(arm).finetune},
-                  "pretrain": None if pretrain is None else runs[pretrain].config}
-        needs = [] if pretrain is None else [pretrain]
-        if size.budget_fractions and not probe:  # test Dice at fractions of scratch's budget: scratch's run first
-            config["budget_fractions"] = list(size.budget_fractions)
-            scratch = self.scratch_key(setting, seed)
-            needs += [scratch] if scratch in runs and scratch != key else []
-        runs[key] = Run(key, self.with_extensions(config), needs)
+        recipes = size.recipe_runs(arm, seed) if arm in size.recipe_arms and not probe else [(None, None)]
+        for recipe, tuning in recipes:
+            key = RunKey("finetune", arm, setting, seed, probe, tuning_recipe=tuning)
+            config = {"stage": "finetune", "arm": arm, "setting": setting, "seed": seed, "probe": probe,
+                      "data": self.data.config(), "network": size.network,
+                      "finetune": {**size.finetune, **self.arm(arm).finetune, **recipe_overrides(recipe)},
+                      "pretrain": None if pretrain is None else runs[pretrain].config}
+            if arm in size.recipe_arms and not probe:  # recorded only for a recipe arm: v2's configurations unchanged
+                config["recipe"] = None if recipe is None else recipe.to_json()
+            if tuning is not None:
+                config["tuning_recipe"] = tuning
+            needs = [] if pretrain is None else [pretrain]
+            if size.budget_fractions and not probe:  # test Dice at fractions of scratch's budget: scratch's run first
+                config["budget_fractions"] = list(size.budget_fractions)
+                scratch = self.scratch_key(setting, seed)
+                needs += [scratch] if scratch in runs and scratch != key else []
+            runs[key] = Run(key, self.with_extensions(config), needs)
 
     @staticmethod
     def scratch_key(setting: str, seed: int) -> RunKey:

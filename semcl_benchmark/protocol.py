@@ -233,17 +233,30 @@ class Size:
             raise ValueError(f"seed {seed} of size {self.name!r} is a tuning seed: its runs of {arm!r} try every "
                              f"candidate recipe ({', '.join(self.recipe_candidates)}), not the chosen one.")
         chosen = self.chosen_recipe(arm) if arm in self.recipe_arms else None
-        return None if chosen is None else self.recipe_candidates[chosen].at_cap(self._refine_cap())
+        return None if chosen is None else self.recipe_candidates[chosen].at_cap(self._recipe_cap())
 
     def tuning_recipes(self) -> tuple[Recipe, ...]:
-        """Every candidate recipe at stage 2's epoch cap, in the order that breaks ties (the tuning seeds' runs)."""
-        return tuple(candidate.at_cap(self._refine_cap()) for candidate in self.recipe_candidates.values())
+        """Every candidate recipe at the recipe arms' epoch cap, in the order that breaks ties (the tuning seeds'
+        runs)."""
+        return tuple(candidate.at_cap(self._recipe_cap()) for candidate in self.recipe_candidates.values())
 
-    def _refine_cap(self) -> int:
-        cap = self.refine.get("max_epochs")
+    def recipe_runs(self, arm: str, seed: int) -> list[tuple[Recipe | None, str | None]]:
+        """The fine-tuning runs of recipe arm ``arm`` on ``seed``, as ``(recipe, tuning candidate's name)``: one per
+        candidate on a tuning seed; on a main seed one, with the chosen recipe (``None`` while none is recorded: the
+        runner refuses that run) and no candidate name."""
+        if seed in self.tuning_seeds:
+            return [(recipe, recipe.name) for recipe in self.tuning_recipes()]
+        return [(self.recipe_for(arm, seed), None)]
+
+    def _recipe_cap(self) -> int:
+        """The epoch cap the recipe arms fine-tune with: stage 2's (``refine``) in a cascade size (one with a
+        ``stage1_pixdim``), the fine-tuning's (``finetune``) otherwise (v3's recipe check on v2's arms)."""
+        cascade = self.stage1_pixdim is not None
+        cap = (self.refine if cascade else self.finetune).get("max_epochs")
         if isinstance(cap, bool) or not isinstance(cap, int):
-            raise ValueError(f"size {self.name!r}: refine has no max_epochs, so its recipes' warm-up and freeze "
-                             "epochs are not known (docs/PROTOCOL_v3.md, section 11: to size).")
+            raise ValueError(f"size {self.name!r}: {'refine' if cascade else 'finetune'} has no max_epochs, so its "
+                             "recipes' warm-up and freeze epochs are not known (docs/PROTOCOL_v3.md, section 11: to "
+                             "size).")
         return cap
 
     def probes(self, arm: Arm) -> bool:
