@@ -5,8 +5,10 @@ Usage:
 
 One row per training run (stage 1, stage 2 and its candidates): the arm and setting, the candidate's stage-2 crop size
 and learning rate, epochs run and the epoch of the best validation (the plateau), its validation Dice, the training
-workflow's seconds and seconds per epoch (both with the validations), the test Dice (mean over test cases of each case's mean organ Dice, at the fine grid) and the test's seconds;
-then every run that trains nothing (stage 1's predictions, oracle tests) with its seconds. Printed as Markdown, and
+workflow's seconds and seconds per epoch (both with the validations), its CPU seconds per epoch (below the wall
+clock's when the run waited for a CPU: a machine shared with more than the runs it was sized for), the test Dice
+(mean over test cases of each case's mean organ Dice, at the fine grid) and the test's seconds; then every run
+that trains nothing (stage 1's predictions, oracle tests) with its seconds. Printed as Markdown, and
 written as JSON with ``--out``. Nothing here is a v3 result: these runs size the protocol.
 """
 
@@ -19,9 +21,6 @@ from pathlib import Path
 from .run_records import RunRecord, read_run_records
 
 DEFAULT_FOLDER = Path(__file__).resolve().parent.parent / "docs" / "results" / "benchmark" / "v3_sizing"
-
-COLUMNS = ("run", "crop", "learning rate", "epochs", "best epoch", "best validation Dice", "train s", "s per epoch",
-           "test Dice", "test s", "CPU", "commit")
 
 
 def _rounded(value: float | None) -> float | None:
@@ -45,6 +44,7 @@ def training_row(record: RunRecord) -> dict:
         "best validation Dice": _rounded(record.result.best_validation_dice),
         "train s": seconds,
         "s per epoch": round(seconds / epochs, 2) if seconds and epochs else None,
+        "CPU s per epoch": round(train["cpu_seconds"] / epochs, 2) if train.get("cpu_seconds") and epochs else None,
         "test Dice": None if scores is None else _rounded(scores.mean_dice),
         "test s": test.get("seconds"),
         "CPU": record.provenance.cpu_model,

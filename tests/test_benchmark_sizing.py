@@ -22,6 +22,7 @@ def test_each_run_gives_its_row_and_other_files_are_not_runs(tmp_path, capsys):
     seconds, epochs = record["cost"]["train"]["seconds"], record["budget"]["epochs"]
     assert row["run"] == "finetune__scratch__finetune_1__seed100" and row["epochs"] == epochs
     assert row["s per epoch"] == round(seconds / epochs, 2) and row["best epoch"] == record["budget"]["best_epoch"]
+    assert row["CPU s per epoch"] == round(record["cost"]["train"]["cpu_seconds"] / epochs, 2)
     assert row["crop"] == record["config"]["finetune"]["roi_size"]  # stage 1's patches (stage 2's: its crops)
     cases = [np.mean([d for d in case if d is not None]) for case in record["test"]["dice"]]
     assert row["test Dice"] == round(float(np.mean(cases)), 4)

@@ -95,8 +95,9 @@ def test_cascade_segments_in_the_input_geometry(run_bundle, trained_model, refin
     assert result.get_data_dtype() == np.uint8 and int(np.asarray(result.dataobj).max()) <= 8
 
 
-def test_cascade_in_channels_last_writes_the_same_segmentation(run_bundle, trained_model, refined, phantom_dataset,
-                                                              tmp_path):
+def test_cascade_in_channels_last_writes_the_same_segmentation(
+    run_bundle, trained_model, refined, phantom_dataset, tmp_path
+):
     image = phantom_dataset / "imagesTr" / "phantom_007.nii.gz"
     written = {}
     for channels_last in ("false", "true"):  # both stages' networks and crops reordered

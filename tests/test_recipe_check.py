@@ -20,8 +20,8 @@ SIZE = PROTOCOL.sizes["v3_recipe_check"]
 
 def planned(tmp_path, size=SIZE):
     benchmark = Benchmark(size, tmp_path / "results", tmp_path / "work", protocol=PROTOCOL)
-    return benchmark, {run.key.name: run for run in benchmark.plan(list(size.arms), list(size.settings), [0, 100],
-                                                                    study=[])}
+    planned = benchmark.plan(list(size.arms), list(size.settings), [0, 100], study=[])
+    return benchmark, {run.key.name: run for run in planned}
 
 
 def test_the_tuning_seeds_try_every_candidate_at_v2s_cap(tmp_path):
