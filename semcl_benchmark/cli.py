@@ -69,7 +69,10 @@ from semcl_tools.repository import ROOT
 
 from .datasets import dataset_folder_name
 from .protocol import load_protocol_or_exit
+from .recipes import check_records
 from .report import write_report
+from .report.load import table
+from .report.v3 import RecipeCheck
 from .results import DirtyTreeError, results_folder
 from .runner import Benchmark
 
@@ -138,6 +141,15 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--allow-dirty", action="store_true",
                         help="run from a working tree with uncommitted changes (recorded in every result file)")
     return parser
+
+
+def recipe_check(protocol, size) -> RecipeCheck | None:
+    """The recipe check a size's report reads (its ``recipe_check``: the check's finished runs and its baseline's,
+    :func:`semcl_benchmark.recipes.check_records`); ``None`` for a size without one."""
+    if size.recipe_check is None:
+        return None
+    check, records = check_records(protocol, size)
+    return RecipeCheck(check, size.recipe_check["baseline_arm"], table(records))
 
 
 def _folders(args: argparse.Namespace, size) -> tuple[Path, Path, Path]:
@@ -230,7 +242,8 @@ def main(argv: list[str] | None = None) -> int:
     data += f" --pixdim {' '.join(map(str, args.pixdim))}" if args.pixdim else ""
     command = "python scripts/benchmark.py" + option + protocols + data
     try:
-        write_report(size, planned, benchmark.store, report, command, unplanned=unplanned)
+        write_report(size, planned, benchmark.store, report, command, unplanned=unplanned,
+                     check=recipe_check(protocol, size))
     except ValueError as error:  # a v1 size: its report is frozen
         print(f"[bench] {error}", file=sys.stderr)
         return 2

@@ -46,8 +46,13 @@ ATLAS_REGISTRATIONS = ("as_is", "body_box", "centroid")
 SIZE_MAPPINGS = ("data", "network", "pretrain", "finetune", "splits", "draws", "refine")
 """The settings of a size that decide a run's result (updated key by key from a ``base`` size)."""
 
-OWN_KEYS = ("report", "deviations", "difficulty_criteria", "recipes")
-"""Settings of a size that a size based on it does not take over (its report and its chosen recipes are its own)."""
+OWN_KEYS = ("report", "deviations", "difficulty_criteria", "recipes", "recipe_check")
+"""Settings of a size that a size based on it does not take over (its report, its chosen recipes and the recipe check
+its report reads are its own)."""
+
+RECIPE_CHECK_KEYS = ("size", "baseline_size", "baseline_arm")
+"""A size's ``recipe_check``: the size whose arms re-run with their chosen recipes, and the size and arm of the
+committed runs they are compared with (v3's v2 recipe check, ``docs/PROTOCOL_v3.md`` section 4)."""
 
 SIZE_LISTS = ("arms", "settings", "seeds", "tuning_seeds", "probe_seeds", "study_arms", "study_seeds", "probe_arms",
               "budget_fractions", "deviations", "recipe_arms", "oracle_arms")
@@ -201,6 +206,7 @@ class Size:
     budget_fractions: tuple[float, ...] = ()
     deviations: tuple[dict, ...] = ()
     difficulty_criteria: bool = False
+    recipe_check: dict | None = None
 
     def plans(self, arm: Arm, setting: str, seed: int | None = None) -> bool:
         """Whether ``arm`` is planned in ``setting`` (its own ``settings`` and the size's ``setting_arms`` allow it),
@@ -384,11 +390,28 @@ def _size(name: str, entries: dict[str, dict], protocol: Protocol, seen: tuple[s
     for setting, seeds in size.setting_seeds.items():
         if not isinstance(seeds, list) or not all(isinstance(seed, int) for seed in seeds):
             raise ValueError(f"{where}: setting_seeds: {setting}: {seeds!r} is not a list of seeds.")
+    _check_recipe_check(size, entries, protocol, where)
     shared = sorted(set(size.tuning_seeds) & set(size.seeds))
     if shared:
         raise ValueError(f"{where}: tuning_seeds {shared} are also among its seeds: the recipe selection's seeds are "
                          "never test seeds (docs/PROTOCOL_v3.md, section 3).")
     return _with_recipes(size, protocol, where)
+
+
+def _check_recipe_check(size: Size, entries: dict[str, dict], protocol: Protocol, where: str) -> None:
+    """A ``recipe_check`` names :data:`RECIPE_CHECK_KEYS`: two sizes of the protocol and an arm of it.
+
+    Raises:
+        ValueError: naming ``where`` and the entry.
+    """
+    if size.recipe_check is None:
+        return
+    check = _mapping(size.recipe_check, f"{where}: recipe_check")
+    if set(check) != set(RECIPE_CHECK_KEYS) or any(check[k] not in entries for k in ("size", "baseline_size")) \
+            or check["baseline_arm"] not in protocol.arms:
+        raise ValueError(f"{where}: recipe_check must name the check's size, its baseline's size (sizes of the "
+                         f"protocol: {', '.join(entries)}) and the baseline's arm ({', '.join(RECIPE_CHECK_KEYS)}), "
+                         f"got {dict(check)!r}.")
 
 
 def _with_recipes(size: Size, protocol: Protocol, where: str) -> Size:

@@ -39,7 +39,8 @@ from .protocol import BUILTIN_PROTOCOL, Protocol, Size, load_protocol
 from .results import results_folder
 from .run_records import RunKey, RunRecord
 
-__all__ = ["TIE", "RecipeChoice", "defining_file", "main", "select_recipes", "table", "tuning_keys", "tuning_records",
+__all__ = ["TIE", "RecipeChoice", "check_records", "defining_file", "main", "select_recipes", "table", "tuning_keys",
+           "tuning_records",
            "write_recipes"]
 
 TIE = 0.005
@@ -119,6 +120,35 @@ def tuning_records(size: Size, protocol: Protocol, results: Path, work: Path) ->
     benchmark = Benchmark(size, results, work, protocol=protocol)
     planned = benchmark.plan(list(size.recipe_arms), list(size.settings), list(size.tuning_seeds), study=[])
     return benchmark.store.records([run for run in planned if run.key.tuning_recipe is not None])
+
+
+def check_records(protocol: Protocol, size: Size, results: Path | None = None,
+                  baseline_results: Path | None = None) -> tuple[Size, list[RunRecord]]:
+    """The check size of ``size``'s ``recipe_check`` (v3's v2 recipe check, ``docs/PROTOCOL_v3.md`` section 4) and
+    the records of its finished runs: its arms' fine-tuning runs on its seeds and tuning seeds (every candidate) whose
+    result files in ``results`` (default: the check size's folder) hold the configuration the check plans now, and
+    the baseline arm's fine-tuning runs of the baseline size on the check's seeds and settings, read from
+    ``baseline_results`` (default: the baseline size's folder; committed runs, not run again).
+
+    Raises:
+        ValueError: ``size`` has no ``recipe_check``, or a size's runs cannot be planned.
+    """
+    from .runner import Benchmark  # the runner plans through the stages' planner
+
+    if size.recipe_check is None:
+        raise ValueError(f"size {size.name!r} has no recipe_check.")
+    check = protocol.sizes[size.recipe_check["size"]]
+    baseline = protocol.sizes[size.recipe_check["baseline_size"]]
+    records = []
+    for planned_size, arms, seeds, folder in (
+            (check, list(check.arms), [*check.seeds, *check.tuning_seeds], results),
+            (baseline, [size.recipe_check["baseline_arm"]], list(check.seeds), baseline_results)):
+        folder = folder or results_folder(planned_size.name)
+        benchmark = Benchmark(planned_size, folder, ROOT / "runs" / "benchmark" / planned_size.name, protocol=protocol)
+        planned = benchmark.plan(arms, list(check.settings), seeds, study=[])
+        records += benchmark.store.records([run for run in planned if run.key.stage == "finetune" and not
+                                            run.config.get("probe")])
+    return check, records
 
 
 def _best_dice(record: RunRecord | None, key: RunKey, problems: list[str]) -> float | None:

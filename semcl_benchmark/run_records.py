@@ -148,6 +148,7 @@ def key_stage(stage: str) -> str:
     """The key stage of a configuration's ``stage`` (:data:`KEY_STAGES`)."""
     return KEY_STAGES.get(stage, stage)
 
+
 _PROVENANCE_KEYS = ("machine", "code", "allow_dirty", "finished", "total_seconds", "dataset")
 _RECORD_KEYS = ("schema_version", "key", "config", "config_hash", "draw", "budget", *PIPELINE_FIELDS,
                 *_PROVENANCE_KEYS)

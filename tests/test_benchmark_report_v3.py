@@ -19,7 +19,7 @@ from scipy.stats import wilcoxon
 from semcl_benchmark.protocol import load_protocol
 from semcl_benchmark.report import analyse_v3, render
 from semcl_benchmark.report.load import table
-from semcl_benchmark.report.v3 import ORACLE
+from semcl_benchmark.report.v3 import ORACLE, RecipeCheck
 from semcl_benchmark.run_records import RunKey, parse_run_record
 from semcl_benchmark.runs import Run
 from semcl_benchmark.statistics import holm
@@ -117,14 +117,41 @@ def floor(tmp_path_factory):
     return path
 
 
+CHECK_SEEDS = range(4)
+
+
+def check_records() -> list[dict]:
+    """The v2 recipe check's runs: v2's ``scratch`` on seeds 0-3, ``supervised`` ahead of it on 3 of them at 1
+    volume and on all 4 at 2, ``semcl_exact`` only at 1 volume; two tuning runs of ``supervised`` (seed 100)."""
+    files = [record("finetune", "scratch", s, seed) for s in ("finetune_1", "finetune_2") for seed in CHECK_SEEDS]
+    files += [record("finetune", "supervised", "finetune_1", seed, test={
+        "cases": [f"{c}.nii.gz" for c in CASES], "classes": ORGANS, "dice": _dice("scratch", seed - 1)})
+        for seed in CHECK_SEEDS]
+    files += [record("finetune", "supervised", "finetune_2", seed, test={
+        "cases": [f"{c}.nii.gz" for c in CASES], "classes": ORGANS, "dice": _dice("cascade_scratch", seed)})
+        for seed in CHECK_SEEDS]
+    files += [record("finetune", "semcl_exact", "finetune_1", seed) for seed in CHECK_SEEDS]
+    files += [record("finetune", "supervised", "finetune_1", 100, tuning=r, best_metric=dice)
+              for r, dice in (("R1", 0.5), ("R3", 0.55))]
+    return files
+
+
 @pytest.fixture(scope="module")
-def analysed(size, floor):
+def check():
+    protocol = load_protocol()
+    runs = table([parse_run_record(c, f"{c['key']}.json") for c in check_records()])
+    return RecipeCheck(protocol.sizes["v3_recipe_check"], "scratch", runs)
+
+
+@pytest.fixture(scope="module")
+def analysed(size, floor, check):
     contents = synthetic_records()
     runs = table([parse_run_record(c, f"{c['key']}.json") for c in contents])
     planned = [Run(c["key"], c["config"]) for c in contents]
     supervised = {**contents[0]["config"], "arm": "cascade_supervised"}
     planned.append(Run("finetune__cascade_supervised__finetune_1__seed0", supervised))
-    return analyse_v3(size, planned, runs, "python scripts/benchmark.py --size v3", written="(snapshot)", floor=floor)
+    return analyse_v3(size, planned, runs, "python scripts/benchmark.py --size v3", written="(snapshot)", floor=floor,
+                      check=check)
 
 
 def _outcome(fam, **where):
@@ -163,6 +190,23 @@ def test_each_family_says_its_smallest_holm_p_as_protocol_v3_section_8(analysed)
                                                                       reachable), title  # section 8 rounds
     primary = analysed.families["primary"]
     assert primary.smallest == pytest.approx(0.031, rel=0.03) and primary.reachable
+
+
+def test_the_v2_recipe_check_pairs_its_arms_with_v2s_scratch_by_seed(analysed):
+    """Its own seeds (0-3), its own baseline's runs, the tuning seed apart; ``semcl_exact`` at 2 volumes has no runs."""
+    row = analysed.families["secondary"]["v2 recipe check"]
+    assert (row.seeds, row.family.declared, len(row.family.outcomes)) == (4, 4, 3)
+    ahead = _outcome(row.family, method="supervised", setting="finetune_2")
+    differences = [_mean("cascade_scratch", s) - _mean("scratch", s) for s in CHECK_SEEDS]
+    assert (ahead.test.baseline, ahead.seeds) == ("scratch", 4)
+    assert ahead.difference.mean == pytest.approx(np.mean(differences)) and ahead.p == pytest.approx(2 / 2**4)
+    behind = _outcome(row.family, method="supervised", setting="finetune_1")
+    assert behind.difference.mean == pytest.approx(np.mean([_mean("scratch", s - 1) - _mean("scratch", s)
+                                                            for s in CHECK_SEEDS]))
+    (supervised, semcl) = analysed.values["check_recipes"]
+    assert (supervised.arm, supervised.source, supervised.runs["R3"], supervised.expected) == (
+        "supervised", "tuning runs", 1, 4)
+    assert supervised.validation_dice["R3"] == pytest.approx(0.55) and semcl.source == "none"
 
 
 def test_organ_phase_and_oracle_comparisons(analysed):

@@ -130,6 +130,8 @@ def test_every_planned_run_is_keyed_by_its_configuration_and_needs_only_planned_
         ("arms: {semcl_x: {encoder_of: scratch}}", r"arm 'semcl_x': encoder_of must name an arm that pretrains"),
         ("arms: {semcl_x: {workflow: infer.yaml}}", r"arm 'semcl_x': workflow must be one of"),
         ("arm: {semcl_x: {}}", r"unknown section\(s\) \['arm'\]"),
+        ("sizes: {mine: {base: v3, recipe_check: {size: v3_recipe_check, baseline_size: v2}}}",
+         r"size 'mine': recipe_check must name the check's size, its baseline's size"),
         ("sizes: {mine: {base: quick, setting_seeds: {finetune_all: 3}}}", r"size 'mine': setting_seeds: finetune_all: "
                                                                             r"3 is not a list of seeds"),
     ],

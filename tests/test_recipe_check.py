@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from semcl_benchmark.protocol import load_protocol
+from semcl_benchmark.recipes import check_records
 from semcl_benchmark.runner import Benchmark
 from semcl_benchmark.runs import config_hash
 
@@ -72,3 +73,18 @@ def test_every_committed_v2_result_still_counts(tmp_path):
                 for run in planned if (folder / f"{run.key.name}.json").is_file()}
     assert len(recorded) == 299  # v2's runs (docs/RESULTS.md)
     assert all(recorded[run.key.name] == config_hash(run.config) for run in planned if run.key.name in recorded)
+
+
+def test_v3s_report_reads_the_check_and_v2s_committed_scratch_runs_of_its_seeds(tmp_path):
+    """v3's ``recipe_check``: the check's runs (none in an empty folder) and v2's committed ``scratch`` fine-tuning
+    runs of seeds 0-3 at 1 and 2 volumes, the probes and other seeds left out; only v3 names a check."""
+    v3 = PROTOCOL.sizes["v3"]
+    assert v3.recipe_check == {"size": "v3_recipe_check", "baseline_size": "default", "baseline_arm": "scratch"}
+    assert PROTOCOL.sizes["v3_sizing"].recipe_check is None  # a size's own setting, not taken over by its base's
+    check, records = check_records(PROTOCOL, v3, results=tmp_path / "no_runs")
+    assert check is SIZE
+    assert sorted(r.key.name for r in records) == sorted(
+        f"finetune__scratch__{setting}__seed{seed}" for setting in ("finetune_1", "finetune_2") for seed in range(4))
+    assert all(r.to_json()["test"]["dice"] for r in records)
+    with pytest.raises(ValueError, match="has no recipe_check"):
+        check_records(PROTOCOL, PROTOCOL.sizes["v3_sizing"])

@@ -123,10 +123,11 @@ def analyse(size: Size, planned: Sequence[Run], runs: pd.DataFrame, plots: Path,
 
 
 def analyse_v3(size: Size, planned: Sequence[Run], runs: pd.DataFrame, command: str, written: str | None = None,
-               unplanned: str | None = None, floor: Path | None = None) -> Report:
+               unplanned: str | None = None, floor: Path | None = None,
+               check: v3.RecipeCheck | None = None) -> Report:
     """Every value of a v3 size's report (:func:`.v3.analyse`); ``unplanned``: why no run could be planned;
-    ``floor``: the resolution floor's file."""
-    arms, settings, families, values = v3.analyse(size, planned, runs, floor)
+    ``floor``: the resolution floor's file; ``check``: the size's recipe check."""
+    arms, settings, families, values = v3.analyse(size, planned, runs, floor, check)
     return Report(size, command, written or time.strftime("%Y-%m-%d %H:%M"), len(runs), len(planned), arms,
                   settings, families, {**values, "unplanned": unplanned})
 
@@ -152,14 +153,17 @@ def render(report: Report, plots: str, template: str = "results_v2.md.j2") -> st
 
 
 def write_report(size: Size, planned: Sequence[Run], store: ResultStore, report: Path, command: str,
-                 written: str | None = None, unplanned: str | None = None) -> None:
+                 written: str | None = None, unplanned: str | None = None,
+                 check: v3.RecipeCheck | None = None) -> None:
     """Write ``report`` (Markdown) and its plots (``<results folder>/plots``) from the finished runs of ``planned``
-    (a v3 size's report has no plots; ``unplanned``: why none of its runs could be planned, said in the report).
+    (a v3 size's report has no plots; ``unplanned``: why none of its runs could be planned, said in the report;
+    ``check``: its recipe check).
 
     A size without ``splits`` or ``draws`` (v1) is refused: its report is frozen with its result files.
     """
     if getattr(size, "draws", None) is not None:
-        analysed = analyse_v3(size, planned, load_runs(planned, store), command, written, unplanned, v3.FLOOR_FILE)
+        analysed = analyse_v3(size, planned, load_runs(planned, store), command, written, unplanned, v3.FLOOR_FILE,
+                              check)
         text = render(analysed, "", "results_v3.md.j2")
     elif getattr(size, "splits", None) is None:
         raise ValueError(f"size {size.name!r} has no splits: version 1's report is frozen (docs/RESULTS_v1.md); "

@@ -28,8 +28,9 @@ from .endpoints import ALPHA, Family, Test, family, grid, reach_family, smallest
 from .load import FileProvenance, deviations, provenance_of, runs_of, table
 from .tables import Cell, headline, organ_tables, unfinished
 
-__all__ = ["FLOOR_FILE", "FamilyRow", "PhaseTable", "PriorMismatch", "RecipeRow", "analyse", "declared_tests",
-           "families", "phase_tables", "prior_mismatches", "recipe_rows", "resolution_floor", "view"]
+__all__ = ["FLOOR_FILE", "FamilyRow", "PhaseTable", "PriorMismatch", "RecipeCheck", "RecipeRow", "analyse",
+           "check_family", "declared_tests", "families", "phase_tables", "prior_mismatches", "recipe_rows",
+           "resolution_floor", "view"]
 
 PRIMARY_METHODS = ("cascade_semcl", "cascade_semcl_frozen")
 BASELINE = "cascade_scratch"  # stage 2 from random init: the primary baseline
@@ -38,7 +39,7 @@ SETTINGS = ("finetune_1", "finetune_2")
 SMALL_ORGANS = ("gallbladder", "pancreas")  # reported first: below 0.5 Dice in every v2 arm
 TIME_TO_ACCURACY = ("cascade_semcl", "cascade_semcl_frozen", "cascade_supervised")
 ORACLE = "+oracle"  # the arm name of a stage-2 network's test on oracle priors
-RECIPE_CHECK = ("v2 recipe check", 4, 4)  # (title, tests, seeds): runs on v2's data, not a v3 size's
+RECIPE_CHECK = "v2 recipe check"  # a family read from its own size's runs (a size's ``recipe_check``)
 PRIOR_SPLITS = {"training": "pretrain", "validation": "validation", "test": "test"}  # prior use -> predicted split
 #: the resolution floor's measurement (M7, ``python -m semcl_benchmark.resolution_floor --size v3``): a reference row
 FLOOR_FILE = results_folder("v3_sizing") / "resolution_floor.json"
@@ -54,6 +55,9 @@ PhaseTable = NamedTuple("PhaseTable", [("setting", str), ("phases", list), ("cas
 #: from the tuning runs (``tuning runs``; ``none`` without any).
 RecipeRow = NamedTuple("RecipeRow", [("arm", str), ("chosen", str | None), ("validation_dice", dict),
                                      ("runs", dict), ("expected", int), ("source", str)])
+#: A size's recipe check (its ``recipe_check``, section 4): the check's size, the baseline arm and the long table of
+#: the check's finished fine-tuning runs (tuning seeds' candidates included) with the baseline's runs of its seeds.
+RecipeCheck = NamedTuple("RecipeCheck", [("size", Size), ("baseline_arm", str), ("runs", pd.DataFrame)])
 #: A run whose stage-1 priors for one use are not the files its seed's predict run wrote: ``cases`` of them differ.
 PriorMismatch = NamedTuple("PriorMismatch", [("key", str), ("use", str), ("predict", str), ("cases", int)])
 
@@ -116,8 +120,18 @@ def _row(title: str, found: Family, seeds: int) -> FamilyRow:
     return FamilyRow(title, found, seeds, smallest, smallest < ALPHA)
 
 
-def families(main: pd.DataFrame, size: Size) -> dict:
-    """``primary`` and ``secondary`` (``{title: FamilyRow}``, section 7's order) over the main seeds' runs."""
+def check_family(check: RecipeCheck) -> FamilyRow:
+    """The recipe check's family: each of its arms (the chosen recipe, its main seeds) minus the baseline arm's
+    committed runs of the same seeds, in each of its settings."""
+    seeds = len(check.size.seeds)
+    declared = [Test(arm, check.baseline_arm, s) for s in check.size.settings for arm in check.size.arms]
+    main = check.runs[~check.runs.seed.isin(check.size.tuning_seeds)]
+    return _row(RECIPE_CHECK, family(main, declared, seeds), seeds)
+
+
+def families(main: pd.DataFrame, size: Size, check: RecipeCheck | None = None) -> dict:
+    """``primary`` and ``secondary`` (``{title: FamilyRow}``, section 7's order) over the main seeds' runs, the
+    recipe ``check``'s family last where given."""
     seeds = len(size.seeds)
     tests = declared_tests(_organs(main), BUCKET_ORDER, size.oracle_arms)
     rows = {}
@@ -125,8 +139,8 @@ def families(main: pd.DataFrame, size: Size) -> dict:
         found = (reach_family(main, declared, seeds, BASELINE) if title == "time to accuracy"
                  else family(main, declared, seeds))
         rows[title] = _row(title, found, seeds)
-    title, declared, check_seeds = RECIPE_CHECK
-    rows[title] = _row(title, Family([], declared, None), check_seeds)
+    if check is not None:
+        rows[RECIPE_CHECK] = check_family(check)
     return {"primary": rows.pop("primary"), "secondary": rows}
 
 
@@ -222,19 +236,21 @@ def resolution_floor(path: Path | None, size: Size) -> dict | None:
     return {**found, "file": path.name} if found.get("size") == size.name else None
 
 
-def analyse(size: Size, planned: Sequence[Run], runs: pd.DataFrame,
-            floor: Path | None = None) -> tuple[list[str], list[str], dict, dict]:
+def analyse(size: Size, planned: Sequence[Run], runs: pd.DataFrame, floor: Path | None = None,
+            check: RecipeCheck | None = None) -> tuple[list[str], list[str], dict, dict]:
     """``(arms, settings, families, values)`` of the v3 report from the finished ``runs`` of the ``planned`` ones
-    (``floor``: the resolution floor's file, :func:`resolution_floor`)."""
+    (``floor``: the resolution floor's file, :func:`resolution_floor`; ``check``: the size's recipe check)."""
     main, tuning = view(runs, size)
     present = set(main[main.stage == "finetune"].arm)
     arms = [a for a in size.arms if a in present] + [a + ORACLE for a in size.oracle_arms if a + ORACLE in present]
     settings = [s for s in size.settings if s in set(main[main.stage == "finetune"].setting)]
     values = {
         "headline": headline(main, arms, settings), "organs": _organs_first(organ_tables(main, arms, settings)),
-        "phases": phase_tables(main, arms, settings), "recipes": recipe_rows(size, tuning),
+        "phases": phase_tables(main, arms, settings),
+        "recipes": recipe_rows(size, tuning), "check_recipes": None if check is None else recipe_rows(
+            check.size, check.runs[check.runs.seed.isin(check.size.tuning_seeds)]),
         "pretraining": [(k, r["pretraining"]) for k, r in zip(runs.key, runs.record) if r.get("pretraining")],
         "provenance": provenance(runs), "cost": cost_rows(runs), "unfinished": unfinished(planned, set(runs.key)),
         "deviations": deviations(size), "tuning": len(tuning), "floor": resolution_floor(floor, size),
     }
-    return arms, settings, families(main, size), values
+    return arms, settings, families(main, size, check), values
