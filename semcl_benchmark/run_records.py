@@ -490,6 +490,13 @@ class RunResult:
         parts = [cost] if "seconds" in cost else [v for v in cost.values() if isinstance(v, Mapping)]
         return float(sum(part.get("seconds") or 0.0 for part in parts))
 
+    def cpu_seconds(self) -> float:
+        """The run's CPU seconds (training and evaluation together; a part without them counts its wall clock): what
+        a run costs on a machine with a core for it, whatever else shared the machine while it ran."""
+        cost = self.values.get("cost") or {}
+        parts = [cost] if "seconds" in cost else [v for v in cost.values() if isinstance(v, Mapping)]
+        return float(sum(part.get("cpu_seconds") or part.get("seconds") or 0.0 for part in parts))
+
 
 # ------------------------------------------------------------------------------------------ pipeline (version 4)
 
