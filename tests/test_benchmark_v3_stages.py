@@ -250,3 +250,21 @@ def test_the_primary_arms_run_end_to_end_and_resume(tmp_path):
     second = run_captured(command, cwd=tmp_path)  # every run finished: nothing is redone
     assert second.returncode == 0, second.stdout[-3000:]
     assert f"{len(names)} runs planned, {len(names)} finished already, 0 to do now" in second.stdout
+
+    # M5: both pretrainings' steps timed on the benchmark's own calls, beside its folders and never in them
+    from semcl_benchmark.step_cost import main as step_cost
+
+    before = file_sha256(semcl_encoder)
+    out = tmp_path / "step_cost.json"
+    assert step_cost(["--size", "v3_tiny", "--seed", "0", "--workdir", str(work), "--epochs", "1", "3",
+                      "--out", str(out)]) == 0
+    measured = json.loads(out.read_text(encoding="utf-8"))
+    for arm in ("cascade_semcl", "cascade_supervised"):
+        short, long = measured["measured"][arm]["runs"]
+        assert (short["epochs"], long["epochs"], long["steps"]) == (1, 3, 3)  # a pool of 2 in batches of 2
+        assert measured["measured"][arm]["cpu_seconds_per_step"] == pytest.approx(
+            (long["cpu_seconds"] - short["cpu_seconds"]) / 2, abs=1e-3)
+    assert measured["ratio"] == pytest.approx(measured["measured"]["cascade_semcl"]["cpu_seconds_per_step"]
+                                              / measured["measured"]["cascade_supervised"]["cpu_seconds_per_step"],
+                                              rel=1e-2)
+    assert file_sha256(semcl_encoder) == before and not (work / "step_cost" / "cascade_semcl").exists()
