@@ -1,8 +1,11 @@
 """The compute cost of a benchmark size, estimated from measured runs (docs/PROTOCOL_v3.md, section 11).
 
 Usage:
-    python -m semcl_benchmark.cost_estimate --size v3 --stage2-arm ARM [--sizing DIR] [--v2 DIR] [--jobs 2]
-                                            [--sitting-hours 2.5] [--out FILE.json]
+    python -m semcl_benchmark.cost_estimate --size v3 --stage2-arm ARM [--protocol FILE ...] [--sizing DIR] [--v2 DIR]
+                                            [--contrastive-ratio R] [--jobs 2] [--sitting-hours 2.5] [--out FILE.json]
+
+``--protocol`` adds or replaces arms and sizes as ``scripts/benchmark.py``'s does: the cost of candidate settings
+before they are written into ``protocol.yaml``.
 
 Every run the size plans (its seeds and tuning seeds; the runs of its ``recipe_check`` too) is given the seconds of
 measured runs of its kind: the mean ``total_seconds`` (training, validations and tests, as the runner records them)
@@ -80,7 +83,9 @@ class Measurements:
         seconds = {r.key.name: r.result.cpu_seconds() for r in records}
         if not seconds:
             return None, f"{where}: none"
-        return float(np.mean(list(seconds.values()))), f"{where}: {', '.join(sorted(seconds))}"
+        names = sorted(seconds)
+        shown = ", ".join(names) if len(names) <= 2 else f"{names[0]} and {len(names) - 1} more"
+        return float(np.mean(list(seconds.values()))), f"{where}: {shown}"
 
     def _of(self, records: Sequence[RunRecord], stage: str, arm: str | None, setting: str | None,
             where: str) -> tuple[float | None, str]:
@@ -171,17 +176,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", default="v3")
     parser.add_argument("--stage2-arm", required=True, help="the sizing arm whose runs measure a stage-2 run")
     parser.add_argument("--contrastive-ratio", type=float, help="a contrastive step's seconds over a stage-2 step's")
+    parser.add_argument("--protocol", type=Path, nargs="+", default=[], help="files over the built-in protocol")
     parser.add_argument("--sizing", type=Path, default=SIZING, help="the sizing runs' result files")
     parser.add_argument("--v2", type=Path, default=V2, help="v2's result files")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--sitting-hours", type=float, default=2.5)
     parser.add_argument("--out", type=Path, help="also write the estimate as JSON here")
     args = parser.parse_args(argv)
-    protocol = load_protocol()
-    size = protocol.sizes[args.size]
     try:
+        protocol = load_protocol(args.protocol)
+        size = protocol.sizes[args.size]
         runs = planned_runs(protocol, size)
-    except ValueError as error:
+    except (ValueError, KeyError) as error:
         print(f"[cost] {error}", file=sys.stderr)
         return 2
     sizing = read_run_records(args.sizing)

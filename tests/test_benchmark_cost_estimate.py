@@ -84,3 +84,15 @@ def test_the_command_prices_a_plannable_size_and_writes_its_estimate(tmp_path, c
     assert written["size"] == "v3_sizing" and written["runs"] == sum(k["runs"] for k in written["kinds"])
     assert "| stage 1 finetune_1 |" in capsys.readouterr().out
     assert main(["--size", "v3", "--stage2-arm", STAGE2]) == 2  # v3 is not sized yet: nothing to plan
+
+
+def test_candidate_settings_are_priced_from_a_protocol_file(tmp_path, capsys):
+    """A size of a ``--protocol`` file (the cost of settings before they are written into protocol.yaml)."""
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("sizes:\n  mine: {base: v3_sizing, arms: [scratch], oracle_arms: [], settings: [finetune_2], seeds: [0]}\n",
+                    encoding="utf-8")
+    out = tmp_path / "mine.json"
+    assert main(["--size", "mine", "--protocol", str(mine), "--stage2-arm", STAGE2, "--out", str(out)]) == 0
+    written = json.loads(out.read_text(encoding="utf-8"))
+    assert [(k["kind"], k["runs"]) for k in written["kinds"]] == [("stage 1 finetune_2", 3)]  # seed 0, tuning 100, 101
+    assert main(["--size", "nothing", "--protocol", str(mine), "--stage2-arm", STAGE2]) == 2
