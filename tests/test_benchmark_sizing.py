@@ -29,3 +29,19 @@ def test_each_run_gives_its_row_and_other_files_are_not_runs(tmp_path, capsys):
     assert main([str(tmp_path), "--out", str(tmp_path / "table.json")]) == 0
     assert "| finetune__scratch__finetune_1__seed100 |" in capsys.readouterr().out
     assert json.loads((tmp_path / "table.json").read_text(encoding="utf-8"))["training"] == [row]
+
+
+def test_a_supervised_pretraining_reads_its_settings_under_its_arms_own():
+    from types import SimpleNamespace
+
+    from semcl_benchmark.sizing import training_settings
+
+    config = {"refine": {"refine_crop_size": [64, 64, 64], "learning_rate": 0.005, "batch_size": 4},
+              "arm_settings": {"workflow": "train.yaml", "refine_crop_size": [48, 48, 48], "learning_rate": 0.001,
+                               "finetune": {"learning_rate": 0.5}}}
+    pretraining = SimpleNamespace(key=SimpleNamespace(stage="pretrain"), settings=SimpleNamespace(config=config))
+    assert training_settings(pretraining) == {"refine_crop_size": [48, 48, 48], "learning_rate": 0.001,
+                                              "batch_size": 4, "workflow": "train.yaml"}
+    finetuning = SimpleNamespace(key=SimpleNamespace(stage="finetune"), settings=SimpleNamespace(config={
+        "finetune": {"learning_rate": 0.005}}))
+    assert training_settings(finetuning) == {"learning_rate": 0.005}
