@@ -26,7 +26,7 @@ from pathlib import Path
 from semcl_components.bundle_runtime.atomic_io import write_json_atomic
 
 from .protocol import load_protocol
-from .results import cpu_model, results_folder
+from .results import code_version, cpu_model, results_folder
 from .runner import Benchmark
 from .runs import BundleCall
 
@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"[step cost] t_c / t_r = {ratio}")
     if args.out is not None:
         write_json_atomic({"size": size.name, "setting": args.setting, "seed": args.seed, "arms": args.arms,
-                           "epochs": args.epochs, "cpu": cpu_model(), "ratio": ratio, "measured": measured}, args.out)
+                           "epochs": args.epochs, "cpu": cpu_model(), "code": code_version(), "ratio": ratio, "measured": measured}, args.out)
     return 0
 
 
