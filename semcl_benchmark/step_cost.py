@@ -94,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"[step cost] t_c / t_r = {ratio}")
     if args.out is not None:
         write_json_atomic({"size": size.name, "setting": args.setting, "seed": args.seed, "arms": args.arms,
-                           "epochs": args.epochs, "cpu": cpu_model(), "code": code_version(), "ratio": ratio, "measured": measured}, args.out)
+                           "epochs": args.epochs, "cpu": cpu_model(), "code": code_version(), "ratio": ratio,
+                           "measured": measured}, args.out)
     return 0
 
 
