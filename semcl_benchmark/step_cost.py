@@ -74,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not 0 < args.epochs[0] < args.epochs[1]:
         parser.error(f"--epochs: two caps, the second larger, got {args.epochs}")
+    code = code_version()  # the commit that runs, before any other lands
     protocol = load_protocol()
     size = protocol.sizes[args.size]
     benchmark = Benchmark(size, results_folder(size.name), args.workdir, jobs=1, protocol=protocol)
@@ -94,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"[step cost] t_c / t_r = {ratio}")
     if args.out is not None:
         write_json_atomic({"size": size.name, "setting": args.setting, "seed": args.seed, "arms": args.arms,
-                           "epochs": args.epochs, "cpu": cpu_model(), "code": code_version(), "ratio": ratio,
+                           "epochs": args.epochs, "cpu": cpu_model(), "code": code, "ratio": ratio,
                            "measured": measured}, args.out)
     return 0
 
