@@ -2,14 +2,16 @@
 
 Usage:
     python -m semcl_benchmark.cost_estimate --size v3 --stage2-arm ARM [--protocol FILE ...] [--sizing DIR] [--v2 DIR]
-                                            [--contrastive-ratio R] [--jobs 2] [--sitting-hours 2.5] [--out FILE.json]
+                                            [--contrastive-ratio R | --step-cost FILE] [--jobs 2]
+                                            [--sitting-hours 2.5] [--out FILE.json]
 
 ``--protocol`` adds or replaces arms and sizes as ``scripts/benchmark.py``'s does: the cost of candidate settings
 before they are written into ``protocol.yaml``.
 
 Every run the size plans (its seeds and tuning seeds; the runs of its ``recipe_check`` too) is given the seconds of
-measured runs of its kind: the mean ``total_seconds`` (training, validations and tests, as the runner records them)
-of the result files that measure that kind:
+measured runs of its kind: the mean CPU seconds (training, validations and tests; ``RunResult.cpu_seconds``: a run's
+cost with a core of its own, also where a measurement shared its machine) of the result files that measure that
+kind:
 
     stage 1 at a setting     the sizing runs of ``scratch`` at that setting (``--sizing``); a setting the sizing did not
                              run (``finetune_all``) from v2's ``scratch`` runs of it (``--v2``: the same 5.625 mm
@@ -20,8 +22,10 @@ of the result files that measure that kind:
     oracle test              the sizing runs' oracle tests (any setting: the same 32 test cases)
     supervised pretraining   the sizing runs' supervised refinement pretrainings (``cascade_supervised`` and its
                              sizing variants), scaled to the size's ``pretrain: steps`` by their seconds per step
-    contrastive pretraining  the same seconds per step times the contrastive step's cost relative to a stage-2 step
-                             (``--contrastive-ratio``, measured by ``scripts/benchmark_step.py``, M5) times ``steps``
+                             (until there is one: ``--step-cost``'s supervised step, training alone)
+    contrastive pretraining  the same seconds per step times the contrastive step's cost relative to a supervised
+                             refinement step (``--contrastive-ratio``, or ``--step-cost``'s ratio: M5,
+                             ``python -m semcl_benchmark.step_cost``) times ``steps``
     a run on v2's data       v2's runs of the same stage, arm and setting (the recipe check)
 
 A kind without a measurement is listed as such, and the total says how many runs it leaves out. The sum is CPU
@@ -33,6 +37,7 @@ measurements are listed: seconds move between CPU models, so the estimate is for
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 from collections import Counter
@@ -73,9 +78,11 @@ class Measurements:
     """The measured runs, by the kind of run they measure (see the module docstring)."""
 
     def __init__(self, sizing: Sequence[RunRecord], v2: Sequence[RunRecord], stage2_arm: str,
-                 contrastive_ratio: float | None, steps: int | None) -> None:
-        self.sizing, self.v2, self.stage2_arm = sizing, v2, stage2_arm
-        self.contrastive_ratio, self.steps = contrastive_ratio, steps
+                 contrastive_ratio: float | None, steps: int | None, step_cost: dict | None = None) -> None:
+        self.sizing, self.v2, self.stage2_arm, self.step_cost = sizing, v2, stage2_arm, step_cost
+        self.steps = steps
+        self.contrastive_ratio = contrastive_ratio if contrastive_ratio is not None or step_cost is None \
+            else step_cost["ratio"]
 
     @staticmethod
     def _mean_of(records: Sequence[RunRecord], where: str) -> tuple[float | None, str]:
@@ -95,6 +102,9 @@ class Measurements:
     def _per_step(self) -> tuple[float | None, str]:
         """Seconds per optimiser step of the sizing's supervised refinement pretrainings."""
         found = [r for r in self.sizing if r.key.stage == "pretrain" and r.budget and r.budget.steps]
+        if not found and self.step_cost is not None:  # M5's training steps alone, without validations
+            arm = self.step_cost["arms"][1]
+            return self.step_cost["measured"][arm]["cpu_seconds_per_step"], f"step cost: {arm}, no validation"
         if not found:
             return None, "sizing: no supervised pretraining"
         return (float(np.mean([r.result.cpu_seconds() / r.budget.steps for r in found])),
@@ -176,6 +186,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", default="v3")
     parser.add_argument("--stage2-arm", required=True, help="the sizing arm whose runs measure a stage-2 run")
     parser.add_argument("--contrastive-ratio", type=float, help="a contrastive step's seconds over a stage-2 step's")
+    parser.add_argument("--step-cost", type=Path, help="M5's file (python -m semcl_benchmark.step_cost): the ratio, "
+                        "and a supervised step's seconds while the sizing has no supervised pretraining")
     parser.add_argument("--protocol", type=Path, nargs="+", default=[], help="files over the built-in protocol")
     parser.add_argument("--sizing", type=Path, default=SIZING, help="the sizing runs' result files")
     parser.add_argument("--v2", type=Path, default=V2, help="v2's result files")
@@ -191,8 +203,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[cost] {error}", file=sys.stderr)
         return 2
     sizing = read_run_records(args.sizing)
+    step_cost = None if args.step_cost is None else json.loads(args.step_cost.read_text(encoding="utf-8"))
     measurements = Measurements(sizing, read_run_records(args.v2), args.stage2_arm, args.contrastive_ratio,
-                                size.pretrain.get("steps"))
+                                size.pretrain.get("steps"), step_cost)
     costs = estimate(runs, measurements, protocol, size)
     total = summary(costs, args.jobs, args.sitting_hours)
     cpus = sorted({r.provenance.cpu_model or "not recorded" for r in sizing})
@@ -204,7 +217,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{total['cpu_seconds']} s of runs, {total['wall_hours']} h at {args.jobs} at a time: {total['sittings']} "
           f"sittings of {args.sitting_hours} h (sizing runs' CPU: {', '.join(cpus)})")
     if args.out is not None:
-        write_json_atomic({"size": size.name, "stage2_arm": args.stage2_arm, "contrastive_ratio": args.contrastive_ratio,
+        write_json_atomic({"size": size.name, "stage2_arm": args.stage2_arm,
+                           "contrastive_ratio": measurements.contrastive_ratio,
                            "cpus": cpus, **total, "kinds": [{**c.__dict__, "total": c.total} for c in costs]}, args.out)
     return 0
 

@@ -96,3 +96,16 @@ def test_candidate_settings_are_priced_from_a_protocol_file(tmp_path, capsys):
     written = json.loads(out.read_text(encoding="utf-8"))
     assert [(k["kind"], k["runs"]) for k in written["kinds"]] == [("stage 1 finetune_2", 3)]  # seed 0, tuning 100, 101
     assert main(["--size", "nothing", "--protocol", str(mine), "--stage2-arm", STAGE2]) == 2
+
+
+def test_m5s_file_prices_the_pretrainings_until_a_supervised_one_is_measured(records):
+    sizing, v2 = records
+    step_cost = {"arms": ["cascade_semcl", "cascade_supervised_crop48_lr001"], "ratio": 0.5,
+                 "measured": {"cascade_semcl": {"cpu_seconds_per_step": 6.0},
+                              "cascade_supervised_crop48_lr001": {"cpu_seconds_per_step": 12.0}}}
+    without = [r for r in sizing if r.key.stage != "pretrain"]
+    measurements = Measurements(without, v2, STAGE2, None, 100, step_cost)
+    assert measurements.cost(("supervised pretraining",))[0] == pytest.approx(1200.0)
+    assert measurements.cost(("contrastive pretraining",))[0] == pytest.approx(600.0)  # the file's ratio
+    assert Measurements(without, v2, STAGE2, 0.25, 100, step_cost).cost(("contrastive pretraining",))[0] == (
+        pytest.approx(300.0))  # a ratio given on the command line wins
