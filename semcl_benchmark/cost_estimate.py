@@ -48,6 +48,7 @@ from pathlib import Path
 import numpy as np
 
 from semcl_components.bundle_runtime.atomic_io import write_json_atomic
+from semcl_tools.repository import ROOT
 
 from .protocol import Protocol, Size, load_protocol
 from .results import results_folder
@@ -153,7 +154,7 @@ def planned_runs(protocol: Protocol, size: Size) -> list[tuple[Run, bool]]:
     runs = []
     for planned_size, v2_data in sizes:
         benchmark = Benchmark(planned_size, results_folder(planned_size.name),
-                              Path("runs") / "benchmark" / planned_size.name, protocol=protocol)
+                              ROOT / "runs" / "benchmark" / planned_size.name, protocol=protocol)
         arms = [a for a in planned_size.arms if not protocol.arms[a].study]
         seeds = [*planned_size.seeds, *planned_size.tuning_seeds]
         runs += [(run, v2_data) for run in benchmark.plan(arms, list(planned_size.settings), seeds, study=[])]

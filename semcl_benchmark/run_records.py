@@ -484,18 +484,19 @@ class RunResult:
     def best_validation_dice(self) -> float | None:
         return self.values.get("best_metric")
 
+    def _cost_parts(self) -> list[Mapping]:
+        """The measured parts of the run's ``cost`` (one, or one per workflow: training, evaluation)."""
+        cost = self.values.get("cost") or {}
+        return [cost] if "seconds" in cost else [v for v in cost.values() if isinstance(v, Mapping)]
+
     def seconds(self) -> float:
         """The run's measured wall-clock seconds (training and evaluation together)."""
-        cost = self.values.get("cost") or {}
-        parts = [cost] if "seconds" in cost else [v for v in cost.values() if isinstance(v, Mapping)]
-        return float(sum(part.get("seconds") or 0.0 for part in parts))
+        return float(sum(part.get("seconds") or 0.0 for part in self._cost_parts()))
 
     def cpu_seconds(self) -> float:
         """The run's CPU seconds (training and evaluation together; a part without them counts its wall clock): what
         a run costs on a machine with a core for it, whatever else shared the machine while it ran."""
-        cost = self.values.get("cost") or {}
-        parts = [cost] if "seconds" in cost else [v for v in cost.values() if isinstance(v, Mapping)]
-        return float(sum(part.get("cpu_seconds") or part.get("seconds") or 0.0 for part in parts))
+        return float(sum(part.get("cpu_seconds") or part.get("seconds") or 0.0 for part in self._cost_parts()))
 
 
 # ------------------------------------------------------------------------------------------ pipeline (version 4)
