@@ -211,8 +211,9 @@ class CascadePlan:
     def recipe(self, arm: str, seed: int) -> Recipe | None:
         """The recipe a main seed's stage 2 fine-tunes ``arm`` with: the chosen one of a recipe arm
         (``Size.recipe_for``; ``None`` until chosen, and the runner refuses the run), :data:`RANDOM_INIT_RECIPE` for
-        an arm from random init, ``None`` for an arm with its own fixed encoder setting (the frozen arm)."""
-        if arm in self.planner.size.recipe_arms:
+        an arm from random init, ``None`` for an arm with its own fixed encoder setting (the frozen arm); an arm that
+        takes another's recipe (the size's ``recipe_of``) that arm's chosen one."""
+        if arm in self.planner.size.recipe_arms or arm in self.planner.size.recipe_of:
             return self.planner.size.recipe_for(arm, seed)
         if self.planner.arm(arm).source is None:
             return Recipe(**RANDOM_INIT_RECIPE)

@@ -137,7 +137,7 @@ class RecipeCandidate:
     freeze as fractions of the run's epoch cap.
 
     Args:
-        name: the recipe's name (``R1``-``R4``); the earlier in the size's ``recipe_candidates`` wins a tie.
+        name: the recipe's name (``R1``, ``R2``, ...); the earlier in the size's ``recipe_candidates`` wins a tie.
         encoder_lr_multiplier: the encoder's learning rate as a fraction of the decoder's.
         encoder_warmup_fraction: the share of the epoch cap over which the encoder's learning rate rises from 0.
         encoder_freeze_fraction: the share of the epoch cap at the start with the encoder frozen (a linear probe).
@@ -200,6 +200,8 @@ class Size:
     arm_settings: dict = field(default_factory=dict)
     setting_arms: dict = field(default_factory=dict)
     setting_seeds: dict = field(default_factory=dict)
+    arm_seeds: dict = field(default_factory=dict)  # arm -> the only seeds it is planned on
+    recipe_of: dict = field(default_factory=dict)  # arm -> the recipe arm whose chosen recipe it fine-tunes with
     probe_arms: tuple[str, ...] | None = None
     report: str | None = None
     budget_extensions: int = 0
@@ -210,10 +212,15 @@ class Size:
 
     def plans(self, arm: Arm, setting: str, seed: int | None = None) -> bool:
         """Whether ``arm`` is planned in ``setting`` (its own ``settings`` and the size's ``setting_arms`` allow it),
-        and with ``seed`` when given (the size's ``setting_seeds`` allow it)."""
+        and with ``seed`` when given (the size's ``setting_seeds`` and ``arm_seeds`` allow it; an arm that takes
+        another's recipe, ``recipe_of``, has no tuning run)."""
         if arm.settings is not None and setting not in arm.settings:
             return False
         if seed is not None and setting in self.setting_seeds and seed not in self.setting_seeds[setting]:
+            return False
+        if seed is not None and arm.name in self.arm_seeds and seed not in self.arm_seeds[arm.name]:
+            return False
+        if seed is not None and arm.name in self.recipe_of and seed in self.tuning_seeds:
             return False
         return setting not in self.setting_arms or arm.name in self.setting_arms[setting]
 
@@ -223,9 +230,9 @@ class Size:
         return self.splits is not None or self.draws is not None
 
     def chosen_recipe(self, arm: str) -> str | None:
-        """The name of the recipe the selection chose for ``arm`` (its ``recipes`` entry); ``None`` while none is
-        recorded, or for an arm that chooses none."""
-        return (self.recipes.get(arm) or {}).get("chosen")
+        """The name of the recipe the selection chose for ``arm`` (its ``recipes`` entry, or that of the arm whose
+        recipe it takes: ``recipe_of``); ``None`` while none is recorded, or for an arm that chooses none."""
+        return (self.recipes.get(self.recipe_of.get(arm, arm)) or {}).get("chosen")
 
     def recipe_for(self, arm: str, seed: int) -> Recipe | None:
         """The recipe a run of a recipe arm (``recipe_arms``) on a main seed fine-tunes with: the chosen candidate at
@@ -238,7 +245,7 @@ class Size:
         if seed in self.tuning_seeds:
             raise ValueError(f"seed {seed} of size {self.name!r} is a tuning seed: its runs of {arm!r} try every "
                              f"candidate recipe ({', '.join(self.recipe_candidates)}), not the chosen one.")
-        chosen = self.chosen_recipe(arm) if arm in self.recipe_arms else None
+        chosen = self.chosen_recipe(arm) if arm in self.recipe_arms or arm in self.recipe_of else None
         return None if chosen is None else self.recipe_candidates[chosen].at_cap(self._recipe_cap())
 
     def tuning_recipes(self) -> tuple[Recipe, ...]:
@@ -382,14 +389,18 @@ def _size(name: str, entries: dict[str, dict], protocol: Protocol, seen: tuple[s
     for arm in named:
         if arm not in protocol.arms:
             raise ValueError(f"{where}: unknown arm {arm!r}; the protocol has {', '.join(protocol.arms)}.")
-    for key in ("arm_settings", "setting_arms", "setting_seeds"):
+    for key in ("arm_settings", "setting_arms", "setting_seeds", "arm_seeds", "recipe_of"):
         _mapping(getattr(size, key), f"{where}: {key}")
     if size.draws is not None and (size.splits is not None or size.draws.get("design") != "v3"):
         raise ValueError(f"{where}: draws: a size has either splits (v2) or draws with design: v3, got splits "
                          f"{size.splits!r} and draws {size.draws!r}.")
-    for setting, seeds in size.setting_seeds.items():
-        if not isinstance(seeds, list) or not all(isinstance(seed, int) for seed in seeds):
-            raise ValueError(f"{where}: setting_seeds: {setting}: {seeds!r} is not a list of seeds.")
+    for key in ("setting_seeds", "arm_seeds"):
+        for name, seeds in getattr(size, key).items():
+            if not isinstance(seeds, list) or not all(isinstance(seed, int) for seed in seeds):
+                raise ValueError(f"{where}: {key}: {name}: {seeds!r} is not a list of seeds.")
+    for arm in [*size.arm_seeds, *size.recipe_of]:
+        if arm not in protocol.arms:
+            raise ValueError(f"{where}: unknown arm {arm!r}; the protocol has {', '.join(protocol.arms)}.")
     _check_recipe_check(size, entries, protocol, where)
     shared = sorted(set(size.tuning_seeds) & set(size.seeds))
     if shared:
@@ -439,6 +450,11 @@ def _with_recipes(size: Size, protocol: Protocol, where: str) -> Size:
                              "fine-tunes a pretrained encoder chooses a recipe).")
     if size.recipe_arms and not candidates:
         raise ValueError(f"{where}: recipe_arms need recipe_candidates to choose from.")
+    for arm, source in [(arm, source) for arm, source in size.recipe_of.items() if arm in size.arms]:
+        if arm in size.recipe_arms or source not in size.recipe_arms \
+                or protocol.arm(arm, size).source is None:
+            raise ValueError(f"{where}: recipe_of: {arm}: {source!r}: a pretrained arm that chooses no recipe of its "
+                             f"own takes that of one of the recipe_arms ({', '.join(size.recipe_arms) or 'none'}).")
     for arm, entry in _mapping(size.recipes, f"{where}: recipes").items():
         entry = _mapping(entry, f"{where}: recipes: {arm}")
         dice = entry.get("validation_dice")

@@ -540,7 +540,7 @@ class Recipe:
     bundle's ``train.yaml`` takes them.
 
     Args:
-        name: the recipe's name in the protocol (``R1``-``R4``).
+        name: the recipe's name in the protocol (``R1``, ``R2``, ...).
         encoder_lr_multiplier: the encoder's learning rate as a fraction of the decoder's.
         encoder_warmup_epochs: epochs over which the encoder's learning rate rises linearly from 0 (0: none).
         encoder_freeze_epochs: epochs at the start with the encoder's learning rate 0 (a linear probe; 0: none).

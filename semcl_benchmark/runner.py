@@ -119,18 +119,21 @@ class Benchmark:
     def refused(self, runs: list[Run]) -> dict[RunKey, str]:
         """The runs among ``runs`` that may not start yet, each with the reason: a run of a recipe arm (the size's
         ``recipe_arms``) past its pretraining on a seed other than the tuning seeds while the size records no chosen
-        recipe for the arm, and a tuning seed's run of a recipe arm that tries no candidate recipe."""
+        recipe for the arm (or for the arm whose recipe it takes: the size's ``recipe_of``), and a tuning seed's run
+        of a recipe arm that tries no candidate recipe."""
         size, refused = self.size, {}
         for run in runs:
             key = run.key
-            if key.arm not in size.recipe_arms or key.stage in _BEFORE_RECIPE:
+            chooser = size.recipe_of.get(key.arm, key.arm)
+            if chooser not in size.recipe_arms or key.stage in _BEFORE_RECIPE:
                 continue
             if key.seed in size.tuning_seeds and key.tuning_recipe is None:
                 refused[key] = (f"{key.arm!r} tries every candidate recipe on the tuning seed {key.seed}; a run "
                                 "without one counts for nothing (docs/PROTOCOL_v3.md, section 5)")
             elif key.seed not in size.tuning_seeds and size.chosen_recipe(key.arm) is None:
+                takes = "" if chooser == key.arm else f" takes the recipe of {chooser!r}, which"
                 refused[key] = (
-                    f"{key.arm!r} chooses its fine-tuning recipe on the tuning seeds {list(size.tuning_seeds)} first "
+                    f"{key.arm!r}{takes} chooses its fine-tuning recipe on the tuning seeds {list(size.tuning_seeds)} first "
                     f"(docs/PROTOCOL_v3.md, section 5), and size {size.name!r} records no choice for it yet: run the "
                     f"tuning seeds (--seeds {' '.join(map(str, size.tuning_seeds))}), then "
                     f"`python -m semcl_benchmark.recipes --size {size.name}`"

@@ -132,7 +132,7 @@ def check_records() -> list[dict]:
         for seed in CHECK_SEEDS]
     files += [record("finetune", "semcl_exact", "finetune_1", seed) for seed in CHECK_SEEDS]
     files += [record("finetune", "supervised", "finetune_1", 100, tuning=r, best_metric=dice)
-              for r, dice in (("R1", 0.5), ("R3", 0.55))]
+              for r, dice in (("R1", 0.5), ("R4", 0.55))]
     return files
 
 
@@ -148,8 +148,11 @@ def analysed(size, floor, check):
     contents = synthetic_records()
     runs = table([parse_run_record(c, f"{c['key']}.json") for c in contents])
     planned = [Run(c["key"], c["config"]) for c in contents]
-    supervised = {**contents[0]["config"], "arm": "cascade_supervised"}
-    planned.append(Run("finetune__cascade_supervised__finetune_1__seed0", supervised))
+    # as v3 plans them: cascade_supervised on the 8 seeds, cascade_semcl_gt on seeds 0-3 (its arm_seeds)
+    for arm, seeds in (("cascade_supervised", SEEDS), ("cascade_semcl_gt", range(4))):
+        planned += [Run(f"finetune__{arm}__{s}__seed{seed}", {**contents[0]["config"], "arm": arm, "setting": s,
+                                                              "seed": seed})
+                    for s in ("finetune_1", "finetune_2") for seed in seeds]
     return analyse_v3(size, planned, runs, "python scripts/benchmark.py --size v3", written="(snapshot)", floor=floor,
                       check=check)
 
@@ -181,9 +184,12 @@ def test_each_family_says_its_smallest_holm_p_as_protocol_v3_section_8(analysed)
     expected = {"refinement by itself": (2, 0.016, True), "self-training": (2, 0.016, True),
                 "small organs": (8, 0.0625, False), "every organ": (32, 0.25, False), "per phase": (16, 0.125, False),
                 "time to accuracy": (6, 0.047, True), "oracle-prior gap": (4, 0.031, True),
-                "ground-truth pool masks": (4, 0.031, True), "v2 recipe check": (4, 0.5, False)}
+                "ground-truth pool masks": (4, 0.5, False), "v2 recipe check": (4, 0.5, False)}
     rows = analysed.families["secondary"]
     assert list(rows) == list(expected)
+    # the planned seeds of each family: cascade_semcl_gt runs on seeds 0-3 only (v3's arm_seeds)
+    assert {title: row.seeds for title, row in rows.items()} == {**dict.fromkeys(expected, 8),
+                                                                 "ground-truth pool masks": 4, "v2 recipe check": 4}
     for title, (tests, smallest, reachable) in expected.items():
         row = rows[title]
         assert (row.family.declared, row.smallest, row.reachable) == (tests, pytest.approx(smallest, rel=0.03),
@@ -204,9 +210,9 @@ def test_the_v2_recipe_check_pairs_its_arms_with_v2s_scratch_by_seed(analysed):
     assert behind.difference.mean == pytest.approx(np.mean([_mean("scratch", s - 1) - _mean("scratch", s)
                                                             for s in CHECK_SEEDS]))
     (supervised, semcl) = analysed.values["check_recipes"]
-    assert (supervised.arm, supervised.source, supervised.runs["R3"], supervised.expected) == (
+    assert (supervised.arm, supervised.source, supervised.runs["R4"], supervised.expected) == (
         "supervised", "tuning runs", 1, 4)
-    assert supervised.validation_dice["R3"] == pytest.approx(0.55) and semcl.source == "none"
+    assert supervised.validation_dice["R4"] == pytest.approx(0.55) and semcl.source == "none"
 
 
 def test_organ_phase_and_oracle_comparisons(analysed):
@@ -244,13 +250,21 @@ def test_recipes_provenance_cost_and_missing_runs(analysed, size):
     chosen = dataclasses.replace(size, recipes={"cascade_semcl": {"chosen": "R2", "validation_dice": {"R2": 0.71}}})
     from semcl_benchmark.report.v3 import recipe_rows
     assert recipe_rows(chosen, table([]))[0][:2] == ("cascade_semcl", "R2")
+    # cascade_semcl_gt takes cascade_semcl's choice, with no tuning runs of its own
+    gt = recipe_rows(chosen, table([]))[-1]
+    assert (gt.arm, gt.chosen, gt.runs, gt.expected) == ("cascade_semcl_gt", "R2", {}, 0)
+    assert "`cascade_semcl`'s choice" in gt.source and set(gt.validation_dice.values()) == {None}
+    assert [row.arm for row in v["recipes"]] == ["cascade_semcl", "cascade_supervised", "cascade_semcl_gt"]
     (mismatch,) = v["provenance"]["prior_mismatches"]
     assert mismatch[:4] == ("finetune__cascade_semcl__finetune_2__seed3", "test",
                             "predict__scratch__finetune_2__seed3", 1)
     assert v["provenance"]["cpus"] == ["Synthetic CPU"] and len(v["provenance"]["encoders"]) == 32
     cost = {(stage, arm): (n, mean) for stage, arm, n, mean, _ in v["cost"]}
     assert cost[("finetune", "cascade_semcl")][0] == 18 and cost[("predict", "scratch")] == (16, pytest.approx(13.5))
-    assert v["unfinished"] == [("finetune", "cascade_supervised", "finetune_1", "0")]
+    assert v["unfinished"] == [("finetune", "cascade_supervised", "finetune_1", "0-7"),
+                               ("finetune", "cascade_supervised", "finetune_2", "0-7"),
+                               ("finetune", "cascade_semcl_gt", "finetune_1", "0-3"),
+                               ("finetune", "cascade_semcl_gt", "finetune_2", "0-3")]
     assert v["tuning"] == 2
 
 
@@ -279,6 +293,7 @@ def test_a_v3_size_without_runs_reports_what_is_planned_or_why_nothing_is(size):
     text = render(analyse_v3(size, planned, table([]), "command", written="now"), "", "results_v3.md.j2")
     assert "**No runs yet**: 0 of 8 planned runs finished." in text and "| finetune | `scratch` | finetune_1 | 0-7 |" in text
     assert "| every organ | 32 | 8 | 0.2500 | **no** | 0 |" in text
+    assert "| ground-truth pool masks | 4 | 4 | 0.5000 | **no** | 0 |" in text  # from the size: its arm_seeds
     reason = "size 'v3' has no refine settings yet."
     text = render(analyse_v3(size, [], table([]), "command", written="now", unplanned=reason), "", "results_v3.md.j2")
     assert f"**No runs planned yet**: {reason}" in text and "None planned yet" in text

@@ -63,18 +63,18 @@ def test_a_candidate_is_scored_by_its_four_tuning_runs(v3, protocol):
 
 
 def test_the_best_mean_validation_dice_is_chosen(v3, protocol):
-    found = records("cascade_semcl", {"R1": 0.60, "R2": 0.64, "R3": 0.62, "R4": 0.55})
+    found = records("cascade_semcl", {"R1": 0.60, "R2": 0.64, "R4": 0.55})
     (choice,) = select_recipes(v3, protocol, found, ["cascade_semcl"]).values()
     assert choice.chosen == "R2" and choice.validation_dice["R2"] == pytest.approx(0.64)
-    assert list(choice.validation_dice) == ["R1", "R2", "R3", "R4"]
-    assert choice.to_entry() == {"chosen": "R2", "validation_dice": {"R1": 0.6, "R2": 0.64, "R3": 0.62, "R4": 0.55}}
+    assert list(choice.validation_dice) == ["R1", "R2", "R4"]
+    assert choice.to_entry() == {"chosen": "R2", "validation_dice": {"R1": 0.6, "R2": 0.64, "R4": 0.55}}
 
 
 @pytest.mark.parametrize("means, chosen", [
-    ({"R1": 0.600, "R2": 0.604, "R3": 0.59, "R4": 0.59}, "R1"),  # R2 better by less than 0.005: the earlier R1
-    ({"R1": 0.600, "R2": 0.610, "R3": 0.6075, "R4": 0.59}, "R2"),  # R3 within 0.005 of R2, but later
-    ({"R1": 0.600, "R2": 0.590, "R3": 0.6060, "R4": 0.6100}, "R3"),  # R3 within 0.005 of the best, R4
-    ({"R1": 0.500, "R2": 0.590, "R3": 0.6040, "R4": 0.6100}, "R4"),  # R3 0.006 below: no tie
+    ({"R1": 0.600, "R2": 0.604, "R4": 0.59}, "R1"),  # R2 better by less than 0.005: the earlier R1
+    ({"R1": 0.600, "R2": 0.610, "R4": 0.6075}, "R2"),  # R4 within 0.005 of R2, but later
+    ({"R1": 0.590, "R2": 0.6060, "R4": 0.6100}, "R2"),  # R2 within 0.005 of the best, R4
+    ({"R1": 0.500, "R2": 0.6040, "R4": 0.6100}, "R4"),  # R2 0.006 below: no tie
 ])
 def test_ties_within_the_margin_go_to_the_earlier_recipe(v3, protocol, means, chosen):
     assert TIE == 0.005
@@ -83,9 +83,9 @@ def test_ties_within_the_margin_go_to_the_earlier_recipe(v3, protocol, means, ch
 
 
 def test_missing_or_unusable_tuning_runs_are_refused_naming_them(v3, protocol):
-    found = records("cascade_semcl", {"R1": 0.60, "R2": 0.64, "R3": 0.62, "R4": 0.55})
-    found = [r for r in found if r.key.name != "finetune__cascade_semcl__finetune_2__seed101__R3"]
-    found += [tuning_record("cascade_semcl", "R3", "finetune_2", 101, None)]  # no best validation Dice
+    found = records("cascade_semcl", {"R1": 0.60, "R2": 0.64, "R4": 0.55})
+    found = [r for r in found if r.key.name != "finetune__cascade_semcl__finetune_2__seed101__R2"]
+    found += [tuning_record("cascade_semcl", "R2", "finetune_2", 101, None)]  # no best validation Dice
     found = [r for r in found if r.key.name != "finetune__cascade_semcl__finetune_1__seed100__R4"]
     found += [tuning_record("cascade_semcl", "R4", "finetune_1", 100, 0.7, recorded_recipe="R1")]
     found = [r for r in found if r.key.name != "finetune__cascade_semcl__finetune_1__seed101__R1"]
@@ -93,10 +93,10 @@ def test_missing_or_unusable_tuning_runs_are_refused_naming_them(v3, protocol):
         select_recipes(v3, protocol, found, ["cascade_semcl"])
     message = str(error.value)
     assert "finetune__cascade_semcl__finetune_1__seed101__R1 (no result file of its configuration)" in message
-    assert "finetune__cascade_semcl__finetune_2__seed101__R3 (no best validation Dice)" in message
+    assert "finetune__cascade_semcl__finetune_2__seed101__R2 (no best validation Dice)" in message
     assert "finetune__cascade_semcl__finetune_1__seed100__R4 (it records the recipe R1)" in message
     with pytest.raises(ValueError, match="no result file"):  # every recipe arm by default: the others have no runs
-        select_recipes(v3, protocol, records("cascade_semcl", {"R1": .6, "R2": .6, "R3": .6, "R4": .6}))
+        select_recipes(v3, protocol, records("cascade_semcl", {"R1": .6, "R2": .6, "R4": .6}))
 
 
 def test_an_arm_that_chooses_no_recipe_is_refused(v3, protocol, tmp_path):
@@ -118,7 +118,7 @@ def builtin_copy(tmp_path):
 def test_the_choice_is_written_into_the_sizes_entry_keeping_every_other_line(v3, protocol, tmp_path):
     path = builtin_copy(tmp_path)
     before = path.read_text(encoding="utf-8")
-    choices = select_recipes(v3, protocol, records("cascade_semcl", {"R1": 0.6, "R2": 0.64, "R3": 0.62, "R4": 0.5}),
+    choices = select_recipes(v3, protocol, records("cascade_semcl", {"R1": 0.6, "R2": 0.64, "R4": 0.5}),
                              ["cascade_semcl"])
     write_recipes(path, v3, choices)
     after = path.read_text(encoding="utf-8")
@@ -136,7 +136,7 @@ def test_the_choice_is_written_into_the_sizes_entry_keeping_every_other_line(v3,
     # the same choice again changes nothing; another choice for a recorded arm is refused
     write_recipes(path, chosen.sizes["v3"], choices)
     assert path.read_text(encoding="utf-8") == after
-    other = select_recipes(v3, protocol, records("cascade_semcl", {"R1": 0.7, "R2": 0.64, "R3": 0.62, "R4": 0.5}),
+    other = select_recipes(v3, protocol, records("cascade_semcl", {"R1": 0.7, "R2": 0.64, "R4": 0.5}),
                            ["cascade_semcl"])
     with pytest.raises(ValueError, match="records the recipe 'R2' for 'cascade_semcl' already"):
         write_recipes(path, chosen.sizes["v3"], other)
@@ -183,7 +183,7 @@ def test_the_command_writes_the_user_file_that_defines_the_size(tmp_path, capsys
     tuning = [run for run in planned if run.key.tuning_recipe is not None]
     assert sorted(run.key for run in tuning) == sorted(
         key for candidate in size.recipe_candidates for key in tuning_keys(size, protocol, "cascade_semcl", candidate))
-    means = {"R1": 0.6, "R2": 0.58, "R3": 0.66, "R4": 0.65}
+    means = {"R1": 0.6, "R2": 0.58, "R4": 0.66}
     by_key = {record.key: record for record in records("cascade_semcl", means)}
     for run in tuning:
         made = by_key[run.key]
@@ -191,7 +191,7 @@ def test_the_command_writes_the_user_file_that_defines_the_size(tmp_path, capsys
         write_run_record(record, results / f"{run.key.name}.json")
     command = ["--size", "mine", "--results", str(results), "--workdir", str(work), "--protocol", str(mine)]
     assert main([*command, "--dry-run"]) == 0 and load_protocol([mine]).sizes["mine"].recipes == {}
-    assert "| `cascade_semcl` | 0.6000 | 0.5800 | **0.6600** | 0.6500 | R3 |" in capsys.readouterr().out
+    assert "| `cascade_semcl` | 0.6000 | 0.5800 | **0.6600** | R4 |" in capsys.readouterr().out
     stale = results / f"{tuning[0].key.name}.json"
     kept = stale.read_text(encoding="utf-8")
     stale.write_text(kept.replace(tuning[0].hash, "0" * 16), encoding="utf-8")
@@ -200,8 +200,8 @@ def test_the_command_writes_the_user_file_that_defines_the_size(tmp_path, capsys
     stale.write_text(kept, encoding="utf-8")
     assert main(command) == 0
     size = load_protocol([mine]).sizes["mine"]
-    assert size.chosen_recipe("cascade_semcl") == "R3" and mine.read_text(encoding="utf-8").startswith("# my tuning\n")
-    assert size.recipe_for("cascade_semcl", 0) == Recipe("R3", 1.0, encoder_warmup_epochs=2)
+    assert size.chosen_recipe("cascade_semcl") == "R4" and mine.read_text(encoding="utf-8").startswith("# my tuning\n")
+    assert size.recipe_for("cascade_semcl", 0) == Recipe("R4", 1.0, encoder_freeze_epochs=2)
 
 
 def test_a_tuning_key_names_its_candidate():

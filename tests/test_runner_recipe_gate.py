@@ -19,7 +19,7 @@ sizes:
     recipes:
       cascade_semcl:
         chosen: R2
-        validation_dice: {R1: 0.5, R2: 0.6, R3: 0.5, R4: 0.4}
+        validation_dice: {R1: 0.5, R2: 0.6, R4: 0.4}
 """
 
 
@@ -86,6 +86,19 @@ def test_once_the_recipe_is_recorded_the_main_seeds_runs_start(tmp_path, monkeyp
     # the other recipe arms still choose first
     supervised = run("finetune", "cascade_supervised", "finetune_2", 1)
     assert list(benchmark.refused([supervised])) == [supervised.key]
+    # cascade_semcl_gt takes cascade_semcl's recipe (recipe_of): it runs now, with R2
+    gt = run("finetune", "cascade_semcl_gt", "finetune_2", 1)
+    assert benchmark.refused([gt]) == {} and benchmark.size.recipe_for("cascade_semcl_gt", 1).name == "R2"
+
+
+def test_an_arm_taking_anothers_recipe_waits_for_that_choice(tmp_path, monkeypatch):
+    benchmark, _ = recording_benchmark("v3_tiny", tmp_path, monkeypatch)
+    pretrain = run("pretrain", "cascade_semcl_gt", None, 0)
+    gt = run("finetune", "cascade_semcl_gt", "finetune_1", 0, needs=[pretrain.key])
+    refused = benchmark.refused([pretrain, gt])
+    assert list(refused) == [gt.key]  # its pretraining needs no recipe
+    assert refused[gt.key].startswith("'cascade_semcl_gt' takes the recipe of 'cascade_semcl', which chooses its "
+                                      "fine-tuning recipe on the tuning seeds [100] first")
 
 
 def test_a_tuning_seeds_run_of_a_recipe_arm_without_a_candidate_is_refused(tmp_path, monkeypatch):

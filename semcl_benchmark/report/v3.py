@@ -52,7 +52,8 @@ FamilyRow = NamedTuple("FamilyRow", [("title", str), ("family", Family), ("seeds
 PhaseTable = NamedTuple("PhaseTable", [("setting", str), ("phases", list), ("cases", list), ("cells", dict)])
 #: An arm's recipe: the chosen one (``None``: not chosen yet) and each candidate's mean best validation Dice over its
 #: tuning runs (``runs`` of ``expected``), read from the protocol's ``recipes`` entry (``source`` ``protocol``) or
-#: from the tuning runs (``tuning runs``; ``none`` without any).
+#: from the tuning runs (``tuning runs``; ``none`` without any); an arm taking another's recipe (``recipe_of``) has
+#: no candidate values and a ``source`` that names that arm.
 RecipeRow = NamedTuple("RecipeRow", [("arm", str), ("chosen", str | None), ("validation_dice", dict),
                                      ("runs", dict), ("expected", int), ("source", str)])
 #: A size's recipe check (its ``recipe_check``, section 4): the check's size, the baseline arm and the long table of
@@ -129,13 +130,39 @@ def check_family(check: RecipeCheck) -> FamilyRow:
     return _row(RECIPE_CHECK, family(main, declared, seeds), seeds)
 
 
-def families(main: pd.DataFrame, size: Size, check: RecipeCheck | None = None) -> dict:
-    """``primary`` and ``secondary`` (``{title: FamilyRow}``, section 7's order) over the main seeds' runs, the
-    recipe ``check``'s family last where given."""
-    seeds = len(size.seeds)
+def planned_seeds(planned: Sequence[Run], size: Size) -> dict[tuple[str, str], set[int]]:
+    """Per ``(arm, setting)`` (an oracle test as arm ``<arm>+oracle``): the main seeds with a planned test."""
+    seeds: dict[tuple[str, str], set[int]] = {}
+    for key in (run.key for run in planned):
+        if key.stage in ("finetune", "oracle") and key.seed not in size.tuning_seeds and key.tuning_recipe is None:
+            seeds.setdefault((key.arm + ORACLE if key.stage == "oracle" else key.arm, key.setting), set()).add(key.seed)
+    return seeds
+
+
+def family_seeds(declared: Sequence, planned: dict[tuple[str, str], set[int]], size: Size) -> int:
+    """The seeds a family pairs as planned: the fewest that any of its tests with a planned pair has planned for both
+    its arms; where none has (nothing planned yet), the fewest of the size's seeds (an arm's ``arm_seeds``) shared."""
+    pairs = [((t[0], t[1]), (BASELINE, t[1])) if isinstance(t, tuple)
+             else ((t.method, t.setting), (t.baseline, t.setting)) for t in declared]
+    counts = [n for a, b in pairs if (n := len(planned.get(a, set()) & planned.get(b, set())))]
+    if counts:
+        return min(counts)
+
+    def of(arm: str) -> set[int]:
+        return set(size.arm_seeds.get(arm.removesuffix(ORACLE), size.seeds)) & set(size.seeds)
+
+    return min((len(of(a) & of(b)) for (a, _), (b, _) in pairs), default=len(size.seeds))
+
+
+def families(main: pd.DataFrame, size: Size, check: RecipeCheck | None = None,
+             planned: Sequence[Run] = ()) -> dict:
+    """``primary`` and ``secondary`` (``{title: FamilyRow}``, section 7's order) over the main seeds' runs, each
+    with the seeds its ``planned`` runs pair (:func:`family_seeds`), the recipe ``check``'s family last where given."""
     tests = declared_tests(_organs(main), BUCKET_ORDER, size.oracle_arms)
+    paired = planned_seeds(planned, size)
     rows = {}
     for title, declared in tests.items():
+        seeds = family_seeds(declared, paired, size)
         found = (reach_family(main, declared, seeds, BASELINE) if title == "time to accuracy"
                  else family(main, declared, seeds))
         rows[title] = _row(title, found, seeds)
@@ -170,7 +197,8 @@ def phase_tables(main: pd.DataFrame, arms: Sequence[str], settings: Sequence[str
 
 
 def recipe_rows(size: Size, tuning: pd.DataFrame) -> list[RecipeRow]:
-    """Each recipe arm's recipe (section 5): the protocol's recorded choice, else its tuning runs so far."""
+    """Each recipe arm's recipe (section 5): the protocol's recorded choice, else its tuning runs so far; then each
+    arm that takes another's recipe (the size's ``recipe_of``)."""
     candidates, expected = list(size.recipe_candidates), len(size.tuning_seeds) * len(SETTINGS)
     rows = []
     for arm in size.recipe_arms:
@@ -186,6 +214,9 @@ def recipe_rows(size: Size, tuning: pd.DataFrame) -> list[RecipeRow]:
         rows.append(RecipeRow(arm, None, {c: float(np.mean(v)) if v else None for c, v in best.items()},
                               {c: len(v) for c, v in best.items()}, expected,
                               "tuning runs" if any(best.values()) else "none"))
+    for arm, source in size.recipe_of.items():  # no tuning runs of its own: the chosen recipe of ``source``
+        rows.append(RecipeRow(arm, size.chosen_recipe(arm), dict.fromkeys(candidates), {}, 0,
+                              f"`{source}`'s choice (no tuning runs of its own)"))
     return rows
 
 
@@ -253,4 +284,4 @@ def analyse(size: Size, planned: Sequence[Run], runs: pd.DataFrame, floor: Path 
         "provenance": provenance(runs), "cost": cost_rows(runs), "unfinished": unfinished(planned, set(runs.key)),
         "deviations": deviations(size), "tuning": len(tuning), "floor": resolution_floor(floor, size),
     }
-    return arms, settings, families(main, size, check), values
+    return arms, settings, families(main, size, check, planned), values
