@@ -125,3 +125,18 @@ def test_a_recorded_choice_is_read(tmp_path):
     size = load_protocol(files).sizes["mine"]
     assert size.chosen_recipe("cascade_supervised") == "R4" and size.chosen_recipe("cascade_semcl") is None
     assert size.recipe_for("cascade_supervised", 1) == Recipe("R4", 1.0, encoder_freeze_epochs=2)
+
+
+def test_the_tuning_seeds_plan_the_recipe_arms_only(tmp_path):
+    """On a tuning seed: each recipe arm's candidates, their pretrainings and the stage 1 they need; no other arm."""
+    from semcl_benchmark.runner import Benchmark
+
+    protocol = load_protocol()
+    tiny = protocol.sizes["v3_tiny"]
+    benchmark = Benchmark(tiny, tmp_path / "results", tmp_path / "work", protocol=protocol)
+    tuning = {run.key for run in benchmark.plan(list(tiny.arms), ["finetune_1"], [100], study=[])}
+    stage2 = {(key.arm, key.tuning_recipe) for key in tuning if key.stage == "finetune" and key.arm != "scratch"}
+    assert stage2 == {(arm, c) for arm in tiny.recipe_arms for c in tiny.recipe_candidates}
+    assert {key.stage for key in tuning} == {"finetune", "predict", "pretrain"}  # no oracle test on a tuning seed
+    main = {(run.key.stage, run.key.arm) for run in benchmark.plan(list(tiny.arms), ["finetune_1"], [0], study=[])}
+    assert {("finetune", arm) for arm in tiny.arms} | {("oracle", arm) for arm in tiny.oracle_arms} <= main
