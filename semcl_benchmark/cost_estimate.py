@@ -3,10 +3,14 @@
 Usage:
     python -m semcl_benchmark.cost_estimate --size v3 --stage2-arm ARM [--protocol FILE ...] [--sizing DIR] [--v2 DIR]
                                             [--contrastive-ratio R | --step-cost FILE] [--jobs 2]
-                                            [--sitting-hours 2.5] [--out FILE.json]
+                                            [--sitting-hours 2.5] [--arms ARM ...] [--seeds SEED ...]
+                                            [--no-recipe-check] [--remaining] [--out FILE.json]
 
 ``--protocol`` adds or replaces arms and sizes as ``scripts/benchmark.py``'s does: the cost of candidate settings
-before they are written into ``protocol.yaml``.
+before they are written into ``protocol.yaml``. ``--arms`` and ``--seeds`` price a part of the plan (as
+``scripts/benchmark.py`` plans it with the same options: the runs those arms need come with them), e.g. the primary
+family's arms on the main seeds; ``--no-recipe-check`` leaves the recipe check's runs out; ``--remaining`` prices only
+the runs without a result file of their configuration (what is left to run, for section 11's drop rule).
 
 Every run the size plans (its seeds and tuning seeds; the runs of its ``recipe_check`` too) is given the seconds of
 measured runs of its kind: the mean CPU seconds (training, validations and tests; ``RunResult.cpu_seconds``: a run's
@@ -143,21 +147,25 @@ def kind_of(run: Run, v2_data: bool, protocol: Protocol, size: Size) -> tuple:
     return ("stage 2" if config.get("pipeline_stage") == 2 else "stage 1", key.setting)
 
 
-def planned_runs(protocol: Protocol, size: Size) -> list[tuple[Run, bool]]:
-    """Every run the size plans on its seeds and tuning seeds, and those of its ``recipe_check`` (``True``: on v2's
-    data)."""
+def planned_runs(protocol: Protocol, size: Size, arms: Sequence[str] | None = None,
+                 seeds: Sequence[int] | None = None, recipe_check: bool = True,
+                 remaining: bool = False) -> list[tuple[Run, bool]]:
+    """Every run the size plans on its seeds and tuning seeds (or of ``arms`` on ``seeds``), and those of its
+    ``recipe_check`` (``True``: on v2's data; left out with ``recipe_check=False``, and with ``arms`` or ``seeds``);
+    with ``remaining``, only those without a result file of their configuration in the size's results folder."""
     from .runner import Benchmark  # the runner plans through the stages' planner
 
     sizes = [(size, False)]
-    if size.recipe_check is not None:
+    if size.recipe_check is not None and recipe_check and arms is None and seeds is None:
         sizes.append((protocol.sizes[size.recipe_check["size"]], True))
     runs = []
     for planned_size, v2_data in sizes:
         benchmark = Benchmark(planned_size, results_folder(planned_size.name),
                               ROOT / "runs" / "benchmark" / planned_size.name, protocol=protocol)
-        arms = [a for a in planned_size.arms if not protocol.arms[a].study]
-        seeds = [*planned_size.seeds, *planned_size.tuning_seeds]
-        runs += [(run, v2_data) for run in benchmark.plan(arms, list(planned_size.settings), seeds, study=[])]
+        chosen = [a for a in planned_size.arms if not protocol.arms[a].study] if arms is None else list(arms)
+        drawn = [*planned_size.seeds, *planned_size.tuning_seeds] if seeds is None else list(seeds)
+        planned = benchmark.plan(chosen, list(planned_size.settings), drawn, study=[])
+        runs += [(run, v2_data) for run in planned if not (remaining and benchmark.finished(run))]
     return runs
 
 
@@ -194,12 +202,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--v2", type=Path, default=V2, help="v2's result files")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--sitting-hours", type=float, default=2.5)
+    parser.add_argument("--arms", nargs="+", help="price these arms' runs only (and the runs they need)")
+    parser.add_argument("--seeds", type=int, nargs="+", help="on these seeds only (default: seeds and tuning seeds)")
+    parser.add_argument("--no-recipe-check", action="store_true", help="leave the recipe check's runs out")
+    parser.add_argument("--remaining", action="store_true", help="only runs without a result file of their "
+                        "configuration")
     parser.add_argument("--out", type=Path, help="also write the estimate as JSON here")
     args = parser.parse_args(argv)
     try:
         protocol = load_protocol(args.protocol)
         size = protocol.sizes[args.size]
-        runs = planned_runs(protocol, size)
+        runs = planned_runs(protocol, size, args.arms, args.seeds, not args.no_recipe_check, args.remaining)
     except (ValueError, KeyError) as error:
         print(f"[cost] {error}", file=sys.stderr)
         return 2
@@ -218,7 +231,9 @@ def main(argv: list[str] | None = None) -> int:
           f"{total['cpu_seconds']} s of runs, {total['wall_hours']} h at {args.jobs} at a time: {total['sittings']} "
           f"sittings of {args.sitting_hours} h (sizing runs' CPU: {', '.join(cpus)})")
     if args.out is not None:
-        write_json_atomic({"size": size.name, "stage2_arm": args.stage2_arm,
+        write_json_atomic({"size": size.name, "stage2_arm": args.stage2_arm, "arms": args.arms, "seeds": args.seeds,
+                           "recipe_check": not args.no_recipe_check and not args.arms and not args.seeds,
+                           "remaining": args.remaining,
                            "contrastive_ratio": measurements.contrastive_ratio,
                            "cpus": cpus, **total, "kinds": [{**c.__dict__, "total": c.total} for c in costs]}, args.out)
     return 0

@@ -109,3 +109,30 @@ def test_m5s_file_prices_the_pretrainings_until_a_supervised_one_is_measured(rec
     assert measurements.cost(("contrastive pretraining",))[0] == pytest.approx(600.0)  # the file's ratio
     assert Measurements(without, v2, STAGE2, 0.25, 100, step_cost).cost(("contrastive pretraining",))[0] == (
         pytest.approx(300.0))  # a ratio given on the command line wins
+
+
+def test_a_part_of_the_plan_and_what_remains_of_it_are_priced(tmp_path):
+    """``--arms``/``--seeds`` price what scripts/benchmark.py would plan with them; ``--remaining`` leaves out the runs
+    whose committed result file holds their configuration (the sizing's stage 1 on both tuning seeds)."""
+    def kinds(*options: str) -> dict[str, int]:
+        out = tmp_path / "part.json"
+        assert main(["--size", "v3_sizing", "--stage2-arm", STAGE2, "--out", str(out), *options]) == 0
+        return {k["kind"]: k["runs"] for k in json.loads(out.read_text(encoding="utf-8"))["kinds"]}
+
+    assert kinds("--arms", "scratch", "--seeds", "100", "101") == {"stage 1 finetune_1": 2, "stage 1 finetune_2": 2}
+    every = kinds("--arms", "cascade_scratch", "--seeds", "100", "101")
+    assert every["stage 1 finetune_1"] == every["predict"] // 2 == every["oracle"] // 2 == 2  # what stage 2 needs
+    left = kinds("--arms", "cascade_scratch", "--seeds", "100", "101", "--remaining")
+    assert "stage 1 finetune_1" not in left and "stage 1 finetune_2" not in left  # committed: nothing left to run
+    assert sum(left.values()) < sum(every.values())
+
+
+def test_the_recipe_check_is_priced_unless_left_out(tmp_path):
+    candidate = SIZING / "cost_candidate.yaml"  # v3 with candidate settings: it plans v3's recipe check too
+    out = tmp_path / "v3.json"
+    assert main(["--size", "v3_candidate", "--protocol", str(candidate), "--stage2-arm", STAGE2, "--no-recipe-check",
+                 "--out", str(out)]) == 0
+    written = json.loads(out.read_text(encoding="utf-8"))
+    assert written["recipe_check"] is False and not [k for k in written["kinds"] if k["kind"].startswith("v2 ")]
+    assert {"stage 2 finetune_1", "contrastive pretraining", "supervised pretraining"} <= {
+        k["kind"] for k in written["kinds"]}
