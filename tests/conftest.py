@@ -201,6 +201,29 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
 
 
 @pytest.fixture
+def unsized_protocol(tmp_path: Path) -> Path:
+    """A protocol file with the size ``unsized``: a v3-style cascade size (v3_tiny's data and draws) without stage-2
+    training or pretraining settings, whose runs cannot be planned yet."""
+    path = tmp_path / "unsized.yaml"
+    path.write_text("""
+sizes:
+  unsized:
+    data: {preset: realistic, num: 14, size: [32, 32, 24], seed: 0}
+    draws: {design: v3, test: 4, validation: 1, pool: 2, labelled: 2}
+    stage1_pixdim: 22.5
+    network: {init_filters: 8, blocks_down: [1, 1, 2, 2], blocks_up: [1, 1, 1]}
+    finetune: {max_epochs: 2, val_interval: 1, early_stop_patience: 1, roi_size: [16, 16, 16], num_samples: 1,
+               batch_size: 2, learning_rate: 0.005}
+    pretrain: {}
+    arm_settings: {scratch: {stage: stage1}}
+    arms: [scratch]
+    settings: [finetune_1]
+    seeds: [0]
+""", encoding="utf-8")
+    return path
+
+
+@pytest.fixture
 def deterministic():
     """Seed MONAI, torch and numpy for one test (``set_determinism(0)``) and unseed afterwards."""
     from monai.utils import set_determinism

@@ -77,13 +77,15 @@ def test_a_pretraining_is_priced_per_step_and_the_contrastive_one_by_its_ratio(r
         "supervised pretraining",)
 
 
-def test_the_command_prices_a_plannable_size_and_writes_its_estimate(tmp_path, capsys):
+def test_the_command_prices_a_plannable_size_and_writes_its_estimate(tmp_path, capsys, unsized_protocol):
     out = tmp_path / "cost_estimate.json"
     assert main(["--size", "v3_sizing", "--stage2-arm", STAGE2, "--out", str(out)]) == 0
     written = json.loads(out.read_text(encoding="utf-8"))
     assert written["size"] == "v3_sizing" and written["runs"] == sum(k["runs"] for k in written["kinds"])
     assert "| stage 1 finetune_1 |" in capsys.readouterr().out
-    assert main(["--size", "v3", "--stage2-arm", STAGE2]) == 2  # v3 is not sized yet: nothing to plan
+    # a cascade size without stage-2 settings: nothing to plan
+    assert main(["--size", "unsized", "--protocol", str(unsized_protocol), "--stage2-arm", STAGE2]) == 2
+    assert "size 'unsized' has no refine, pretrain settings yet" in capsys.readouterr().err
 
 
 def test_candidate_settings_are_priced_from_a_protocol_file(tmp_path, capsys):

@@ -125,11 +125,12 @@ def test_epoch_calls_are_v3s_two_epochs_and_valid_workflow_settings(tmp_path):
     assert scratch.overrides["pixdim"] == [5.625] * 3  # stage 1's grid, resampled from the fine data at load
     assert cascade.overrides["pixdim"] == pytest.approx([2.8125] * 3)  # the data's own grid
     assert (scratch.overrides["channels_last"], cascade.overrides["channels_last"]) == ("false", "true")
-    for call in (scratch, cascade):
+    for call, own in ((scratch, size.finetune), (cascade, size.refine)):
         assert call.overrides["data_list_file_path"] == tmp_path / "datalists" / "datalist_seed100.json"
         assert (call.overrides["max_epochs"], call.overrides["val_interval"], call.overrides["early_stop_patience"]) \
             == (12, 5, 0)
-        assert call.overrides["learning_rate"] == protocol.sizes["default"].finetune["learning_rate"]  # v2's
+        # the size's own settings over v2's (stage 2's learning rate 0.001: section 11)
+        assert call.overrides["learning_rate"] == {**protocol.sizes["default"].finetune, **own}["learning_rate"]
         config = ConfigParser.load_config_files([str(CONFIGS / f) for f in call.configs])
         check_overrides(bundle_command(CONFIGS, call.configs, call.overrides), config)  # every setting is known
 
@@ -150,9 +151,9 @@ def test_times_channels_last_against_v2_on_v3_tiny(tmp_path, capsys):
     protocol.write_text("sizes:\n  levers_tiny:\n    base: v3_tiny\n    refine: {refine_crop_size: [16, 16, 16]}\n",
                         encoding="utf-8")
     # stage 2 (two input channels: the batches are really reordered), 3 epochs: epoch 2 trains, epoch 3 validates
-    assert main(["levers", "--protocol", str(protocol), "--size", "levers_tiny", "--kinds", "cascade_scratch", "--levers", "channels_last", "--jobs",
-                 "1", "--rounds", "1", "--epochs", "3", "--val-every", "3", "--allow-dirty", "--workdir",
-                 str(tmp_path / "work"), "--out", str(out)]) == 0
+    assert main(["levers", "--protocol", str(protocol), "--size", "levers_tiny", "--kinds", "cascade_scratch",
+                 "--levers", "channels_last", "--jobs", "1", "--rounds", "1", "--epochs", "3", "--val-every", "3",
+                 "--allow-dirty", "--workdir", str(tmp_path / "work"), "--out", str(out)]) == 0
     result = json.loads(out.read_text(encoding="utf-8"))
     assert (result["size"], result["kinds"], result["epochs"], result["v2_val_interval"]) == (
         "levers_tiny", ["cascade_scratch"], {"cascade_scratch": 3}, 40)

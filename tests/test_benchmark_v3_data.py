@@ -105,7 +105,7 @@ def test_planning_an_arm_without_its_stage_is_refused_by_name(tmp_path):
     assert Planner(protocol, PROTOCOL.sizes["quick"], Workspace(tmp_path)).plan(["scratch"], ["finetune_1"], [0])
 
 
-def test_the_data_only_command_writes_and_resumes(tmp_path, capsys):
+def test_the_data_only_command_writes_and_resumes(tmp_path, capsys, unsized_protocol):
     work, results = tmp_path / "work", tmp_path / "results"
     argv = ["--size", "v3_tiny", "--data-only", "--workdir", str(work), "--results", str(results)]
     assert main(argv) == 0
@@ -125,6 +125,7 @@ def test_the_data_only_command_writes_and_resumes(tmp_path, capsys):
     assert "phantom_000" not in out  # the complete dataset is reused, not written again
     assert json.loads(files[seeds[0]].read_text(encoding="utf-8")) == written[seeds[0]]
     assert all(path.stat().st_mtime_ns == stamp for path, stamp in stamps.items() if path != files[seeds[0]])
-    # v3's runs are refused until its training settings are sized (docs/PROTOCOL_v3.md, section 11)
-    assert main(["--size", "v3", "--workdir", str(tmp_path / "v3"), "--results", str(tmp_path / "v3_results")]) == 2
-    assert "has no refine, pretrain settings yet" in capsys.readouterr().err  # stage 1 is v2's (section 4)
+    # a cascade size's runs are refused until its training settings are sized (docs/PROTOCOL_v3.md, section 11)
+    assert main(["--size", "unsized", "--protocol", str(unsized_protocol), "--workdir", str(tmp_path / "u"),
+                 "--results", str(tmp_path / "u_results")]) == 2
+    assert "has no refine, pretrain settings yet" in capsys.readouterr().err

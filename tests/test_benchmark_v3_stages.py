@@ -142,7 +142,9 @@ def test_a_tuning_seed_runs_every_candidate_recipe_of_a_recipe_arm(tmp_path):
         (train, _) = planner.bundle_calls(run)[:2]
         assert train.overrides["encoder_lr_multiplier"] == recipe.encoder_lr_multiplier
         assert train.overrides.get("encoder_freeze_epochs", 0) == recipe.encoder_freeze_epochs
-    assert runs["finetune__cascade_scratch__finetune_1__seed100"].config["recipe"]["name"] == "R1"  # random init: R1
+    assert "finetune__cascade_scratch__finetune_1__seed100" not in runs  # a tuning seed runs recipe arms only
+    _, main = planned(tmp_path, ["cascade_scratch"], ["finetune_1"], [0], size)
+    assert main["finetune__cascade_scratch__finetune_1__seed0"].config["recipe"]["name"] == "R1"  # random init: R1
     assert "oracle__cascade_semcl__finetune_1__seed100" not in runs  # the tuning runs are not tested on oracle priors
 
 

@@ -5,6 +5,8 @@ entries refused naming the file and the entry."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from semcl_benchmark.protocol import RecipeCandidate, load_protocol
@@ -80,8 +82,11 @@ def write(tmp_path, size_entry: str, arms: str = "") -> list:
 def test_the_tuning_seeds_try_every_candidate_at_stage_2s_cap(tmp_path):
     size = load_protocol(write(tmp_path, "")).sizes["mine"]
     assert size.tuning_recipes() == (Recipe("R1", 1.0), Recipe("R2", 0.1), Recipe("R4", 1.0, encoder_freeze_epochs=2))
-    with pytest.raises(ValueError, match="size 'v3': refine has no max_epochs"):  # v3's is still to size
-        load_protocol().sizes["v3"].tuning_recipes()
+    # v3's stage-2 cap (400 epochs, section 11): R4 freezes the encoder for 40
+    assert load_protocol().sizes["v3"].tuning_recipes()[-1] == Recipe("R4", 1.0, encoder_freeze_epochs=40)
+    unsized = dataclasses.replace(size, refine={})
+    with pytest.raises(ValueError, match="size 'mine': refine has no max_epochs"):
+        unsized.tuning_recipes()
 
 
 @pytest.mark.parametrize("entry, message", [

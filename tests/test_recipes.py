@@ -131,8 +131,7 @@ def test_the_choice_is_written_into_the_sizes_entry_keeping_every_other_line(v3,
     # the size now records the choice; another size (v3_tiny, based on v3) does not take it over
     chosen = load_protocol_from(path)
     assert chosen.sizes["v3"].chosen_recipe("cascade_semcl") == "R2" and chosen.sizes["v3_tiny"].recipes == {}
-    with pytest.raises(ValueError, match="refine has no max_epochs"):  # v3's stage-2 epoch cap is still to size
-        chosen.sizes["v3"].recipe_for("cascade_semcl", 0)
+    assert chosen.sizes["v3"].recipe_for("cascade_semcl", 0) == Recipe("R2", 0.1)  # at v3's stage-2 cap
     # the same choice again changes nothing; another choice for a recorded arm is refused
     write_recipes(path, chosen.sizes["v3"], choices)
     assert path.read_text(encoding="utf-8") == after

@@ -40,7 +40,9 @@ def test_a_needed_run_whose_file_is_gone_is_run_again_with_what_it_needs(tmp_pat
 
 
 def test_the_tuning_seeds_runs_go_first(tmp_path):
-    benchmark, planned = planned_unit(tmp_path)
-    todo = todo_names(benchmark, planned, {run.key.name for run in planned})
-    seeds = [name.rsplit("seed", 1)[1] for name in todo]
-    assert seeds == sorted(seeds, key=lambda seed: seed != "100") and seeds[0] == "100" and seeds[-1] == "0"
+    benchmark, _ = planned_unit(tmp_path)
+    # a recipe arm runs on the tuning seed (its candidates), cascade_scratch on the main seed only
+    planned = benchmark.plan(["cascade_scratch", "cascade_semcl"], ["finetune_1"], [0, 100], study=[])
+    benchmark.finished = lambda run: False
+    seeds = [run.key.seed for run in benchmark._todo(planned, None)]
+    assert seeds == sorted(seeds, key=lambda seed: seed != 100) and seeds[0] == 100 and seeds[-1] == 0
