@@ -38,6 +38,15 @@ def training_settings(record: RunRecord) -> dict:
     return {**(config.get("refine") or config.get("pretrain") or {}), **own}
 
 
+def best_validation_dice(record: RunRecord) -> float | None:
+    """A run's best validation Dice: a fine-tuning's, or a supervised refinement pretraining's (in its workflow's run
+    summary: a pretraining result keeps the summary whole)."""
+    found = record.result.best_validation_dice
+    if found is None and record.key.stage == "pretrain":
+        found = (record.result.values.get("summary") or {}).get("best_metric")
+    return found
+
+
 def training_row(record: RunRecord) -> dict:
     """The sizing row of one training run (see the module docstring)."""
     training = training_settings(record)
@@ -55,7 +64,7 @@ def training_row(record: RunRecord) -> dict:
         "epochs": epochs,
         "steps": steps,
         "best epoch": record.budget.best_epoch if record.budget else None,
-        "best validation Dice": _rounded(record.result.best_validation_dice),
+        "best validation Dice": _rounded(best_validation_dice(record)),
         "train s": seconds,
         "s per epoch": round(seconds / epochs, 2) if seconds and epochs else None,
         "CPU s per epoch": round(cpu / epochs, 2) if cpu and epochs else None,

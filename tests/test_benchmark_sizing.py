@@ -45,3 +45,13 @@ def test_a_supervised_pretraining_reads_its_settings_under_its_arms_own():
     finetuning = SimpleNamespace(key=SimpleNamespace(stage="finetune"), settings=SimpleNamespace(config={
         "finetune": {"learning_rate": 0.005}}))
     assert training_settings(finetuning) == {"learning_rate": 0.005}
+
+
+def test_a_supervised_pretraining_row_gives_its_steps_and_best_validation_dice():
+    """M4's file (committed): its best validation Dice is in its workflow's run summary, its steps in its budget."""
+    name = "pretrain__cascade_supervised_crop48_lr001__finetune_1__seed100"
+    record = json.loads((SIZING / f"{name}.json").read_text(encoding="utf-8"))
+    (row,) = [r for r in sizing_table(SIZING)["training"] if r["run"] == name]
+    assert row["best validation Dice"] == round(record["summary"]["best_metric"], 4) is not None
+    assert (row["steps"], row["best epoch"]) == (record["budget"]["steps"], record["budget"]["best_epoch"])
+    assert row["CPU s per step"] == round(record["cost"]["cpu_seconds"] / record["budget"]["steps"], 2)
