@@ -21,7 +21,7 @@ how close a design comes), :func:`min_subjects` the smallest subject count at wh
 :func:`realistic_phases` the buckets the ``realistic`` phantom preset gives its subjects, read from each subject's
 random draws without painting it (the same draws :func:`semcl_phantoms.realistic_phantom.generate_realistic_phantom`
 makes first). :func:`seed_datalists` turns a dataset's entries into every seed's datalist (the benchmark's v3 sizes,
-``draws: {design: v3, ...}``). ``python -m semcl_benchmark.draws_v3`` prints the tables of the protocol draft.
+``draws: {design: v3, ...}``). ``python -m semcl_benchmark.draws_v3`` prints the draw tables of the protocol (section 3).
 """
 
 from __future__ import annotations
